@@ -1,0 +1,97 @@
+"""``SessionExporter``: an OpenTelemetry ``SpanExporter`` that writes session records to a store.
+
+Use it on any ``BatchSpanProcessor``; it runs on the processor's export thread, never on the application's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from galtea_otel.decode.sdk import from_sdk_spans
+from galtea_otel.pipeline import Pipeline
+from galtea_otel.settings import PipelineSettings
+from galtea_otel.store import Store, open_store
+from galtea_otel.translate.translator import Redactor
+
+log = logging.getLogger("galtea_otel")
+SWEEP_EVERY_S = 30.0
+
+
+def _count(name: str, amount: int = 1) -> None:
+    try:
+        from galtea_otel import stats
+    except ImportError:  # pragma: no cover - stats lives beside this module
+        return
+    stats.incr(name, amount)
+
+
+class SessionExporter(SpanExporter):
+    """Translate finished spans into session records and commit them to ``store``.
+
+    ``store``: a ``Store``, a store URL, or None for ``GALTEA_OTEL_STORE`` / ``sqlite:///galtea_sessions.db``.
+    The store is opened on first export (on the export thread), so constructing this does no I/O.
+    """
+
+    def __init__(
+        self,
+        store: str | Store | None = None,
+        settings: PipelineSettings | None = None,
+        *,
+        redact: Redactor | None = None,
+    ) -> None:
+        self._store_arg = store
+        self._settings = settings or PipelineSettings()
+        self._redact = redact
+        self._pipeline: Pipeline | None = None
+        self._lock = threading.Lock()
+        self._last_sweep = 0.0
+        self._failed_once = False
+        self._shutdown = False
+
+    @property
+    def pipeline(self) -> Pipeline:
+        with self._lock:
+            if self._pipeline is None:
+                store = self._store_arg if not isinstance(self._store_arg, (str, type(None))) \
+                    else open_store(self._store_arg)
+                self._pipeline = Pipeline(store, self._settings, redact=self._redact)
+            return self._pipeline
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._shutdown:
+            return SpanExportResult.FAILURE
+        try:
+            pipeline = self.pipeline
+            result = pipeline.ingest(from_sdk_spans(spans))
+            _count("spans_exported", result.accepted)
+            if result.rejected:
+                _count("spans_rejected", result.rejected)
+            now = time.monotonic()
+            if now - self._last_sweep > SWEEP_EVERY_S:
+                self._last_sweep = now
+                pipeline.sweep()
+        except Exception as exc:
+            _count("export_failures")
+            _count("spans_lost", len(spans))
+            if not self._failed_once:
+                self._failed_once = True
+                log.error("galtea-otel could not store %d spans: %s", len(spans), exc, exc_info=True)
+            else:
+                log.debug("galtea-otel could not store %d spans: %s", len(spans), exc)
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        self._shutdown = True
+        with self._lock:
+            if self._pipeline is not None and isinstance(self._store_arg, (str, type(None))):
+                self._pipeline.store.close()

@@ -1,0 +1,195 @@
+"""decode -> translate -> assemble -> store: the one path shared by the in-process exporter and the receiver."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from galtea_otel.assemble.assembler import Assembly, assemble, to_detail
+from galtea_otel.assemble.keys import Key, fully_keyed, resolve_trace
+from galtea_otel.records import SessionDetail
+from galtea_otel.settings import PipelineSettings
+from galtea_otel.spandata import SpanData
+from galtea_otel.store.base import Store, StoreTx
+from galtea_otel.translate.row import EVENT_IDLE, KIND_LLM, KIND_MARKER, SpanRow
+from galtea_otel.translate.translator import InvalidSpan, Redactor, translate
+
+log = logging.getLogger("galtea_otel")
+
+
+@dataclass
+class IngestResult:
+    """What one ``Pipeline.ingest`` call did. ``rejected`` spans were invalid (bad ids...); ``errors`` says why."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    errors: list[str] = field(default_factory=list)
+    sessions: int = 0  # sessions reassembled
+
+
+class Pipeline:
+    """Turns spans into records in a store. Thread-safe; every call is one store transaction.
+
+    ``ingest`` returns only after the records are committed, so a caller may acknowledge then.
+    """
+
+    def __init__(
+        self, store: Store, settings: PipelineSettings | None = None, *, redact: Redactor | None = None
+    ) -> None:
+        self.store = store
+        self.settings = settings or PipelineSettings()
+        self.redact = redact
+        # Stored with each session, so that readers assemble it the way the writer did.
+        self._assembly_settings = json.dumps(
+            {"turns": self.settings.turns, "late_spans": self.settings.late_spans, "strict": self.settings.strict},
+            sort_keys=True)
+
+    # --- writing -------------------------------------------------------------------------------------------------
+
+    def ingest(self, spans: Sequence[SpanData]) -> IngestResult:
+        result = IngestResult()
+        received = time.time_ns()
+        rows: dict[tuple[str, str], SpanRow] = {}
+        for span in spans:
+            try:
+                row = translate(span, redact=self.redact, received_ns=received)
+            except InvalidSpan as exc:
+                result.rejected += 1
+                if len(result.errors) < 10:
+                    result.errors.append(str(exc))
+                continue
+            if (row.trace_id, row.span_id) in rows:
+                result.duplicates += 1
+                continue
+            if fully_keyed(row):
+                row.custom_id, row.version = row.own_custom_id, row.own_version
+            rows[(row.trace_id, row.span_id)] = row
+        if not rows:
+            return result
+        batch = list(rows.values())
+        with self.store.transaction() as tx:
+            tx.lock_traces(sorted({r.trace_id for r in batch}))
+            new = tx.insert_spans(batch)
+            result.accepted = len(new)
+            result.duplicates += len(batch) - len(new)
+            if new:
+                affected = self._resolve(tx, new)
+                result.sessions = self._reassemble(tx, affected)
+        return result
+
+    def _resolve(self, tx: StoreTx, new: Sequence[SpanRow]) -> set[Key]:
+        """Resolve session keys in the traces these rows touch; return the session keys whose rows changed."""
+        affected = {(r.custom_id, r.version) for r in new if r.custom_id is not None and r.version is not None}
+        traces = {r.trace_id for r in new if not fully_keyed(r)}
+        traces |= tx.traces_needing_resolution(sorted({r.trace_id for r in new} - traces))
+        if not traces:
+            return affected  # type: ignore[return-value]
+        by_trace: dict[str, list[SpanRow]] = {}
+        for row in tx.trace_rows(sorted(traces)):
+            by_trace.setdefault(row.trace_id, []).append(row)
+        updates = []
+        for trace_rows in by_trace.values():
+            resolved = resolve_trace(trace_rows, self.settings.default_version)
+            for row in trace_rows:
+                key = resolved[row.span_id]
+                if key is None or key == (row.custom_id, row.version):
+                    continue
+                if row.custom_id is not None and row.version is not None:
+                    affected.add((row.custom_id, row.version))
+                affected.add(key)
+                updates.append((row.trace_id, row.span_id, key[0], key[1]))
+        tx.set_keys(updates)
+        return affected  # type: ignore[return-value]
+
+    def _reassemble(self, tx: StoreTx, keys: set[Key]) -> int:
+        ordered = sorted(keys)
+        tx.lock_sessions(ordered)
+        for key in ordered:
+            assembly = self._assemble(tx.session_rows(key), key, tx.test_case_context)
+            if assembly is None:
+                tx.delete_session(key)
+            else:
+                summary = assembly.summary()
+                summary["assembly"] = self._assembly_settings
+                tx.upsert_session(summary)
+                if assembly.late_ignored and self.settings.late_spans == "reject":
+                    tx.add_counter("late_spans_rejected", assembly.late_ignored)
+        return len(ordered)
+
+    def _assemble(
+        self, rows: Sequence[SpanRow], key: Key, test_case_context: Callable[[str], str | None]
+    ) -> Assembly | None:
+        case = next((r.test_case_id for r in rows if r.test_case_id), None)
+        context = test_case_context(case) if case else None
+        return assemble(rows, key[0], key[1], self.settings, context)
+
+    # --- housekeeping ---------------------------------------------------------------------------------------------
+
+    def sweep(self, now_ns: int | None = None) -> dict[str, int]:
+        """Close idle sessions and settle held spans whose key never came. Returns counts."""
+        now = now_ns if now_ns is not None else time.time_ns()
+        counts = {"idle_closed": 0, "orphan_sessions": 0, "orphans_dropped": 0}
+        idle_before = now - int(self.settings.idle_close_minutes * 60e9)
+        hold_before = now - int(self.settings.hold_seconds * 1e9)
+        with self.store.transaction() as tx:
+            affected: set[Key] = set()
+            for trace_id in tx.held_traces(hold_before):
+                tx.lock_traces([trace_id])
+                held = tx.unkeyed_rows(trace_id)
+                if self.settings.orphans == "session" and any(r.kind == KIND_LLM for r in held):
+                    version = next((r.resource_version for r in held if r.resource_version),
+                                   self.settings.default_version)
+                    tx.set_keys([(r.trace_id, r.span_id, trace_id, version) for r in held])
+                    affected.add((trace_id, version))
+                    counts["orphan_sessions"] += 1
+                else:
+                    counts["orphans_dropped"] += tx.delete_unkeyed(trace_id)
+            for key in tx.idle_sessions(idle_before):
+                marker = _idle_marker(key, now)
+                tx.insert_spans([marker])
+                affected.add(key)
+                counts["idle_closed"] += 1
+            if affected:
+                self._reassemble(tx, affected)
+            for name, value in counts.items():
+                if value:
+                    tx.add_counter(name, value)
+        return counts
+
+    # --- reading --------------------------------------------------------------------------------------------------
+
+    def session(self, custom_id: str, version: str | None = None) -> SessionDetail | None:
+        """The full record of one session (the newest with this custom id when version is None)."""
+        key = self.store.find_session_key(custom_id, version)
+        if key is None:
+            return None
+        return read_session(self.store, key, self.settings)
+
+
+def read_session(store: Store, key: Key, settings: PipelineSettings | None = None) -> SessionDetail | None:
+    """Assemble one session's full record from its stored rows, with the settings it was written with."""
+    rows = store.read_session_rows(key)
+    if settings is None:
+        settings = PipelineSettings(**store.session_assembly(key))
+    case = next((r.test_case_id for r in rows if r.test_case_id), None)
+    context = None
+    if case:
+        test_case = store.get_test_case(case)
+        context = test_case.context if test_case else None
+    assembly = assemble(rows, key[0], key[1], settings, context)
+    return to_detail(assembly) if assembly is not None else None
+
+
+def _idle_marker(key: Key, now_ns: int) -> SpanRow:
+    """A synthetic end marker recording that the idle sweep closed this session at ``now_ns``."""
+    digest = hashlib.sha256(f"{key[0]}\0{key[1]}\0{now_ns}".encode()).hexdigest()
+    return SpanRow(
+        trace_id=digest[:32], span_id=digest[32:48], parent_span_id=None, name="galtea.session.idle_close",
+        kind=KIND_MARKER, start_ns=now_ns, end_ns=now_ns, status=0, session_event=EVENT_IDLE,
+        own_custom_id=key[0], own_version=key[1], custom_id=key[0], version=key[1], received_ns=now_ns,
+    )

@@ -1,0 +1,108 @@
+"""The records galtea-otel produces: Session, InferenceResult (a turn) and Span.
+
+Field names follow SESSION_MODEL section 1 and mirror the Galtea platform's entities. These models are what the
+store returns, what ``galtea-otel sessions ... --json`` prints and what the platform sync sends.
+Timestamps are UTC datetimes; ``input`` / ``output`` are plain text when the captured value was a string and
+compact JSON text otherwise.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+SessionStatus = Literal["PENDING", "COMPLETED", "FAILED"]
+TurnStatus = Literal["GENERATED", "FAILED"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SpanRecord(_Record):
+    """A non-LLM operation (tool call, retrieval, chain step...) inside a turn or a session, as a tree."""
+
+    id: str
+    trace_id: str
+    parent_id: str | None
+    name: str
+    type: str
+    input: str | None = None
+    output: str | None = None
+    status: Literal["OK", "ERROR"] = "OK"
+    error: str | None = None
+    started_at: datetime
+    ended_at: datetime
+    latency_ms: float
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    children: list[SpanRecord] = Field(default_factory=list)
+
+
+class InferenceResult(_Record):
+    """One turn: an input/output pair (an outermost LLM call, or a trace in ``trace`` turn mode)."""
+
+    id: str
+    trace_id: str
+    index: int
+    input: str | None = None
+    output: str | None = None
+    model: str | None = None
+    status: TurnStatus = "GENERATED"
+    error: str | None = None
+    started_at: datetime
+    ended_at: datetime
+    latency_ms: float
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    total_tokens: int | None = None
+    cost: float | None = None
+    abandoned: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spans: list[SpanRecord] = Field(default_factory=list)
+
+
+class Session(_Record):
+    """One conversation, identified by (``custom_id``, ``version``)."""
+
+    custom_id: str
+    version: str
+    test_case_id: str | None = None
+    context: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    status: SessionStatus = "PENDING"
+    error: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    turn_count: int = 0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    cost: float | None = None
+    latency_ms: float | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def is_production(self) -> bool:
+        return self.test_case_id is None
+
+
+class SessionDetail(Session):
+    """A session with its turns (``inference_results``, in order) and the spans outside any turn."""
+
+    inference_results: list[InferenceResult] = Field(default_factory=list)
+    spans: list[SpanRecord] = Field(default_factory=list)
+
+
+class TestCase(_Record):
+    """An evaluation test case; a non-production session takes its ``context`` from here."""
+
+    __test__ = False  # not a pytest test class
+
+    id: str
+    input: str | None = None
+    expected_output: str | None = None
+    context: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)

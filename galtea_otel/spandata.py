@@ -1,0 +1,46 @@
+"""The one neutral span shape every source is decoded into.
+
+The in-process exporter (OpenTelemetry SDK ``ReadableSpan``), OTLP/protobuf and OTLP/JSON all decode into
+:class:`SpanData`; everything downstream (translate -> assemble -> store) only ever sees this shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Union
+
+AttrValue = Union[str, bool, int, float, bytes, Sequence[str], Sequence[bool], Sequence[int], Sequence[float], None]
+Attributes = Mapping[str, AttrValue]
+
+STATUS_UNSET = 0
+STATUS_OK = 1
+STATUS_ERROR = 2
+
+
+@dataclass(frozen=True, slots=True)
+class EventData:
+    name: str
+    time_ns: int
+    attributes: Attributes = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SpanData:
+    """A finished span, independent of where it came from.
+
+    Ids are lower-case hex: 32 characters for ``trace_id``, 16 for ``span_id`` / ``parent_span_id``.
+    """
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    start_ns: int
+    end_ns: int
+    status_code: int = STATUS_UNSET
+    status_message: str = ""
+    attributes: Attributes = field(default_factory=dict)
+    events: Sequence[EventData] = ()
+    resource: Attributes = field(default_factory=dict)
+    scope: str = ""

@@ -1,0 +1,103 @@
+"""The store interface: what the pipeline needs from a database, in small primitives.
+
+The pipeline (``galtea_otel.pipeline``) holds all the logic; a store only runs these primitives inside one
+transaction. Adding a database means implementing ``Store`` and ``StoreTx``; the translator and assembler do not
+change. Both SQLite and PostgreSQL implement it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from galtea_otel.records import Session, TestCase
+from galtea_otel.translate.row import SpanRow
+
+Key = tuple[str, str]
+SCHEMA_VERSION = 1
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or used (wrong scheme, corrupt or foreign file, newer schema...)."""
+
+
+class StoreTx(Protocol):
+    """One write transaction. Every method runs inside it; it commits when the ``with`` block ends cleanly."""
+
+    def lock_traces(self, trace_ids: Sequence[str]) -> None:
+        """Serialize writers that touch the same traces (sorted ids; a no-op where there is one writer)."""
+
+    def insert_spans(self, rows: Sequence[SpanRow]) -> list[SpanRow]:
+        """Insert rows not stored yet (by trace_id, span_id); return the ones that were new."""
+
+    def traces_needing_resolution(self, trace_ids: Sequence[str]) -> set[str]:
+        """Of these traces, those holding a row that lacks its own custom id or version."""
+
+    def trace_rows(self, trace_ids: Sequence[str]) -> list[SpanRow]:
+        """The rows of these traces, with at least ids, parent, start and key columns filled."""
+
+    def set_keys(self, updates: Sequence[tuple[str, str, str | None, str | None]]) -> None:
+        """Set the resolved (custom_id, version) of rows given as (trace_id, span_id, custom_id, version)."""
+
+    def lock_sessions(self, keys: Sequence[Key]) -> None:
+        """Serialize writers that reassemble the same sessions (sorted keys)."""
+
+    def session_rows(self, key: Key) -> list[SpanRow]:
+        """All rows resolved to this session key."""
+
+    def test_case_context(self, test_case_id: str) -> str | None: ...
+
+    def upsert_session(self, summary: dict[str, Any]) -> None:
+        """Write the session's summary row (``Assembly.summary()``)."""
+
+    def delete_session(self, key: Key) -> None: ...
+
+    def idle_sessions(self, last_activity_before_ns: int) -> list[Key]:
+        """PENDING sessions with no activity since the given time."""
+
+    def held_traces(self, received_before_ns: int) -> list[str]:
+        """Traces with rows still unkeyed, the newest of which arrived before the given time."""
+
+    def unkeyed_rows(self, trace_id: str) -> list[SpanRow]: ...
+
+    def delete_unkeyed(self, trace_id: str) -> int:
+        """Drop a held trace's unkeyed rows; return how many."""
+
+    def add_counter(self, name: str, amount: int) -> None: ...
+
+
+class Store(Protocol):
+    url: str
+
+    def transaction(self) -> AbstractContextManager[StoreTx]: ...
+
+    # Reading.
+    def list_sessions(
+        self, *, status: str | None = None, version: str | None = None, limit: int = 50
+    ) -> list[Session]:
+        """Newest first."""
+
+    def find_session_key(self, custom_id: str, version: str | None = None) -> Key | None:
+        """The key of the session with this custom id (the newest one when version is None)."""
+
+    def read_session_rows(self, key: Key) -> list[SpanRow]: ...
+
+    def session_assembly(self, key: Key) -> dict[str, Any]:
+        """The assembly settings (turns, late_spans, strict) the session was last written with."""
+
+    def counters(self) -> dict[str, int]: ...
+
+    # Test cases.
+    def put_test_cases(self, cases: Iterable[TestCase]) -> int: ...
+
+    def get_test_case(self, test_case_id: str) -> TestCase | None: ...
+
+    def list_test_cases(self) -> list[TestCase]: ...
+
+    def close(self) -> None: ...
+
+
+def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -1,0 +1,334 @@
+"""The embedded store: one SQLite file in WAL mode (readers are never blocked by the writer)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from galtea_otel.records import Session, TestCase
+from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError, iter_chunks
+from galtea_otel.store.rows import SESSION_COLUMNS, row_from_tuple, row_to_tuple, session_from_row
+from galtea_otel.translate.row import COLUMNS, SpanRow
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS galtea_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_span_id TEXT, name TEXT NOT NULL, kind TEXT NOT NULL,
+    start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, status INTEGER NOT NULL, error TEXT, session_event TEXT,
+    own_custom_id TEXT, own_version TEXT, resource_version TEXT, custom_id TEXT, version TEXT,
+    test_case_id TEXT, context TEXT, input TEXT, output TEXT, model TEXT,
+    input_tokens INTEGER, output_tokens INTEGER, cache_read_tokens INTEGER, total_tokens INTEGER, cost REAL,
+    abandoned INTEGER NOT NULL, metadata TEXT, received_ns INTEGER NOT NULL,
+    PRIMARY KEY (trace_id, span_id)
+);
+CREATE INDEX IF NOT EXISTS spans_by_session ON spans (custom_id, version);
+CREATE INDEX IF NOT EXISTS spans_unresolved ON spans (trace_id) WHERE own_custom_id IS NULL OR own_version IS NULL;
+CREATE INDEX IF NOT EXISTS spans_held ON spans (received_ns) WHERE custom_id IS NULL;
+CREATE TABLE IF NOT EXISTS sessions (
+    custom_id TEXT NOT NULL, version TEXT NOT NULL, status TEXT NOT NULL, error TEXT, test_case_id TEXT,
+    context TEXT, metadata TEXT NOT NULL, started_ns INTEGER, ended_ns INTEGER, last_activity_ns INTEGER NOT NULL,
+    turn_count INTEGER NOT NULL, input_tokens INTEGER, output_tokens INTEGER, total_tokens INTEGER, cost REAL,
+    latency_ms REAL, assembly TEXT NOT NULL, updated_ns INTEGER NOT NULL,
+    PRIMARY KEY (custom_id, version)
+);
+CREATE INDEX IF NOT EXISTS sessions_by_activity ON sessions (status, last_activity_ns);
+CREATE INDEX IF NOT EXISTS sessions_by_start ON sessions (started_ns);
+CREATE TABLE IF NOT EXISTS test_cases (
+    id TEXT PRIMARY KEY, input TEXT, expected_output TEXT, context TEXT, metadata TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+_INSERT = f"INSERT OR IGNORE INTO spans ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM spans"
+_UPSERT_SESSION = (
+    f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}, updated_ns) VALUES ({', '.join('?' * len(SESSION_COLUMNS))}, ?)"
+    f" ON CONFLICT (custom_id, version) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in (*SESSION_COLUMNS[2:], "updated_ns"))
+)
+
+
+def path_from_url(url: str) -> Path:
+    """``sqlite:///relative.db``, ``sqlite:////absolute.db`` or a bare path."""
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///"):])
+    if url.startswith("sqlite://"):
+        return Path(url[len("sqlite://"):])
+    return Path(url)
+
+
+class SQLiteStore:
+    """A SQLite store. Thread-safe: one connection per thread, writes serialized by ``BEGIN IMMEDIATE``.
+
+    ``synchronous`` is NORMAL by default: a committed transaction survives a crash of the process (kill -9);
+    pass ``synchronous="FULL"`` (URL ``?synchronous=full``) to survive a power loss too.
+    """
+
+    def __init__(self, url: str, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 30_000) -> None:
+        base, _, query = url.partition("?")
+        for part in filter(None, query.split("&")):
+            name, _, value = part.partition("=")
+            if name == "synchronous":
+                synchronous = value.upper()
+        if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise StoreError(f"unknown synchronous mode {synchronous!r}: use NORMAL or FULL")
+        self.url = url
+        self.path = path_from_url(base)
+        self._synchronous = synchronous
+        self._busy_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._open_and_migrate()
+
+    # --- connections ---------------------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                       timeout=self._busy_ms / 1000)
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_ms)}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"{self.path} is not a usable SQLite database: {exc}") from exc
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    def _open_and_migrate(self) -> None:
+        if self.path.parent and not self.path.parent.exists():
+            raise StoreError(f"cannot create the store {self.path}: folder {self.path.parent} does not exist")
+        conn = self._connect()
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a SQLite database (or it is corrupt): {exc}") from exc
+        if tables and "galtea_meta" not in tables:
+            raise StoreError(
+                f"{self.path} is a SQLite database of something else (tables: {', '.join(sorted(tables)[:5])});"
+                " give galtea-otel a file of its own"
+            )
+        if "galtea_meta" in tables:
+            row = conn.execute("SELECT value FROM galtea_meta WHERE key = 'schema_version'").fetchone()
+            found = int(row[0]) if row else 0
+            if found > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {found}, newer than this galtea-otel ({SCHEMA_VERSION}):"
+                    " upgrade galtea-otel"
+                )
+            if found == SCHEMA_VERSION:
+                return
+        try:
+            with self._write_lock:
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT OR REPLACE INTO galtea_meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+                conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"cannot create the schema in {self.path}: {exc}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SQLiteTx]:
+        conn = self._connect()
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SQLiteTx(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._connections.clear()
+        self._local = threading.local()
+
+    # --- reading -------------------------------------------------------------------------------------------------
+
+    def list_sessions(
+        self, *, status: str | None = None, version: str | None = None, limit: int = 50
+    ) -> list[Session]:
+        where, args = [], []
+        if status:
+            where.append("status = ?")
+            args.append(status.upper())
+        if version:
+            where.append("version = ?")
+            args.append(version)
+        sql = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_ns DESC, custom_id, version LIMIT ?"
+        args.append(limit)
+        return [session_from_row(r) for r in self._connect().execute(sql, args)]
+
+    def find_session_key(self, custom_id: str, version: str | None = None) -> Key | None:
+        sql, args = "SELECT custom_id, version FROM sessions WHERE custom_id = ?", [custom_id]
+        if version is not None:
+            sql += " AND version = ?"
+            args.append(version)
+        row = self._connect().execute(sql + " ORDER BY started_ns DESC LIMIT 1", args).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def read_session_rows(self, key: Key) -> list[SpanRow]:
+        return _session_rows(self._connect(), key)
+
+    def session_assembly(self, key: Key) -> dict[str, Any]:
+        row = self._connect().execute(
+            "SELECT assembly FROM sessions WHERE custom_id = ? AND version = ?", key).fetchone()
+        return dict(json.loads(row[0])) if row else {}
+
+    def counters(self) -> dict[str, int]:
+        return dict(self._connect().execute("SELECT name, value FROM counters ORDER BY name").fetchall())
+
+    def put_test_cases(self, cases: Iterable[TestCase]) -> int:
+        rows = [(c.id, c.input, c.expected_output, c.context, json.dumps(c.metadata, sort_keys=True))
+                for c in cases]
+        conn = self._connect()
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO test_cases (id, input, expected_output, context, metadata) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET input = excluded.input,"
+                    " expected_output = excluded.expected_output, context = excluded.context,"
+                    " metadata = excluded.metadata",
+                    rows,
+                )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        return len(rows)
+
+    def get_test_case(self, test_case_id: str) -> TestCase | None:
+        row = self._connect().execute(
+            "SELECT id, input, expected_output, context, metadata FROM test_cases WHERE id = ?", (test_case_id,)
+        ).fetchone()
+        return _test_case(row) if row else None
+
+    def list_test_cases(self) -> list[TestCase]:
+        rows = self._connect().execute(
+            "SELECT id, input, expected_output, context, metadata FROM test_cases ORDER BY id"
+        ).fetchall()
+        return [_test_case(r) for r in rows]
+
+
+def _test_case(row: Sequence[Any]) -> TestCase:
+    return TestCase(id=row[0], input=row[1], expected_output=row[2], context=row[3],
+                    metadata=json.loads(row[4] or "{}"))
+
+
+def _session_rows(conn: sqlite3.Connection, key: Key) -> list[SpanRow]:
+    cursor = conn.execute(_SELECT + " WHERE custom_id = ? AND version = ?", key)
+    return [row_from_tuple(r) for r in cursor]
+
+
+class _SQLiteTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def lock_traces(self, trace_ids: Sequence[str]) -> None:
+        return None  # BEGIN IMMEDIATE already made this the only writer
+
+    def lock_sessions(self, keys: Sequence[Key]) -> None:
+        return None
+
+    def insert_spans(self, rows: Sequence[SpanRow]) -> list[SpanRow]:
+        existing: set[tuple[str, str]] = set()
+        traces = sorted({r.trace_id for r in rows})
+        for chunk in iter_chunks(traces, 500):
+            marks = ", ".join("?" * len(chunk))
+            existing.update(self._conn.execute(
+                f"SELECT trace_id, span_id FROM spans WHERE trace_id IN ({marks})", chunk).fetchall())
+        new = [r for r in rows if (r.trace_id, r.span_id) not in existing]
+        self._conn.executemany(_INSERT, [row_to_tuple(r) for r in new])
+        return new
+
+    def traces_needing_resolution(self, trace_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in iter_chunks(sorted(trace_ids), 500):
+            marks = ", ".join("?" * len(chunk))
+            found.update(r[0] for r in self._conn.execute(
+                f"SELECT DISTINCT trace_id FROM spans WHERE trace_id IN ({marks})"
+                " AND (own_custom_id IS NULL OR own_version IS NULL)", chunk))
+        return found
+
+    def trace_rows(self, trace_ids: Sequence[str]) -> list[SpanRow]:
+        rows: list[SpanRow] = []
+        for chunk in iter_chunks(sorted(trace_ids), 500):
+            marks = ", ".join("?" * len(chunk))
+            for r in self._conn.execute(
+                "SELECT trace_id, span_id, parent_span_id, start_ns, own_custom_id, own_version,"
+                f" resource_version, custom_id, version FROM spans WHERE trace_id IN ({marks})", chunk):
+                rows.append(SpanRow(trace_id=r[0], span_id=r[1], parent_span_id=r[2], name="", kind="",
+                                    start_ns=r[3], end_ns=r[3], status=0, own_custom_id=r[4], own_version=r[5],
+                                    resource_version=r[6], custom_id=r[7], version=r[8]))
+        return rows
+
+    def set_keys(self, updates: Sequence[tuple[str, str, str | None, str | None]]) -> None:
+        self._conn.executemany(
+            "UPDATE spans SET custom_id = ?, version = ? WHERE trace_id = ? AND span_id = ?",
+            [(c, v, t, s) for t, s, c, v in updates],
+        )
+
+    def session_rows(self, key: Key) -> list[SpanRow]:
+        return _session_rows(self._conn, key)
+
+    def test_case_context(self, test_case_id: str) -> str | None:
+        row = self._conn.execute("SELECT context FROM test_cases WHERE id = ?", (test_case_id,)).fetchone()
+        return row[0] if row else None
+
+    def upsert_session(self, summary: dict[str, Any]) -> None:
+        values = [summary[c] for c in SESSION_COLUMNS]
+        values[SESSION_COLUMNS.index("metadata")] = json.dumps(summary["metadata"], sort_keys=True)
+        self._conn.execute(_UPSERT_SESSION, (*values, time.time_ns()))
+
+    def delete_session(self, key: Key) -> None:
+        self._conn.execute("DELETE FROM sessions WHERE custom_id = ? AND version = ?", key)
+
+    def idle_sessions(self, last_activity_before_ns: int) -> list[Key]:
+        return [(r[0], r[1]) for r in self._conn.execute(
+            "SELECT custom_id, version FROM sessions WHERE status = 'PENDING' AND last_activity_ns < ?"
+            " ORDER BY custom_id, version", (last_activity_before_ns,))]
+
+    def held_traces(self, received_before_ns: int) -> list[str]:
+        return [r[0] for r in self._conn.execute(
+            "SELECT trace_id FROM spans WHERE custom_id IS NULL GROUP BY trace_id"
+            " HAVING max(received_ns) < ? ORDER BY trace_id", (received_before_ns,))]
+
+    def unkeyed_rows(self, trace_id: str) -> list[SpanRow]:
+        return [row_from_tuple(r) for r in self._conn.execute(
+            _SELECT + " WHERE trace_id = ? AND custom_id IS NULL", (trace_id,))]
+
+    def delete_unkeyed(self, trace_id: str) -> int:
+        return self._conn.execute("DELETE FROM spans WHERE trace_id = ? AND custom_id IS NULL", (trace_id,)).rowcount
+
+    def add_counter(self, name: str, amount: int) -> None:
+        self._conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", (name, amount))

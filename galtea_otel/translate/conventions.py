@@ -1,0 +1,128 @@
+"""The conventions table: which attribute keys mean what, for every instrumentation we read.
+
+This is data, not code: supporting a new convention is a few lines here. Within each tuple the first key present
+wins (SESSION_MODEL section 5, "What the translator reads").
+"""
+
+from __future__ import annotations
+
+from galtea_otel import attributes as A
+
+# --- Session membership -------------------------------------------------------------------------------------
+SESSION_KEY = (
+    A.SESSION_CUSTOM_ID,
+    A.GEN_AI_CONVERSATION_ID,
+    A.SESSION_ID,
+    "langfuse.session.id",
+    "traceloop.association.properties.session_id",
+    "langsmith.metadata.thread_id",
+    "langsmith.metadata.session_id",
+    "langsmith.metadata.conversation_id",
+    "thread_id",
+    "ai.telemetry.metadata.sessionId",
+)
+# Span-level version keys; when none is on the span or its ancestors, the resource keys, then the default.
+VERSION = (A.SESSION_VERSION, "langfuse.version", "traceloop.entity.version")
+RESOURCE_VERSION = ("galtea.version.id", "service.version")
+# A test case on the span beats one on the resource.
+TEST_CASE = (A.TEST_CASE_ID, "langfuse.experiment.item.id")
+RESOURCE_TEST_CASE = (A.TEST_CASE_ID,)
+SESSION_CONTEXT = (A.SESSION_CONTEXT,)
+SESSION_METADATA = (A.SESSION_METADATA,)
+SESSION_EVENT = (A.SESSION_EVENT,)
+USER = ("user.id", "enduser.id", "langfuse.user.id", "traceloop.association.properties.user_id")
+
+# --- What kind of span ----------------------------------------------------------------------------------------
+# (key, values that make the span an LLM call; None: the key's presence is enough). First hit wins.
+LLM_MARKERS: tuple[tuple[str, frozenset[str] | None], ...] = (
+    (A.SPAN_TYPE, frozenset({"GENERATION"})),
+    (A.GEN_AI_OPERATION_NAME, frozenset({"chat", "text_completion", "generate_content"})),
+    ("openinference.span.kind", frozenset({"LLM"})),
+    ("llm.request.type", None),
+    ("langfuse.observation.type", frozenset({"generation"})),
+    ("mlflow.spanType", frozenset({"LLM", "CHAT_MODEL"})),
+    ("langsmith.span.kind", frozenset({"llm"})),
+)
+# The type of a non-LLM span: (key, {value: galtea span type}); values are matched case-insensitively.
+_COMMON_TYPES = {
+    "tool": "TOOL", "retriever": "RETRIEVER", "reranker": "RETRIEVER", "chain": "CHAIN", "agent": "AGENT",
+    "embedding": "EMBEDDING", "guardrail": "GUARDRAIL", "evaluator": "EVALUATOR", "event": "EVENT",
+    "span": "SPAN", "workflow": "CHAIN", "task": "CHAIN",
+}
+SPAN_TYPE_SOURCES: tuple[tuple[str, dict[str, str]], ...] = (
+    (A.SPAN_TYPE, {t.lower(): t for t in A.SPAN_TYPES}),
+    ("openinference.span.kind", _COMMON_TYPES),
+    ("traceloop.span.kind", _COMMON_TYPES),
+    ("langfuse.observation.type", _COMMON_TYPES),
+    ("mlflow.spanType", _COMMON_TYPES),
+    ("langsmith.span.kind", _COMMON_TYPES),
+    (A.GEN_AI_OPERATION_NAME, {"embeddings": "EMBEDDING", "execute_tool": "TOOL", "invoke_agent": "AGENT",
+                               "create_agent": "AGENT"}),
+)
+
+# --- Content ----------------------------------------------------------------------------------------------------
+# Each source is ("text", key): the attribute as text; or ("indexed", prefix): flattened message lists such as
+# ``llm.input_messages.0.message.role`` collected into a JSON list of objects.
+Source = tuple[str, str]
+INPUT: tuple[Source, ...] = (
+    ("text", A.SPAN_INPUT),
+    ("text", "gen_ai.input.messages"),
+    ("text", "input.value"),
+    ("indexed", "llm.input_messages."),
+    ("indexed", "gen_ai.prompt."),
+    ("text", "gen_ai.prompt"),
+    ("text", "traceloop.entity.input"),
+    ("text", "langfuse.observation.input"),
+    ("text", "mlflow.spanInputs"),
+)
+OUTPUT: tuple[Source, ...] = (
+    ("text", A.SPAN_OUTPUT),
+    ("text", "gen_ai.output.messages"),
+    ("text", "output.value"),
+    ("indexed", "llm.output_messages."),
+    ("indexed", "gen_ai.completion."),
+    ("text", "gen_ai.completion"),
+    ("text", "traceloop.entity.output"),
+    ("text", "langfuse.observation.output"),
+    ("text", "mlflow.spanOutputs"),
+)
+# Inside an indexed message, these field prefixes are dropped (OpenInference nests fields under "message.").
+INDEXED_FIELD_PREFIXES = ("message.",)
+
+MODEL = (A.GEN_AI_RESPONSE_MODEL, A.GEN_AI_REQUEST_MODEL, "llm.model_name", "langfuse.observation.model.name",
+         "mlflow.llm.model")
+INPUT_TOKENS = (A.GEN_AI_INPUT_TOKENS, "llm.token_count.prompt", "gen_ai.usage.prompt_tokens")
+OUTPUT_TOKENS = (A.GEN_AI_OUTPUT_TOKENS, "llm.token_count.completion", "gen_ai.usage.completion_tokens")
+TOTAL_TOKENS = ("llm.token_count.total", "gen_ai.usage.total_tokens", "llm.usage.total_tokens")
+CACHE_READ_TOKENS = (A.GEN_AI_CACHE_READ_TOKENS, "llm.token_count.prompt_details.cache_read",
+                     "gen_ai.usage.cache_read_input_tokens")
+# ("number", key) or ("json-total", key): a JSON object whose "total" (else the sum of its values) is the cost.
+COST: tuple[Source, ...] = (
+    ("number", A.INFERENCE_COST),
+    ("number", "llm.cost.total"),
+    ("number", "gen_ai.usage.cost"),
+    ("json-total", "langfuse.observation.cost_details"),
+)
+
+# --- Errors -------------------------------------------------------------------------------------------------------
+ERROR_TEXT = (A.SPAN_ERROR,)
+ERROR_TYPE = ("error.type",)
+# (key, value): the span is an error even without status ERROR; the message comes from the second tuple.
+ERROR_LEVEL = (("langfuse.observation.level", "ERROR"),)
+ERROR_LEVEL_MESSAGE = ("langfuse.observation.status_message",)
+ABANDONED = (A.SPAN_ABANDONED,)
+
+# --- Metadata -----------------------------------------------------------------------------------------------------
+# Keys that are read above (so they do not also go to metadata), plus keys that are noise in records.
+_PLAIN_SOURCES = (SESSION_KEY, VERSION, TEST_CASE, SESSION_CONTEXT, SESSION_METADATA, SESSION_EVENT, USER, MODEL,
+                  INPUT_TOKENS, OUTPUT_TOKENS, TOTAL_TOKENS, CACHE_READ_TOKENS, ERROR_TEXT, ABANDONED,
+                  ERROR_LEVEL_MESSAGE)
+CONSUMED_KEYS: frozenset[str] = frozenset(
+    [k for group in _PLAIN_SOURCES for k in group]
+    + [k for k, _ in LLM_MARKERS]
+    + [k for k, _ in SPAN_TYPE_SOURCES]
+    + [k for kind, k in INPUT + OUTPUT + COST if kind != "indexed"]
+    + [k for k, _ in ERROR_LEVEL]
+    + list(A.STAMPED_KEYS)
+)
+CONSUMED_PREFIXES: tuple[str, ...] = tuple(k for kind, k in INPUT + OUTPUT if kind == "indexed")

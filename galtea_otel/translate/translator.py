@@ -1,0 +1,262 @@
+"""SpanData -> SpanRow, driven by the conventions table."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from galtea_otel.spandata import STATUS_ERROR, AttrValue, SpanData
+from galtea_otel.translate import conventions as C
+from galtea_otel.translate.row import KIND_LLM, KIND_MARKER, KIND_SPAN, SpanRow
+
+Attrs = Mapping[str, AttrValue]
+_HEX = frozenset("0123456789abcdef")
+
+
+class InvalidSpan(ValueError):
+    """A span that cannot be recorded (bad ids); it is rejected alone, its neighbours are kept."""
+
+
+def _first(attrs: Attrs, keys: tuple[str, ...]) -> AttrValue:
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _text(value: AttrValue) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, (bool, int, float)):
+        return str(value)
+    return json.dumps(list(value), default=str)
+
+
+def _int(value: AttrValue) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: AttrValue) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def content_text(value: str) -> str:
+    """A JSON-encoded string becomes the plain string; any other text is kept as it is."""
+    if value[:1] == '"':
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(decoded, str):
+            return decoded
+    return value
+
+
+def _indexed(attrs: Attrs, prefix: str) -> str | None:
+    """Collect ``prefix{i}.{field}`` attributes into a JSON list of objects ordered by i."""
+    items: dict[int, dict[str, Any]] = {}
+    for key, value in attrs.items():
+        if not key.startswith(prefix):
+            continue
+        index, _, name = key[len(prefix):].partition(".")
+        if not index.isdigit() or not name:
+            continue
+        for drop in C.INDEXED_FIELD_PREFIXES:
+            if name.startswith(drop):
+                name = name[len(drop):]
+        items.setdefault(int(index), {})[name] = value if not isinstance(value, tuple) else list(value)
+    if not items:
+        return None
+    return json.dumps([items[i] for i in sorted(items)], ensure_ascii=False, default=str)
+
+
+def _content(attrs: Attrs, sources: tuple[C.Source, ...]) -> str | None:
+    for kind, key in sources:
+        if kind == "indexed":
+            found = _indexed(attrs, key)
+            if found is not None:
+                return found
+            continue
+        value = attrs.get(key)
+        if value is not None and value != "":
+            text = _text(value)
+            return content_text(text) if text is not None else None
+    return None
+
+
+def _cost(attrs: Attrs) -> float | None:
+    for kind, key in C.COST:
+        value = attrs.get(key)
+        if value is None:
+            continue
+        if kind == "number":
+            number = _float(value)
+            if number is not None:
+                return number
+        else:  # json-total
+            try:
+                details = json.loads(_text(value) or "")
+            except ValueError:
+                continue
+            if isinstance(details, dict):
+                if "total" in details:
+                    return _float(details["total"])
+                numbers = [v for v in details.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+                if numbers:
+                    return float(sum(numbers))
+            elif isinstance(details, (int, float)):
+                return float(details)
+    return None
+
+
+def _kind(attrs: Attrs) -> str:
+    if attrs.get(C.SESSION_EVENT[0]):
+        return KIND_MARKER
+    for key, values in C.LLM_MARKERS:
+        value = attrs.get(key)
+        if value is not None and (values is None or value in values):
+            return KIND_LLM
+    for key, mapping in C.SPAN_TYPE_SOURCES:
+        value = attrs.get(key)
+        if isinstance(value, str):
+            mapped = mapping.get(value.lower())
+            if mapped is not None:
+                return mapped
+    return KIND_SPAN
+
+
+def _error(span: SpanData, attrs: Attrs) -> tuple[bool, str | None]:
+    failed = span.status_code == STATUS_ERROR
+    level_error = any(attrs.get(key) == value for key, value in C.ERROR_LEVEL)
+    text = _text(_first(attrs, C.ERROR_TEXT))
+    if text is None and span.status_message:
+        text = span.status_message
+    if text is None:
+        for event in span.events:
+            if event.name == "exception":
+                etype = _text(event.attributes.get("exception.type"))
+                emsg = _text(event.attributes.get("exception.message"))
+                if etype or emsg:
+                    text = f"{etype}: {emsg}" if etype and emsg else (etype or emsg)
+                    break
+    if text is None and (failed or level_error):
+        text = _text(_first(attrs, C.ERROR_LEVEL_MESSAGE)) or _text(_first(attrs, C.ERROR_TYPE))
+    return failed or level_error, (text if failed or level_error else None)
+
+
+def _metadata(attrs: Attrs, user: AttrValue) -> str | None:
+    consumed, prefixes = C.CONSUMED_KEYS, C.CONSUMED_PREFIXES
+    extra = {
+        k: (list(v) if isinstance(v, tuple) else v)
+        for k, v in attrs.items()
+        if k not in consumed and not k.startswith(prefixes)
+    }
+    if user is not None:
+        extra["user_id"] = user
+    if not extra:
+        return None
+    return json.dumps(extra, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def check_ids(span: SpanData) -> None:
+    """Raise InvalidSpan unless the ids are lower-case hex of the right length and not all zero."""
+    for value, length, what in ((span.trace_id, 32, "trace_id"), (span.span_id, 16, "span_id")):
+        if len(value) != length or not _HEX.issuperset(value) or value.count("0") == length:
+            raise InvalidSpan(f"invalid {what} {value[:40]!r}: expected {length} hex characters, not all zero")
+    parent = span.parent_span_id
+    if parent is not None and (len(parent) != 16 or not _HEX.issuperset(parent)):
+        raise InvalidSpan(f"invalid parent_span_id {parent[:40]!r}: expected 16 hex characters")
+
+
+Redactor = Callable[[str], str]
+
+
+def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: int | None = None) -> SpanRow:
+    """Read one span through the conventions table. Raises InvalidSpan for ids that cannot be stored."""
+    check_ids(span)
+    attrs = span.attributes
+    kind = _kind(attrs)
+    failed, error = _error(span, attrs)
+    custom_id = _text(_first(attrs, C.SESSION_KEY))
+    version = _text(_first(attrs, C.VERSION))
+    resource_version = _text(_first(span.resource, C.RESOURCE_VERSION))
+    test_case = _text(_first(attrs, C.TEST_CASE)) or _text(_first(span.resource, C.RESOURCE_TEST_CASE))
+    user = _first(attrs, C.USER)
+    inp = _content(attrs, C.INPUT)
+    out = _content(attrs, C.OUTPUT)
+    context = _text(_first(attrs, C.SESSION_CONTEXT))
+    metadata = _metadata(attrs, user)
+    session_meta = _text(_first(attrs, C.SESSION_METADATA))
+    if session_meta:
+        metadata = _merge_json(session_meta, metadata)
+    if redact is not None:
+        inp = redact(inp) if inp is not None else None
+        out = redact(out) if out is not None else None
+        error = redact(error) if error is not None else None
+        context = redact(context) if context is not None else None
+        metadata = redact(metadata) if metadata is not None else None
+    input_tokens = _int(_first(attrs, C.INPUT_TOKENS))
+    output_tokens = _int(_first(attrs, C.OUTPUT_TOKENS))
+    total = _int(_first(attrs, C.TOTAL_TOKENS))
+    if total is None and (input_tokens is not None or output_tokens is not None):
+        total = (input_tokens or 0) + (output_tokens or 0)
+    event = _text(attrs.get(C.SESSION_EVENT[0]))
+    return SpanRow(
+        trace_id=span.trace_id,
+        span_id=span.span_id,
+        parent_span_id=span.parent_span_id,
+        name=span.name,
+        kind=kind,
+        start_ns=span.start_ns,
+        end_ns=max(span.end_ns, span.start_ns),
+        status=STATUS_ERROR if failed else span.status_code,
+        error=error,
+        session_event=event,
+        own_custom_id=custom_id,
+        own_version=version,
+        resource_version=resource_version,
+        test_case_id=test_case,
+        context=context,
+        input=inp,
+        output=out,
+        model=_text(_first(attrs, C.MODEL)),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=_int(_first(attrs, C.CACHE_READ_TOKENS)),
+        total_tokens=total,
+        cost=_cost(attrs),
+        abandoned=bool(_first(attrs, C.ABANDONED)),
+        metadata=metadata,
+        received_ns=received_ns if received_ns is not None else time.time_ns(),
+    )
+
+
+def _merge_json(session_meta: str, metadata: str | None) -> str:
+    """The session's own metadata (a JSON object) with the span's unmapped attributes added beside it."""
+    try:
+        base = json.loads(session_meta)
+    except ValueError:
+        base = {"metadata": session_meta}
+    if not isinstance(base, dict):
+        base = {"metadata": base}
+    if metadata:
+        for key, value in json.loads(metadata).items():
+            base.setdefault(key, value)
+    return json.dumps(base, ensure_ascii=False, sort_keys=True, default=str)
