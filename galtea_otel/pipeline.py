@@ -149,13 +149,13 @@ class Pipeline:
                     counts["orphan_sessions"] += 1
                 else:
                     counts["orphans_dropped"] += tx.delete_unkeyed(trace_id)
-            for key in tx.idle_sessions(idle_before):
-                marker = _idle_marker(key, now)
-                tx.insert_spans([marker])
-                affected.add(key)
-                counts["idle_closed"] += 1
-            if affected:
+            if affected:  # orphan sessions first, so that the idle rule below sees them too
                 self._reassemble(tx, affected)
+            idle = tx.idle_sessions(idle_before)
+            if idle:
+                tx.insert_spans([_idle_marker(key, now) for key in idle])
+                self._reassemble(tx, set(idle))
+                counts["idle_closed"] = len(idle)
             for name, value in counts.items():
                 if value:
                     tx.add_counter(name, value)

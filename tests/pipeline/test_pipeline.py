@@ -1,0 +1,204 @@
+"""The translate -> assemble -> store path, end to end on real SDK spans and a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from galtea_otel.pipeline import Pipeline, read_session
+from galtea_otel.settings import PipelineSettings
+from galtea_otel.spandata import SpanData
+from galtea_otel.store import open_store
+from galtea_otel.store.sqlite import SQLiteStore
+
+from .spans import collect, conversation, key, sdk_tracer
+
+
+def _pipeline(path: Path, **kw: object) -> Pipeline:
+    return Pipeline(SQLiteStore(f"sqlite:///{path}"), PipelineSettings(**kw))  # type: ignore[arg-type]
+
+
+def _snapshot(pipeline: Pipeline) -> dict[str, object]:
+    sessions = pipeline.store.list_sessions(limit=1000)
+    out: dict[str, object] = {}
+    for s in sessions:
+        detail = read_session(pipeline.store, (s.custom_id, s.version))
+        assert detail is not None
+        out[f"{s.custom_id}/{s.version}"] = (s.model_dump(mode="json"), detail.model_dump(mode="json"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[SpanData]:
+    with sdk_tracer({"service.version": "9.9"}) as (tracer, exporter):
+        conversation(tracer, "ok", "1.0", 3)
+        conversation(tracer, "failed", "1.0", 2, fail=True)
+        conversation(tracer, "failed-turn", "1.0", 3, failed_turn=1)
+        conversation(tracer, "resolved", "2.0", 2, keyed_children=False)
+        conversation(tracer, "ok", "1.1", 1)
+        return collect(exporter)
+
+
+def test_records_from_a_conversation(tmp_path: Path, corpus: list[SpanData]) -> None:
+    p = _pipeline(tmp_path / "s.db")
+    result = p.ingest(corpus)
+    assert result.accepted == len(corpus) and result.rejected == 0
+    by_key = {(s.custom_id, s.version): s for s in p.store.list_sessions()}
+    assert set(by_key) == {("ok", "1.0"), ("failed", "1.0"), ("failed-turn", "1.0"), ("resolved", "2.0"),
+                           ("ok", "1.1")}
+    ok = read_session(p.store, ("ok", "1.0"))
+    assert ok is not None and ok.status == "COMPLETED" and ok.error is None
+    assert [t.input for t in ok.inference_results] == ["question 0", "question 1", "question 2"]
+    assert [t.index for t in ok.inference_results] == [0, 1, 2]
+    assert json.loads(ok.inference_results[1].output or "") == {"answer": 1}
+    # The nested LLM client span folds into the decorated turn: model, tokens and cost come from it.
+    first = ok.inference_results[0]
+    assert (first.model, first.input_tokens, first.output_tokens, first.total_tokens) == ("gpt-test", 10, 5, 15)
+    assert first.cost == pytest.approx(0.001)
+    assert sorted(s.type for s in first.spans) == ["GENERATION", "RETRIEVER"]
+    assert ok.turn_count == 3 and ok.input_tokens == 33 and ok.total_tokens == 48
+    assert ok.metadata == {"user": "ok"}
+    failed = by_key[("failed", "1.0")]
+    assert failed.status == "FAILED" and failed.error == "RuntimeError: conversation broke"
+    turn_failed = read_session(p.store, ("failed-turn", "1.0"))
+    assert turn_failed is not None and turn_failed.status == "COMPLETED"
+    assert [t.status for t in turn_failed.inference_results] == ["GENERATED", "FAILED", "GENERATED"]
+    assert turn_failed.inference_results[1].error == "TimeoutError: upstream"
+    resolved = read_session(p.store, ("resolved", "2.0"))
+    assert resolved is not None and resolved.turn_count == 2 and resolved.status == "COMPLETED"
+
+
+def test_strict_fails_a_session_on_a_failed_turn(tmp_path: Path, corpus: list[SpanData]) -> None:
+    p = _pipeline(tmp_path / "s.db", strict=True)
+    p.ingest(corpus)
+    s = {(x.custom_id, x.version): x for x in p.store.list_sessions()}[("failed-turn", "1.0")]
+    assert s.status == "FAILED" and s.error == "turn 1 failed: TimeoutError: upstream"
+
+
+def test_pending_while_running_then_completed(tmp_path: Path) -> None:
+    with sdk_tracer() as (tracer, exporter):
+        conversation(tracer, "c", "1", 1)
+        spans = collect(exporter)
+    p = _pipeline(tmp_path / "s.db")
+    start = [s for s in spans if s.name == "galtea.session.start"]
+    p.ingest(start)
+    assert [x.status for x in p.store.list_sessions()] == ["PENDING"]
+    p.ingest([s for s in spans if s.name != "galtea.session"])
+    assert [x.status for x in p.store.list_sessions()] == ["PENDING"]
+    p.ingest(spans)
+    assert [x.status for x in p.store.list_sessions()] == ["COMPLETED"]
+
+
+def test_replay_changes_nothing(tmp_path: Path, corpus: list[SpanData]) -> None:
+    p = _pipeline(tmp_path / "s.db")
+    p.ingest(corpus)
+    before = _snapshot(p)
+    again = p.ingest(corpus)
+    assert again.accepted == 0 and again.duplicates == len(corpus)
+    assert _snapshot(p) == before
+
+
+def test_invalid_ids_are_rejected_alone(tmp_path: Path, corpus: list[SpanData]) -> None:
+    from dataclasses import replace
+
+    bad = [replace(corpus[0], span_id="00" * 8), replace(corpus[1], trace_id="xyz"),
+           replace(corpus[2], parent_span_id="abc")]
+    p = _pipeline(tmp_path / "s.db")
+    result = p.ingest(bad + corpus[3:])
+    assert result.rejected == 3 and result.accepted == len(corpus) - 3
+    assert len(result.errors) == 3 and "span_id" in result.errors[0]
+
+
+def test_late_turn_reopens_by_default_and_is_left_out_when_ignored(tmp_path: Path) -> None:
+    with sdk_tracer() as (tracer, exporter):
+        conversation(tracer, "c", "1", 1)
+        with tracer.start_as_current_span("late", attributes={**key("c", "1"), "galtea.span.type": "GENERATION"}):
+            pass
+        spans = collect(exporter)
+    reopen = _pipeline(tmp_path / "a.db")
+    reopen.ingest(spans)
+    assert [(s.status, s.turn_count) for s in reopen.store.list_sessions()] == [("PENDING", 2)]
+    ignore = _pipeline(tmp_path / "b.db", late_spans="ignore")
+    ignore.ingest(spans)
+    assert [(s.status, s.turn_count) for s in ignore.store.list_sessions()] == [("COMPLETED", 1)]
+
+
+def test_sweep_closes_idle_sessions_and_settles_orphans(tmp_path: Path) -> None:
+    with sdk_tracer() as (tracer, exporter):
+        with tracer.start_as_current_span("galtea.session.start",
+                                          attributes={**key("idle", "1"), "galtea.session.event": "start"}):
+            pass
+        with tracer.start_as_current_span("llm", attributes={"gen_ai.operation.name": "chat"}):
+            pass
+        with tracer.start_as_current_span("http-request"):
+            pass
+        spans = collect(exporter)
+    p = _pipeline(tmp_path / "s.db", idle_close_minutes=1, hold_seconds=10)
+    p.ingest(spans)
+    assert [(s.custom_id, s.status) for s in p.store.list_sessions()] == [("idle", "PENDING")]
+    later = spans[0].end_ns + 120 * 10**9
+    counts = p.sweep(now_ns=later)
+    # The LLM trace that never got a key becomes a session of its own, idle too, so closed as well.
+    assert counts == {"idle_closed": 2, "orphan_sessions": 1, "orphans_dropped": 1}
+    statuses = {s.custom_id: s.status for s in p.store.list_sessions()}
+    llm_trace = spans[1].trace_id
+    assert statuses == {"idle": "COMPLETED", llm_trace: "COMPLETED"}
+    assert p.store.counters() == {"idle_closed": 2, "orphan_sessions": 1, "orphans_dropped": 1}
+    assert p.sweep(now_ns=later) == {"idle_closed": 0, "orphan_sessions": 0, "orphans_dropped": 0}
+
+
+def test_trace_turn_mode_groups_by_trace(tmp_path: Path) -> None:
+    with sdk_tracer() as (tracer, exporter):
+        for i in range(3):  # one request per user message, no session span, key only on the root
+            with tracer.start_as_current_span("handle", attributes={"session.id": "web-1",
+                                                                     "input.value": f"msg {i}"}):
+                with tracer.start_as_current_span("llm", attributes={"openinference.span.kind": "LLM",
+                                                                     "output.value": f"reply {i}",
+                                                                     "llm.token_count.prompt": 3,
+                                                                     "llm.token_count.completion": 4}):
+                    pass
+        spans = collect(exporter)
+    p = _pipeline(tmp_path / "s.db", turns="trace", default_version="v0")
+    p.ingest(list(reversed(spans)))
+    detail = p.session("web-1")
+    assert detail is not None and detail.version == "v0" and detail.status == "PENDING"
+    assert [(t.input, t.output, t.total_tokens) for t in detail.inference_results] == [
+        (f"msg {i}", f"reply {i}", 7) for i in range(3)]
+
+
+def test_store_url_errors(tmp_path: Path) -> None:
+    from galtea_otel.store import StoreError
+
+    with pytest.raises(StoreError, match="sqlite://"):
+        open_store("mysql://x/y")
+    text = tmp_path / "notes.db"
+    text.write_text("this is not a database, just some text " * 100)
+    with pytest.raises(StoreError, match="not a"):
+        open_store(str(text))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_order_batching_and_duplication_give_the_same_records(
+    tmp_path_factory: pytest.TempPathFactory, corpus: list[SpanData], data: st.DataObject
+) -> None:
+    reference = _pipeline(tmp_path_factory.mktemp("ref") / "s.db")
+    reference.ingest(corpus)
+    expected = _snapshot(reference)
+
+    spans = data.draw(st.permutations(corpus), label="order")
+    extra = data.draw(st.lists(st.sampled_from(corpus), max_size=15), label="duplicates")
+    spans = spans + extra
+    random.Random(data.draw(st.integers(0, 2**32), label="seed")).shuffle(spans)
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(spans) - 1)), max_size=12), label="cuts"))
+    p = _pipeline(tmp_path_factory.mktemp("perm") / "s.db")
+    start = 0
+    for cut in [*cuts, len(spans)]:
+        p.ingest(spans[start:cut])
+        start = cut
+    assert _snapshot(p) == expected
