@@ -6,14 +6,39 @@ from collections.abc import Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from galtea_otel.spandata import EventData, SpanData
+from galtea_otel.spandata import Attributes, EventData, SpanData
+
+
+def _attributes(span: ReadableSpan) -> Attributes:
+    # ReadableSpan.attributes wraps BoundedAttributes (a lock per key read) in a MappingProxy; a finished span's
+    # attributes no longer change, so read the plain dict behind them when it is there.
+    plain = getattr(getattr(span, "_attributes", None), "_dict", None)
+    if isinstance(plain, dict):
+        return plain
+    return dict(span.attributes or {})
+
+
+_resource_cache: tuple[object, Attributes] | None = None
+
+
+def _resource(span: ReadableSpan) -> Attributes:
+    """A process has one Resource: convert its attributes to a plain dict once, not once per span."""
+    global _resource_cache
+    resource = span.resource
+    if resource is None:
+        return {}
+    cached = _resource_cache
+    if cached is not None and cached[0] is resource:
+        return cached[1]
+    plain = dict(resource.attributes)
+    _resource_cache = (resource, plain)
+    return plain
 
 
 def from_sdk(span: ReadableSpan) -> SpanData:
     ctx = span.context
     parent = span.parent
     status = span.status
-    resource = span.resource
     scope = span.instrumentation_scope
     return SpanData(
         trace_id=format(ctx.trace_id, "032x") if ctx is not None else "",
@@ -24,9 +49,9 @@ def from_sdk(span: ReadableSpan) -> SpanData:
         end_ns=span.end_time or span.start_time or 0,
         status_code=status.status_code.value,
         status_message=status.description or "",
-        attributes=span.attributes or {},
+        attributes=_attributes(span),
         events=tuple(EventData(e.name, e.timestamp, e.attributes or {}) for e in span.events),
-        resource=resource.attributes if resource is not None else {},
+        resource=_resource(span),
         scope=scope.name if scope is not None else "",
     )
 

@@ -24,11 +24,9 @@ SWEEP_EVERY_S = 30.0
 
 
 def _count(name: str, amount: int = 1) -> None:
-    try:
-        from galtea_otel import stats
-    except ImportError:  # pragma: no cover - stats lives beside this module
-        return
-    stats.incr(name, amount)
+    from galtea_otel.stats import incr
+
+    incr(name, amount)
 
 
 class SessionExporter(SpanExporter):

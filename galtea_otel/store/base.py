@@ -28,8 +28,8 @@ class StoreTx(Protocol):
     def lock_traces(self, trace_ids: Sequence[str]) -> None:
         """Serialize writers that touch the same traces (sorted ids; a no-op where there is one writer)."""
 
-    def insert_spans(self, rows: Sequence[SpanRow]) -> list[SpanRow]:
-        """Insert rows not stored yet (by trace_id, span_id); return the ones that were new."""
+    def insert_spans(self, rows: Sequence[SpanRow]) -> int:
+        """Insert the rows not stored yet (by trace_id, span_id), ignore the others; return how many were new."""
 
     def traces_needing_resolution(self, trace_ids: Sequence[str]) -> set[str]:
         """Of these traces, those holding a row that lacks its own custom id or version."""
@@ -43,8 +43,8 @@ class StoreTx(Protocol):
     def lock_sessions(self, keys: Sequence[Key]) -> None:
         """Serialize writers that reassemble the same sessions (sorted keys)."""
 
-    def session_rows(self, key: Key) -> list[SpanRow]:
-        """All rows resolved to this session key."""
+    def session_rows(self, key: Key, *, content: bool = True) -> list[SpanRow]:
+        """All rows resolved to this session key; with ``content=False`` input and output are left None."""
 
     def test_case_context(self, test_case_id: str) -> str | None: ...
 

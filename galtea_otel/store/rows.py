@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -18,8 +19,11 @@ SESSION_COLUMNS: tuple[str, ...] = (
 _ABANDONED = COLUMNS.index("abandoned")
 
 
+_GET_COLUMNS = operator.attrgetter(*COLUMNS)
+
+
 def row_to_tuple(row: SpanRow) -> tuple[Any, ...]:
-    return tuple(getattr(row, c) for c in COLUMNS)
+    return _GET_COLUMNS(row)  # type: ignore[no-any-return]
 
 
 def row_from_tuple(values: Sequence[Any]) -> SpanRow:

@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 
 _INSERT = f"INSERT OR IGNORE INTO spans ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM spans"
+# What reassembly reads on the write path: everything but the (large) input and output texts.
+_SELECT_NO_CONTENT = "SELECT " + ", ".join("NULL" if c in ("input", "output") else c for c in COLUMNS) + " FROM spans"
 _UPSERT_SESSION = (
     f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}, updated_ns) VALUES ({', '.join('?' * len(SESSION_COLUMNS))}, ?)"
     f" ON CONFLICT (custom_id, version) DO UPDATE SET "
@@ -243,8 +245,9 @@ def _test_case(row: Sequence[Any]) -> TestCase:
                     metadata=json.loads(row[4] or "{}"))
 
 
-def _session_rows(conn: sqlite3.Connection, key: Key) -> list[SpanRow]:
-    cursor = conn.execute(_SELECT + " WHERE custom_id = ? AND version = ?", key)
+def _session_rows(conn: sqlite3.Connection, key: Key, *, content: bool = True) -> list[SpanRow]:
+    select = _SELECT if content else _SELECT_NO_CONTENT
+    cursor = conn.execute(select + " WHERE custom_id = ? AND version = ?", key)
     return [row_from_tuple(r) for r in cursor]
 
 
@@ -258,16 +261,10 @@ class _SQLiteTx:
     def lock_sessions(self, keys: Sequence[Key]) -> None:
         return None
 
-    def insert_spans(self, rows: Sequence[SpanRow]) -> list[SpanRow]:
-        existing: set[tuple[str, str]] = set()
-        traces = sorted({r.trace_id for r in rows})
-        for chunk in iter_chunks(traces, 500):
-            marks = ", ".join("?" * len(chunk))
-            existing.update(self._conn.execute(
-                f"SELECT trace_id, span_id FROM spans WHERE trace_id IN ({marks})", chunk).fetchall())
-        new = [r for r in rows if (r.trace_id, r.span_id) not in existing]
-        self._conn.executemany(_INSERT, [row_to_tuple(r) for r in new])
-        return new
+    def insert_spans(self, rows: Sequence[SpanRow]) -> int:
+        before = self._conn.total_changes
+        self._conn.executemany(_INSERT, [row_to_tuple(r) for r in rows])
+        return self._conn.total_changes - before
 
     def traces_needing_resolution(self, trace_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
@@ -296,8 +293,8 @@ class _SQLiteTx:
             [(c, v, t, s) for t, s, c, v in updates],
         )
 
-    def session_rows(self, key: Key) -> list[SpanRow]:
-        return _session_rows(self._conn, key)
+    def session_rows(self, key: Key, *, content: bool = True) -> list[SpanRow]:
+        return _session_rows(self._conn, key, content=content)
 
     def test_case_context(self, test_case_id: str) -> str | None:
         row = self._conn.execute("SELECT context FROM test_cases WHERE id = ?", (test_case_id,)).fetchone()

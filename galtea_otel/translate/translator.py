@@ -87,20 +87,6 @@ def _indexed(attrs: Attrs, prefix: str) -> str | None:
     return json.dumps([items[i] for i in sorted(items)], ensure_ascii=False, default=str)
 
 
-def _content(attrs: Attrs, sources: tuple[C.Source, ...]) -> str | None:
-    for kind, key in sources:
-        if kind == "indexed":
-            found = _indexed(attrs, key)
-            if found is not None:
-                return found
-            continue
-        value = attrs.get(key)
-        if value is not None and value != "":
-            text = _text(value)
-            return content_text(text) if text is not None else None
-    return None
-
-
 def _cost(attrs: Attrs) -> float | None:
     for kind, key in C.COST:
         value = attrs.get(key)
@@ -161,13 +147,67 @@ def _error(span: SpanData, attrs: Attrs) -> tuple[bool, str | None]:
     return failed or level_error, (text if failed or level_error else None)
 
 
-def _metadata(attrs: Attrs, user: AttrValue) -> str | None:
-    consumed, prefixes = C.CONSUMED_KEYS, C.CONSUMED_PREFIXES
-    extra = {
-        k: (list(v) if isinstance(v, tuple) else v)
-        for k, v in attrs.items()
-        if k not in consumed and not k.startswith(prefixes)
-    }
+# Every plain key of the table -> the concepts it can give, with its rank (lower wins). One dict lookup per
+# attribute then replaces a probe of every key of every concept.
+_PLAIN_CONCEPTS: dict[str, tuple[str, ...]] = {
+    "custom_id": C.SESSION_KEY, "version": C.VERSION, "test_case": C.TEST_CASE, "context": C.SESSION_CONTEXT,
+    "session_metadata": C.SESSION_METADATA, "event": C.SESSION_EVENT, "user": C.USER, "model": C.MODEL,
+    "input_tokens": C.INPUT_TOKENS, "output_tokens": C.OUTPUT_TOKENS, "total_tokens": C.TOTAL_TOKENS,
+    "cache_read_tokens": C.CACHE_READ_TOKENS, "error_text": C.ERROR_TEXT, "abandoned": C.ABANDONED,
+}
+_LOOKUP: dict[str, list[tuple[str, int]]] = {}
+for _concept, _keys in _PLAIN_CONCEPTS.items():
+    for _rank, _key in enumerate(_keys):
+        _LOOKUP.setdefault(_key, []).append((_concept, _rank))
+for _concept, _sources in (("input", C.INPUT), ("output", C.OUTPUT)):
+    for _rank, (_kind_name, _key) in enumerate(_sources):
+        if _kind_name == "text":
+            _LOOKUP.setdefault(_key, []).append((_concept, _rank))
+
+
+def _scan(attrs: Attrs) -> tuple[dict[str, tuple[int, AttrValue]], dict[str, Any], frozenset[str]]:
+    """One pass over the keys: the best value of each plain concept, the attributes no convention consumes,
+    and which indexed message prefixes occur."""
+    consumed, prefixes, lookup = C.CONSUMED_KEYS, C.CONSUMED_PREFIXES, _LOOKUP
+    found: dict[str, tuple[int, AttrValue]] = {}
+    extra: dict[str, Any] = {}
+    indexed: set[str] = set()
+    for k, v in attrs.items():
+        hits = lookup.get(k)
+        if hits is not None:
+            if v is None or v == "":
+                continue
+            for concept, rank in hits:
+                best = found.get(concept)
+                if best is None or rank < best[0]:
+                    found[concept] = (rank, v)
+            continue
+        if k in consumed:
+            continue
+        if k.startswith(prefixes):
+            indexed.update(p for p in prefixes if k.startswith(p))
+            continue
+        extra[k] = list(v) if isinstance(v, tuple) else v
+    return found, extra, frozenset(indexed)
+
+
+def _content(attrs: Attrs, concept: str, sources: tuple[C.Source, ...], found: dict[str, tuple[int, AttrValue]],
+             indexed: frozenset[str]) -> str | None:
+    """The best content source present: a plain key found by the scan, or an indexed list ranked above it."""
+    best = found.get(concept)
+    best_rank = best[0] if best is not None else len(sources)
+    for rank, (kind, key) in enumerate(sources[:best_rank]):
+        if kind == "indexed" and key in indexed:
+            built = _indexed(attrs, key)
+            if built is not None:
+                return built
+    if best is None:
+        return None
+    text = _text(best[1])
+    return content_text(text) if text is not None else None
+
+
+def _metadata(extra: dict[str, Any], user: AttrValue) -> str | None:
     if user is not None:
         extra["user_id"] = user
     if not extra:
@@ -194,16 +234,21 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
     attrs = span.attributes
     kind = _kind(attrs)
     failed, error = _error(span, attrs)
-    custom_id = _text(_first(attrs, C.SESSION_KEY))
-    version = _text(_first(attrs, C.VERSION))
+    found, extra, indexed = _scan(attrs)
+
+    def get(concept: str) -> AttrValue:
+        hit = found.get(concept)
+        return hit[1] if hit is not None else None
+
+    custom_id = _text(get("custom_id"))
+    version = _text(get("version"))
     resource_version = _text(_first(span.resource, C.RESOURCE_VERSION))
-    test_case = _text(_first(attrs, C.TEST_CASE)) or _text(_first(span.resource, C.RESOURCE_TEST_CASE))
-    user = _first(attrs, C.USER)
-    inp = _content(attrs, C.INPUT)
-    out = _content(attrs, C.OUTPUT)
-    context = _text(_first(attrs, C.SESSION_CONTEXT))
-    metadata = _metadata(attrs, user)
-    session_meta = _text(_first(attrs, C.SESSION_METADATA))
+    test_case = _text(get("test_case")) or _text(_first(span.resource, C.RESOURCE_TEST_CASE))
+    inp = _content(attrs, "input", C.INPUT, found, indexed)
+    out = _content(attrs, "output", C.OUTPUT, found, indexed)
+    context = _text(get("context"))
+    metadata = _metadata(extra, get("user"))
+    session_meta = _text(get("session_metadata"))
     if session_meta:
         metadata = _merge_json(session_meta, metadata)
     if redact is not None:
@@ -212,12 +257,12 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         error = redact(error) if error is not None else None
         context = redact(context) if context is not None else None
         metadata = redact(metadata) if metadata is not None else None
-    input_tokens = _int(_first(attrs, C.INPUT_TOKENS))
-    output_tokens = _int(_first(attrs, C.OUTPUT_TOKENS))
-    total = _int(_first(attrs, C.TOTAL_TOKENS))
+    input_tokens = _int(get("input_tokens"))
+    output_tokens = _int(get("output_tokens"))
+    total = _int(get("total_tokens"))
     if total is None and (input_tokens is not None or output_tokens is not None):
         total = (input_tokens or 0) + (output_tokens or 0)
-    event = _text(attrs.get(C.SESSION_EVENT[0]))
+    event = _text(get("event"))
     return SpanRow(
         trace_id=span.trace_id,
         span_id=span.span_id,
@@ -236,13 +281,13 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         context=context,
         input=inp,
         output=out,
-        model=_text(_first(attrs, C.MODEL)),
+        model=_text(get("model")),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        cache_read_tokens=_int(_first(attrs, C.CACHE_READ_TOKENS)),
+        cache_read_tokens=_int(get("cache_read_tokens")),
         total_tokens=total,
         cost=_cost(attrs),
-        abandoned=bool(_first(attrs, C.ABANDONED)),
+        abandoned=bool(get("abandoned")),
         metadata=metadata,
         received_ns=received_ns if received_ns is not None else time.time_ns(),
     )

@@ -1,0 +1,497 @@
+"""The shared store: PostgreSQL (psycopg 3), for several receiver processes writing into one database.
+
+Same tables, columns and indexes as the SQLite store. What differs is concurrency: SQLite has one writer at
+a time, PostgreSQL many, so ``lock_traces`` / ``lock_sessions`` take transaction-scoped advisory locks on a
+64-bit hash of each trace id / session key, in the caller's (sorted) order. Every pipeline transaction takes
+its trace locks before its session locks, so the lock order is global and writers cannot deadlock on them.
+Transactions run at READ COMMITTED: each statement sees what was committed before it, so a writer that waited
+for a session lock reads the rows its predecessor committed.
+
+URL: ``postgresql://user:password@host:5432/dbname?options=-csearch_path%3Dmyschema`` (any libpq parameter),
+plus ``pool_size=N`` (connections per process, default 8). Tables are created in the first schema of
+``search_path``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import IsolationLevel
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+
+from galtea_otel.records import Session, TestCase
+from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError
+from galtea_otel.store.rows import SESSION_COLUMNS, row_from_tuple, session_from_row
+from galtea_otel.translate.row import COLUMNS, SpanRow
+
+# Identifiers compare byte-wise (COLLATE "C"), as in SQLite: the same ORDER BY gives the same order in both
+# stores, whatever the database's locale.
+_ID = 'TEXT COLLATE "C"'
+_TABLES = ("galtea_meta", "spans", "sessions", "test_cases", "counters")
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS galtea_meta (key {_ID} PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id {_ID} NOT NULL, span_id {_ID} NOT NULL, parent_span_id {_ID}, name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    start_ns BIGINT NOT NULL, end_ns BIGINT NOT NULL, status INTEGER NOT NULL, error TEXT, session_event TEXT,
+    own_custom_id {_ID}, own_version {_ID}, resource_version {_ID}, custom_id {_ID}, version {_ID},
+    test_case_id {_ID}, context TEXT, input TEXT, output TEXT, model TEXT,
+    input_tokens BIGINT, output_tokens BIGINT, cache_read_tokens BIGINT, total_tokens BIGINT,
+    cost DOUBLE PRECISION, abandoned BOOLEAN NOT NULL, metadata TEXT, received_ns BIGINT NOT NULL,
+    PRIMARY KEY (trace_id, span_id)
+);
+CREATE INDEX IF NOT EXISTS spans_by_session ON spans (custom_id, version);
+CREATE INDEX IF NOT EXISTS spans_unresolved ON spans (trace_id)
+    WHERE own_custom_id IS NULL OR own_version IS NULL;
+CREATE INDEX IF NOT EXISTS spans_held ON spans (received_ns) WHERE custom_id IS NULL;
+CREATE TABLE IF NOT EXISTS sessions (
+    custom_id {_ID} NOT NULL, version {_ID} NOT NULL, status TEXT NOT NULL, error TEXT, test_case_id {_ID},
+    context TEXT, metadata TEXT NOT NULL, started_ns BIGINT, ended_ns BIGINT,
+    last_activity_ns BIGINT NOT NULL,
+    turn_count INTEGER NOT NULL, input_tokens BIGINT, output_tokens BIGINT, total_tokens BIGINT,
+    cost DOUBLE PRECISION, latency_ms DOUBLE PRECISION, assembly TEXT NOT NULL, updated_ns BIGINT NOT NULL,
+    PRIMARY KEY (custom_id, version)
+);
+CREATE INDEX IF NOT EXISTS sessions_by_activity ON sessions (status, last_activity_ns);
+CREATE INDEX IF NOT EXISTS sessions_by_start ON sessions (started_ns);
+CREATE TABLE IF NOT EXISTS test_cases (
+    id {_ID} PRIMARY KEY, input TEXT, expected_output TEXT, context TEXT, metadata TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name {_ID} PRIMARY KEY, value BIGINT NOT NULL);
+"""
+
+# PostgreSQL array type of each span column, for the one-statement batch insert through unnest().
+_INT_COLUMNS = {"start_ns", "end_ns", "input_tokens", "output_tokens", "cache_read_tokens", "total_tokens",
+                "received_ns"}
+_ARRAY_TYPES = tuple(
+    "bigint[]" if c in _INT_COLUMNS else "integer[]" if c == "status" else "float8[]" if c == "cost"
+    else "boolean[]" if c == "abandoned" else "text[]"
+    for c in COLUMNS
+)
+_INSERT = (
+    f"INSERT INTO spans ({', '.join(COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"%b::{t}" for t in _ARRAY_TYPES)
+    + ") ON CONFLICT (trace_id, span_id) DO NOTHING RETURNING trace_id, span_id"
+)
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM spans"
+_UPSERT_SESSION = (
+    f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}, updated_ns)"
+    f" VALUES ({', '.join(['%s'] * len(SESSION_COLUMNS))}, %s)"
+    " ON CONFLICT (custom_id, version) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in (*SESSION_COLUMNS[2:], "updated_ns"))
+)
+_LOCK_MANY = ("SELECT pg_advisory_xact_lock(k) FROM unnest(%b::bigint[]) WITH ORDINALITY AS t(k, n)"
+              " ORDER BY n")
+# The migration lock uses the two-key form: a key space of its own, never equal to a trace or session lock.
+_MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(1734828641, %s)"  # 1734828641 = b"galt"
+_MAX_CHUNK = 5000  # rows per INSERT statement
+_DEFAULT_POOL_SIZE = 8
+_DEFAULT_CONNECT_TIMEOUT = 10  # seconds; libpq waits forever by default
+
+
+class RetryableStoreError(StoreError):
+    """A transient database failure (deadlock, serialization failure, lost connection, pool exhausted...).
+
+    The transaction was rolled back (or its outcome is unknown, if the connection broke during COMMIT);
+    running the same ingest again is safe, since a replay changes nothing.
+    """
+
+
+_TRACE_NS = 0
+_SESSION_NS = 1
+
+
+def _lock_key(text: str, namespace: int) -> int:
+    """A signed 64-bit advisory-lock key: 63 bits of blake2b(text), then one bit naming the namespace, so that
+    a trace lock and a session lock are never the same lock."""
+    data = text.encode("utf-8", "surrogatepass")
+    digest = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+    key = (digest & ~1) | namespace
+    return key - (1 << 64) if key >= (1 << 63) else key
+
+
+def trace_lock_key(trace_id: str) -> int:
+    return _lock_key(trace_id, _TRACE_NS)
+
+
+def session_lock_key(key: Key) -> int:
+    return _lock_key(f"{key[0]}\0{key[1]}", _SESSION_NS)
+
+
+def _unique(values: Iterable[int]) -> list[int]:
+    return list(dict.fromkeys(values))
+
+
+# --- URLs and errors ----------------------------------------------------------------------------------------
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for messages and logs)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{hosts}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(k == "password" for k, _ in pairs):
+            query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _secrets(url: str) -> list[str]:
+    found = []
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            found += [parts.password, unquote(parts.password)]
+        found += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k == "password"]
+    except ValueError:
+        pass
+    return [s for s in found if s]
+
+
+def _split_url(url: str) -> tuple[str, int]:
+    """(libpq URL without our own parameters, pool size)."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    pool_size = _DEFAULT_POOL_SIZE
+    kept = []
+    for name, value in pairs:
+        if name == "pool_size":
+            try:
+                pool_size = int(value)
+            except ValueError:
+                raise StoreError(f"pool_size must be a whole number, not {value!r}") from None
+            if pool_size < 1:
+                raise StoreError(f"pool_size must be at least 1, not {pool_size}")
+        else:
+            kept.append((name, value))
+    query = urlencode(kept, quote_via=quote)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment)), pool_size
+
+
+class PostgresStore:
+    """A PostgreSQL store shared by any number of processes. Thread-safe: a pool of connections per process.
+
+    ``url`` (the attribute) is the URL with its password masked; the real one is kept private.
+    """
+
+    def __init__(self, url: str, *, pool_size: int | None = None, connect_timeout: int | None = None) -> None:
+        self.url = redact_url(url)
+        self._secrets = _secrets(url)
+        try:
+            conninfo, size = _split_url(url)
+            params = conninfo_to_dict(conninfo)
+        except (ValueError, psycopg.Error) as exc:
+            raise StoreError(f"invalid PostgreSQL URL {self.url}: {self._clean(exc)}") from None
+        self._conninfo = conninfo
+        self._connect_kwargs: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in params:
+            self._connect_kwargs["connect_timeout"] = connect_timeout or _DEFAULT_CONNECT_TIMEOUT
+        self._pool_size = pool_size or size
+        self._migrate()
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            self._conninfo,
+            kwargs=self._connect_kwargs,
+            min_size=1,
+            max_size=self._pool_size,
+            configure=_configure,
+            check=ConnectionPool.check_connection,
+            open=False,
+            timeout=30.0,
+            name="galtea-otel",
+        )
+        self._pool.open(wait=False)
+
+    # --- connections ----------------------------------------------------------------------------------------
+
+    def _clean(self, exc: BaseException) -> str:
+        """The error's message, with no password in it."""
+        text = str(exc).strip() or type(exc).__name__
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return " ".join(text.split())
+
+    def _error(self, exc: psycopg.Error) -> StoreError:
+        message = f"PostgreSQL store {self.url}: {self._clean(exc)}"
+        if isinstance(exc, psycopg.OperationalError):
+            return RetryableStoreError(f"{message} (transient: retry the request)")
+        return StoreError(message)
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._translated(), self._pool.connection() as conn:
+            yield conn
+
+    def _migrate(self) -> None:
+        try:
+            conn = psycopg.connect(self._conninfo, **self._connect_kwargs)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot connect to the PostgreSQL store {self.url}: {self._clean(exc)}") from None
+        try:
+            with conn, conn.transaction():
+                schema = conn.execute("SELECT current_schema()").fetchone()
+                if schema is None or schema[0] is None:
+                    path = conn.execute("SHOW search_path").fetchone()
+                    raise StoreError(
+                        f"PostgreSQL store {self.url}: no schema of search_path ({path[0] if path else '?'})"
+                        " exists; create it first")
+                conn.execute(_MIGRATION_LOCK, (_lock_key(schema[0], 0) >> 32,))
+                tables = {r[0] for r in conn.execute(
+                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = current_schema() AND c.relname = ANY(%s)", (list(_TABLES),))}
+                if tables and "galtea_meta" not in tables:
+                    raise StoreError(
+                        f"PostgreSQL store {self.url}: schema {schema[0]!r} already has tables named"
+                        f" {', '.join(sorted(tables))} that are not galtea-otel's; use another database or"
+                        " schema (URL parameter options=-csearch_path%3Dgaltea)")
+                if "galtea_meta" in tables:
+                    row = conn.execute(
+                        "SELECT value FROM galtea_meta WHERE key = 'schema_version'").fetchone()
+                    found = int(row[0]) if row else 0
+                    if found > SCHEMA_VERSION:
+                        raise StoreError(
+                            f"PostgreSQL store {self.url} has schema version {found}, newer than this"
+                            f" galtea-otel ({SCHEMA_VERSION}): upgrade galtea-otel")
+                    if found == SCHEMA_VERSION:
+                        return
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO galtea_meta (key, value) VALUES ('schema_version', %s)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot create the schema in the PostgreSQL store {self.url}:"
+                             f" {self._clean(exc)}") from exc
+        finally:
+            conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[_PostgresTx]:
+        """One READ COMMITTED transaction. Database failures raise ``StoreError``; transient ones (deadlock,
+        serialization failure, lost connection, no free connection) ``RetryableStoreError``."""
+        with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+            yield _PostgresTx(cur)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # --- reading --------------------------------------------------------------------------------------------
+
+    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._conn() as conn:
+            return conn.execute(sql, _params(args)).fetchall()
+
+    def list_sessions(
+        self, *, status: str | None = None, version: str | None = None, limit: int = 50
+    ) -> list[Session]:
+        where: list[str] = []
+        args: list[Any] = []
+        if status:
+            where.append("status = %s")
+            args.append(status.upper())
+        if version:
+            where.append("version = %s")
+            args.append(version)
+        sql = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_ns DESC NULLS LAST, custom_id, version LIMIT %s"
+        args.append(limit if limit >= 0 else None)  # SQLite: a negative LIMIT means none
+        return [session_from_row(r) for r in self._all(sql, args)]
+
+    def find_session_key(self, custom_id: str, version: str | None = None) -> Key | None:
+        sql, args = "SELECT custom_id, version FROM sessions WHERE custom_id = %s", [custom_id]
+        if version is not None:
+            sql += " AND version = %s"
+            args.append(version)
+        rows = self._all(sql + " ORDER BY started_ns DESC NULLS LAST LIMIT 1", args)
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def read_session_rows(self, key: Key) -> list[SpanRow]:
+        return [row_from_tuple(r) for r in self._all(_SELECT + " WHERE custom_id = %s AND version = %s", key)]
+
+    def session_assembly(self, key: Key) -> dict[str, Any]:
+        rows = self._all("SELECT assembly FROM sessions WHERE custom_id = %s AND version = %s", key)
+        return dict(json.loads(rows[0][0])) if rows else {}
+
+    def counters(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self._all("SELECT name, value FROM counters ORDER BY name")}
+
+    # --- test cases -----------------------------------------------------------------------------------------
+
+    def put_test_cases(self, cases: Iterable[TestCase]) -> int:
+        rows = [(c.id, c.input, c.expected_output, c.context, json.dumps(c.metadata, sort_keys=True))
+                for c in cases]
+        if rows:
+            with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO test_cases (id, input, expected_output, context, metadata)"
+                    " VALUES (%s, %s, %s, %s, %s)"
+                    " ON CONFLICT (id) DO UPDATE SET input = excluded.input,"
+                    " expected_output = excluded.expected_output, context = excluded.context,"
+                    " metadata = excluded.metadata",
+                    [_params(row) for row in rows],
+                )
+        return len(rows)
+
+    def get_test_case(self, test_case_id: str) -> TestCase | None:
+        rows = self._all("SELECT id, input, expected_output, context, metadata FROM test_cases WHERE id = %s",
+                         (test_case_id,))
+        return _test_case(rows[0]) if rows else None
+
+    def list_test_cases(self) -> list[TestCase]:
+        return [_test_case(r) for r in self._all(
+            "SELECT id, input, expected_output, context, metadata FROM test_cases ORDER BY id")]
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    conn.isolation_level = IsolationLevel.READ_COMMITTED
+
+
+def _test_case(row: Sequence[Any]) -> TestCase:
+    return TestCase(id=row[0], input=row[1], expected_output=row[2], context=row[3],
+                    metadata=json.loads(row[4] or "{}"))
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, list) and any(isinstance(v, str) and "\x00" in v for v in value):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _params(args: Sequence[Any]) -> tuple[Any, ...]:
+    """Query parameters with every NUL character made U+FFFD: PostgreSQL text cannot hold NUL (SQLite's can).
+
+    Applied to every parameter of every query, so a key holding NUL still matches itself, and one odd span
+    cannot fail the batch around it."""
+    return tuple(_clean(a) for a in args)
+
+
+class _PostgresTx:
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self._cur = cur
+
+    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._cur.execute(sql, _params(args)).fetchall()
+
+    def _exec(self, sql: str, args: Sequence[Any] = ()) -> None:
+        self._cur.execute(sql, _params(args))
+
+    def _lock(self, keys: list[int]) -> None:
+        if len(keys) == 1:
+            self._exec("SELECT pg_advisory_xact_lock(%s)", keys)
+        elif keys:
+            self._exec(_LOCK_MANY, (keys,))
+
+    def lock_traces(self, trace_ids: Sequence[str]) -> None:
+        self._lock(_unique(trace_lock_key(t) for t in trace_ids))
+
+    def lock_sessions(self, keys: Sequence[Key]) -> None:
+        self._lock(_unique(session_lock_key(k) for k in keys))
+
+    def insert_spans(self, rows: Sequence[SpanRow]) -> list[SpanRow]:
+        inserted: set[tuple[str, str]] = set()
+        for start in range(0, len(rows), _MAX_CHUNK):
+            chunk = rows[start:start + _MAX_CHUNK]
+            inserted.update(self._all(_INSERT, [[getattr(r, c) for r in chunk] for c in COLUMNS]))
+        new = []
+        for row in rows:
+            key = (row.trace_id, row.span_id)
+            if key in inserted:
+                inserted.discard(key)  # a duplicate later in the same batch was not new
+                new.append(row)
+        return new
+
+    def traces_needing_resolution(self, trace_ids: Sequence[str]) -> set[str]:
+        if not trace_ids:
+            return set()
+        return {r[0] for r in self._all(
+            "SELECT DISTINCT trace_id FROM spans WHERE trace_id = ANY(%b::text[])"
+            " AND (own_custom_id IS NULL OR own_version IS NULL)", (list(trace_ids),))}
+
+    def trace_rows(self, trace_ids: Sequence[str]) -> list[SpanRow]:
+        if not trace_ids:
+            return []
+        return [
+            SpanRow(trace_id=r[0], span_id=r[1], parent_span_id=r[2], name="", kind="", start_ns=r[3],
+                    end_ns=r[3], status=0, own_custom_id=r[4], own_version=r[5], resource_version=r[6],
+                    custom_id=r[7], version=r[8])
+            for r in self._all(
+                "SELECT trace_id, span_id, parent_span_id, start_ns, own_custom_id, own_version,"
+                " resource_version, custom_id, version FROM spans WHERE trace_id = ANY(%b::text[])"
+                " ORDER BY trace_id, span_id", (list(trace_ids),))
+        ]
+
+    def set_keys(self, updates: Sequence[tuple[str, str, str | None, str | None]]) -> None:
+        if not updates:
+            return
+        self._exec(
+            "UPDATE spans SET custom_id = u.c, version = u.v"
+            " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[]) AS u(t, s, c, v)"
+            " WHERE spans.trace_id = u.t AND spans.span_id = u.s",
+            [list(column) for column in zip(*updates, strict=True)],
+        )
+
+    def session_rows(self, key: Key) -> list[SpanRow]:
+        return [row_from_tuple(r) for r in self._all(_SELECT + " WHERE custom_id = %s AND version = %s", key)]
+
+    def test_case_context(self, test_case_id: str) -> str | None:
+        rows = self._all("SELECT context FROM test_cases WHERE id = %s", (test_case_id,))
+        return rows[0][0] if rows else None
+
+    def upsert_session(self, summary: dict[str, Any]) -> None:
+        values = [summary[c] for c in SESSION_COLUMNS]
+        values[SESSION_COLUMNS.index("metadata")] = json.dumps(summary["metadata"], sort_keys=True)
+        self._exec(_UPSERT_SESSION, (*values, time.time_ns()))
+
+    def delete_session(self, key: Key) -> None:
+        self._exec("DELETE FROM sessions WHERE custom_id = %s AND version = %s", key)
+
+    def idle_sessions(self, last_activity_before_ns: int) -> list[Key]:
+        return [(r[0], r[1]) for r in self._all(
+            "SELECT custom_id, version FROM sessions WHERE status = 'PENDING' AND last_activity_ns < %s"
+            " ORDER BY custom_id, version", (last_activity_before_ns,))]
+
+    def held_traces(self, received_before_ns: int) -> list[str]:
+        return [r[0] for r in self._all(
+            "SELECT trace_id FROM spans WHERE custom_id IS NULL GROUP BY trace_id"
+            " HAVING max(received_ns) < %s ORDER BY trace_id", (received_before_ns,))]
+
+    def unkeyed_rows(self, trace_id: str) -> list[SpanRow]:
+        return [row_from_tuple(r) for r in self._all(
+            _SELECT + " WHERE trace_id = %s AND custom_id IS NULL", (trace_id,))]
+
+    def delete_unkeyed(self, trace_id: str) -> int:
+        self._exec("DELETE FROM spans WHERE trace_id = %s AND custom_id IS NULL", (trace_id,))
+        return self._cur.rowcount
+
+    def add_counter(self, name: str, amount: int) -> None:
+        self._exec(
+            "INSERT INTO counters (name, value) VALUES (%s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value", (name, amount))
