@@ -62,7 +62,7 @@ def main() -> None:
 
     def per_call(fn: Callable[[str], str], calls: int) -> float:
         start = time.perf_counter()
-        for i in range(calls):
+        for _ in range(calls):
             fn("hello, what is the weather like today?")
         return (time.perf_counter() - start) / calls * 1e6
 
@@ -75,8 +75,9 @@ def main() -> None:
             results["bare span"].append(per_call(bare, args.calls))
             results["@inference"].append(per_call(decorated, args.calls))
     galtea_otel.shutdown()
-    ratios = [d / b for d, b in zip(results["@inference"], results["bare span"])]
-    print(f"{args.calls} calls x {args.rounds} interleaved rounds, inside one session, BatchSpanProcessor + no-op exporter")
+    ratios = [d / b for d, b in zip(results["@inference"], results["bare span"], strict=True)]
+    print(f"{args.calls} calls x {args.rounds} interleaved rounds, inside one session,"
+          " BatchSpanProcessor + no-op exporter")
     for name, values in results.items():
         print(f"{name:12s} {statistics.median(values):8.2f} us/call (median)")
     print(f"ratio @inference / bare span: median {statistics.median(ratios):.2f}x "

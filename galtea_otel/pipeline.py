@@ -86,11 +86,12 @@ class Pipeline:
 
     def _resolve(self, tx: StoreTx, new: Sequence[SpanRow]) -> set[Key]:
         """Resolve session keys in the traces these rows touch; return the session keys whose rows changed."""
-        affected = {(r.custom_id, r.version) for r in new if r.custom_id is not None and r.version is not None}
+        affected: set[Key] = {
+            (r.custom_id, r.version) for r in new if r.custom_id is not None and r.version is not None}
         traces = {r.trace_id for r in new if not fully_keyed(r)}
         traces |= tx.traces_needing_resolution(sorted({r.trace_id for r in new} - traces))
         if not traces:
-            return affected  # type: ignore[return-value]
+            return affected
         by_trace: dict[str, list[SpanRow]] = {}
         for row in tx.trace_rows(sorted(traces)):
             by_trace.setdefault(row.trace_id, []).append(row)
@@ -106,7 +107,7 @@ class Pipeline:
                 affected.add(key)
                 updates.append((row.trace_id, row.span_id, key[0], key[1]))
         tx.set_keys(updates)
-        return affected  # type: ignore[return-value]
+        return affected
 
     def _reassemble(self, tx: StoreTx, keys: set[Key]) -> int:
         ordered = sorted(keys)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Union
 
-AttrValue = Union[str, bool, int, float, bytes, Sequence[str], Sequence[bool], Sequence[int], Sequence[float], None]
+from opentelemetry.util.types import AnyValue
+
+# OpenTelemetry's own attribute value type (scalars, homogeneous sequences, bytes, nested mappings).
+AttrValue = AnyValue
 Attributes = Mapping[str, AttrValue]
 
 STATUS_UNSET = 0

@@ -31,7 +31,8 @@ def open_store(url: str | None = None) -> Store:
         try:
             from galtea_otel.store.postgres import PostgresStore
         except ImportError as exc:
-            raise StoreError(f"the PostgreSQL store needs psycopg: pip install 'galtea-otel[postgres]' ({exc})") from exc
+            raise StoreError(
+                f"the PostgreSQL store needs psycopg: pip install 'galtea-otel[postgres]' ({exc})") from exc
         return PostgresStore(url)
     raise StoreError(f"unknown store URL scheme {scheme!r} in {url!r}: use one of "
                      f"{', '.join(s + '://' for s in SCHEMES)}")

@@ -23,7 +23,7 @@ _GET_COLUMNS = operator.attrgetter(*COLUMNS)
 
 
 def row_to_tuple(row: SpanRow) -> tuple[Any, ...]:
-    return _GET_COLUMNS(row)  # type: ignore[no-any-return]
+    return _GET_COLUMNS(row)  # type: ignore[no-any-return,unused-ignore]
 
 
 def row_from_tuple(values: Sequence[Any]) -> SpanRow:
@@ -37,7 +37,7 @@ def _dt(ns: int | None) -> datetime | None:
 
 
 def session_from_row(values: Sequence[Any]) -> Session:
-    r = dict(zip(SESSION_COLUMNS, values))
+    r = dict(zip(SESSION_COLUMNS, values, strict=False))
     metadata = r["metadata"]
     return Session(
         custom_id=r["custom_id"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -50,7 +51,8 @@ _SELECT = f"SELECT {', '.join(COLUMNS)} FROM spans"
 # What reassembly reads on the write path: everything but the (large) input and output texts.
 _SELECT_NO_CONTENT = "SELECT " + ", ".join("NULL" if c in ("input", "output") else c for c in COLUMNS) + " FROM spans"
 _UPSERT_SESSION = (
-    f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}, updated_ns) VALUES ({', '.join('?' * len(SESSION_COLUMNS))}, ?)"
+    f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}, updated_ns)"
+    f" VALUES ({', '.join('?' * len(SESSION_COLUMNS))}, ?)"
     f" ON CONFLICT (custom_id, version) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in (*SESSION_COLUMNS[2:], "updated_ns"))
 )
@@ -162,10 +164,8 @@ class SQLiteStore:
     def close(self) -> None:
         with self._connections_lock:
             for conn in self._connections:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     conn.close()
-                except sqlite3.Error:
-                    pass
             self._connections.clear()
         self._local = threading.local()
 
@@ -174,7 +174,8 @@ class SQLiteStore:
     def list_sessions(
         self, *, status: str | None = None, version: str | None = None, limit: int = 50
     ) -> list[Session]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | int] = []
         if status:
             where.append("status = ?")
             args.append(status.upper())

@@ -196,7 +196,7 @@ def _content(attrs: Attrs, concept: str, sources: tuple[C.Source, ...], found: d
     """The best content source present: a plain key found by the scan, or an indexed list ranked above it."""
     best = found.get(concept)
     best_rank = best[0] if best is not None else len(sources)
-    for rank, (kind, key) in enumerate(sources[:best_rank]):
+    for kind, key in sources[:best_rank]:
         if kind == "indexed" and key in indexed:
             built = _indexed(attrs, key)
             if built is not None:

@@ -155,13 +155,12 @@ def test_sweep_closes_idle_sessions_and_settles_orphans(tmp_path: Path) -> None:
 def test_trace_turn_mode_groups_by_trace(tmp_path: Path) -> None:
     with sdk_tracer() as (tracer, exporter):
         for i in range(3):  # one request per user message, no session span, key only on the root
-            with tracer.start_as_current_span("handle", attributes={"session.id": "web-1",
-                                                                     "input.value": f"msg {i}"}):
-                with tracer.start_as_current_span("llm", attributes={"openinference.span.kind": "LLM",
-                                                                     "output.value": f"reply {i}",
-                                                                     "llm.token_count.prompt": 3,
-                                                                     "llm.token_count.completion": 4}):
-                    pass
+            root = {"session.id": "web-1", "input.value": f"msg {i}"}
+            llm = {"openinference.span.kind": "LLM", "output.value": f"reply {i}", "llm.token_count.prompt": 3,
+                   "llm.token_count.completion": 4}
+            with tracer.start_as_current_span("handle", attributes=root), \
+                    tracer.start_as_current_span("llm", attributes=llm):
+                pass
         spans = collect(exporter)
     p = _pipeline(tmp_path / "s.db", turns="trace", default_version="v0")
     p.ingest(list(reversed(spans)))
