@@ -1,0 +1,140 @@
+"""``galtea-otel serve``: the OTLP receiver as a click command (attached to the ``galtea-otel`` group)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from galtea_otel.serve.options import DEFAULT_GRPC, DEFAULT_HTTP, DEFAULT_MAX_BODY_BYTES
+
+
+@click.command(
+    "serve",
+    help="Run the OTLP receiver: OTLP/HTTP and OTLP/gRPC traces in, session records in the store. "
+    "Listens on 127.0.0.1 only unless told otherwise; a public address needs --token-file.",
+)
+@click.option(
+    "--store",
+    "store_url",
+    metavar="URL",
+    envvar="GALTEA_OTEL_STORE",
+    default=None,
+    help="Store URL (default: the galtea-otel --store, $GALTEA_OTEL_STORE, else ./galtea_sessions.db).",
+)
+@click.option(
+    "--http",
+    "http",
+    metavar="HOST:PORT",
+    default=DEFAULT_HTTP,
+    show_default=True,
+    help="OTLP/HTTP address (POST /v1/traces), or 'off'.",
+)
+@click.option(
+    "--grpc",
+    "grpc_",
+    metavar="HOST:PORT",
+    default=DEFAULT_GRPC,
+    show_default=True,
+    help="OTLP/gRPC address, or 'off'.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="File holding the bearer token every request must present (Authorization: Bearer ...).",
+)
+@click.option(
+    "--allow-insecure-public",
+    is_flag=True,
+    help="Allow a non-loopback address without a token (logged as a warning).",
+)
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_BODY_BYTES,
+    show_default=True,
+    help="Largest request body, measured after decompression (413 above).",
+)
+@click.option(
+    "--max-inflight",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Requests ingested at once per protocol; more wait briefly, then get 503 + Retry-After.",
+)
+@click.option(
+    "--default-version", metavar="V", default=None, help="Version of sessions whose spans name none."
+)
+@click.option(
+    "--idle-close",
+    "idle_close",
+    metavar="MINUTES",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Close sessions idle this long as COMPLETED [default: 30].",
+)
+@click.option(
+    "--turns",
+    type=click.Choice(["llm-call", "trace"]),
+    default=None,
+    help="One turn per outermost LLM call, or per trace [default: llm-call].",
+)
+@click.option(
+    "--hold-seconds",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="How long spans wait for their trace's session key [default: 300].",
+)
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    store_url: str | None,
+    http: str,
+    grpc_: str,
+    token_file: str | None,
+    allow_insecure_public: bool,
+    max_body_bytes: int,
+    max_inflight: int,
+    default_version: str | None,
+    idle_close: float | None,
+    turns: str | None,
+    hold_seconds: float | None,
+) -> None:
+    import dataclasses
+
+    from galtea_otel.serve.options import ConfigError, ServeOptions, load_token, parse_address
+    from galtea_otel.serve.server import run_server
+    from galtea_otel.settings import PipelineSettings
+
+    overrides: dict[str, object] = {}
+    if default_version is not None:
+        overrides["default_version"] = default_version
+    if idle_close is not None:
+        overrides["idle_close_minutes"] = idle_close
+    if turns is not None:
+        overrides["turns"] = turns
+    if hold_seconds is not None:
+        overrides["hold_seconds"] = hold_seconds
+    if store_url is None:  # the group's --store, if it has one
+        store_url = getattr(ctx.find_root().obj, "store_url", None)
+    try:
+        options = ServeOptions(
+            store_url=store_url,
+            http=parse_address(http),
+            grpc=parse_address(grpc_),
+            token=load_token(token_file) if token_file else None,
+            allow_insecure_public=allow_insecure_public,
+            max_body_bytes=max_body_bytes,
+            max_inflight=max_inflight,
+            settings=dataclasses.replace(PipelineSettings(), **overrides),  # type: ignore[arg-type]
+        )
+        options.check()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run_server(options)
+    except OSError as exc:  # typically: the address is already in use
+        raise click.ClickException(f"cannot start the receiver: {exc}") from None

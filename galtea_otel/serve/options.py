@@ -1,0 +1,114 @@
+"""What ``galtea-otel serve`` is told: addresses, limits, auth, and the pipeline settings it passes on."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from galtea_otel.settings import PipelineSettings
+
+DEFAULT_HTTP = "127.0.0.1:4318"
+DEFAULT_GRPC = "127.0.0.1:4317"
+DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """Asked for something it refuses to do: a public bind without a token, a bad address..."""
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False  # a host name other than localhost: assume it may be public
+
+
+def parse_address(text: str) -> Address | None:
+    """``HOST:PORT`` (``[::1]:4318`` for IPv6) -> :class:`Address`; ``off`` -> None (not started)."""
+    if text.strip().lower() in ("off", "none", ""):
+        return None
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"not HOST:PORT: {text!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    return Address(host, int(port_text))
+
+
+def load_token(path: str | Path) -> str:
+    """The bearer token in ``path`` (surrounding whitespace removed). The token itself is never logged."""
+    token = Path(path).read_text(encoding="utf-8").strip()
+    if not token:
+        raise ConfigError(f"the token file {path} is empty")
+    return token
+
+
+def redact_url(url: str) -> str:
+    """A store URL fit for a log line: any password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable store URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    userinfo = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[2]}"))
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Everything the receiver needs. ``http`` / ``grpc`` None disables that server; port 0 picks a free one.
+
+    - ``max_body_bytes``: the largest request body, measured after decompression (413 / RESOURCE_EXHAUSTED).
+    - ``max_inflight``: requests decoded and ingested at once, per protocol; up to ``max_queued`` more wait
+      at most ``queue_timeout`` seconds (holding no body), then get 503 + ``Retry-After`` (gRPC UNAVAILABLE).
+    - ``token``: when set, every request needs ``Authorization: Bearer <token>``.
+    """
+
+    store_url: str | None = None  # None: galtea_otel.store.default_store_url()
+    http: Address | None = field(default_factory=lambda: parse_address(DEFAULT_HTTP))
+    grpc: Address | None = field(default_factory=lambda: parse_address(DEFAULT_GRPC))
+    token: str | None = field(default=None, repr=False)
+    allow_insecure_public: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_inflight: int = 4
+    max_queued: int = 64
+    queue_timeout: float = 2.0
+    retry_after_seconds: int = 1
+    sweep_interval: float = 30.0
+    shutdown_grace: float = 30.0
+    settings: PipelineSettings = field(default_factory=PipelineSettings)
+
+    def check(self) -> list[str]:
+        """Refuse what is unsafe or impossible; return warnings to log loudly."""
+        if self.http is None and self.grpc is None:
+            raise ConfigError("both --http and --grpc are off: nothing to serve")
+        if self.max_body_bytes <= 0 or self.max_inflight <= 0 or self.max_queued < 0:
+            raise ConfigError("--max-body-bytes and the concurrency limits must be positive")
+        warnings = []
+        for name, address in (("HTTP", self.http), ("gRPC", self.grpc)):
+            if address is None or address.is_loopback or self.token:
+                continue
+            if not self.allow_insecure_public:
+                raise ConfigError(
+                    f"refusing to serve {name} on the non-loopback address {address} without a token: "
+                    "pass --token-file (or --allow-insecure-public if you really mean it)"
+                )
+            warnings.append(
+                f"INSECURE: {name} listens on {address} WITHOUT AUTHENTICATION; anyone who can reach it can "
+                "write sessions into the store"
+            )
+        return warnings

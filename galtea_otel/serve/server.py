@@ -1,0 +1,235 @@
+"""The receiver process: uvicorn (OTLP/HTTP) and grpcio (OTLP/gRPC) over one pipeline, plus a sweep thread.
+
+:func:`run_server` is what ``galtea-otel serve`` runs: it blocks until SIGTERM / SIGINT, then stops accepting,
+lets in-flight requests finish and commit, and closes the store. Tests start a :class:`Receiver` in a thread
+with :func:`start_in_thread` on free ports instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
+
+import uvicorn
+
+from galtea_otel.serve.http import OtlpHttpApp, build_app
+from galtea_otel.serve.ingest import Ingests
+from galtea_otel.serve.options import Address, ServeOptions, redact_url
+
+log = logging.getLogger("galtea_otel.serve")
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn's server without its own signal handling: the :class:`Receiver` owns the signals (uvicorn would
+    re-raise them after its shutdown, killing the process before gRPC and the store are closed)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class Sweeper(threading.Thread):
+    """Calls ``pipeline.sweep()`` every ``interval`` seconds: closes idle sessions, settles held spans."""
+
+    def __init__(self, pipeline: Any, interval: float) -> None:
+        super().__init__(name="galtea-otel-sweep", daemon=True)
+        self.pipeline = pipeline
+        self.interval = interval
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        sweep: Callable[[], object] | None = getattr(self.pipeline, "sweep", None)
+        while sweep is not None and not self._stop_event.wait(self.interval):
+            try:
+                counts = sweep()
+            except NotImplementedError:
+                return
+            except Exception:
+                log.exception("sweep failed; retrying in %.0f s", self.interval)
+                continue
+            if isinstance(counts, dict) and any(counts.values()):
+                log.info("sweep: %s", counts)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+class Receiver:
+    """One receiver instance. ``pipeline`` defaults to ``Pipeline(open_store(options.store_url), settings)``
+    (then the receiver owns and closes the store). After :attr:`ready` is set, :attr:`http_address` and
+    :attr:`grpc_address` are the bound addresses (the real ports when 0 was asked)."""
+
+    def __init__(self, options: ServeOptions, pipeline: Ingests | None = None) -> None:
+        self.options = options
+        self.pipeline = pipeline
+        self.ready = threading.Event()
+        self.http_address: Address | None = None
+        self.grpc_address: Address | None = None
+        self.app: OtlpHttpApp | None = None
+        self.grpc_service: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._uvicorn: _UvicornServer | None = None
+        self._grpc: Any = None
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown; safe from any thread and a signal handler. A second call forces it."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._stop_in_loop)
+
+    def _stop_in_loop(self) -> None:
+        assert self._stopping is not None
+        if self._stopping.is_set() and self._uvicorn is not None:
+            log.warning("second stop request: not waiting for in-flight requests")
+            self._uvicorn.force_exit = True
+        self._stopping.set()
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        if self._grpc is not None:
+            self._grpc.stop(self.options.shutdown_grace)  # refuses new RPCs now; in-flight ones finish
+
+    async def serve(self) -> None:
+        """Run until :meth:`request_stop`; then drain and close everything this receiver opened."""
+        options = self.options
+        for warning in options.check():
+            log.warning("%s", warning)
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        owned_store = None
+        pipeline = self.pipeline
+        if pipeline is None:
+            pipeline, owned_store = _open_pipeline(options)
+            self.pipeline = pipeline
+        sweeper = Sweeper(pipeline, options.sweep_interval)
+        sock: socket.socket | None = None
+        grpc_server: Any = None
+        try:
+            if options.http is not None:
+                sock = _bind(options.http)
+                self.http_address = Address(options.http.host, sock.getsockname()[1])
+                self.app = build_app(pipeline, options)
+                config = uvicorn.Config(
+                    self.app,
+                    lifespan="off",
+                    log_config=None,
+                    access_log=False,
+                    server_header=False,
+                    limit_concurrency=1024,
+                    timeout_graceful_shutdown=int(options.shutdown_grace),
+                )
+                self._uvicorn = _UvicornServer(config)
+            if options.grpc is not None:
+                from galtea_otel.serve.grpc_service import start_grpc_server
+
+                grpc_server, self.grpc_service, port = start_grpc_server(pipeline, options, options.grpc)
+                self._grpc = grpc_server
+                self.grpc_address = Address(options.grpc.host, port)
+            sweeper.start()
+            if self._uvicorn is not None and sock is not None:
+                serving = asyncio.ensure_future(self._uvicorn.serve(sockets=[sock]))
+                await asyncio.sleep(0)
+                while not self._uvicorn.started and not serving.done():
+                    await asyncio.sleep(0.005)
+                if not serving.done():
+                    self._announce(pipeline)
+                await serving
+            else:
+                self._announce(pipeline)
+                await self._stopping.wait()
+        finally:
+            self.ready.set()  # also when it failed to start: nobody waits forever
+            log.info("galtea-otel receiver: shutting down")
+            if grpc_server is not None:
+                stopped = grpc_server.stop(options.shutdown_grace)
+                await asyncio.get_running_loop().run_in_executor(None, stopped.wait)
+            if self.app is not None:
+                self.app.close()
+            if sweeper.is_alive():
+                sweeper.stop()
+            if sock is not None:
+                sock.close()
+            if owned_store is not None:
+                owned_store.close()
+            log.info("galtea-otel receiver: stopped")
+
+    def _announce(self, pipeline: Ingests) -> None:
+        store_url = getattr(getattr(pipeline, "store", None), "url", None) or self.options.store_url or "?"
+        log.info(
+            "galtea-otel receiver ready: OTLP/HTTP on %s, OTLP/gRPC on %s, store %s%s",
+            f"http://{self.http_address}/v1/traces" if self.http_address else "off",
+            self.grpc_address or "off",
+            redact_url(store_url),
+            "; a bearer token is required" if self.options.token else "",
+        )
+        self.ready.set()
+
+
+def _open_pipeline(options: ServeOptions) -> tuple[Ingests, Any]:
+    from galtea_otel.pipeline import Pipeline
+    from galtea_otel.store import open_store
+
+    store = open_store(options.store_url)
+    return Pipeline(store, options.settings), store
+
+
+def _bind(address: Address) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address.host, address.port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_server(options: ServeOptions, pipeline: Ingests | None = None) -> None:
+    """Serve until SIGTERM / SIGINT (a second one forces the exit), then shut down cleanly."""
+    receiver = Receiver(options, pipeline)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, receiver.request_stop)
+        await receiver.serve()
+
+    asyncio.run(main())
+
+
+@contextlib.contextmanager
+def start_in_thread(options: ServeOptions, pipeline: Ingests | None = None) -> Iterator[Receiver]:
+    """Run a receiver in a background thread for the ``with`` block (tests, benchmarks, embedding)."""
+    receiver = Receiver(options, pipeline)
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(receiver.serve())
+        except BaseException as exc:
+            failure.append(exc)
+            receiver.ready.set()
+
+    thread = threading.Thread(target=target, name="galtea-otel-receiver", daemon=True)
+    thread.start()
+    receiver.ready.wait()
+    if failure:
+        thread.join()
+        raise failure[0]
+    try:
+        yield receiver
+    finally:
+        receiver.request_stop()
+        thread.join()
+        if failure:
+            raise failure[0]
