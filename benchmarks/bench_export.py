@@ -19,9 +19,9 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _spans import batches, make_spans  # noqa: E402
+from _spans import batches, make_spans
 
-from galtea_otel.export.exporter import SessionExporter  # noqa: E402
+from galtea_otel.export.exporter import SessionExporter
 
 
 def run_export(chunks: list, folder: Path, round_no: int) -> float:  # type: ignore[type-arg]

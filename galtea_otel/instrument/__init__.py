@@ -1,0 +1,1 @@
+"""Instrumentation: sessions, inference and other spans, stamping, capture: the application's side."""

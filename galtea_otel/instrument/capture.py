@@ -1,0 +1,42 @@
+"""Captured values: serialize -> redact -> truncate, in that order, before anything is set on a span.
+
+Redaction runs on the full JSON text (so it sees every secret), truncation last (so the result stays within
+the limit and valid JSON). Nothing here raises: a failing redaction hook drops the value (replaced by
+``REDACTION_FAILED``) and is counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from galtea_otel.config import Config
+from galtea_otel.instrument.serialize import to_json, truncate_json
+from galtea_otel.stats import incr, internal_error
+
+__all__ = ["REDACTION_FAILED", "encode", "encode_json_text"]
+
+REDACTION_FAILED = '{"galtea.redaction_failed":true}'
+
+
+def encode(value: Any, config: Config) -> str:
+    """The attribute text for a captured value."""
+    return encode_json_text(to_json(value), config)
+
+
+def encode_json_text(text: str, config: Config) -> str:
+    """Redact and truncate JSON text already serialized."""
+    redact = config.redact
+    if redact is not None:
+        try:
+            redacted = redact(text)
+            if not isinstance(redacted, str):
+                raise TypeError(f"the redaction hook returned {type(redacted).__name__}, not str")
+            text = redacted
+        except Exception as exc:
+            incr("redaction_failures")
+            internal_error("redact", exc)
+            return REDACTION_FAILED
+    text, truncated = truncate_json(text, config.max_value_bytes)
+    if truncated:
+        incr("truncations")
+    return text

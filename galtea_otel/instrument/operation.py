@@ -1,0 +1,448 @@
+"""``@inference`` and ``span()``: one mechanism for LLM calls and for the other steps of a conversation.
+
+Both return an :class:`Operation`, at once a decorator and a context manager (``with`` / ``async with``).
+
+As a decorator it handles plain functions, ``async def``, generators, async generators, methods, classmethods
+and staticmethods (through ``wrapt``). Each call is one span named after ``name`` or the function's qualified
+name:
+
+- input (``galtea.span.input``): the bound arguments with defaults applied, ``self`` / ``cls`` dropped; a
+  single remaining argument is the input itself, several make a JSON object of name -> value;
+- output (``galtea.span.output``): the return value; a returned stream (generator, async generator, OpenAI
+  ``Stream``...) is captured as it is consumed (see :mod:`galtea_otel.instrument.streams`);
+- an exception sets status ERROR (``"ExcType: message"``), an ``exception`` event and ``galtea.span.error``,
+  and propagates unchanged.
+
+As a context manager it yields an :class:`Invocation` on which the code sets input, output and usage itself.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar, cast, overload
+
+import wrapt
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
+from galtea_otel.attributes import (
+    GEN_AI_CACHE_READ_TOKENS,
+    GEN_AI_INPUT_TOKENS,
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_OUTPUT_TOKENS,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_RESPONSE_MODEL,
+    INFERENCE_COST,
+    SPAN_INPUT,
+    SPAN_OUTPUT,
+    SPAN_TYPE,
+    SPAN_TYPES,
+    TYPE_GENERATION,
+    TYPE_SESSION,
+)
+from galtea_otel.config import Config, current
+from galtea_otel.instrument.capture import encode
+from galtea_otel.instrument.context import INFERENCE_KEY
+from galtea_otel.instrument.errors import record_exception
+from galtea_otel.instrument.streams import (
+    AsyncStream,
+    StreamState,
+    SyncStream,
+    is_async_stream,
+    is_sync_stream,
+)
+from galtea_otel.instrument.usage import usage_attributes
+from galtea_otel.stats import incr, internal_error
+
+__all__ = ["Invocation", "Operation", "inference", "record_usage", "span"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+logger = logging.getLogger("galtea_otel")
+
+_PLAIN_RESULTS = (str, int, float, bool, type(None), list, dict, tuple)
+_NO_DEFAULT = inspect.Parameter.empty
+
+
+class _Binder:
+    """Maps a call's arguments to the captured input, fast for the common all-positional call."""
+
+    __slots__ = ("defaults", "names", "signature", "simple")
+
+    def __init__(self, fn: Callable[..., Any], drop_first: bool) -> None:
+        signature = inspect.signature(fn)
+        params = list(signature.parameters.values())
+        if drop_first and params and params[0].kind in (
+            inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD
+        ):
+            params = params[1:]
+        self.signature = signature.replace(parameters=params)
+        self.names = tuple(p.name for p in params)
+        self.defaults = tuple(p.default for p in params)
+        self.simple = all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        names = self.names
+        if self.simple and not kwargs and len(args) <= len(names):
+            missing = self.defaults[len(args):]
+            if not any(default is _NO_DEFAULT for default in missing):
+                values = args + missing
+                return values[0] if len(names) == 1 else dict(zip(names, values, strict=True))
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError:  # the call itself will fail the same way; capture what was passed
+            return {"args": list(args), "kwargs": kwargs}
+        bound.apply_defaults()
+        arguments = bound.arguments
+        if len(arguments) == 1:
+            return next(iter(arguments.values()))
+        return dict(arguments)
+
+
+class _PositionalBinder(_Binder):
+    """For callables without a signature."""
+
+    def __init__(self) -> None:
+        pass
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if len(args) == 1 and not kwargs:
+            return args[0]
+        return {"args": list(args), "kwargs": kwargs}
+
+
+_FALLBACK_BINDER = _PositionalBinder()
+
+
+def _raw_function(fn: Any) -> Any:
+    return fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
+
+
+class Invocation:
+    """One running operation (a span): set its input, output and usage; ended by its ``with`` block."""
+
+    __slots__ = ("_config", "_ended", "_token", "span")
+
+    def __init__(self, span: Span, config: Config, token: object) -> None:
+        self.span = span
+        self._config = config
+        self._token = token
+        self._ended = False
+
+    def set_input(self, value: Any) -> None:
+        """Capture ``value`` as the input (unless content capture is off)."""
+        if self._config.capture_content:
+            self.span.set_attribute(SPAN_INPUT, encode(value, self._config))
+
+    def set_output(self, value: Any) -> None:
+        """Capture ``value`` as the output (unless content capture is off)."""
+        if self._config.capture_content:
+            self.span.set_attribute(SPAN_OUTPUT, encode(value, self._config))
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.span.set_attribute(key, value)
+
+    def record_usage(self, **usage: Any) -> None:
+        """Like :func:`record_usage`, onto this span."""
+        _set_usage(self.span, **usage)
+
+    def _end(self, exc: BaseException | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            if exc is not None and not isinstance(exc, GeneratorExit):
+                record_exception(self.span, exc)
+            self.span.end()
+        except Exception as inner:
+            internal_error("operation.end", inner)
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+
+
+class Operation:
+    """The decorator / context manager returned by :func:`inference` and :func:`span`."""
+
+    def __init__(self, name: str | None, span_type: str, model: str | None, capture_input: bool,
+                 capture_output: bool, attributes: Mapping[str, Any] | None) -> None:
+        self.name = name
+        self.generation = span_type == TYPE_GENERATION
+        static: dict[str, Any] = {SPAN_TYPE: span_type}
+        if self.generation:
+            static[GEN_AI_OPERATION_NAME] = "chat"
+        if model is not None:
+            static[GEN_AI_REQUEST_MODEL] = model
+        if attributes:
+            static.update(attributes)
+        self.attributes = static
+        self.capture_input = capture_input
+        self.capture_output = capture_output
+        # The open ``with`` blocks per thread / asyncio task: one Operation may be shared by concurrent code.
+        self._entered: contextvars.ContextVar[tuple[Invocation, ...]] | None = None
+
+    # -- shared lifecycle ------------------------------------------------------------------------------------
+
+    def _begin(self, name: str, config: Config) -> tuple[Span, otel_context.Context, object]:
+        span = config.tracer.start_span(name, attributes=self.attributes)
+        ctx = trace.set_span_in_context(span)
+        if self.generation:
+            ctx = otel_context.set_value(INFERENCE_KEY, span, ctx)
+        return span, ctx, otel_context.attach(ctx)
+
+    def _capture_input(self, span: Span, config: Config, binder: _Binder, args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> None:
+        try:
+            span.set_attribute(SPAN_INPUT, encode(binder.bind(args, kwargs), config))
+        except Exception as exc:
+            internal_error("capture_input", exc)
+
+    def _complete(self, span: Span, ctx: otel_context.Context, config: Config, result: Any) -> Any:
+        """End the span with ``result`` as output, or wrap ``result`` when it is a stream (ended later)."""
+        try:
+            capture = self.capture_output and config.capture_content
+            if type(result) not in _PLAIN_RESULTS:
+                if inspect.iscoroutine(result):  # a sync callable that returned a coroutine: end when awaited
+                    return self._complete_when_awaited(span, ctx, config, result)
+                if is_sync_stream(result):
+                    return SyncStream(result, StreamState(span, ctx, config, capture, self.generation))
+                if is_async_stream(result):
+                    return AsyncStream(result, StreamState(span, ctx, config, capture, self.generation))
+                if self.generation:
+                    found = usage_attributes(result)
+                    if found:
+                        present = getattr(span, "attributes", None) or {}
+                        span.set_attributes({k: v for k, v in found.items() if k not in present})
+            if capture:
+                span.set_attribute(SPAN_OUTPUT, encode(result, config))
+        except Exception as exc:
+            internal_error("capture_output", exc)
+        span.end()
+        return result
+
+    async def _complete_when_awaited(
+        self, span: Span, ctx: otel_context.Context, config: Config, awaitable: Any
+    ) -> Any:
+        token = otel_context.attach(ctx)
+        try:
+            result = await awaitable
+        except BaseException as exc:
+            record_exception(span, exc)
+            span.end()
+            raise
+        finally:
+            otel_context.detach(token)
+        return self._complete(span, ctx, config, result)
+
+    # -- decorator ------------------------------------------------------------------------------------------
+
+    def __call__(self, fn: F) -> F:
+        raw = _raw_function(fn)
+        name = self.name or getattr(raw, "__qualname__", None) or getattr(raw, "__name__", None) or "call"
+        binders: dict[bool, _Binder] = {}
+
+        def binder_for(instance: Any) -> _Binder:
+            drop_first = instance is not None  # a bound method or classmethod: drop self / cls
+            binder = binders.get(drop_first)
+            if binder is None:
+                try:
+                    binder = _Binder(raw, drop_first)
+                except (TypeError, ValueError):  # no signature (some builtins): the arguments as given
+                    binder = _FALLBACK_BINDER
+                binders[drop_first] = binder
+            return binder
+
+        def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            config = current()
+            span, ctx, token = self._begin(name, config)
+            try:
+                if self.capture_input and config.capture_content:
+                    self._capture_input(span, config, binder_for(instance), args, kwargs)
+                result = wrapped(*args, **kwargs)
+            except BaseException as exc:
+                record_exception(span, exc)
+                span.end()
+                raise
+            finally:
+                otel_context.detach(token)  # type: ignore[arg-type]
+            return self._complete(span, ctx, config, result)
+
+        async def async_wrapper(
+            wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            config = current()
+            span, ctx, token = self._begin(name, config)
+            try:
+                if self.capture_input and config.capture_content:
+                    self._capture_input(span, config, binder_for(instance), args, kwargs)
+                result = await wrapped(*args, **kwargs)
+            except BaseException as exc:
+                record_exception(span, exc)
+                span.end()
+                raise
+            finally:
+                otel_context.detach(token)  # type: ignore[arg-type]
+            return self._complete(span, ctx, config, result)
+
+        wrapper = async_wrapper if inspect.iscoroutinefunction(raw) else sync_wrapper
+        return cast(F, wrapt.decorator(wrapper)(fn))
+
+    # -- context manager ------------------------------------------------------------------------------------
+
+    def _open(self) -> Invocation:
+        config = current()
+        name = self.name or ("inference" if self.generation else "span")
+        span, _ctx, token = self._begin(name, config)
+        invocation = Invocation(span, config, token)
+        if self._entered is None:
+            self._entered = contextvars.ContextVar(f"galtea_otel.operation.{id(self)}")
+        self._entered.set((*self._entered.get(()), invocation))
+        return invocation
+
+    def _close(self, exc: BaseException | None) -> None:
+        entered = self._entered.get(()) if self._entered is not None else ()
+        if entered:
+            self._entered.set(entered[:-1])  # type: ignore[union-attr]
+            entered[-1]._end(exc)
+
+    def __enter__(self) -> Invocation:
+        return self._open()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._close(exc)
+
+    async def __aenter__(self) -> Invocation:
+        return self._open()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self._close(exc)
+
+
+@overload
+def inference(fn: F, /) -> F: ...
+
+
+@overload
+def inference(
+    fn: None = None, /, *, name: str | None = None, model: str | None = None, capture_input: bool = True,
+    capture_output: bool = True, attributes: Mapping[str, Any] | None = None,
+) -> Operation: ...
+
+
+def inference(
+    fn: Callable[..., Any] | None = None, /, *, name: str | None = None, model: str | None = None,
+    capture_input: bool = True, capture_output: bool = True, attributes: Mapping[str, Any] | None = None,
+) -> Any:
+    """An LLM call (a turn of the session): ``galtea.span.type=GENERATION``, ``gen_ai.operation.name=chat``.
+
+    Bare or with arguments, on any kind of callable::
+
+        @galtea_otel.inference
+        def chat(prompt: str) -> str: ...
+
+        @galtea_otel.inference(model="gpt-4o-mini")
+        async def stream_chat(messages: list[dict]) -> AsyncIterator[str]: ...
+
+    Or as a context manager, setting what it records itself::
+
+        with galtea_otel.inference(name="chat", model="gpt-4o-mini") as inv:
+            inv.set_input(prompt)
+            inv.set_output(answer := llm(prompt))
+            inv.record_usage(input_tokens=12, output_tokens=40)
+
+    ``model`` sets ``gen_ai.request.model``; ``capture_input`` / ``capture_output`` switch capture off for
+    this operation (``configure(capture_content=False)`` or ``GALTEA_OTEL_CAPTURE_CONTENT=false`` for all).
+    """
+    operation = Operation(name, TYPE_GENERATION, model, capture_input, capture_output, attributes)
+    return operation if fn is None else operation(fn)
+
+
+@overload
+def span(name: F, /) -> F: ...
+
+
+@overload
+def span(
+    name: str | None = None, /, *, type: str = "SPAN", capture_input: bool = True, capture_output: bool =
+    True, attributes: Mapping[str, Any] | None = None,
+) -> Operation: ...
+
+
+def span(
+    name: str | Callable[..., Any] | None = None, /, *, type: str = "SPAN", capture_input: bool = True,
+    capture_output: bool = True, attributes: Mapping[str, Any] | None = None,
+) -> Any:
+    """A non-LLM step (tool call, retrieval...): a context manager, or a decorator like :func:`inference`::
+
+        with galtea_otel.span("search-docs", type="RETRIEVER") as sp:
+            sp.set_output(docs := search(query))
+
+        @galtea_otel.span(type="TOOL")
+        def get_weather(city: str) -> dict: ...
+
+    ``type`` is one of TOOL, RETRIEVER, CHAIN, AGENT, EMBEDDING, GUARDRAIL, EVALUATOR, EVENT, SPAN (default);
+    GENERATION makes it an inference. An unknown type raises ``ValueError``.
+    """
+    span_type = type.upper() if isinstance(type, str) else type
+    if span_type not in SPAN_TYPES or span_type == TYPE_SESSION:
+        allowed = ", ".join(sorted(SPAN_TYPES - {TYPE_SESSION}))
+        raise ValueError(f"unknown span type {type!r}: one of {allowed} (use session() for sessions)")
+    if callable(name):
+        return Operation(None, span_type, None, capture_input, capture_output, attributes)(name)
+    return Operation(name, span_type, None, capture_input, capture_output, attributes)
+
+
+_warned_no_inference = False
+
+
+def _set_usage(target: Span, *, model: str | None = None, input_tokens: int | None = None,
+               output_tokens: int | None = None, cache_read_input_tokens: int | None = None,
+               cost: float | None = None) -> bool:
+    values: dict[str, Any] = {}
+    for key, value in ((GEN_AI_INPUT_TOKENS, input_tokens), (GEN_AI_OUTPUT_TOKENS, output_tokens),
+                       (GEN_AI_CACHE_READ_TOKENS, cache_read_input_tokens)):
+        if value is None:
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            values[key] = value
+        else:
+            internal_error("record_usage.invalid", message=f"{key}={value!r} is not a non-negative int")
+    if cost is not None:
+        if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0:
+            values[INFERENCE_COST] = float(cost)
+        else:
+            internal_error("record_usage.invalid", message=f"cost={cost!r} is not a non-negative number")
+    if model is not None:
+        values[GEN_AI_RESPONSE_MODEL] = str(model)
+    if values:
+        target.set_attributes(values)
+    return True
+
+
+def record_usage(
+    *, model: str | None = None, input_tokens: int | None = None, output_tokens: int | None = None,
+    cache_read_input_tokens: int | None = None, cost: float | None = None,
+) -> bool:
+    """Set model, token counts and cost on the current inference span, even from a span nested inside it.
+
+    ``model`` is the model that answered (``gen_ai.response.model``). Returns False (and logs once) when no
+    inference is running; invalid values are dropped and counted, never raised.
+    """
+    global _warned_no_inference
+    try:
+        target = otel_context.get_value(INFERENCE_KEY)
+        if not isinstance(target, Span) or not target.is_recording():
+            incr("record_usage.outside_inference")
+            if not _warned_no_inference:
+                _warned_no_inference = True
+                logger.warning("galtea-otel: record_usage() called outside any @inference; ignored")
+            return False
+        return _set_usage(target, model=model, input_tokens=input_tokens, output_tokens=output_tokens,
+                          cache_read_input_tokens=cache_read_input_tokens, cost=cost)
+    except Exception as exc:
+        internal_error("record_usage", exc)
+        return False
