@@ -24,7 +24,7 @@ from galtea_otel import stats as _stats_module
 from galtea_otel.config import VERSION, configure, flush, shutdown
 from galtea_otel.instrument.context import ContextThreadPoolExecutor, in_context
 from galtea_otel.instrument.operation import Invocation, Operation, inference, record_usage, span
-from galtea_otel.instrument.session import ActiveSession, end_session, session
+from galtea_otel.instrument.session import ActiveSession, continue_session, end_session, session
 from galtea_otel.instrument.testcases import get_test_case, register_test_cases
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ __all__ = [
     "TestCase",
     "__version__",
     "configure",
+    "continue_session",
     "end_session",
     "flush",
     "get_test_case",

@@ -44,7 +44,7 @@ from galtea_otel.instrument.errors import mark_error, record_exception
 from galtea_otel.instrument.testcases import get_test_case
 from galtea_otel.stats import internal_error
 
-__all__ = ["ActiveSession", "SessionScope", "end_session", "session"]
+__all__ = ["ActiveSession", "SessionScope", "continue_session", "end_session", "session"]
 
 SESSION_SPAN_NAME = "galtea.session"
 START_SPAN_NAME = "galtea.session.start"
@@ -113,7 +113,8 @@ class SessionScope:
     """The context manager returned by :func:`session`, usable with ``with`` and ``async with`` (once)."""
 
     def __init__(self, custom_id: str, version: str, test_case_id: str | None, context: str | None,
-                 metadata: dict[str, Any], metadata_json: str | None) -> None:
+                 metadata: dict[str, Any], metadata_json: str | None, *, own_span: bool = True) -> None:
+        self._own_span = own_span
         self._custom_id = custom_id
         self._version = version
         self._test_case_id = test_case_id
@@ -139,8 +140,12 @@ class SessionScope:
         if self._metadata_json is not None:
             attributes[SESSION_METADATA] = encode_json_text(self._metadata_json, config)
         parent = otel_context.set_value(SESSION_KEY, stamp)
-        span = config.tracer.start_span(SESSION_SPAN_NAME, context=parent, attributes=attributes)
-        inside = trace.set_span_in_context(span, parent)
+        if self._own_span:
+            span = config.tracer.start_span(SESSION_SPAN_NAME, context=parent, attributes=attributes)
+            inside = trace.set_span_in_context(span, parent)
+        else:  # continue_session(): no session span; the request's own span stays current
+            span = trace.get_current_span(parent)
+            inside = parent
         self._token = otel_context.attach(inside)
         try:
             now = time.time_ns()
@@ -161,9 +166,10 @@ class SessionScope:
         if active is None:
             return
         try:
-            if exc is not None and not isinstance(exc, GeneratorExit):
-                record_exception(active.span, exc)
-            active.span.end()
+            if self._own_span:
+                if exc is not None and not isinstance(exc, GeneratorExit):
+                    record_exception(active.span, exc)
+                active.span.end()
         except Exception as inner:
             internal_error("session.end", inner)
         if token is not None:
@@ -205,6 +211,44 @@ def session(
 
     All these checks run before any span starts, so a refused session records nothing.
     """
+    return _scope(custom_id, version, test_case_id, is_production, context, metadata, own_span=True)
+
+
+def continue_session(
+    custom_id: str,
+    version: str,
+    test_case_id: str | None = None,
+    is_production: bool | None = None,
+    context: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> SessionScope:
+    """Record this block's spans in a session that outlives it: for apps that serve each user message in its
+    own request (its own trace). Use as ``with`` or ``async with``::
+
+        @app.post("/chat/{conversation_id}")
+        def chat_endpoint(conversation_id: str, message: str) -> str:
+            with galtea_otel.continue_session(custom_id=conversation_id, version="1.4.0"):
+                return chat(message)
+
+    Unlike ``session()`` it opens no session span, so leaving the block does not end the session: it stays
+    PENDING until ``end_session()`` or until it has been idle for the configured time (30 minutes by default),
+    then COMPLETED. An exception leaving the block fails the turn it came from, not the session. It takes the
+    same arguments, checked the same way, and announces the session with a start marker.
+    """
+    return _scope(custom_id, version, test_case_id, is_production, context, metadata, own_span=False)
+
+
+def _scope(
+    custom_id: str,
+    version: str,
+    test_case_id: str | None,
+    is_production: bool | None,
+    context: str | None,
+    metadata: Mapping[str, Any] | None,
+    *,
+    own_span: bool,
+) -> SessionScope:
+    """Validate the arguments (before any span starts) and make the scope."""
     custom_id = _required_str("custom_id", custom_id)
     version = _required_str("version", version)
     if test_case_id is not None:
@@ -229,7 +273,7 @@ def session(
     if not isinstance(metadata, Mapping):
         raise TypeError(f"metadata must be a mapping, not {type(metadata).__name__}")
     metadata_json = _metadata_json(metadata) if metadata else None
-    return SessionScope(custom_id, version, test_case_id, context, dict(metadata), metadata_json)
+    return SessionScope(custom_id, version, test_case_id, context, dict(metadata), metadata_json, own_span=own_span)
 
 
 def end_session(custom_id: str, version: str, error: str | None = None) -> None:
