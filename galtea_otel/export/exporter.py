@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from galtea_otel.decode.sdk import from_sdk_spans
+from galtea_otel.instrument.testcases import registered_test_cases, registry_generation
 from galtea_otel.pipeline import Pipeline
 from galtea_otel.settings import PipelineSettings
 from galtea_otel.store import Store, open_store
@@ -51,6 +52,7 @@ class SessionExporter(SpanExporter):
         self._last_sweep = 0.0
         self._failed_once = False
         self._shutdown = False
+        self._test_cases_generation = 0
 
     @property
     def pipeline(self) -> Pipeline:
@@ -66,6 +68,7 @@ class SessionExporter(SpanExporter):
             return SpanExportResult.FAILURE
         try:
             pipeline = self.pipeline
+            self._store_test_cases(pipeline)
             result = pipeline.ingest(from_sdk_spans(spans))
             _count("spans_exported", result.accepted)
             if result.rejected:
@@ -84,6 +87,14 @@ class SessionExporter(SpanExporter):
                 log.debug("galtea-otel could not store %d spans: %s", len(spans), exc)
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
+
+    def _store_test_cases(self, pipeline: Pipeline) -> None:
+        """Copy the test cases registered in this process to the store (on this thread, when they change), so
+        that readers of the store (the CLI, the sync) see them too."""
+        generation = registry_generation()
+        if generation != self._test_cases_generation:
+            pipeline.store.put_test_cases(registered_test_cases())
+            self._test_cases_generation = generation
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True

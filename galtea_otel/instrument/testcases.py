@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from galtea_otel.records import TestCase
 
-__all__ = ["get_test_case", "register_test_cases", "registered_test_cases"]
+__all__ = ["get_test_case", "register_test_cases", "registered_test_cases", "registry_generation"]
 
 _lock = threading.Lock()
 _registry: dict[str, TestCase] = {}
+_generation = 0  # bumped on every registration, so the exporter knows when to copy the registry to the store
 
 
 def register_test_cases(
@@ -55,9 +56,11 @@ def register_test_cases(
         if not case.id.strip():
             raise ValueError(f"invalid test case at {place}: 'id' must be a non-empty string")
         parsed.append(case)
+    global _generation
     with _lock:
         for case in parsed:
             _registry[case.id] = case
+        _generation += 1
     return parsed
 
 
@@ -90,6 +93,11 @@ def get_test_case(test_case_id: str) -> TestCase | None:
     """The registered test case with this id, or None."""
     with _lock:
         return _registry.get(test_case_id)
+
+
+def registry_generation() -> int:
+    """A number that changes whenever test cases are registered."""
+    return _generation
 
 
 def registered_test_cases() -> list[TestCase]:

@@ -143,8 +143,11 @@ def test_test_case_sessions_take_the_test_case_context(store_url: str, tmp_path:
     with galtea_otel.session(custom_id="eval-1", version="2", test_case_id="tc-1"):
         chat("ahoy")
     assert galtea_otel.flush()
-    [summary] = _store(store_url).list_sessions()
+    store = _store(store_url)
+    [summary] = store.list_sessions()
     assert (summary.test_case_id, summary.context, summary.is_production) == ("tc-1", "the user is a pirate", False)
+    # The registered test cases reach the store too, for the CLI and the sync.
+    assert [(c.id, c.context) for c in store.list_test_cases()] == [("tc-1", "the user is a pirate")]
 
 
 def test_continue_session_stays_pending_across_requests_until_idle(store_url: str) -> None:
