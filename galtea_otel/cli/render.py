@@ -1,0 +1,241 @@
+"""Human output of the CLI: aligned plain-text tables and span trees, with status colors on a terminal only.
+
+No dependency beyond click. Long cells are cut with an ellipsis; line breaks inside a value become spaces so
+that one record stays on one line. The full values are in ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+from galtea_otel.records import InferenceResult, Session, SessionDetail, SpanRecord, TestCase
+
+__all__ = ["Cell", "Renderer", "clip"]
+
+# A cell: plain text, or (text, color) for a status word.
+Cell = str | tuple[str, str | None]
+
+STATUS_COLORS: dict[str, str] = {
+    "COMPLETED": "green",
+    "GENERATED": "green",
+    "OK": "green",
+    "PENDING": "yellow",
+    "FAILED": "red",
+    "ERROR": "red",
+}
+ELLIPSIS = "…"
+DASH = "-"
+
+
+def clip(text: str | None, width: int | None) -> str:
+    """``text`` on one line, at most ``width`` characters (cut with an ellipsis)."""
+    if text is None:
+        return DASH
+    flat = " ".join(text.split())
+    if width is not None and len(flat) > width:
+        return flat[: max(width - 1, 0)] + ELLIPSIS
+    return flat
+
+
+def status_cell(status: str) -> Cell:
+    return (status, STATUS_COLORS.get(status))
+
+
+def fmt_ms(ms: float | None) -> str:
+    if ms is None:
+        return DASH
+    if ms < 1000:
+        return f"{ms:.1f} ms"
+    return f"{ms / 1000:.2f} s"
+
+
+def fmt_int(value: int | None) -> str:
+    return DASH if value is None else str(value)
+
+
+def fmt_tokens(inp: int | None, out: int | None, total: int | None) -> str:
+    if inp is None and out is None and total is None:
+        return DASH
+    return f"{fmt_int(inp)}/{fmt_int(out)}/{fmt_int(total)}"
+
+
+def fmt_cost(cost: float | None) -> str:
+    if cost is None:
+        return DASH
+    return f"{cost:.6f}".rstrip("0").rstrip(".") if cost else "0"
+
+
+def fmt_time(moment: datetime | None) -> str:
+    if moment is None:
+        return DASH
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S") + "Z"
+
+
+class Renderer:
+    """Writes tables and trees to stdout; ``color`` decides whether status words are styled."""
+
+    def __init__(self, color: bool) -> None:
+        self.color = color
+
+    # --- primitives -----------------------------------------------------------------------------------------
+
+    def _styled(self, text: str, color: str | None, bold: bool = False) -> str:
+        if not self.color or (color is None and not bold):
+            return text
+        return click.style(text, fg=color, bold=bold or None)
+
+    def table(
+        self,
+        headers: Sequence[str],
+        rows: Sequence[Sequence[Cell]],
+        *,
+        max_widths: Sequence[int | None] | None = None,
+        indent: str = "",
+    ) -> list[str]:
+        """Aligned columns, two spaces apart; the last column is not padded."""
+        limits = list(max_widths) if max_widths is not None else [None] * len(headers)
+        plain: list[list[tuple[str, str | None]]] = []
+        for row in rows:
+            cells: list[tuple[str, str | None]] = []
+            for i, cell in enumerate(row):
+                text, color = (cell, None) if isinstance(cell, str) else cell
+                cells.append((clip(text, limits[i]), color))
+            plain.append(cells)
+        widths = [len(h) for h in headers]
+        for cells in plain:
+            for i, (text, _) in enumerate(cells):
+                widths[i] = max(widths[i], len(text))
+        last = len(headers) - 1
+        titles = [self._styled(h if i == last else h.ljust(widths[i]), None, bold=True)
+                  for i, h in enumerate(headers)]
+        lines = [(indent + "  ".join(titles)).rstrip()]
+        for cells in plain:
+            parts = [self._styled(text if i == last else text.ljust(widths[i]), color)
+                     for i, (text, color) in enumerate(cells)]
+            lines.append((indent + "  ".join(parts)).rstrip())
+        return lines
+
+    def fields(
+        self, pairs: Sequence[tuple[str, Cell]], *, indent: str = "  ", width: int | None = 100
+    ) -> list[str]:
+        """``name  value`` lines with the names aligned."""
+        pad = max((len(name) for name, _ in pairs), default=0)
+        lines = []
+        for name, value in pairs:
+            text, color = (value, None) if isinstance(value, str) else value
+            lines.append(f"{indent}{name.ljust(pad)}  {self._styled(clip(text, width), color)}")
+        return lines
+
+    # --- records --------------------------------------------------------------------------------------------
+
+    def sessions_table(self, sessions: Sequence[Session]) -> list[str]:
+        headers = ["CUSTOM_ID", "VERSION", "STATUS", "TURNS", "TOKENS in/out/total", "COST", "LATENCY",
+                   "STARTED (UTC)", "TEST CASE / ERROR"]
+        rows: list[list[Cell]] = []
+        for s in sessions:
+            note = s.error if s.status == "FAILED" and s.error else (s.test_case_id or "")
+            rows.append([
+                s.custom_id, s.version, status_cell(s.status), str(s.turn_count),
+                fmt_tokens(s.input_tokens, s.output_tokens, s.total_tokens), fmt_cost(s.cost),
+                fmt_ms(s.latency_ms), fmt_time(s.started_at), note,
+            ])
+        return self.table(headers, rows, max_widths=[32, 16, None, None, None, None, None, None, 50])
+
+    def session_detail(self, detail: SessionDetail) -> list[str]:
+        title = f"Session {detail.custom_id}  (version {detail.version})"
+        lines = [self._styled(title, None, bold=True)]
+        pairs: list[tuple[str, Cell]] = [("status", status_cell(detail.status))]
+        if detail.error:
+            pairs.append(("error", (detail.error, "red")))
+        pairs.append(("kind", f"evaluation, test case {detail.test_case_id}" if detail.test_case_id
+                      else "production"))
+        if detail.context:
+            pairs.append(("context", detail.context))
+        pairs += [
+            ("started", fmt_time(detail.started_at)),
+            ("ended", fmt_time(detail.ended_at)),
+            ("latency", fmt_ms(detail.latency_ms)),
+            ("turns", str(detail.turn_count)),
+            ("tokens", fmt_tokens(detail.input_tokens, detail.output_tokens, detail.total_tokens)
+             + "  (in/out/total)"),
+            ("cost", fmt_cost(detail.cost)),
+        ]
+        if detail.metadata:
+            pairs.append(("metadata", _compact(detail.metadata)))
+        lines += self.fields(pairs)
+        lines.append("")
+        lines.append(self._styled(f"Inference results ({len(detail.inference_results)})", None, bold=True))
+        if detail.inference_results:
+            lines += self._turns(detail.inference_results)
+        else:
+            lines.append("  (none)")
+        if detail.spans:
+            lines.append("")
+            lines.append(self._styled("Spans outside any turn", None, bold=True))
+            for span in detail.spans:
+                lines += self.span_tree(span, depth=1)
+        return lines
+
+    def _turns(self, turns: Sequence[InferenceResult]) -> list[str]:
+        lines = []
+        for turn in turns:
+            status = turn.status + (" (abandoned)" if turn.abandoned else "")
+            tokens = fmt_tokens(turn.input_tokens, turn.output_tokens, turn.total_tokens)
+            if turn.cache_read_input_tokens:
+                tokens += f" (cache read {turn.cache_read_input_tokens})"
+            summary = "  ".join([
+                self._styled(f"[{turn.index}]", None, bold=True),
+                self._styled(status, STATUS_COLORS.get(turn.status)),
+                f"model {turn.model or DASH}",
+                f"latency {fmt_ms(turn.latency_ms)}",
+                f"tokens {tokens}",
+                f"cost {fmt_cost(turn.cost)}",
+            ])
+            lines.append("  " + summary)
+            body: list[tuple[str, Cell]] = [("input", clip(turn.input, 300)),
+                                            ("output", clip(turn.output, 300))]
+            if turn.error:
+                body.append(("error", (turn.error, "red")))
+            lines += self.fields(body, indent="      ", width=None)
+            if turn.spans:
+                lines.append("      spans")
+                for span in turn.spans:
+                    lines += self.span_tree(span, depth=4)
+        return lines
+
+    def span_tree(self, span: SpanRecord, depth: int) -> list[str]:
+        """One span and its children, indented two spaces a level."""
+        pad = "  " * depth
+        parts = [f"{pad}- {span.type} {span.name}", fmt_ms(span.latency_ms)]
+        head = "  ".join(parts) + "  " + self._styled(span.status, STATUS_COLORS.get(span.status))
+        lines = [head]
+        detail = []
+        if span.input is not None:
+            detail.append(f"input {clip(span.input, 80)}")
+        if span.output is not None:
+            detail.append(f"output {clip(span.output, 80)}")
+        if detail:
+            lines.append(f"{pad}    " + "  ".join(detail))
+        if span.error:
+            lines.append(f"{pad}    error " + self._styled(clip(span.error, 200), "red"))
+        for child in span.children:
+            lines += self.span_tree(child, depth + 1)
+        return lines
+
+    def test_cases_table(self, cases: Sequence[TestCase]) -> list[str]:
+        headers = ["ID", "INPUT", "EXPECTED OUTPUT", "CONTEXT"]
+        rows: list[list[Cell]] = [
+            [c.id, clip(c.input, 40), clip(c.expected_output, 40), clip(c.context, 40)] for c in cases
+        ]
+        return self.table(headers, rows, max_widths=[32, 40, 40, 40])
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
