@@ -10,7 +10,9 @@ Three sessions are recorded:
 - ``<run>-order-status``: production, three turns, one tool call;
 - ``<run>-returns``: production, two turns, each with a retrieval;
 - ``<run>-eval-return-window``: an evaluation (non-production) session linked to the registered test case
-  ``tc-return-window``, whose context it takes.
+  ``tc-return-window``, whose context it takes;
+- ``<run>-outage``: the LLM backend goes down on the second turn and the error escapes the conversation, so
+  the session is FAILED with the exception's text (the failed turn is recorded too).
 
 ``examples/simulated_conversation.py`` runs this module; read it as an example.
 """
@@ -91,8 +93,13 @@ class FakeLLM:
     """Answers from rules, never from the network: the same conversation always gives the same reply."""
 
     model: str = MODEL
+    down_after: int | None = None  # calls before the backend "goes down" (None: never)
+    calls: int = 0
 
     def complete(self, history: Sequence[dict[str, str]], tool_results: Sequence[str] = ()) -> str:
+        self.calls += 1
+        if self.down_after is not None and self.calls > self.down_after:
+            raise ConnectionError("LLM backend unavailable (HTTP 503 from fake-support-llm)")
         answer = self._answer(history[-1]["content"], tool_results)
         time.sleep(0.01 + 0.0005 * _tokens(answer))  # a model takes time; the recorded latency shows it
         return answer
@@ -181,7 +188,7 @@ def converse(user: ScriptedUser, assistant: SupportAssistant, max_turns: int = 1
 
 
 def run_demo(store: str | None = None, run_id: str | None = None) -> list[tuple[str, str]]:
-    """Record the three demo sessions into ``store`` (default: ``$GALTEA_OTEL_STORE`` or
+    """Record the four demo sessions into ``store`` (default: ``$GALTEA_OTEL_STORE`` or
     ``sqlite:///galtea_sessions.db``) and return their keys, (custom_id, version). Records are committed when
     it returns. ``run_id`` prefixes the custom ids (default: a fresh ``demo-xxxxxx``), so runs never mix."""
     run = run_id or f"demo-{uuid.uuid4().hex[:6]}"
@@ -208,6 +215,15 @@ def run_demo(store: str | None = None, run_id: str | None = None) -> list[tuple[
     with galtea_otel.session(custom_id=custom_id, version=DEMO_VERSION, test_case_id=str(case["id"]),
                              is_production=False):
         converse(ScriptedUser([str(case["input"])]), SupportAssistant())
+    keys.append((custom_id, DEMO_VERSION))
+
+    custom_id = f"{run}-outage"
+    try:
+        with galtea_otel.session(custom_id=custom_id, version=DEMO_VERSION, metadata={"channel": "chat"}):
+            user = ScriptedUser(["Where is my package?", "It's A1002."])
+            converse(user, SupportAssistant(llm=FakeLLM(down_after=1)))
+    except ConnectionError:
+        pass  # the application's own error handling; the session is recorded as FAILED with this error
     keys.append((custom_id, DEMO_VERSION))
 
     if not galtea_otel.shutdown():

@@ -280,8 +280,9 @@ def test_cases_list(ctx: click.Context, as_json: bool) -> None:
 def demo(ctx: click.Context) -> None:
     """Record simulated conversations (no network), then show them.
 
-    A scripted user talks to a support assistant backed by a deterministic fake LLM: three sessions (one an
-    evaluation session linked to a test case) with turns, a tool call, retrievals and token usage.
+    A scripted user talks to a support assistant backed by a deterministic fake LLM: four sessions (one an
+    evaluation session linked to a test case, one that fails when the LLM backend goes down) with turns, a
+    tool call, retrievals and token usage.
     """
     from galtea_otel.cli.demo import run_demo
     from galtea_otel.pipeline import read_session

@@ -79,7 +79,7 @@ def test_list_table(filled: str) -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].split()[:4] == ["CUSTOM_ID", "VERSION", "STATUS", "TURNS"]
-    assert len(lines) == 1 + 7
+    assert len(lines) == 1 + 8
     failing = next(line for line in lines if line.startswith("failing-session-1"))
     assert failing.split()[:4] == ["failing-session-1", "1.0.0", "FAILED", "2"]
     assert "PaymentServiceDown: cannot refund" in failing and failing.endswith("…")  # long error cut
@@ -93,7 +93,7 @@ def test_list_json_is_the_documented_session_array(filled: str) -> None:
     result = cli("sessions", "list", "--json", store=filled)
     assert result.exit_code == 0
     sessions = json.loads(result.output)
-    assert isinstance(sessions, list) and len(sessions) == 7
+    assert isinstance(sessions, list) and len(sessions) == 8
     for s in sessions:
         assert set(s) == SESSION_FIELDS
     started = [s["started_at"] for s in sessions]
@@ -106,11 +106,11 @@ def test_list_json_is_the_documented_session_array(filled: str) -> None:
 
 def test_list_filters(filled: str) -> None:
     failed = json.loads(cli("sessions", "list", "--status", "failed", "--json", store=filled).output)
-    assert [s["custom_id"] for s in failed] == ["failing-session-1"]
+    assert sorted(s["custom_id"].split("-")[-1] for s in failed) == ["1", "outage"]
     completed = json.loads(cli("sessions", "list", "--status", "COMPLETED", "--json", store=filled).output)
     assert len(completed) == 5 and {s["status"] for s in completed} == {"COMPLETED"}
     demo = json.loads(cli("sessions", "list", "--version", "demo-1.0.0", "--json", store=filled).output)
-    assert len(demo) == 3 and {s["version"] for s in demo} == {"demo-1.0.0"}
+    assert len(demo) == 4 and {s["version"] for s in demo} == {"demo-1.0.0"}
     limited = json.loads(cli("sessions", "list", "--limit", "2", "--json", store=filled).output)
     assert len(limited) == 2
     pending = json.loads(cli("sessions", "list", "--status", "pending", "--json", store=filled).output)
@@ -240,7 +240,7 @@ def test_unknown_store_scheme() -> None:
 def test_store_from_environment(filled: str) -> None:
     result = CliRunner().invoke(main, ["sessions", "list", "--json"], env={"GALTEA_OTEL_STORE": filled})
     assert result.exit_code == 0
-    assert len(json.loads(result.output)) == 7
+    assert len(json.loads(result.output)) == 8
 
 
 # --- test cases ---------------------------------------------------------------------------------------------
@@ -352,13 +352,14 @@ def test_script_demo_into_default_store(script: str, tmp_path: Path) -> None:
     out = proc.stdout
     assert "$ galtea-otel sessions list" in out
     assert out.count("COMPLETED") >= 6  # three rows in the list, three session headers
+    assert "ConnectionError: LLM backend unavailable" in out  # the failed session, with its error
     assert "Inference results (3)" in out and "- TOOL lookup_order" in out
     assert "kind     evaluation, test case tc-return-window" in out
     listed = run_cli(["sessions", "list", "--json"], tmp_path)
-    assert len(json.loads(listed.stdout)) == 3
+    assert len(json.loads(listed.stdout)) == 4
     again = run_cli(["demo"], tmp_path)
     assert again.returncode == 0
-    assert len(json.loads(run_cli(["sessions", "list", "--json"], tmp_path).stdout)) == 6
+    assert len(json.loads(run_cli(["sessions", "list", "--json"], tmp_path).stdout)) == 8
 
 
 def test_script_help_is_cheap_and_lists_serve(script: str, tmp_path: Path) -> None:

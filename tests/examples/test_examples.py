@@ -96,8 +96,8 @@ def test_streaming_full_and_abandoned(store_url: str, store: Store, tmp_path: Pa
 def test_simulated_conversation(store_url: str, store: Store, tmp_path: Path) -> None:
     proc = run_example("simulated_conversation.py", store_url, tmp_path)
     sessions = store.list_sessions()
-    assert len(sessions) == 3
-    assert {s.status for s in sessions} == {"COMPLETED"}
+    assert len(sessions) == 4
+    assert sorted(s.status for s in sessions) == ["COMPLETED", "COMPLETED", "COMPLETED", "FAILED"]
     run = sessions[0].custom_id.split("-")[1]
     assert f"demo-{run}-order-status" in proc.stdout
 
@@ -128,12 +128,18 @@ def test_simulated_conversation(store_url: str, store: Store, tmp_path: Path) ->
     assert evaluation.context == "The customer received a pair of headphones 10 days ago."
     assert evaluation.inference_results[0].input == "How many days do I have to return an item?"
 
+    outage = detail(store, f"demo-{run}-outage")
+    assert outage.status == "FAILED"
+    assert outage.error == "ConnectionError: LLM backend unavailable (HTTP 503 from fake-support-llm)"
+    assert [(t.status, t.error is not None) for t in outage.inference_results] == [
+        ("GENERATED", False), ("FAILED", True)]
+
 
 def test_simulated_conversation_is_deterministic(store_url: str, store: Store, tmp_path: Path) -> None:
     run_example("simulated_conversation.py", store_url, tmp_path)
     run_example("simulated_conversation.py", store_url, tmp_path)
     sessions = store.list_sessions()
-    assert len(sessions) == 6  # two runs never mix: each has its own custom ids
+    assert len(sessions) == 8  # two runs never mix: each has its own custom ids
     runs: dict[str, list[tuple[str, list[tuple[str | None, str | None, int | None]]]]] = {}
     for s in sessions:
         run = "-".join(s.custom_id.split("-")[:2])
