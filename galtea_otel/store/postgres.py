@@ -21,12 +21,12 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import IsolationLevel
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolClosed
 
 from galtea_otel.records import Session, TestCase
 from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError
@@ -80,9 +80,12 @@ _ARRAY_TYPES = tuple(
 _INSERT = (
     f"INSERT INTO spans ({', '.join(COLUMNS)}) SELECT * FROM unnest("
     + ", ".join(f"%b::{t}" for t in _ARRAY_TYPES)
-    + ") ON CONFLICT (trace_id, span_id) DO NOTHING RETURNING trace_id, span_id"
+    + ") ON CONFLICT (trace_id, span_id) DO NOTHING"
 )
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM spans"
+# What reassembly reads on the write path: everything but the (large) input and output texts.
+_SELECT_NO_CONTENT = (
+    "SELECT " + ", ".join("NULL" if c in ("input", "output") else c for c in COLUMNS) + " FROM spans")
 _UPSERT_SESSION = (
     f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}, updated_ns)"
     f" VALUES ({', '.join(['%s'] * len(SESSION_COLUMNS))}, %s)"
@@ -124,7 +127,8 @@ def trace_lock_key(trace_id: str) -> int:
 
 
 def session_lock_key(key: Key) -> int:
-    return _lock_key(f"{key[0]}\0{key[1]}", _SESSION_NS)
+    # Cleaned as stored (see _params), so that a key read back from the database locks what it was given as.
+    return _lock_key(f"{_clean(key[0])}\0{_clean(key[1])}", _SESSION_NS)
 
 
 def _unique(values: Iterable[int]) -> list[int]:
@@ -160,6 +164,8 @@ def _secrets(url: str) -> list[str]:
         if parts.password:
             found += [parts.password, unquote(parts.password)]
         found += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k == "password"]
+        raw = [p.partition("=")[2] for p in parts.query.split("&") if p.startswith("password=")]
+        found += raw + [unquote(r) for r in raw]
     except ValueError:
         pass
     return [s for s in found if s]
@@ -168,10 +174,10 @@ def _secrets(url: str) -> list[str]:
 def _split_url(url: str) -> tuple[str, int]:
     """(libpq URL without our own parameters, pool size)."""
     parts = urlsplit(url)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
     pool_size = _DEFAULT_POOL_SIZE
     kept = []
-    for name, value in pairs:
+    for part in parts.query.split("&") if parts.query else []:
+        name, _, value = part.partition("=")
         if name == "pool_size":
             try:
                 pool_size = int(value)
@@ -180,9 +186,8 @@ def _split_url(url: str) -> tuple[str, int]:
             if pool_size < 1:
                 raise StoreError(f"pool_size must be at least 1, not {pool_size}")
         else:
-            kept.append((name, value))
-    query = urlencode(kept, quote_via=quote)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment)), pool_size
+            kept.append(part)  # untouched: libpq decodes it
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "&".join(kept), parts.fragment)), pool_size
 
 
 class PostgresStore:
@@ -229,6 +234,8 @@ class PostgresStore:
 
     def _error(self, exc: psycopg.Error) -> StoreError:
         message = f"PostgreSQL store {self.url}: {self._clean(exc)}"
+        if isinstance(exc, PoolClosed):
+            return StoreError(f"PostgreSQL store {self.url} is closed")
         if isinstance(exc, psycopg.OperationalError):
             return RetryableStoreError(f"{message} (transient: retry the request)")
         return StoreError(message)
@@ -293,8 +300,8 @@ class PostgresStore:
     def transaction(self) -> Iterator[_PostgresTx]:
         """One READ COMMITTED transaction. Database failures raise ``StoreError``; transient ones (deadlock,
         serialization failure, lost connection, no free connection) ``RetryableStoreError``."""
-        with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
-            yield _PostgresTx(cur)
+        with self._conn() as conn, conn.pipeline() as pipeline, conn.transaction(), conn.cursor() as cur:
+            yield _PostgresTx(cur, pipeline)
 
     def close(self) -> None:
         self._pool.close()
@@ -328,7 +335,7 @@ class PostgresStore:
         if version is not None:
             sql += " AND version = %s"
             args.append(version)
-        rows = self._all(sql + " ORDER BY started_ns DESC NULLS LAST LIMIT 1", args)
+        rows = self._all(sql + " ORDER BY started_ns DESC NULLS LAST, version DESC LIMIT 1", args)
         return (rows[0][0], rows[0][1]) if rows else None
 
     def read_session_rows(self, key: Key) -> list[SpanRow]:
@@ -380,8 +387,13 @@ def _test_case(row: Sequence[Any]) -> TestCase:
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
         return value.replace("\x00", "\ufffd") if "\x00" in value else value
-    if isinstance(value, list) and any(isinstance(v, str) and "\x00" in v for v in value):
-        return [_clean(v) for v in value]
+    if isinstance(value, list):
+        try:
+            text = "".join(filter(None, value))
+        except TypeError:  # numbers: not a text column
+            return value
+        if "\x00" in text:
+            return [_clean(v) for v in value]
     return value
 
 
@@ -394,8 +406,12 @@ def _params(args: Sequence[Any]) -> tuple[Any, ...]:
 
 
 class _PostgresTx:
-    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+    """Statements run in pipeline mode: those whose results are not needed (locks, updates, upserts) are sent
+    without waiting, and go to the server together with the next query that returns rows."""
+
+    def __init__(self, cur: psycopg.Cursor[Any], pipeline: psycopg.Pipeline) -> None:
         self._cur = cur
+        self._pipeline = pipeline
 
     def _all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._cur.execute(sql, _params(args)).fetchall()
@@ -415,18 +431,14 @@ class _PostgresTx:
     def lock_sessions(self, keys: Sequence[Key]) -> None:
         self._lock(_unique(session_lock_key(k) for k in keys))
 
-    def insert_spans(self, rows: Sequence[SpanRow]) -> list[SpanRow]:
-        inserted: set[tuple[str, str]] = set()
+    def insert_spans(self, rows: Sequence[SpanRow]) -> int:
+        inserted = 0
         for start in range(0, len(rows), _MAX_CHUNK):
             chunk = rows[start:start + _MAX_CHUNK]
-            inserted.update(self._all(_INSERT, [[getattr(r, c) for r in chunk] for c in COLUMNS]))
-        new = []
-        for row in rows:
-            key = (row.trace_id, row.span_id)
-            if key in inserted:
-                inserted.discard(key)  # a duplicate later in the same batch was not new
-                new.append(row)
-        return new
+            self._exec(_INSERT, [[getattr(r, c) for r in chunk] for c in COLUMNS])
+            self._pipeline.sync()
+            inserted += max(self._cur.rowcount, 0)
+        return inserted
 
     def traces_needing_resolution(self, trace_ids: Sequence[str]) -> set[str]:
         if not trace_ids:
@@ -458,8 +470,9 @@ class _PostgresTx:
             [list(column) for column in zip(*updates, strict=True)],
         )
 
-    def session_rows(self, key: Key) -> list[SpanRow]:
-        return [row_from_tuple(r) for r in self._all(_SELECT + " WHERE custom_id = %s AND version = %s", key)]
+    def session_rows(self, key: Key, *, content: bool = True) -> list[SpanRow]:
+        select = _SELECT if content else _SELECT_NO_CONTENT
+        return [row_from_tuple(r) for r in self._all(select + " WHERE custom_id = %s AND version = %s", key)]
 
     def test_case_context(self, test_case_id: str) -> str | None:
         rows = self._all("SELECT context FROM test_cases WHERE id = %s", (test_case_id,))
@@ -489,6 +502,7 @@ class _PostgresTx:
 
     def delete_unkeyed(self, trace_id: str) -> int:
         self._exec("DELETE FROM spans WHERE trace_id = %s AND custom_id IS NULL", (trace_id,))
+        self._pipeline.sync()
         return self._cur.rowcount
 
     def add_counter(self, name: str, amount: int) -> None:

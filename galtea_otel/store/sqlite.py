@@ -194,7 +194,7 @@ class SQLiteStore:
         if version is not None:
             sql += " AND version = ?"
             args.append(version)
-        row = self._connect().execute(sql + " ORDER BY started_ns DESC LIMIT 1", args).fetchone()
+        row = self._connect().execute(sql + " ORDER BY started_ns DESC, version DESC LIMIT 1", args).fetchone()
         return (row[0], row[1]) if row else None
 
     def read_session_rows(self, key: Key) -> list[SpanRow]:

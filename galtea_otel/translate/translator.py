@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -39,22 +40,43 @@ def _text(value: AttrValue) -> str | None:
     return json.dumps(list(value), default=str)
 
 
+_INT64 = 2**63
+
+
 def _int(value: AttrValue) -> int | None:
+    """An integer that every store can hold (signed 64-bit), else None."""
     if value is None or isinstance(value, bool):
         return None
     try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        number = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if -_INT64 <= number < _INT64 else None
 
 
 def _float(value: AttrValue) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if math.isfinite(number) else None
+
+
+def clean_text(text: str | None) -> str | None:
+    """Text every store keeps the same: lone surrogates (possible in decoded JSON) become '?', and NUL (which
+    PostgreSQL text refuses) becomes U+FFFD."""
+    if text is None:
+        return None
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "replace").decode("utf-8")
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    return text
 
 
 def content_text(value: str) -> str:
@@ -110,6 +132,30 @@ def _cost(attrs: Attrs) -> float | None:
             elif isinstance(details, (int, float)):
                 return float(details)
     return None
+
+
+def _json_fields(attrs: Attrs, missing: set[str]) -> dict[str, Any]:
+    """Values of the ``missing`` concepts found in fields of JSON object attributes (``C.JSON_FIELDS``)."""
+    found: dict[str, Any] = {}
+    for key, fields, _ in C.JSON_FIELDS:
+        value = attrs.get(key)
+        if value is None or missing.isdisjoint(fields):
+            continue
+        try:
+            details = json.loads(_text(value) or "")
+        except ValueError:
+            continue
+        if not isinstance(details, dict):
+            continue
+        for concept, names in fields.items():
+            if concept not in missing or concept in found:
+                continue
+            for name in names:
+                field = details.get(name)
+                if field is not None and field != "" and not isinstance(field, (dict, list)):
+                    found[concept] = field
+                    break
+    return found
 
 
 def _kind(attrs: Attrs) -> str:
@@ -212,7 +258,11 @@ def _metadata(extra: dict[str, Any], user: AttrValue) -> str | None:
         extra["user_id"] = user
     if not extra:
         return None
-    return json.dumps(extra, ensure_ascii=False, sort_keys=True, default=str)
+    try:
+        return json.dumps(extra, ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
+    except ValueError:  # NaN or infinity (OTLP/JSON allows them): keep them as text, the JSON stays valid
+        finite = {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in extra.items()}
+        return json.dumps(finite, ensure_ascii=False, sort_keys=True, default=str)
 
 
 def check_ids(span: SpanData) -> None:
@@ -223,6 +273,8 @@ def check_ids(span: SpanData) -> None:
     parent = span.parent_span_id
     if parent is not None and (len(parent) != 16 or not _HEX.issuperset(parent)):
         raise InvalidSpan(f"invalid parent_span_id {parent[:40]!r}: expected 16 hex characters")
+    if not (0 <= span.start_ns < _INT64 and 0 <= span.end_ns < _INT64):
+        raise InvalidSpan(f"timestamps out of range: start {span.start_ns}, end {span.end_ns} (nanoseconds)")
 
 
 Redactor = Callable[[str], str]
@@ -235,6 +287,11 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
     kind = _kind(attrs)
     failed, error = _error(span, attrs)
     found, extra, indexed = _scan(attrs)
+
+    missing = set(C.JSON_CONCEPTS - found.keys())
+    if missing:  # concepts no plain key gave: look in JSON object attributes
+        for concept, value in _json_fields(attrs, missing).items():
+            found[concept] = (0, value)
 
     def get(concept: str) -> AttrValue:
         hit = found.get(concept)
@@ -267,28 +324,28 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         trace_id=span.trace_id,
         span_id=span.span_id,
         parent_span_id=span.parent_span_id,
-        name=span.name,
+        name=clean_text(span.name),
         kind=kind,
         start_ns=span.start_ns,
         end_ns=max(span.end_ns, span.start_ns),
         status=STATUS_ERROR if failed else span.status_code,
-        error=error,
-        session_event=event,
-        own_custom_id=custom_id,
-        own_version=version,
-        resource_version=resource_version,
-        test_case_id=test_case,
-        context=context,
-        input=inp,
-        output=out,
-        model=_text(get("model")),
+        error=clean_text(error),
+        session_event=clean_text(event),
+        own_custom_id=clean_text(custom_id),
+        own_version=clean_text(version),
+        resource_version=clean_text(resource_version),
+        test_case_id=clean_text(test_case),
+        context=clean_text(context),
+        input=clean_text(inp),
+        output=clean_text(out),
+        model=clean_text(_text(get("model"))),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         cache_read_tokens=_int(get("cache_read_tokens")),
         total_tokens=total,
         cost=_cost(attrs),
         abandoned=bool(get("abandoned")),
-        metadata=metadata,
+        metadata=clean_text(metadata),
         received_ns=received_ns if received_ns is not None else time.time_ns(),
     )
 

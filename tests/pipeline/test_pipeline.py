@@ -201,3 +201,23 @@ def test_any_order_batching_and_duplication_give_the_same_records(
         p.ingest(spans[start:cut])
         start = cut
     assert _snapshot(p) == expected
+
+
+def test_hostile_values_never_fail_the_good_spans_beside_them(tmp_path: Path) -> None:
+    """Values OTLP can carry but a store cannot hold are cleaned or rejected alone (SESSION_MODEL 4.4)."""
+    k = {"galtea.session.custom_id": "s", "galtea.session.version": "1", "gen_ai.operation.name": "chat"}
+    good = SpanData("1" * 32, "1" * 16, None, "chat", 1, 2, attributes=k)
+    surrogate = SpanData("2" * 32, "2" * 16, None, "chat", 1, 2,
+                         attributes={**k, "galtea.span.input": "\ud800 and \x00 too", "x": float("nan")})
+    huge_tokens = SpanData("3" * 32, "3" * 16, None, "chat", 1, 2, attributes={**k, "gen_ai.usage.input_tokens": 1e20})
+    late_time = SpanData("4" * 32, "4" * 16, None, "chat", 2**63, 2**63 + 1, attributes=k)
+    p = _pipeline(tmp_path / "s.db")
+    result = p.ingest([good, surrogate, huge_tokens, late_time])
+    assert (result.accepted, result.rejected) == (3, 1)
+    assert "timestamps out of range" in result.errors[0]
+    detail = p.session("s", "1")
+    assert detail is not None and detail.turn_count == 3
+    inputs = {t.id: t for t in detail.inference_results}
+    assert inputs["2" * 16].input == "? and \ufffd too"
+    assert inputs["2" * 16].metadata == {"x": "nan"}
+    assert inputs["3" * 16].input_tokens is None
