@@ -34,8 +34,12 @@ USER = ("user.id", "enduser.id", "langfuse.user.id", "traceloop.association.prop
 
 # --- What kind of span ----------------------------------------------------------------------------------------
 # (key, values that make the span an LLM call; None: the key's presence is enough). First hit wins.
+# ``galtea.trace.*``: the older spelling of ``galtea.span.*``, still what the official galtea SDK's ``@traced``
+# writes (galtea 5.12) and still read by the Galtea platform.
+GALTEA_TRACE_TYPE = "galtea.trace.type"
 LLM_MARKERS: tuple[tuple[str, frozenset[str] | None], ...] = (
     (A.SPAN_TYPE, frozenset({"GENERATION"})),
+    (GALTEA_TRACE_TYPE, frozenset({"GENERATION"})),
     (A.GEN_AI_OPERATION_NAME, frozenset({"chat", "text_completion", "generate_content"})),
     ("openinference.span.kind", frozenset({"LLM"})),
     ("llm.request.type", None),
@@ -51,6 +55,7 @@ _COMMON_TYPES = {
 }
 SPAN_TYPE_SOURCES: tuple[tuple[str, dict[str, str]], ...] = (
     (A.SPAN_TYPE, {t.lower(): t for t in A.SPAN_TYPES}),
+    (GALTEA_TRACE_TYPE, {t.lower(): t for t in A.SPAN_TYPES}),
     ("openinference.span.kind", _COMMON_TYPES),
     ("traceloop.span.kind", _COMMON_TYPES),
     ("langfuse.observation.type", _COMMON_TYPES),
@@ -63,12 +68,16 @@ SPAN_TYPE_SOURCES: tuple[tuple[str, dict[str, str]], ...] = (
 # --- Content ----------------------------------------------------------------------------------------------------
 # Each source is ("text", key): the attribute as text; or ("indexed", prefix): flattened message lists such as
 # ``llm.input_messages.0.message.role`` collected into a JSON list of objects.
+# OpenInference's message lists rank above its ``input.value`` / ``output.value``: on an LLM span those hold the
+# raw request and response bodies (``{"model": ..., "messages": [...]}``, ``{"id": "chatcmpl-...", "choices":
+# [...], "usage": ...}``), not the messages; on other spans there are no message lists and the values are used.
 Source = tuple[str, str]
 INPUT: tuple[Source, ...] = (
     ("text", A.SPAN_INPUT),
+    ("text", "galtea.trace.input"),
     ("text", "gen_ai.input.messages"),
-    ("text", "input.value"),
     ("indexed", "llm.input_messages."),
+    ("text", "input.value"),
     ("indexed", "gen_ai.prompt."),
     ("text", "gen_ai.prompt"),
     ("text", "traceloop.entity.input"),
@@ -77,9 +86,10 @@ INPUT: tuple[Source, ...] = (
 )
 OUTPUT: tuple[Source, ...] = (
     ("text", A.SPAN_OUTPUT),
+    ("text", "galtea.trace.output"),
     ("text", "gen_ai.output.messages"),
-    ("text", "output.value"),
     ("indexed", "llm.output_messages."),
+    ("text", "output.value"),
     ("indexed", "gen_ai.completion."),
     ("text", "gen_ai.completion"),
     ("text", "traceloop.entity.output"),
@@ -96,6 +106,23 @@ OUTPUT_TOKENS = (A.GEN_AI_OUTPUT_TOKENS, "llm.token_count.completion", "gen_ai.u
 TOTAL_TOKENS = ("llm.token_count.total", "gen_ai.usage.total_tokens", "llm.usage.total_tokens")
 CACHE_READ_TOKENS = (A.GEN_AI_CACHE_READ_TOKENS, "llm.token_count.prompt_details.cache_read",
                      "gen_ai.usage.cache_read_input_tokens")
+# Fields of JSON object attributes, used for what the plain keys above did not give:
+# (key, {concept: field names, first present wins}, whether the key stays out of metadata).
+# - Langfuse puts usage in ``langfuse.observation.usage_details``: its OpenAI integration passes the API's own
+#   usage (``prompt_tokens`` / ``completion_tokens`` / ``total_tokens``), its generation API takes ``input`` /
+#   ``output`` / ``total`` / ``input_cache_read``.
+# - OpenInference gives a failed call no ``llm.model_name`` (there is no response); the requested model is then
+#   only in ``llm.invocation_parameters`` (kept in metadata too: it holds the other request parameters).
+JSON_FIELDS: tuple[tuple[str, dict[str, tuple[str, ...]], bool], ...] = (
+    ("langfuse.observation.usage_details", {
+        "input_tokens": ("input", "prompt_tokens", "input_tokens"),
+        "output_tokens": ("output", "completion_tokens", "output_tokens"),
+        "total_tokens": ("total", "total_tokens"),
+        "cache_read_tokens": ("input_cache_read", "cache_read_input_tokens"),
+    }, True),
+    ("llm.invocation_parameters", {"model": ("model",)}, False),
+)
+JSON_CONCEPTS = frozenset(concept for _, fields, _ in JSON_FIELDS for concept in fields)
 # ("number", key) or ("json-total", key): a JSON object whose "total" (else the sum of its values) is the cost.
 COST: tuple[Source, ...] = (
     ("number", A.INFERENCE_COST),
@@ -105,7 +132,7 @@ COST: tuple[Source, ...] = (
 )
 
 # --- Errors -------------------------------------------------------------------------------------------------------
-ERROR_TEXT = (A.SPAN_ERROR,)
+ERROR_TEXT = (A.SPAN_ERROR, "galtea.trace.error")
 ERROR_TYPE = ("error.type",)
 # (key, value): the span is an error even without status ERROR; the message comes from the second tuple.
 ERROR_LEVEL = (("langfuse.observation.level", "ERROR"),)
@@ -123,6 +150,7 @@ CONSUMED_KEYS: frozenset[str] = frozenset(
     + [k for k, _ in SPAN_TYPE_SOURCES]
     + [k for kind, k in INPUT + OUTPUT + COST if kind != "indexed"]
     + [k for k, _ in ERROR_LEVEL]
+    + [k for k, _, consumed in JSON_FIELDS if consumed]
     + list(A.STAMPED_KEYS)
 )
 CONSUMED_PREFIXES: tuple[str, ...] = tuple(k for kind, k in INPUT + OUTPUT if kind == "indexed")
