@@ -147,7 +147,8 @@ def test_test_case_sessions_take_the_test_case_context(store_url: str, tmp_path:
     [summary] = store.list_sessions()
     assert (summary.test_case_id, summary.context, summary.is_production) == ("tc-1", "the user is a pirate", False)
     # The registered test cases reach the store too, for the CLI and the sync.
-    assert [(c.id, c.context) for c in store.list_test_cases()] == [("tc-1", "the user is a pirate")]
+    # (The registry is per process: other tests may have registered more; this one must be there.)
+    assert ("tc-1", "the user is a pirate") in [(c.id, c.context) for c in store.list_test_cases()]
 
 
 def test_continue_session_stays_pending_across_requests_until_idle(store_url: str) -> None:

@@ -1,0 +1,1 @@
+"""Conformance: real LLM instrumentations -> OTLP -> galtea-otel serve -> session records."""

@@ -1,0 +1,200 @@
+"""A small fake OpenAI-compatible server on 127.0.0.1, for driving the real ``openai`` client in tests.
+
+``POST /v1/chat/completions`` only. Replies are deterministic, derived from the last user message
+(:func:`reply_for`); every reply carries a ``usage`` block (:func:`usage_for`). ``"stream": true`` answers with
+SSE ``data:`` chunks (``choices[0].delta.content``), a final usage chunk when
+``stream_options.include_usage`` is set, then ``data: [DONE]``. A last user message containing ``FAIL`` is
+answered with HTTP 500 and an OpenAI-style error body.
+
+    with FakeOpenAI() as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+
+A test fake: stdlib ``http.server`` in a thread, one thread per connection, HTTP/1.1 keep-alive, chunked
+transfer encoding for streams.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+FAIL_MARKER = "FAIL"
+CREATED = 1_700_000_000
+# The model the fake says answered, whatever was asked for (a real API answers with a dated snapshot name).
+RESPONSE_MODEL_SUFFIX = "-2024-fake"
+
+
+def _text(content: Any) -> str:
+    """A message's content as text: a string, or the text parts of a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def last_user_message(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return _text(message.get("content"))
+    return ""
+
+
+def reply_for(user_message: str) -> str:
+    """The fake's deterministic answer to a user message."""
+    return f"Fake reply to <{user_message}>: {len(user_message)} characters received."
+
+
+def count_tokens(text: str) -> int:
+    """The fake's 'tokenizer': whitespace-separated words."""
+    return len(text.split())
+
+
+def usage_for(messages: list[dict[str, Any]], reply: str) -> dict[str, int]:
+    """Prompt tokens = words in all messages (so they grow with the history); completion = words of the reply."""
+    prompt = sum(count_tokens(_text(m.get("content"))) for m in messages) + 3 * len(messages)
+    completion = count_tokens(reply)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def response_model(requested: str) -> str:
+    return requested + RESPONSE_MODEL_SUFFIX
+
+
+def stream_pieces(reply: str) -> list[str]:
+    """How a streamed reply is cut: word by word, spaces kept, so the pieces join back to the reply."""
+    words = reply.split(" ")
+    return [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _send_json(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+            self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+            return
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            self._send_json(400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}})
+            return
+        self.server.requests.append(body)
+        messages = body.get("messages") or []
+        user = last_user_message(messages)
+        if FAIL_MARKER in user:
+            self._send_json(500, {"error": {"message": "The fake server failed on purpose.", "type": "server_error",
+                                            "code": "fake_failure"}})
+            return
+        model = response_model(str(body.get("model") or "fake-model"))
+        reply = reply_for(user)
+        usage = usage_for(messages, reply)
+        completion_id = f"chatcmpl-fake{len(self.server.requests):06d}"
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            self._stream(completion_id, model, reply, usage if include_usage else None)
+            return
+        self._send_json(200, {
+            "id": completion_id, "object": "chat.completion", "created": CREATED, "model": model,
+            "system_fingerprint": "fp_fake",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply, "refusal": None},
+                         "logprobs": None, "finish_reason": "stop"}],
+            "usage": usage,
+        })
+
+    def _stream(self, completion_id: str, model: str, reply: str, usage: dict[str, int] | None) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def chunk(choices: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+            return {"id": completion_id, "object": "chat.completion.chunk", "created": CREATED, "model": model,
+                    "system_fingerprint": "fp_fake", "choices": choices, **(extra or {})}
+
+        events: list[dict[str, Any]] = [
+            chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])]
+        events += [chunk([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+                   for piece in stream_pieces(reply)]
+        events.append(chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+        if usage is not None:
+            events.append(chunk([], {"usage": usage}))
+        for payload in [f"data: {json.dumps(e)}\n\n" for e in events] + ["data: [DONE]\n\n"]:
+            data = payload.encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    requests: list[dict[str, Any]]
+
+
+class FakeOpenAI:
+    """The fake server, started on a free 127.0.0.1 port on ``__enter__`` (or ``start()``)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = _Server((host, port), _Handler)
+        self._server.requests = []
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """The JSON bodies of the chat-completion requests received, in order."""
+        return self._server.requests
+
+    def start(self) -> FakeOpenAI:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> FakeOpenAI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(host: str = "127.0.0.1", port: int = 0) -> Iterator[FakeOpenAI]:
+    """A generator fixture body: ``yield from serve()``."""
+    with FakeOpenAI(host, port) as server:
+        yield server
+
+
+if __name__ == "__main__":  # python -m tests.fakes.openai_server: run one in the foreground
+    import time
+
+    with FakeOpenAI() as fake:
+        print(fake.base_url, flush=True)
+        while True:
+            time.sleep(3600)
