@@ -163,7 +163,7 @@ def _kind(attrs: Attrs) -> str:
         return KIND_MARKER
     for key, values in C.LLM_MARKERS:
         value = attrs.get(key)
-        if value is not None and (values is None or value in values):
+        if value is not None and (values is None or (isinstance(value, str) and value in values)):
             return KIND_LLM
     for key, mapping in C.SPAN_TYPE_SOURCES:
         value = attrs.get(key)
