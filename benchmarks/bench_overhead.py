@@ -1,7 +1,7 @@
 """Per-call cost of ``@galtea_otel.inference`` (input and output captured, inside a session) against a bare
 ``tracer.start_as_current_span`` that sets the same four attributes, and against an undecorated call.
 
-Same process, same TracerProvider and BatchSpanProcessor (galtea-otel's, with a no-op exporter), interleaved
+Same process, same TracerProvider and export queue (galtea-otel's, with a no-op exporter), interleaved
 rounds so both see the same machine load:
 
     python benchmarks/bench_overhead.py [--calls 20000] [--rounds 7]
@@ -77,7 +77,7 @@ def main() -> None:
     galtea_otel.shutdown()
     ratios = [d / b for d, b in zip(results["@inference"], results["bare span"], strict=True)]
     print(f"{args.calls} calls x {args.rounds} interleaved rounds, inside one session,"
-          " BatchSpanProcessor + no-op exporter")
+          " galtea-otel's export queue + no-op exporter")
     for name, values in results.items():
         print(f"{name:12s} {statistics.median(values):8.2f} us/call (median)")
     print(f"ratio @inference / bare span: median {statistics.median(ratios):.2f}x "

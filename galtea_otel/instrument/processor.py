@@ -12,22 +12,48 @@ before a span becomes read-only) re-inserts the stamp into the span's attribute 
 evicted (counted as ``stamp_restored``). Should a future SDK change those internals, the failure is counted
 and the translator still finds the session from the span's ancestors or its trace (SESSION_MODEL section 2).
 
-**Export.** The inner export processor (a ``BatchSpanProcessor`` around the session exporter) can be swapped
-by a later ``configure()``: one ``GalteaSpanProcessor`` is ever registered per provider.
+**Export.** The inner export processor (a :class:`BatchExport` around the session exporter or any
+``SpanExporter``) can be swapped by a later ``configure()``: one ``GalteaSpanProcessor`` is ever registered per
+provider.
+
+**BatchExport** replaces the SDK's ``BatchSpanProcessor``, whose full queue evicts spans silently, whose
+``force_flush`` ignores its timeout and whose ``shutdown`` can wait on the exporter's retries. Its queue is
+bounded (``max_queue_size``); a span that finds it full is dropped and *counted*: ``spans_dropped`` (and
+``spans_dropped.queue_full`` / ``spans_dropped.shutdown``) in ``galtea_otel.stats()``, and a warning with the
+counts at most once per ``DROP_REPORT_INTERVAL_S`` and once more at shutdown. One daemon thread exports, never
+an application thread. ``force_flush`` and ``shutdown`` honour their timeouts: at shutdown, what is still queued
+when the time is up is dropped (counted), and the exporter's ``shutdown()`` interrupts the export in progress
+(the OTLP exporters stop retrying), so a process exits within the bound even when the backend is down. After
+``os.fork()`` the child starts with an empty queue and its own export thread (``os.register_at_fork``), so
+pre-fork servers (gunicorn ``--preload``, multiprocessing) export from every worker.
 """
 
 from __future__ import annotations
 
+import collections
+import logging
+import os
 import threading
+import time
+import weakref
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from galtea_otel.instrument.context import SESSION_KEY
 from galtea_otel.stats import incr, internal_error
 
-__all__ = ["GalteaSpanProcessor"]
+__all__ = ["BatchExport", "GalteaSpanProcessor"]
+
+logger = logging.getLogger("galtea_otel")
+
+DEFAULT_MAX_QUEUE_SIZE = 2048
+DEFAULT_MAX_EXPORT_BATCH_SIZE = 512
+DEFAULT_SHUTDOWN_TIMEOUT_S = 4.0
+DROP_REPORT_INTERVAL_S = 10.0
 
 _STAMP_ATTR = "_galtea_otel_stamp"
 
@@ -113,3 +139,207 @@ def _restore_stamp(span: Span, stamp: dict[str, Any]) -> None:
     finally:
         attributes._immutable = was_immutable  # type: ignore[union-attr]
     incr("stamp_restored")
+
+
+class BatchExport(SpanProcessor):
+    """Ended spans wait in a bounded queue; one daemon thread hands them to ``exporter`` in batches of at most
+    ``max_export_batch_size``, every ``schedule_delay_millis`` or as soon as a batch is full.
+
+    Every sampled span that reaches :meth:`on_end` is either handed to the exporter or counted in
+    ``spans_dropped`` (the queue was full, or the processor was shut down / out of time at shutdown); a batch
+    the exporter refused or raised on is counted in ``spans_export_failed``.
+    """
+
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        *,
+        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        max_export_batch_size: int = DEFAULT_MAX_EXPORT_BATCH_SIZE,
+        schedule_delay_millis: float = 1000,
+        shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+    ) -> None:
+        for name, value in (("max_queue_size", max_queue_size), ("max_export_batch_size", max_export_batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        if not schedule_delay_millis > 0 or not shutdown_timeout_s > 0:
+            raise ValueError("schedule_delay_millis and shutdown_timeout_s must be positive")
+        self.exporter = exporter
+        self.max_queue_size = max_queue_size
+        self.max_export_batch_size = min(max_export_batch_size, max_queue_size)
+        self.schedule_delay_s = schedule_delay_millis / 1000
+        self.shutdown_timeout_s = shutdown_timeout_s
+        incr("spans_dropped", 0)  # present in stats() from the start
+        self._reset(stopped=False)
+        if hasattr(os, "register_at_fork"):
+            reinit = weakref.WeakMethod(self._after_fork_in_child)
+
+            def after_in_child() -> None:
+                method = reinit()
+                if method is not None:
+                    method()
+
+            os.register_at_fork(after_in_child=after_in_child)
+
+    def _reset(self, *, stopped: bool) -> None:
+        """Fresh state (at construction, and in a forked child): an empty queue, and a worker unless stopped."""
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: collections.deque[ReadableSpan] = collections.deque()
+        self._enqueued = 0  # spans ever queued
+        self._handled = 0  # spans ever taken off the queue and through the exporter (succeeded or failed)
+        self._failed_batches = 0  # batches the exporter refused or raised on
+        self._flush_target = 0  # the worker exports without waiting until _handled reaches this
+        self._stopping = stopped  # no more spans accepted; the worker drains the queue, then ends
+        self._abandoned = stopped  # no more exporting at all (out of time at shutdown)
+        self._unreported: dict[str, int] = {}  # drops not yet logged, by reason
+        self._dropped_total = 0
+        self._last_report: float | None = None  # never yet: the first drop is reported at once
+        self._worker: threading.Thread | None = None
+        if not stopped:
+            self._worker = threading.Thread(target=self._run, name="galtea-otel-export", daemon=True)
+            self._worker.start()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's queued spans are the parent's to export; its thread and locks do not exist here.
+        self._reset(stopped=self._stopping)
+
+    # --- the application's side ------------------------------------------------------------------------------
+
+    def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+        pass
+
+    def _on_ending(self, span: Span) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is None or not context.trace_flags.sampled:
+            return
+        with self._cond:
+            if self._stopping:
+                reason = "shutdown"
+            elif len(self._queue) >= self.max_queue_size:
+                reason = "queue_full"
+            else:
+                self._queue.append(span)
+                self._enqueued += 1
+                if len(self._queue) == self.max_export_batch_size:
+                    self._cond.notify_all()
+                return
+        self._drop(1, reason)
+
+    def _drop(self, count: int, reason: str, *, report: bool = True) -> None:
+        incr("spans_dropped", count)
+        incr("spans_dropped." + reason, count)
+        with self._cond:
+            self._unreported[reason] = self._unreported.get(reason, 0) + count
+            self._dropped_total += count
+        if report:
+            self._report_drops()
+
+    def _report_drops(self, *, force: bool = False) -> None:
+        """Log the drops not yet reported: at most once per DROP_REPORT_INTERVAL_S unless ``force``."""
+        now = time.monotonic()
+        with self._cond:
+            if not self._unreported:
+                return
+            if not force and self._last_report is not None and now - self._last_report < DROP_REPORT_INTERVAL_S:
+                return
+            counts, total, self._unreported, self._last_report = self._unreported, self._dropped_total, {}, now
+        logger.warning(
+            "galtea-otel dropped %d spans: %d with the export queue full (%d spans), %d at shutdown (not exported "
+            "in time); %d in total (galtea_otel.stats()['spans_dropped'])", sum(counts.values()),
+            counts.get("queue_full", 0), self.max_queue_size, counts.get("shutdown", 0), total,
+        )
+
+    # --- the export thread -----------------------------------------------------------------------------------
+
+    def _next_batch(self) -> list[ReadableSpan] | None:
+        """Wait until a batch is due and take it off the queue; None when the worker should end."""
+        with self._cond:
+            due = time.monotonic() + self.schedule_delay_s
+            while True:
+                if self._abandoned:
+                    return None
+                queued = len(self._queue)
+                if queued and (queued >= self.max_export_batch_size or self._stopping
+                               or self._flush_target > self._handled or time.monotonic() >= due):
+                    count = min(queued, self.max_export_batch_size)
+                    return [self._queue.popleft() for _ in range(count)]
+                if self._stopping:
+                    return None
+                remaining = due - time.monotonic()
+                if remaining <= 0:
+                    due = time.monotonic() + self.schedule_delay_s
+                    remaining = self.schedule_delay_s
+                self._cond.wait(remaining)
+
+    def _run(self) -> None:
+        while True:
+            self._report_drops()
+            batch = self._next_batch()
+            if batch is None:
+                return
+            ok = self._export(batch)
+            with self._cond:
+                self._handled += len(batch)
+                self._failed_batches += not ok
+                self._cond.notify_all()
+
+    def _export(self, batch: Sequence[ReadableSpan]) -> bool:
+        token = otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            ok = self.exporter.export(batch) is SpanExportResult.SUCCESS
+        except Exception as exc:
+            internal_error("export", exc)
+            ok = False
+        finally:
+            otel_context.detach(token)
+        if not ok:
+            incr("spans_export_failed", len(batch))
+        return ok
+
+    # --- flush and shutdown ----------------------------------------------------------------------------------
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Export every span queued so far. True when all went through the exporter within the timeout and no
+        export failed meanwhile."""
+        with self._cond:
+            target, failures = self._enqueued, self._failed_batches
+            if self._handled >= target:
+                return True
+            if self._abandoned or self._worker is None:
+                return False
+            self._flush_target = max(self._flush_target, target)
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._handled >= target or self._abandoned, timeout_millis / 1000)
+            return self._handled >= target and self._failed_batches == failures
+
+    def shutdown(self, timeout_s: float | None = None) -> bool:  # type: ignore[override]
+        """Stop accepting spans, export what is queued within ``timeout_s`` (default ``shutdown_timeout_s``),
+        drop (and count) the rest, shut the exporter down. True when everything queued went through the
+        exporter in time and no export failed meanwhile."""
+        deadline = time.monotonic() + (self.shutdown_timeout_s if timeout_s is None else timeout_s)
+        with self._cond:
+            if self._stopping:
+                return False
+            failures = self._failed_batches
+            self._stopping = True
+            self._cond.notify_all()
+            worker = self._worker
+        if worker is not None:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            drained = (worker is None or not worker.is_alive()) and self._failed_batches == failures
+            self._abandoned = True
+            left = len(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        if left:
+            self._drop(left, "shutdown", report=False)
+        try:  # also interrupts an export still running (the OTLP exporters stop retrying at once)
+            self.exporter.shutdown()
+        except Exception as exc:
+            internal_error("export.shutdown", exc)
+        self._report_drops(force=True)
+        return drained and not left

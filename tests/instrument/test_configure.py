@@ -110,12 +110,14 @@ def test_failures_of_the_inner_processor_are_counted_not_raised() -> None:
 
 
 def test_default_exporter_is_the_session_exporter(otel: Otel, tmp_path: Any) -> None:
-    exporter_module = pytest.importorskip("galtea_otel.export.exporter")
+    from galtea_otel.export import exporter as exporter_module
+    from galtea_otel.instrument.processor import BatchExport
+
     galtea_otel.configure(f"sqlite:///{tmp_path}/s.db", tracer_provider=otel.provider)
     (processor,) = galtea_processors(otel.provider)
-    batch = processor.export
-    inner = getattr(batch, "_batch_processor", None)
-    assert isinstance(getattr(inner, "_exporter", None), exporter_module.SessionExporter)
+    assert isinstance(processor.export, BatchExport)
+    assert isinstance(processor.exporter, exporter_module.SessionExporter)
+    assert processor.export.exporter is processor.exporter
     assert not (tmp_path / "s.db").exists()  # the store is opened lazily, in the export thread
 
 

@@ -1,0 +1,1 @@
+"""Scripts the reliability tests run as processes of their own (an application, a client, a WSGI app)."""
