@@ -17,7 +17,7 @@ from galtea_otel.decode.sdk import from_sdk_spans
 from galtea_otel.instrument.testcases import registered_test_cases, registry_generation
 from galtea_otel.pipeline import Pipeline
 from galtea_otel.settings import PipelineSettings
-from galtea_otel.store import Store, open_store
+from galtea_otel.store import Store, StoreError, open_store
 from galtea_otel.translate.translator import Redactor
 
 log = logging.getLogger("galtea_otel")
@@ -82,7 +82,11 @@ class SessionExporter(SpanExporter):
             _count("spans_lost", len(spans))
             if not self._failed_once:
                 self._failed_once = True
-                log.error("galtea-otel could not store %d spans: %s", len(spans), exc, exc_info=True)
+                # A store that cannot be opened (wrong file, corrupt, foreign...) is one clear line; anything else
+                # is unexpected: its traceback helps.
+                log.error("galtea-otel could not store %d spans: %s (later failures are only counted: "
+                          "galtea_otel.stats()['export_failures'], ['spans_lost'])", len(spans), exc,
+                          exc_info=not isinstance(exc, StoreError))
             else:
                 log.debug("galtea-otel could not store %d spans: %s", len(spans), exc)
             return SpanExportResult.FAILURE

@@ -3,6 +3,10 @@
 Redaction runs on the full JSON text (so it sees every secret), truncation last (so the result stays within
 the limit and valid JSON). Nothing here raises: a failing redaction hook drops the value (replaced by
 ``REDACTION_FAILED``) and is counted.
+
+``config.redact`` is the whole redaction in force: ``configure(redact_secrets=True, redact=hook)`` makes it
+``chain(secrets(), hook)``. :func:`redact_text` applies it to the plain texts galtea-otel records (error
+messages, exception events, the session context).
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from galtea_otel.config import Config
 from galtea_otel.instrument.serialize import to_json, truncate_json
 from galtea_otel.stats import incr, internal_error
 
-__all__ = ["REDACTION_FAILED", "encode", "encode_json_text"]
+__all__ = ["REDACTION_FAILED", "REDACTION_FAILED_TEXT", "encode", "encode_json_text", "redact_text"]
 
 REDACTION_FAILED = '{"galtea.redaction_failed":true}'
+REDACTION_FAILED_TEXT = "[REDACTED:redaction_failed]"
 
 
 def encode(value: Any, config: Config) -> str:
@@ -40,3 +45,19 @@ def encode_json_text(text: str, config: Config) -> str:
     if truncated:
         incr("truncations")
     return text
+
+
+def redact_text(text: str, config: Config) -> str:
+    """``text`` (plain, not JSON) through the redaction in force; ``REDACTION_FAILED_TEXT`` if the hook fails."""
+    redact = config.redact
+    if redact is None:
+        return text
+    try:
+        redacted = redact(text)
+        if not isinstance(redacted, str):
+            raise TypeError(f"the redaction hook returned {type(redacted).__name__}, not str")
+        return redacted
+    except Exception as exc:
+        incr("redaction_failures")
+        internal_error("redact", exc)
+        return REDACTION_FAILED_TEXT

@@ -38,7 +38,7 @@ from galtea_otel.attributes import (
     TYPE_SESSION,
 )
 from galtea_otel.config import current
-from galtea_otel.instrument.capture import encode_json_text
+from galtea_otel.instrument.capture import encode_json_text, redact_text
 from galtea_otel.instrument.context import SESSION_KEY, make_stamp
 from galtea_otel.instrument.errors import mark_error, record_exception
 from galtea_otel.instrument.testcases import get_test_case
@@ -58,7 +58,8 @@ def _required_str(name: str, value: object) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         raise ValueError(f"{name} is required (a non-empty string)")
     if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a str, not {type(value).__name__} ({value!r:.40}): e.g. {name}=\"{value!s:.40}\"")
     return value
 
 
@@ -136,7 +137,7 @@ class SessionScope:
         if self._test_case_id is not None:
             attributes[TEST_CASE_ID] = self._test_case_id
         if self._context is not None:
-            attributes[SESSION_CONTEXT] = self._context
+            attributes[SESSION_CONTEXT] = redact_text(self._context, config)
         if self._metadata_json is not None:
             attributes[SESSION_METADATA] = encode_json_text(self._metadata_json, config)
         parent = otel_context.set_value(SESSION_KEY, stamp)
