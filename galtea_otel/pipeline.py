@@ -39,11 +39,15 @@ class Pipeline:
     """
 
     def __init__(
-        self, store: Store, settings: PipelineSettings | None = None, *, redact: Redactor | None = None
+        self, store: Store, settings: PipelineSettings | None = None, *, redact: Redactor | None = None,
+        sync: bool = False,
     ) -> None:
         self.store = store
         self.settings = settings or PipelineSettings()
         self.redact = redact
+        # With ``sync``, every session written is also enqueued in the store's Galtea outbox, in the same
+        # transaction (galtea_otel.sync sends it from there).
+        self.sync = sync
         # Stored with each session, so that readers assemble it the way the writer did.
         self._assembly_settings = json.dumps(
             {"turns": self.settings.turns, "late_spans": self.settings.late_spans, "strict": self.settings.strict},
@@ -122,6 +126,8 @@ class Pipeline:
                 tx.upsert_session(summary)
                 if assembly.late_ignored and self.settings.late_spans == "reject":
                     tx.add_counter("late_spans_rejected", assembly.late_ignored)
+        if self.sync and ordered:
+            tx.enqueue_sync(ordered, time.time_ns())
         return len(ordered)
 
     def _assemble(

@@ -306,5 +306,141 @@ def demo(ctx: click.Context) -> None:
     click.echo(f"Next: galtea-otel sessions show {details[0].custom_id} --json")
 
 
+# --- sync to the Galtea platform ----------------------------------------------------------------------------
+
+
+def _sync_config(api_key_file: str | None, api_url: str | None, product_id: str | None, version_map: str | None,
+                 create_versions: bool, **options: Any) -> Any:
+    try:
+        from galtea_otel.sync.config import GalteaSyncConfig, SyncConfigError, VersionMapping, parse_version_map
+    except ImportError as exc:
+        raise CliError(f"the Galtea sync needs its dependencies (missing: {exc.name}): "
+                       "pip install 'galtea-otel[galtea]'") from exc
+    try:
+        versions = None
+        if product_id or version_map or create_versions:
+            env = os.environ
+            versions = VersionMapping(
+                version_ids=parse_version_map(version_map if version_map is not None
+                                              else env.get("GALTEA_VERSION_MAP", "")),
+                product_id=product_id or env.get("GALTEA_PRODUCT_ID") or None,
+                create_versions=create_versions,
+            )
+        return GalteaSyncConfig.from_env(api_key_file=api_key_file, base_url=api_url, versions=versions, **options)
+    except SyncConfigError as exc:
+        raise CliError(str(exc)) from exc
+
+
+@main.group("sync", invoke_without_command=True)
+@click.option("--api-key-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding the Galtea API key [default: $GALTEA_API_KEY_FILE, else $GALTEA_API_KEY].")
+@click.option("--api-url", metavar="URL", default=None,
+              help="The Galtea API [default: $GALTEA_API_URL, else https://api.galtea.ai].")
+@click.option("--product-id", metavar="ID", default=None,
+              help="Map each version string to the version of this product with that name [$GALTEA_PRODUCT_ID].")
+@click.option("--version-map", metavar="JSON|@FILE", default=None,
+              help='Static map of version strings to platform version ids, e.g. {"1.4.0": "ver_..."}; the key "*" '
+                   "matches every other version [$GALTEA_VERSION_MAP].")
+@click.option("--create-versions", is_flag=True,
+              help="With --product-id: create a version missing by name (from the fact galtea_otel.version).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=300.0,
+              show_default=True, help="Give up retrying after this many seconds (what is left stays pending).")
+@click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Seconds to wait for one answer of the platform.")
+@click.option("--lease-seconds", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="How long a session being sent is reserved; a sender killed mid-way is taken over after it.")
+@click.option("--retry-parked", is_flag=True, help="Try the sessions the platform refused again.")
+@click.option("--no-backfill", is_flag=True,
+              help="Send only what the outbox holds (by default, sessions never sent are enqueued first).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def sync(ctx: click.Context, api_key_file: str | None, api_url: str | None, product_id: str | None,
+         version_map: str | None, create_versions: bool, timeout_s: float, request_timeout: float,
+         lease_seconds: float, retry_parked: bool, no_backfill: bool, as_json: bool) -> None:
+    """Send the store's sessions to the Galtea platform, once (see also `galtea-otel sync status`).
+
+    Sessions are created with their custom id, version, test case, context and metadata; turns with their
+    input, output, latency, tokens, cost, status and error; their tool / retrieval / ... spans as Galtea spans;
+    a session that ended is finished (COMPLETED) or FAILED. Nothing is sent twice: what the platform holds is
+    remembered in the store and looked up before anything is created. Transient failures are retried with
+    backoff until --timeout; a session the platform refuses is parked (see `sync status`).
+    Exits with 1 when something was refused or is still pending.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from galtea_otel.sync.client import AuthFailed
+    from galtea_otel.sync.worker import sync_once
+
+    config = _sync_config(api_key_file, api_url, product_id, version_map, create_versions,
+                          timeout_s=request_timeout, lease_s=lease_seconds, backfill=not no_backfill)
+    store = _open_store(ctx, must_exist=True)
+    bar: Any = None
+
+    def start(total: int) -> None:
+        nonlocal bar
+        if not as_json:
+            bar = click.progressbar(length=max(total, 1), label=f"Syncing {total} session(s)", file=sys.stderr,
+                                    show_pos=True)
+            bar.__enter__()
+
+    try:
+        summary = sync_once(store, config, timeout_s=timeout_s, retry_parked=retry_parked, on_start=start,
+                            on_finished=lambda n: bar.update(n) if bar is not None else None)
+    except AuthFailed as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    totals = summary.totals
+    if as_json:
+        _echo_json({
+            "sent": summary.sent, "already_there": summary.already_there, "refused": summary.refused,
+            "pending": summary.pending, "parked": summary.parked, "refusals": summary.refusals,
+            "created": {"sessions": totals.sessions_created, "turns": totals.turns_created,
+                        "spans": totals.spans_created, "status_updates": totals.status_updates},
+            "found": {"sessions": totals.sessions_found, "turns": totals.turns_found, "spans": totals.spans_found},
+            "last_error": summary.last_error,
+        })
+    else:
+        click.echo(f"Synced to {config.base_url}: {summary.sent} sent, {summary.already_there} already there, "
+                   f"{summary.refused} refused, {summary.pending} pending")
+        click.echo(f"  created {totals.sessions_created} sessions, {totals.turns_created} turns, "
+                   f"{totals.spans_created} spans, {totals.status_updates} status updates; found already there "
+                   f"{totals.sessions_found} sessions, {totals.turns_found} turns, {totals.spans_found} spans")
+        for refusal in summary.refusals:
+            click.echo(f"  refused: {refusal}")
+        if summary.pending and summary.last_error:
+            click.echo(f"  still pending; last error: {summary.last_error}")
+        if summary.parked > summary.refused:
+            click.echo(f"  {summary.parked} parked in all: see `galtea-otel sync status`")
+    if summary.refused or summary.pending:
+        ctx.exit(1)
+
+
+@sync.command("status")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most N parked rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_context
+def sync_status(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """The outbox: how many sessions wait to be sent, and those the platform refused (parked), with its error."""
+    from datetime import datetime, timezone
+
+    store = _open_store(ctx, must_exist=True)
+    overview = store.sync_overview(limit)
+    if as_json:
+        _echo_json({"pending": overview.pending, "parked": overview.parked,
+                    "synced_sessions": overview.synced_sessions,
+                    "parked_sessions": [{"custom_id": p.key[0], "version": p.key[1], "attempts": p.attempts,
+                                         "error": p.error} for p in overview.parked_items]})
+        return
+    click.echo(f"{overview.pending} pending, {overview.parked} parked (refused), "
+               f"{overview.synced_sessions} sessions on the platform")
+    for item in overview.parked_items:
+        when = datetime.fromtimestamp(item.enqueued_ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        click.echo(f"  PARKED  {item.key[0]}  {item.key[1]}  (since {when}): {item.error}")
+    if overview.parked:
+        click.echo("Fix the cause, then: galtea-otel sync --retry-parked")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -12,10 +12,11 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from galtea_otel.records import Session, TestCase
+from galtea_otel.sync.schema import OutboxItem, SyncOverview, SyncState
 from galtea_otel.translate.row import SpanRow
 
 Key = tuple[str, str]
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the Galtea sync outbox (galtea_outbox, galtea_sync_sessions, galtea_sync_turns)
 
 
 class StoreError(RuntimeError):
@@ -66,6 +67,9 @@ class StoreTx(Protocol):
 
     def add_counter(self, name: str, amount: int) -> None: ...
 
+    def enqueue_sync(self, keys: Sequence[Key], now_ns: int) -> None:
+        """Record in the outbox that these sessions have something to send to the Galtea platform."""
+
 
 class Store(Protocol):
     url: str
@@ -94,6 +98,37 @@ class Store(Protocol):
     def get_test_case(self, test_case_id: str) -> TestCase | None: ...
 
     def list_test_cases(self) -> list[TestCase]: ...
+
+    # The Galtea sync (galtea_otel.sync): each call is its own short transaction.
+    def sync_backfill(self, now_ns: int) -> int:
+        """Enqueue the sessions never sent or changed since last sent that are not in the outbox; return how
+        many."""
+
+    def sync_claim(self, now_ns: int, limit: int, lease_ns: int) -> list[OutboxItem]:
+        """Claim up to ``limit`` due outbox rows (oldest first) for ``lease_ns``; rows claimed by another
+        worker whose lease has not run out are skipped."""
+
+    def sync_state(self, key: Key) -> SyncState | None:
+        """What the platform holds of this session; None when the session is no longer in the store."""
+
+    def sync_save_session(
+        self, key: Key, platform_id: str | None, version_id: str | None, status: str | None,
+        fingerprint: str | None,
+    ) -> None: ...
+
+    def sync_save_turn(self, key: Key, turn_id: str, platform_id: str, spans_sent: Iterable[str]) -> None: ...
+
+    def sync_complete(
+        self, item: OutboxItem, outcome: str, now_ns: int, *, next_attempt_ns: int = 0, error: str | None = None,
+        synced_updated_ns: int | None = None,
+    ) -> None:
+        """End a claim: ``done`` (removed unless it changed meanwhile, then due again), ``defer`` (retry at
+        ``next_attempt_ns``), ``park`` (refused: kept with ``error`` until re-enqueued)."""
+
+    def sync_overview(self, parked_limit: int = 50) -> SyncOverview: ...
+
+    def sync_requeue_parked(self, now_ns: int) -> int:
+        """Make every parked row pending again; return how many."""
 
     def close(self) -> None: ...
 

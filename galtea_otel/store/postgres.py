@@ -31,12 +31,14 @@ from psycopg_pool import ConnectionPool, PoolClosed
 from galtea_otel.records import Session, TestCase
 from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError
 from galtea_otel.store.rows import SESSION_COLUMNS, row_from_tuple, session_from_row
+from galtea_otel.sync import schema as sync_sql
+from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, TurnState
 from galtea_otel.translate.row import COLUMNS, SpanRow
 
 # Identifiers compare byte-wise (COLLATE "C"), as in SQLite: the same ORDER BY gives the same order in both
 # stores, whatever the database's locale.
 _ID = 'TEXT COLLATE "C"'
-_TABLES = ("galtea_meta", "spans", "sessions", "test_cases", "counters")
+_TABLES = ("galtea_meta", "spans", "sessions", "test_cases", "counters", *sync_sql.OUTBOX_TABLES)
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS galtea_meta (key {_ID} PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS spans (
@@ -67,7 +69,7 @@ CREATE TABLE IF NOT EXISTS test_cases (
     id {_ID} PRIMARY KEY, input TEXT, expected_output TEXT, context TEXT, metadata TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name {_ID} PRIMARY KEY, value BIGINT NOT NULL);
-"""
+""" + sync_sql.ddl(_ID, "BIGINT")
 
 # PostgreSQL array type of each span column, for the one-statement batch insert through unnest().
 _INT_COLUMNS = {"start_ns", "end_ns", "input_tokens", "output_tokens", "cache_read_tokens", "total_tokens",
@@ -91,6 +93,24 @@ _UPSERT_SESSION = (
     f" VALUES ({', '.join(['%s'] * len(SESSION_COLUMNS))}, %s)"
     " ON CONFLICT (custom_id, version) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in (*SESSION_COLUMNS[2:], "updated_ns"))
+)
+
+
+def _pg(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+_ENQUEUE = (
+    "INSERT INTO galtea_outbox AS o (custom_id, version, seq, state, attempts, next_attempt_ns, enqueued_ns,"
+    " last_error) SELECT k.c, k.v, 1, 'pending', 0, %s, %s, NULL FROM unnest(%b::text[], %b::text[]) AS k(c, v)"
+    + sync_sql.ENQUEUE.partition(" VALUES (?, ?, 1, 'pending', 0, ?, ?, NULL)")[2].replace("galtea_outbox.", "o.")
+)
+# Due rows, locked with SKIP LOCKED so that concurrent workers (other receivers) never claim the same row.
+_CLAIM = (
+    "UPDATE galtea_outbox o SET next_attempt_ns = %s FROM ("
+    + _pg(sync_sql.DUE).replace("SELECT custom_id, version, seq, attempts", "SELECT custom_id, version")
+    + " FOR UPDATE SKIP LOCKED) d WHERE o.custom_id = d.custom_id AND o.version = d.version"
+    " RETURNING o.custom_id, o.version, o.seq, o.attempts, o.next_attempt_ns, o.enqueued_ns"
 )
 _LOCK_MANY = ("SELECT pg_advisory_xact_lock(k) FROM unnest(%b::bigint[]) WITH ORDINALITY AS t(k, n)"
               " ORDER BY n")
@@ -365,6 +385,80 @@ class PostgresStore:
                 )
         return len(rows)
 
+    # --- the Galtea sync outbox ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[psycopg.Cursor[Any]]:
+        with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+            yield cur
+
+    def sync_backfill(self, now_ns: int) -> int:
+        with self._write() as cur:
+            cur.execute(_pg(sync_sql.BACKFILL), (now_ns, now_ns))
+            return max(cur.rowcount, 0)
+
+    def sync_claim(self, now_ns: int, limit: int, lease_ns: int) -> list[OutboxItem]:
+        with self._write() as cur:
+            rows = cur.execute(_CLAIM, (now_ns + lease_ns, now_ns, limit)).fetchall()
+        rows.sort(key=lambda r: (r[5], r[0], r[1]))
+        return [OutboxItem((r[0], r[1]), r[2], r[3]) for r in rows]
+
+    def sync_state(self, key: Key) -> SyncState | None:
+        rows = self._all(_pg(sync_sql.SESSION_STATE), key)
+        if not rows:
+            return None
+        row = rows[0]
+        turns = {r[0]: TurnState(r[1], set(json.loads(r[2]))) for r in self._all(_pg(sync_sql.TURNS_STATE), key)}
+        return SyncState(session_updated_ns=row[4], platform_id=row[0], version_id=row[1], status=row[2],
+                         fingerprint=row[3], turns=turns)
+
+    def sync_save_session(
+        self, key: Key, platform_id: str | None, version_id: str | None, status: str | None,
+        fingerprint: str | None,
+    ) -> None:
+        with self._write() as cur:
+            cur.execute(_pg(sync_sql.SAVE_SESSION),
+                        _params((*key, platform_id, version_id, status, fingerprint, time.time_ns())))
+
+    def sync_save_turn(self, key: Key, turn_id: str, platform_id: str, spans_sent: Iterable[str]) -> None:
+        with self._write() as cur:
+            cur.execute(_pg(sync_sql.SAVE_TURN),
+                        _params((*key, turn_id, platform_id, json.dumps(sorted(spans_sent)))))
+
+    def sync_complete(
+        self, item: OutboxItem, outcome: str, now_ns: int, *, next_attempt_ns: int = 0, error: str | None = None,
+        synced_updated_ns: int | None = None,
+    ) -> None:
+        key = _params(item.key)
+        with self._write() as cur:
+            if synced_updated_ns is not None:
+                cur.execute(_pg(sync_sql.SYNCED), (synced_updated_ns, *key))
+            if outcome == "done":
+                if cur.execute(_pg(sync_sql.DONE), (*key, item.seq)).rowcount == 0:
+                    cur.execute(_pg(sync_sql.AGAIN), (now_ns, *key))
+            elif outcome == "defer":
+                cur.execute(_pg(sync_sql.DEFER), (next_attempt_ns, _clean(error), *key))
+            elif outcome == "park":
+                if cur.execute(_pg(sync_sql.PARK), (_clean(error), *key, item.seq)).rowcount == 0:
+                    cur.execute(_pg(sync_sql.AGAIN), (now_ns, *key))
+            elif outcome == "release":  # claimed but not tried (the worker is stopping, or paused)
+                cur.execute(_pg(sync_sql.AGAIN), (next_attempt_ns or now_ns, *key))
+            else:
+                raise ValueError(f"unknown outcome {outcome!r}")
+
+    def sync_overview(self, parked_limit: int = 50) -> SyncOverview:
+        counts = {r[0]: r[1] for r in self._all(sync_sql.COUNTS)}
+        synced = self._all(sync_sql.SYNCED_COUNT)[0][0]
+        parked = [ParkedItem((r[0], r[1]), r[2], r[3], r[4])
+                  for r in self._all(_pg(sync_sql.PARKED), (parked_limit,))]
+        return SyncOverview(pending=counts.get("pending", 0), parked=counts.get("parked", 0),
+                            synced_sessions=synced, parked_items=parked)
+
+    def sync_requeue_parked(self, now_ns: int) -> int:
+        with self._write() as cur:
+            cur.execute(_pg(sync_sql.REQUEUE_PARKED), (now_ns,))
+            return max(cur.rowcount, 0)
+
     def get_test_case(self, test_case_id: str) -> TestCase | None:
         rows = self._all("SELECT id, input, expected_output, context, metadata FROM test_cases WHERE id = %s",
                          (test_case_id,))
@@ -509,3 +603,7 @@ class _PostgresTx:
         self._exec(
             "INSERT INTO counters (name, value) VALUES (%s, %s)"
             " ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value", (name, amount))
+
+    def enqueue_sync(self, keys: Sequence[Key], now_ns: int) -> None:
+        if keys:
+            self._exec(_ENQUEUE, (now_ns, now_ns, [k[0] for k in keys], [k[1] for k in keys]))

@@ -15,6 +15,8 @@ from typing import Any
 from galtea_otel.records import Session, TestCase
 from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError, iter_chunks
 from galtea_otel.store.rows import SESSION_COLUMNS, row_from_tuple, row_to_tuple, session_from_row
+from galtea_otel.sync import schema as sync_sql
+from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, TurnState
 from galtea_otel.translate.row import COLUMNS, SpanRow
 
 _SCHEMA = """
@@ -44,7 +46,7 @@ CREATE TABLE IF NOT EXISTS test_cases (
     id TEXT PRIMARY KEY, input TEXT, expected_output TEXT, context TEXT, metadata TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
+""" + sync_sql.ddl("TEXT", "INTEGER")
 
 _INSERT = f"INSERT OR IGNORE INTO spans ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM spans"
@@ -228,6 +230,82 @@ class SQLiteStore:
             conn.execute("COMMIT")
         return len(rows)
 
+    # --- the Galtea sync outbox --------------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connect()
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def sync_backfill(self, now_ns: int) -> int:
+        with self._write() as conn:
+            return conn.execute(sync_sql.BACKFILL, (now_ns, now_ns)).rowcount
+
+    def sync_claim(self, now_ns: int, limit: int, lease_ns: int) -> list[OutboxItem]:
+        with self._write() as conn:
+            items = [OutboxItem((r[0], r[1]), r[2], r[3]) for r in conn.execute(sync_sql.DUE, (now_ns, limit))]
+            conn.executemany(sync_sql.LEASE, [(now_ns + lease_ns, *i.key, i.seq) for i in items])
+        return items
+
+    def sync_state(self, key: Key) -> SyncState | None:
+        conn = self._connect()
+        row = conn.execute(sync_sql.SESSION_STATE, key).fetchone()
+        if row is None:
+            return None
+        turns = {r[0]: TurnState(r[1], set(json.loads(r[2]))) for r in conn.execute(sync_sql.TURNS_STATE, key)}
+        return SyncState(session_updated_ns=row[4], platform_id=row[0], version_id=row[1], status=row[2],
+                         fingerprint=row[3], turns=turns)
+
+    def sync_save_session(
+        self, key: Key, platform_id: str | None, version_id: str | None, status: str | None,
+        fingerprint: str | None,
+    ) -> None:
+        with self._write() as conn:
+            conn.execute(sync_sql.SAVE_SESSION, (*key, platform_id, version_id, status, fingerprint, time.time_ns()))
+
+    def sync_save_turn(self, key: Key, turn_id: str, platform_id: str, spans_sent: Iterable[str]) -> None:
+        with self._write() as conn:
+            conn.execute(sync_sql.SAVE_TURN, (*key, turn_id, platform_id, json.dumps(sorted(spans_sent))))
+
+    def sync_complete(
+        self, item: OutboxItem, outcome: str, now_ns: int, *, next_attempt_ns: int = 0, error: str | None = None,
+        synced_updated_ns: int | None = None,
+    ) -> None:
+        with self._write() as conn:
+            if synced_updated_ns is not None:
+                conn.execute(sync_sql.SYNCED, (synced_updated_ns, *item.key))
+            if outcome == "done":
+                if conn.execute(sync_sql.DONE, (*item.key, item.seq)).rowcount == 0:
+                    conn.execute(sync_sql.AGAIN, (now_ns, *item.key))
+            elif outcome == "defer":
+                conn.execute(sync_sql.DEFER, (next_attempt_ns, error, *item.key))
+            elif outcome == "park":
+                if conn.execute(sync_sql.PARK, (error, *item.key, item.seq)).rowcount == 0:
+                    conn.execute(sync_sql.AGAIN, (now_ns, *item.key))
+            elif outcome == "release":  # claimed but not tried (the worker is stopping, or paused)
+                conn.execute(sync_sql.AGAIN, (next_attempt_ns or now_ns, *item.key))
+            else:
+                raise ValueError(f"unknown outcome {outcome!r}")
+
+    def sync_overview(self, parked_limit: int = 50) -> SyncOverview:
+        conn = self._connect()
+        counts = dict(conn.execute(sync_sql.COUNTS).fetchall())
+        synced = conn.execute(sync_sql.SYNCED_COUNT).fetchone()[0]
+        parked = [ParkedItem((r[0], r[1]), r[2], r[3], r[4]) for r in conn.execute(sync_sql.PARKED, (parked_limit,))]
+        return SyncOverview(pending=counts.get("pending", 0), parked=counts.get("parked", 0),
+                            synced_sessions=synced, parked_items=parked)
+
+    def sync_requeue_parked(self, now_ns: int) -> int:
+        with self._write() as conn:
+            return conn.execute(sync_sql.REQUEUE_PARKED, (now_ns,)).rowcount
+
     def get_test_case(self, test_case_id: str) -> TestCase | None:
         row = self._connect().execute(
             "SELECT id, input, expected_output, context, metadata FROM test_cases WHERE id = ?", (test_case_id,)
@@ -330,3 +408,6 @@ class _SQLiteTx:
         self._conn.execute(
             "INSERT INTO counters (name, value) VALUES (?, ?)"
             " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", (name, amount))
+
+    def enqueue_sync(self, keys: Sequence[Key], now_ns: int) -> None:
+        self._conn.executemany(sync_sql.ENQUEUE, [(k[0], k[1], now_ns, now_ns) for k in keys])

@@ -1,0 +1,60 @@
+"""The in-process exporter with the Galtea sync: what ``configure(galtea=...)`` installs.
+
+It is galtea-otel's ``SessionExporter`` whose pipeline enqueues every session it writes in the store's outbox (same
+transaction), plus a :class:`~galtea_otel.sync.worker.SyncWorker` thread on the same store that sends it. The
+application's thread does neither: spans are exported by the ``BatchSpanProcessor``'s thread, the sending is the
+worker's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from galtea_otel.export.exporter import SessionExporter
+from galtea_otel.pipeline import Pipeline
+from galtea_otel.settings import PipelineSettings
+from galtea_otel.store import Store, open_store
+from galtea_otel.sync.config import GalteaSyncConfig
+from galtea_otel.sync.worker import SyncWorker
+from galtea_otel.translate.translator import Redactor
+
+STOP_TIMEOUT_S = 2.0  # at exit: what is not sent by then stays in the outbox for the next run
+
+
+class SyncingSessionExporter(SessionExporter):
+    def __init__(
+        self,
+        store: str | Store | None = None,
+        settings: PipelineSettings | None = None,
+        *,
+        galtea: GalteaSyncConfig,
+        redact: Redactor | None = None,
+    ) -> None:
+        super().__init__(store, settings, redact=redact)
+        self.galtea = galtea
+        self.worker: SyncWorker | None = None
+
+    @property
+    def pipeline(self) -> Pipeline:
+        with self._lock:
+            if self._pipeline is None:
+                store = self._store_arg if not isinstance(self._store_arg, (str, type(None))) \
+                    else open_store(self._store_arg)
+                self._pipeline = Pipeline(store, self._settings, redact=self._redact, sync=True)
+                self.worker = SyncWorker(store, self.galtea)
+                self.worker.start()
+            return self._pipeline
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = super().export(spans)
+        if self.worker is not None:
+            self.worker.wake()
+        return result
+
+    def shutdown(self) -> None:
+        if self.worker is not None:
+            self.worker.stop(STOP_TIMEOUT_S)
+        super().shutdown()

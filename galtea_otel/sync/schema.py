@@ -1,0 +1,150 @@
+"""The sync tables (schema v2) and what the stores return about them, shared by SQLite and PostgreSQL.
+
+- ``galtea_outbox``: one row per session key that has something to send to the Galtea platform. The pipeline
+  upserts it in the same transaction as the session's records (``seq`` grows at each change); the worker
+  *claims* due rows by pushing ``next_attempt_ns`` forward by a lease (so another worker, or a restart after a
+  kill -9, takes it over only once the lease ran out), then deletes it (``done``, only if ``seq`` did not move),
+  defers it (retryable failure, backoff), or parks it (``state = 'parked'``, the platform refused it).
+- ``galtea_sync_sessions`` / ``galtea_sync_turns``: what the platform holds: the platform ids of sessions and
+  turns, the session status and fields last sent, the span ids already created under each turn. They make
+  re-delivery idempotent.
+
+This module imports nothing heavy: the stores import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Key = tuple[str, str]
+
+OUTBOX_TABLES = ("galtea_outbox", "galtea_sync_sessions", "galtea_sync_turns")
+
+
+def ddl(id_type: str, int_type: str) -> str:
+    """The CREATE statements of the sync tables, for a store's identifier and integer column types."""
+    return f"""
+CREATE TABLE IF NOT EXISTS galtea_outbox (
+    custom_id {id_type} NOT NULL, version {id_type} NOT NULL, seq {int_type} NOT NULL, state TEXT NOT NULL,
+    attempts INTEGER NOT NULL, next_attempt_ns {int_type} NOT NULL, enqueued_ns {int_type} NOT NULL,
+    last_error TEXT,
+    PRIMARY KEY (custom_id, version)
+);
+CREATE INDEX IF NOT EXISTS galtea_outbox_due ON galtea_outbox (state, next_attempt_ns);
+CREATE TABLE IF NOT EXISTS galtea_sync_sessions (
+    custom_id {id_type} NOT NULL, version {id_type} NOT NULL, platform_id TEXT, version_id TEXT, status TEXT,
+    fingerprint TEXT, synced_updated_ns {int_type}, updated_ns {int_type} NOT NULL,
+    PRIMARY KEY (custom_id, version)
+);
+CREATE TABLE IF NOT EXISTS galtea_sync_turns (
+    custom_id {id_type} NOT NULL, version {id_type} NOT NULL, turn_id {id_type} NOT NULL,
+    platform_id TEXT NOT NULL, spans_sent TEXT NOT NULL,
+    PRIMARY KEY (custom_id, version, turn_id)
+);
+"""
+
+
+# Statements written with ``?`` placeholders; the PostgreSQL store swaps them for ``%s``.
+ENQUEUE = (
+    "INSERT INTO galtea_outbox (custom_id, version, seq, state, attempts, next_attempt_ns, enqueued_ns, last_error)"
+    " VALUES (?, ?, 1, 'pending', 0, ?, ?, NULL)"
+    " ON CONFLICT (custom_id, version) DO UPDATE SET seq = galtea_outbox.seq + 1,"
+    " enqueued_ns = excluded.enqueued_ns,"
+    " next_attempt_ns = CASE WHEN galtea_outbox.state = 'parked' THEN excluded.next_attempt_ns"
+    " ELSE galtea_outbox.next_attempt_ns END,"
+    " attempts = CASE WHEN galtea_outbox.state = 'parked' THEN 0 ELSE galtea_outbox.attempts END,"
+    " state = 'pending'"
+)
+# Sessions never sent, or changed since they were last sent, that are not in the outbox yet (parked stay parked).
+BACKFILL = (
+    "INSERT INTO galtea_outbox (custom_id, version, seq, state, attempts, next_attempt_ns, enqueued_ns, last_error)"
+    " SELECT s.custom_id, s.version, 1, 'pending', 0, ?, ?, NULL FROM sessions s"
+    " LEFT JOIN galtea_sync_sessions g ON g.custom_id = s.custom_id AND g.version = s.version"
+    " WHERE g.synced_updated_ns IS NULL OR g.synced_updated_ns < s.updated_ns"
+    " ON CONFLICT (custom_id, version) DO NOTHING"
+)
+DUE = (
+    "SELECT custom_id, version, seq, attempts FROM galtea_outbox WHERE state = 'pending' AND next_attempt_ns <= ?"
+    " ORDER BY next_attempt_ns, enqueued_ns, custom_id, version LIMIT ?"
+)
+LEASE = "UPDATE galtea_outbox SET next_attempt_ns = ? WHERE custom_id = ? AND version = ? AND seq = ?"
+DONE = "DELETE FROM galtea_outbox WHERE custom_id = ? AND version = ? AND seq = ?"
+# Something changed while it was being sent: due again at once.
+AGAIN = (
+    "UPDATE galtea_outbox SET next_attempt_ns = ?, attempts = 0, last_error = NULL"
+    " WHERE custom_id = ? AND version = ?"
+)
+DEFER = (
+    "UPDATE galtea_outbox SET next_attempt_ns = ?, attempts = attempts + 1, last_error = ?"
+    " WHERE custom_id = ? AND version = ? AND state = 'pending'"
+)
+PARK = "UPDATE galtea_outbox SET state = 'parked', last_error = ? WHERE custom_id = ? AND version = ? AND seq = ?"
+SYNCED = "UPDATE galtea_sync_sessions SET synced_updated_ns = ? WHERE custom_id = ? AND version = ?"
+SESSION_STATE = (
+    "SELECT g.platform_id, g.version_id, g.status, g.fingerprint, s.updated_ns FROM sessions s"
+    " LEFT JOIN galtea_sync_sessions g ON g.custom_id = s.custom_id AND g.version = s.version"
+    " WHERE s.custom_id = ? AND s.version = ?"
+)
+TURNS_STATE = "SELECT turn_id, platform_id, spans_sent FROM galtea_sync_turns WHERE custom_id = ? AND version = ?"
+SAVE_SESSION = (
+    "INSERT INTO galtea_sync_sessions (custom_id, version, platform_id, version_id, status, fingerprint,"
+    " synced_updated_ns, updated_ns) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)"
+    " ON CONFLICT (custom_id, version) DO UPDATE SET platform_id = excluded.platform_id,"
+    " version_id = excluded.version_id, status = excluded.status, fingerprint = excluded.fingerprint,"
+    " updated_ns = excluded.updated_ns"
+)
+SAVE_TURN = (
+    "INSERT INTO galtea_sync_turns (custom_id, version, turn_id, platform_id, spans_sent) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (custom_id, version, turn_id) DO UPDATE SET platform_id = excluded.platform_id,"
+    " spans_sent = excluded.spans_sent"
+)
+COUNTS = "SELECT state, count(*) FROM galtea_outbox GROUP BY state"
+SYNCED_COUNT = "SELECT count(*) FROM galtea_sync_sessions WHERE platform_id IS NOT NULL"
+PARKED = (
+    "SELECT custom_id, version, attempts, last_error, enqueued_ns FROM galtea_outbox WHERE state = 'parked'"
+    " ORDER BY enqueued_ns DESC, custom_id, version LIMIT ?"
+)
+REQUEUE_PARKED = "UPDATE galtea_outbox SET state = 'pending', attempts = 0, next_attempt_ns = ? WHERE state = 'parked'"
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A claimed outbox row: the session to reconcile, and ``seq`` as it was when claimed."""
+
+    key: Key
+    seq: int
+    attempts: int
+
+
+@dataclass
+class TurnState:
+    platform_id: str
+    spans_sent: set[str] = field(default_factory=set)
+
+
+@dataclass
+class SyncState:
+    """What the platform is known to hold for one session (empty when nothing was sent yet)."""
+
+    session_updated_ns: int
+    platform_id: str | None = None
+    version_id: str | None = None
+    status: str | None = None
+    fingerprint: str | None = None
+    turns: dict[str, TurnState] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ParkedItem:
+    key: Key
+    attempts: int
+    error: str | None
+    enqueued_ns: int
+
+
+@dataclass(frozen=True)
+class SyncOverview:
+    pending: int
+    parked: int
+    synced_sessions: int
+    parked_items: list[ParkedItem]

@@ -1,0 +1,265 @@
+"""Reconcile one session with the Galtea platform: send what it lacks, never anything twice.
+
+:meth:`GalteaSink.sync_session` reads the session's full record from the store and what the platform is known to
+hold (``Store.sync_state``), then:
+
+1. the session: its remembered platform id, else the one found by custom id within its version
+   (``GET sessions?customIds[]=..&versionIds[]=..``), else ``POST sessions``; the id is stored at once;
+2. its turns, in order: a turn with a remembered id is skipped; when some are unknown and the session existed
+   before this pass, the platform's turns of the session are listed and a turn already there (a creation whose
+   answer was lost) is adopted instead of created; every id is stored as soon as it is known;
+3. the non-LLM spans of each turn, by ``traces/batch`` with their own ids (``trace_<span id>``); for a turn not
+   created in this pass, the spans the platform already holds are listed first and skipped;
+4. the status: COMPLETED / FAILED with ``PATCH sessions/{id}/finish`` (FAILED carries the error), back to PENDING
+   (reopened) with ``PATCH sessions/{id}``; changed context or metadata with ``PATCH sessions/{id}``.
+
+Spans outside any turn have no place on the platform (a Galtea span belongs to a turn) and are not sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from galtea_otel.pipeline import read_session
+from galtea_otel.records import SessionDetail
+from galtea_otel.store.base import Key, Store
+from galtea_otel.sync import payloads
+from galtea_otel.sync.client import GalteaHttp, Refused
+from galtea_otel.sync.config import VERSION_FACT, GalteaSyncConfig
+from galtea_otel.sync.schema import SyncState, TurnState
+
+log = logging.getLogger("galtea_otel.sync")
+PAGE = 1000
+
+
+@dataclass
+class Outcome:
+    """What one pass over a session did. ``already_there``: nothing needed sending."""
+
+    sessions_created: int = 0
+    sessions_found: int = 0
+    turns_created: int = 0
+    turns_found: int = 0
+    spans_created: int = 0
+    spans_found: int = 0
+    status_updates: int = 0
+    rejected_spans: list[str] = field(default_factory=list)
+
+    @property
+    def sent(self) -> int:
+        return self.sessions_created + self.turns_created + self.spans_created + self.status_updates
+
+    @property
+    def already_there(self) -> bool:
+        return self.sent == 0
+
+    def add(self, other: Outcome) -> None:
+        for name in ("sessions_created", "sessions_found", "turns_created", "turns_found", "spans_created",
+                     "spans_found", "status_updates"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.rejected_spans += other.rejected_spans
+
+
+class VersionResolver:
+    """Version string -> platform version id, as configured (:class:`galtea_otel.sync.config.VersionMapping`)."""
+
+    def __init__(self, config: GalteaSyncConfig, http: GalteaHttp) -> None:
+        self.mapping = config.versions
+        self.http = http
+        self._cache: dict[str, str] = {}
+
+    def resolve(self, version: str) -> str:
+        found = self.mapping.version_ids.get(version) or self._cache.get(version)
+        if found:
+            return found
+        if self.mapping.product_id is None:
+            star = self.mapping.version_ids.get("*")
+            if star:
+                return star
+            raise Refused(0, f"version {version!r} has no Galtea version id: add it to the version map "
+                             "(GALTEA_VERSION_MAP) or name a product (GALTEA_PRODUCT_ID)")
+        product = self.mapping.product_id
+        rows = self.http.get("versions", params=[("productIds[]", product), ("names[]", version)])
+        matches = [r for r in rows or [] if isinstance(r, dict) and r.get("id")]
+        if len(matches) > 1:
+            raise Refused(0, f"{len(matches)} versions of product {product} are named {version!r}: "
+                             "map it to one in GALTEA_VERSION_MAP")
+        if matches:
+            found = str(matches[0]["id"])
+        elif self.mapping.version_ids.get("*"):
+            found = self.mapping.version_ids["*"]
+        elif self.mapping.create_versions:
+            created = self.http.post("versions/get-or-create",
+                                     {"productId": product, "facts": {VERSION_FACT: version}, "name": version})
+            found = str(created["id"])
+        else:
+            raise Refused(0, f"product {product} has no version named {version!r}: create it on the platform, "
+                             "map it in GALTEA_VERSION_MAP, or set GALTEA_CREATE_VERSIONS=1")
+        self._cache[version] = found
+        return found
+
+
+class GalteaSink:
+    def __init__(self, store: Store, config: GalteaSyncConfig, http: GalteaHttp) -> None:
+        self.store = store
+        self.config = config
+        self.http = http
+        self.versions = VersionResolver(config, http)
+
+    def sync_session(self, key: Key) -> tuple[Outcome, int | None]:
+        """Send what the platform lacks of this session. Returns what was done and the session's
+        ``updated_ns`` as read (None: the session is gone from the store, nothing to do)."""
+        outcome = Outcome()
+        state = self.store.sync_state(key)
+        if state is None:
+            return outcome, None
+        detail = read_session(self.store, key)
+        if detail is None:
+            return outcome, None
+        fresh = self._session(key, detail, state, outcome)
+        assert state.platform_id is not None
+        fresh_turns = self._turns(key, detail, state, fresh, outcome)
+        self._spans(key, detail, state, fresh_turns, outcome)
+        self._status(key, detail, state, outcome)
+        return outcome, state.session_updated_ns
+
+    # --- steps ----------------------------------------------------------------------------------------------
+
+    def _save_session(self, key: Key, state: SyncState) -> None:
+        self.store.sync_save_session(key, state.platform_id, state.version_id, state.status, state.fingerprint)
+
+    def _session(self, key: Key, detail: SessionDetail, state: SyncState, outcome: Outcome) -> bool:
+        """Make sure the platform holds the session; True when it was created in this pass."""
+        if state.platform_id is not None:
+            return False
+        version_id = state.version_id or self.versions.resolve(detail.version)
+        state.version_id = version_id
+        found = self._find_session(detail.custom_id, version_id)
+        if found is not None:
+            state.platform_id = str(found["id"])
+            state.status = str(found.get("status") or "PENDING").upper()
+            state.fingerprint = None  # unknown: sent again (a PATCH) if it differs
+            outcome.sessions_found += 1
+            self._save_session(key, state)
+            return False
+        created = self.http.post("sessions", payloads.create_session(detail, version_id))
+        state.platform_id = str(created["id"])
+        state.status = str(created.get("status") or "PENDING").upper()
+        state.fingerprint = payloads.fingerprint(detail)
+        outcome.sessions_created += 1
+        self._save_session(key, state)
+        return True
+
+    def _find_session(self, custom_id: str, version_id: str) -> dict[str, Any] | None:
+        rows = self.http.get("sessions", params=[("customIds[]", custom_id), ("versionIds[]", version_id)])
+        matches = [r for r in rows or [] if isinstance(r, dict) and r.get("customId") == custom_id and r.get("id")]
+        return matches[0] if matches else None
+
+    def _turns(self, key: Key, detail: SessionDetail, state: SyncState, fresh: bool, outcome: Outcome) -> set[str]:
+        """Make sure the platform holds every turn; returns the turn keys created in this pass."""
+        assert state.platform_id is not None
+        missing = [t for t in detail.inference_results if payloads.turn_key(t) not in state.turns]
+        created: set[str] = set()
+        if not missing:
+            return created
+        remote: list[dict[str, Any]] = []
+        if not fresh:
+            known = {t.platform_id for t in state.turns.values()}
+            remote = [r for r in self._list("inferenceResults", "sessionIds[]", state.platform_id)
+                      if r.get("id") not in known]
+        for turn in missing:
+            body = payloads.create_turn(turn, state.platform_id)
+            match = next((r for r in remote if payloads.same_turn(r, body)), None)
+            if match is not None:
+                remote.remove(match)
+                platform_id = str(match["id"])
+                outcome.turns_found += 1
+            else:
+                platform_id = str(self.http.post("inferenceResults", body)["id"])
+                created.add(payloads.turn_key(turn))
+                outcome.turns_created += 1
+                if state.status in ("COMPLETED", "FAILED"):
+                    state.status = "PENDING"  # a turn for a closed session reopens it (the platform's default)
+                    self._save_session(key, state)
+            state.turns[payloads.turn_key(turn)] = TurnState(platform_id)
+            self.store.sync_save_turn(key, payloads.turn_key(turn), platform_id, [])
+        return created
+
+    def _list(self, path: str, filter_name: str, value: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        offset = 0
+        while True:
+            page = self.http.get(path, params=[(filter_name, value), ("limit", str(PAGE)), ("offset", str(offset))])
+            rows = [r for r in page or [] if isinstance(r, dict)]
+            found += rows
+            if len(rows) < PAGE:
+                return found
+            offset += PAGE
+
+    def _spans(self, key: Key, detail: SessionDetail, state: SyncState, fresh_turns: set[str],
+               outcome: Outcome) -> None:
+        for turn in detail.inference_results:
+            tkey = payloads.turn_key(turn)
+            tstate = state.turns[tkey]
+            bodies = [b for b in payloads.turn_spans(turn, tstate.platform_id) if b["id"] not in tstate.spans_sent]
+            if not bodies:
+                continue
+            if tkey not in fresh_turns:  # an earlier pass may have created some whose answer was lost
+                there = {str(r.get("id")) for r in self._list("traces", "inferenceResultIds[]", tstate.platform_id)}
+                already = [b for b in bodies if b["id"] in there]
+                if already:
+                    outcome.spans_found += len(already)
+                    tstate.spans_sent.update(b["id"] for b in already)
+                    self.store.sync_save_turn(key, tkey, tstate.platform_id, tstate.spans_sent)
+                bodies = [b for b in bodies if b["id"] not in there]
+            size = self.config.span_batch_size
+            for start in range(0, len(bodies), size):
+                chunk = bodies[start:start + size]
+                reply = self.http.post("traces/batch", {"traces": chunk}, params={"includeRejected": "true"})
+                created, rejected = _read_batch(reply, chunk)
+                outcome.spans_created += len(created)
+                outcome.rejected_spans += rejected
+                # A refused span is not sent again by later passes (it would be refused again); it is reported.
+                tstate.spans_sent.update(b["id"] for b in chunk)
+                self.store.sync_save_turn(key, tkey, tstate.platform_id, tstate.spans_sent)
+
+    def _status(self, key: Key, detail: SessionDetail, state: SyncState, outcome: Outcome) -> None:
+        sid = state.platform_id
+        changed = payloads.fingerprint(detail)
+        if state.fingerprint != changed:
+            self.http.patch(f"sessions/{sid}", payloads.update_session(detail))
+            state.fingerprint = changed
+            outcome.status_updates += 1
+            self._save_session(key, state)
+        if detail.status == state.status:
+            return
+        if detail.status in ("COMPLETED", "FAILED"):
+            self.http.patch(f"sessions/{sid}/finish", payloads.finish_session(detail, self.config.stopping_reason))
+        else:
+            self.http.patch(f"sessions/{sid}", payloads.update_session(detail, status="PENDING"))
+        state.status = detail.status
+        outcome.status_updates += 1
+        self._save_session(key, state)
+
+
+def _read_batch(reply: Any, sent: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """(created spans, one line per refused span) of a ``traces/batch`` answer, in either of its shapes."""
+    if isinstance(reply, list):
+        return reply, []
+    if not isinstance(reply, dict):
+        return [], [f"unreadable traces/batch answer ({type(reply).__name__})"]
+    created = [s for s in reply.get("spans") or [] if isinstance(s, dict)]
+    partial = reply.get("partialSuccess")
+    rejected: list[str] = []
+    if isinstance(partial, dict):
+        for error in partial.get("errors") or []:
+            if isinstance(error, dict):
+                index = error.get("index")
+                name = sent[index]["id"] if isinstance(index, int) and 0 <= index < len(sent) else error.get("name")
+                rejected.append(f"span {name}: {error.get('reason')}")
+        count = partial.get("rejectedSpans")
+        if isinstance(count, int) and count > len(rejected):
+            rejected.append(f"{count - len(rejected)} more spans refused")
+    return created, rejected
