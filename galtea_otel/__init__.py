@@ -28,6 +28,7 @@ from galtea_otel.instrument.session import ActiveSession, continue_session, end_
 from galtea_otel.instrument.testcases import get_test_case, register_test_cases
 
 if TYPE_CHECKING:
+    from galtea_otel import redact
     from galtea_otel.records import InferenceResult, Session, SessionDetail, SpanRecord, TestCase
     from galtea_otel.settings import PipelineSettings
 
@@ -58,6 +59,7 @@ __all__ = [
     "in_context",
     "inference",
     "record_usage",
+    "redact",
     "register_test_cases",
     "session",
     "shutdown",
@@ -76,6 +78,10 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "redact":  # the submodule galtea_otel.redact (secrets(), chain()), imported on first use
+        import importlib
+
+        return importlib.import_module("galtea_otel.redact")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'galtea_otel' has no attribute {name!r}")

@@ -9,6 +9,8 @@ Environment variables (a ``configure()`` argument wins over its variable):
 - ``GALTEA_OTEL_CAPTURE_CONTENT``: ``false`` / ``0`` / ``no`` / ``off`` stops capturing inputs and outputs.
 - ``GALTEA_OTEL_MAX_VALUE_BYTES``: the size limit of one captured value (default 65536).
 - ``GALTEA_OTEL_STORE``: the store the default exporter writes to (read by the exporter).
+- ``GALTEA_OTEL_REDACT_SECRETS``: ``true`` / ``1`` / ``yes`` / ``on`` masks common secrets (see
+  :mod:`galtea_otel.redact`) in everything galtea-otel records.
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import trace
 
-from galtea_otel.instrument.processor import GalteaSpanProcessor
+from galtea_otel.instrument.processor import (
+    DEFAULT_MAX_EXPORT_BATCH_SIZE,
+    DEFAULT_MAX_QUEUE_SIZE,
+    BatchExport,
+    GalteaSpanProcessor,
+)
 from galtea_otel.stats import incr, internal_error
 
 if TYPE_CHECKING:
@@ -35,6 +42,7 @@ if TYPE_CHECKING:
 
     from galtea_otel.settings import PipelineSettings
     from galtea_otel.store.base import Store
+    from galtea_otel.sync.config import GalteaSyncConfig
 
 __all__ = ["VERSION", "Config", "configure", "current", "flush", "shutdown"]
 
@@ -42,10 +50,14 @@ VERSION = "0.1.0"
 TRACER_NAME = "galtea_otel"
 DEFAULT_MAX_VALUE_BYTES = 64 * 1024
 MIN_MAX_VALUE_BYTES = 256
-EXIT_TIMEOUT_S = 5.0
+EXIT_TIMEOUT_S = 4.0  # the most shutdown() (and so the interpreter's exit) waits for the export of queued spans
+_MARGIN_S = 0.5  # _bounded() waits this much beyond a flush / shutdown that bounds itself: it answers first
+ENV_BSP_MAX_QUEUE_SIZE = "OTEL_BSP_MAX_QUEUE_SIZE"  # the SDK's BatchSpanProcessor variables, honoured by ours
+ENV_BSP_MAX_EXPORT_BATCH_SIZE = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
 
 ENV_CAPTURE_CONTENT = "GALTEA_OTEL_CAPTURE_CONTENT"
 ENV_MAX_VALUE_BYTES = "GALTEA_OTEL_MAX_VALUE_BYTES"
+ENV_REDACT_SECRETS = "GALTEA_OTEL_REDACT_SECRETS"
 
 Redactor = Callable[[str], str]
 logger = logging.getLogger("galtea_otel")
@@ -60,6 +72,7 @@ class Config:
     redact: Redactor | None = None
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     provider: Any = None  # the SDK TracerProvider configure() attached to; None before configure()
+    redact_secrets: bool = False  # the built-in maskers are part of ``redact`` (chained before the user's hook)
 
     @property
     def configured(self) -> bool:
@@ -69,6 +82,46 @@ class Config:
 def _env_capture() -> bool:
     raw = os.environ.get(ENV_CAPTURE_CONTENT, "").strip().lower()
     return raw not in ("false", "0", "no", "off")
+
+
+def _env_redact_secrets() -> bool:
+    raw = os.environ.get(ENV_REDACT_SECRETS, "").strip().lower()
+    return raw in ("true", "1", "yes", "on")
+
+
+def _check_store_url(store: object) -> None:
+    """Refuse, at ``configure()`` time, a store the export thread could never open: a wrong URL scheme, a missing
+    folder, a file that is not SQLite. (A foreign or newer SQLite file is found when the export thread opens
+    the store: it logs one error and counts the lost spans in ``galtea_otel.stats()``.)"""
+    from galtea_otel.store import SCHEMES, default_store_url
+
+    if store is None:
+        store = default_store_url()
+    elif not isinstance(store, str):
+        if not hasattr(store, "transaction"):
+            raise TypeError(f"configure(store=...) must be a store URL or a Store, not {type(store).__name__}")
+        return
+    scheme, sep, _ = store.partition("://")
+    if sep and scheme not in SCHEMES:
+        raise ValueError(f"configure(store={store!r}): unknown store URL scheme {scheme!r}; use one of "
+                         f"{', '.join(s + '://' for s in SCHEMES)} (or a bare SQLite file path)")
+    if sep and scheme != "sqlite":
+        return
+    from galtea_otel.store.sqlite import path_from_url
+
+    path = path_from_url(store.partition("?")[0])
+    if not path.parent.is_dir():
+        raise ValueError(f"configure(store={store!r}): the folder {path.parent} does not exist")
+    try:
+        with path.open("rb") as file:
+            header = file.read(16)
+    except FileNotFoundError:
+        return  # created on first export
+    except OSError as exc:
+        raise ValueError(f"configure(store={store!r}): cannot read {path}: {exc}") from None
+    if header and header != b"SQLite format 3\x00":
+        raise ValueError(f"configure(store={store!r}): {path} is not a SQLite database; give galtea-otel a file "
+                         "of its own (or a new path)")
 
 
 def _env_max_bytes() -> int:
@@ -108,16 +161,20 @@ def configure(
     exporter: SpanExporter | None = None,
     capture_content: bool | None = None,
     redact: Redactor | None = None,
+    redact_secrets: bool | None = None,
     max_value_bytes: int | None = None,
     test_cases: str | PathLike[str] | Iterable[Mapping[str, Any]] | None = None,
     settings: PipelineSettings | None = None,
     schedule_delay_millis: int = 1000,
+    max_queue_size: int | None = None,
+    galtea: bool | GalteaSyncConfig | None = None,
 ) -> TracerProvider:
     """Attach galtea-otel to a TracerProvider and start exporting session records. Returns that provider.
 
     - Provider: ``tracer_provider`` if given, else the global one when it is an SDK provider; only when none
       is set globally does it create one and set it globally. It never replaces a provider.
-    - It registers one span processor per provider (session stamping + a ``BatchSpanProcessor``). Calling it
+    - It registers one span processor per provider (session stamping + a bounded export queue, see
+      :class:`~galtea_otel.instrument.processor.BatchExport`). Calling it
       again is safe: the export part is swapped (the previous one is flushed and shut down), nothing is added
       twice. Each call sets the whole configuration: an argument left ``None`` takes its environment value
       or default.
@@ -126,20 +183,60 @@ def configure(
       ``sqlite:///./galtea_sessions.db``) with the pipeline ``settings``. The store is opened in the export
       thread.
     - ``capture_content=False`` stops capturing inputs and outputs everywhere; ``redact`` is applied to every
-      captured JSON text (inputs, outputs, session metadata) before it is set on a span; ``max_value_bytes``
+      captured JSON text (inputs, outputs, session metadata) before it is set on a span, and to the plain texts
+      galtea-otel records (error messages and exception events, the session context); ``max_value_bytes``
       limits one captured value (truncated into valid JSON beyond it).
+    - ``redact_secrets=True`` (default ``$GALTEA_OTEL_REDACT_SECRETS``) masks common secrets (API keys, bearer
+      tokens, JWTs, card numbers, e-mail addresses: :func:`galtea_otel.redact.secrets`) in all of these, before
+      ``redact``, and in the default exporter before storage (so spans of other instrumentations are masked too).
+    - ``store``: a URL with an unknown scheme, a missing folder or a file that is not SQLite raises
+      ``ValueError`` here; a store that fails later (a foreign SQLite file, a database down) fails in the export
+      thread: one error is logged and the lost spans are counted (``galtea_otel.stats()["spans_lost"]``).
     - ``test_cases``: registered as by ``register_test_cases()``.
+    - ``galtea``: also send the sessions to the Galtea platform (``pip install 'galtea-otel[galtea]'``):
+      ``True`` configures it from the environment (``GALTEA_API_KEY`` or ``GALTEA_API_KEY_FILE``,
+      ``GALTEA_API_URL``, ``GALTEA_PRODUCT_ID`` / ``GALTEA_VERSION_MAP``), or pass a
+      ``galtea_otel.sync.config.GalteaSyncConfig``. Sessions go through a durable outbox in the store, written in
+      the same transaction as the records; a background thread sends them (never the application's thread).
+    - ``max_queue_size`` (default ``$OTEL_BSP_MAX_QUEUE_SIZE``, else 2048): spans waiting for export; when
+      full, further spans are dropped and counted (``galtea_otel.stats()["spans_dropped"]``, a warning at most
+      every 10 s). Spans are exported every ``schedule_delay_millis`` or as soon as a batch
+      (``$OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, else 512) is full, on one background thread.
     """
     global _config, _atexit_registered
     if exporter is not None and (store is not None or settings is not None):
         raise ValueError("configure(): pass either exporter= or store= / settings= (default exporter)")
+    sync_config = None
+    if galtea:
+        if exporter is not None:
+            raise ValueError("configure(): galtea= needs the default exporter (it sends what the store holds)")
+        from galtea_otel.sync.config import GalteaSyncConfig
+
+        sync_config = galtea if isinstance(galtea, GalteaSyncConfig) else GalteaSyncConfig.from_env()
     if redact is not None and not callable(redact):
         raise TypeError("configure(redact=...) must be a callable taking and returning a str")
+    if redact_secrets is not None and not isinstance(redact_secrets, bool):
+        raise TypeError(f"configure(redact_secrets=...) must be True or False, not {redact_secrets!r}")
+    if capture_content is not None and not isinstance(capture_content, bool):
+        raise TypeError(f"configure(capture_content=...) must be True or False, not {capture_content!r}")
+    if exporter is None:
+        _check_store_url(store)
+    mask_secrets = _env_redact_secrets() if redact_secrets is None else redact_secrets
+    builtin = None
+    if mask_secrets:
+        from galtea_otel.redact import chain, secrets
+
+        builtin = secrets()
+        redact = chain(builtin, redact)
     if max_value_bytes is not None and (
         isinstance(max_value_bytes, bool) or not isinstance(max_value_bytes, int)
         or max_value_bytes < MIN_MAX_VALUE_BYTES
     ):
         raise ValueError(f"configure(max_value_bytes=...) must be an integer >= {MIN_MAX_VALUE_BYTES}")
+    if max_queue_size is not None and (
+        isinstance(max_queue_size, bool) or not isinstance(max_queue_size, int) or max_queue_size < 1
+    ):
+        raise ValueError("configure(max_queue_size=...) must be a positive integer")
     if test_cases is not None:
         from galtea_otel.instrument.testcases import register_test_cases
 
@@ -147,26 +244,28 @@ def configure(
 
     with _lock:
         provider = _resolve_provider(tracer_provider)
-        if exporter is None:
+        if exporter is None and sync_config is not None:
+            from galtea_otel.sync.exporter import SyncingSessionExporter
+
+            exporter = SyncingSessionExporter(store=store, settings=settings, galtea=sync_config, redact=builtin)
+        elif exporter is None:
             from galtea_otel.export.exporter import SessionExporter
 
-            exporter = SessionExporter(store=store, settings=settings)
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
+            exporter = SessionExporter(store=store, settings=settings, redact=builtin)
         previous = _config.provider
         if previous is not None and previous is not provider and previous in _processors:
-            _bounded(_processors[previous].shutdown, EXIT_TIMEOUT_S, "configure.detach_previous")
+            _bounded(_processors[previous].shutdown, EXIT_TIMEOUT_S + _MARGIN_S, "configure.detach_previous")
         processor = _processors.get(provider)
         if processor is None:
-            export = BatchSpanProcessor(exporter, schedule_delay_millis=schedule_delay_millis)
+            export = _export_processor(exporter, schedule_delay_millis, max_queue_size)
             processor = GalteaSpanProcessor(export, exporter)
             provider.add_span_processor(processor)
             _processors[provider] = processor
         elif processor.exporter is not exporter or processor.export is None:
-            export = BatchSpanProcessor(exporter, schedule_delay_millis=schedule_delay_millis)
+            export = _export_processor(exporter, schedule_delay_millis, max_queue_size)
             old = processor.swap_export(export, exporter)
             if old is not None:  # shutting it down flushes it and shuts its exporter down
-                _bounded(old.shutdown, EXIT_TIMEOUT_S, "configure.replace_export")
+                _bounded(old.shutdown, EXIT_TIMEOUT_S + _MARGIN_S, "configure.replace_export")
         # else: the same exporter again: keep its running export processor
 
         limit = max_value_bytes if max_value_bytes is not None else _env_max_bytes()
@@ -179,11 +278,38 @@ def configure(
             redact=redact,
             max_value_bytes=limit,
             provider=provider,
+            redact_secrets=mask_secrets,
         )
         if not _atexit_registered:
             atexit.register(_at_exit)
             _atexit_registered = True
     return cast("TracerProvider", provider)
+
+
+def _env_positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        logger.warning("galtea-otel: ignoring %s=%r (a positive integer)", name, raw)
+        return default
+    return value
+
+
+def _export_processor(exporter: SpanExporter, schedule_delay_millis: int, max_queue_size: int | None) -> BatchExport:
+    queue = max_queue_size if max_queue_size is not None else _env_positive_int(
+        ENV_BSP_MAX_QUEUE_SIZE, DEFAULT_MAX_QUEUE_SIZE)
+    return BatchExport(
+        exporter,
+        max_queue_size=queue,
+        max_export_batch_size=_env_positive_int(ENV_BSP_MAX_EXPORT_BATCH_SIZE, DEFAULT_MAX_EXPORT_BATCH_SIZE),
+        schedule_delay_millis=schedule_delay_millis,
+        shutdown_timeout_s=EXIT_TIMEOUT_S,
+    )
 
 
 def _resolve_provider(given: Any) -> Any:
@@ -250,12 +376,14 @@ def flush(timeout_s: float = 5.0) -> bool:
     processor = _active_processor()
     if processor is None:
         return True
-    return _bounded(lambda: processor.force_flush(int(timeout_s * 1000)), timeout_s, "flush")
+    return _bounded(lambda: processor.force_flush(int(timeout_s * 1000)), timeout_s + _MARGIN_S, "flush")
 
 
 def shutdown(timeout_s: float = EXIT_TIMEOUT_S) -> bool:
-    """Flush and stop exporting (at most ``timeout_s``). The application's TracerProvider is left running;
-    spans are still stamped, and a later ``configure()`` starts exporting again."""
+    """Flush and stop exporting (at most ``timeout_s``; spans still queued then are dropped and counted, and
+    the exporter is shut down, which stops its retries). The application's TracerProvider is left running;
+    spans are still stamped, and a later ``configure()`` starts exporting again. At exit it runs with
+    ``EXIT_TIMEOUT_S``."""
     processor = _active_processor()
     if processor is None:
         return True
@@ -264,11 +392,13 @@ def shutdown(timeout_s: float = EXIT_TIMEOUT_S) -> bool:
         return True
 
     def stop() -> bool:
+        if isinstance(export, BatchExport):  # bounds itself, and interrupts the exporter when out of time
+            return export.shutdown(timeout_s)
         flushed = bool(export.force_flush(int(timeout_s * 1000)))
         export.shutdown()
         return flushed
 
-    return _bounded(stop, timeout_s, "shutdown")
+    return _bounded(stop, timeout_s + _MARGIN_S, "shutdown")
 
 
 def _at_exit() -> None:

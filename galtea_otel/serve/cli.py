@@ -86,6 +86,20 @@ from galtea_otel.serve.options import DEFAULT_GRPC, DEFAULT_HTTP, DEFAULT_MAX_BO
     default=None,
     help="How long spans wait for their trace's session key [default: 300].",
 )
+@click.option(
+    "--galtea-sync",
+    is_flag=True,
+    help="Also send the sessions to the Galtea platform, from a durable outbox in the store (needs "
+    "pip install 'galtea-otel[galtea]'; configured by GALTEA_API_KEY or GALTEA_API_KEY_FILE, GALTEA_API_URL, "
+    "GALTEA_PRODUCT_ID / GALTEA_VERSION_MAP).",
+)
+@click.option(
+    "--redact-secrets",
+    is_flag=True,
+    envvar="GALTEA_OTEL_REDACT_SECRETS",
+    help="Mask common secrets (API keys, bearer tokens, JWTs, card numbers, e-mail addresses) in what is "
+    "stored, for telemetry that arrives unmasked [env: GALTEA_OTEL_REDACT_SECRETS].",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -100,6 +114,8 @@ def serve(
     idle_close: float | None,
     turns: str | None,
     hold_seconds: float | None,
+    galtea_sync: bool,
+    redact_secrets: bool,
 ) -> None:
     import dataclasses
 
@@ -128,13 +144,24 @@ def serve(
             max_body_bytes=max_body_bytes,
             max_inflight=max_inflight,
             settings=dataclasses.replace(PipelineSettings(), **overrides),  # type: ignore[arg-type]
+            redact_secrets=redact_secrets,
         )
         options.check()
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    galtea = None
+    if galtea_sync:
+        try:
+            from galtea_otel.sync.config import GalteaSyncConfig, SyncConfigError
+        except ImportError as exc:  # pragma: no cover - the extra is not installed
+            raise click.ClickException(f"--galtea-sync needs pip install 'galtea-otel[galtea]' ({exc})") from None
+        try:
+            galtea = GalteaSyncConfig.from_env()
+        except SyncConfigError as exc:
+            raise click.UsageError(f"--galtea-sync: {exc}") from None
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run_server(options)
+        run_server(options, galtea=galtea)
     except OSError as exc:  # typically: the address is already in use
         raise click.ClickException(f"cannot start the receiver: {exc}") from None

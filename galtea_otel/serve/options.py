@@ -75,7 +75,14 @@ class ServeOptions:
     - ``max_body_bytes``: the largest request body, measured after decompression (413 / RESOURCE_EXHAUSTED).
     - ``max_inflight``: requests decoded and ingested at once, per protocol; up to ``max_queued`` more wait
       at most ``queue_timeout`` seconds (holding no body), then get 503 + ``Retry-After`` (gRPC UNAVAILABLE).
+      Memory on OTLP/HTTP is therefore bounded, however slow the store: at most ``max_inflight`` bodies are
+      held (each up to ``max_body_bytes`` on the wire plus ``max_body_bytes`` inflated, and its decoded
+      spans); a queued request holds only what uvicorn buffers per connection (about 64 KiB). On gRPC,
+      grpcio holds the whole message of every admitted RPC, waiting ones included: up to
+      ``(max_inflight + max_queued) x max_body_bytes``.
     - ``token``: when set, every request needs ``Authorization: Bearer <token>``.
+    - ``redact_secrets``: mask common secrets (:func:`galtea_otel.redact.secrets`) in what is stored, for
+      telemetry that arrives unmasked (applied when the receiver builds its own pipeline).
     """
 
     store_url: str | None = None  # None: galtea_otel.store.default_store_url()
@@ -91,6 +98,7 @@ class ServeOptions:
     sweep_interval: float = 30.0
     shutdown_grace: float = 30.0
     settings: PipelineSettings = field(default_factory=PipelineSettings)
+    redact_secrets: bool = False
 
     def check(self) -> list[str]:
         """Refuse what is unsafe or impossible; return warnings to log loudly."""

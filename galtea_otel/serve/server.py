@@ -66,9 +66,11 @@ class Receiver:
     (then the receiver owns and closes the store). After :attr:`ready` is set, :attr:`http_address` and
     :attr:`grpc_address` are the bound addresses (the real ports when 0 was asked)."""
 
-    def __init__(self, options: ServeOptions, pipeline: Ingests | None = None) -> None:
+    def __init__(self, options: ServeOptions, pipeline: Ingests | None = None, *, galtea: Any = None) -> None:
         self.options = options
         self.pipeline = pipeline
+        self.galtea = galtea  # a galtea_otel.sync.config.GalteaSyncConfig: run the Galtea sync worker too
+        self.sync_worker: Any = None
         self.ready = threading.Event()
         self.http_address: Address | None = None
         self.grpc_address: Address | None = None
@@ -107,9 +109,13 @@ class Receiver:
         owned_store = None
         pipeline = self.pipeline
         if pipeline is None:
-            pipeline, owned_store = _open_pipeline(options)
+            pipeline, owned_store = _open_pipeline(options, sync=self.galtea is not None)
             self.pipeline = pipeline
         sweeper = Sweeper(pipeline, options.sweep_interval)
+        if self.galtea is not None:
+            from galtea_otel.sync.worker import SyncWorker
+
+            self.sync_worker = SyncWorker(pipeline.store, self.galtea)  # type: ignore[attr-defined]
         sock: socket.socket | None = None
         grpc_server: Any = None
         try:
@@ -134,6 +140,8 @@ class Receiver:
                 self._grpc = grpc_server
                 self.grpc_address = Address(options.grpc.host, port)
             sweeper.start()
+            if self.sync_worker is not None:
+                self.sync_worker.start()
             if self._uvicorn is not None and sock is not None:
                 serving = asyncio.ensure_future(self._uvicorn.serve(sockets=[sock]))
                 await asyncio.sleep(0)
@@ -155,6 +163,8 @@ class Receiver:
                 self.app.close()
             if sweeper.is_alive():
                 sweeper.stop()
+            if self.sync_worker is not None and self.sync_worker.is_alive():
+                self.sync_worker.stop()  # what is not sent stays in the outbox for the next start
             if sock is not None:
                 sock.close()
             if owned_store is not None:
@@ -164,21 +174,27 @@ class Receiver:
     def _announce(self, pipeline: Ingests) -> None:
         store_url = getattr(getattr(pipeline, "store", None), "url", None) or self.options.store_url or "?"
         log.info(
-            "galtea-otel receiver ready: OTLP/HTTP on %s, OTLP/gRPC on %s, store %s%s",
+            "galtea-otel receiver ready: OTLP/HTTP on %s, OTLP/gRPC on %s, store %s%s%s",
             f"http://{self.http_address}/v1/traces" if self.http_address else "off",
             self.grpc_address or "off",
             redact_url(store_url),
             "; a bearer token is required" if self.options.token else "",
+            f"; syncing to the Galtea platform at {self.galtea.base_url}" if self.galtea is not None else "",
         )
         self.ready.set()
 
 
-def _open_pipeline(options: ServeOptions) -> tuple[Ingests, Any]:
+def _open_pipeline(options: ServeOptions, *, sync: bool = False) -> tuple[Ingests, Any]:
     from galtea_otel.pipeline import Pipeline
     from galtea_otel.store import open_store
 
     store = open_store(options.store_url)
-    return Pipeline(store, options.settings), store
+    redact = None
+    if options.redact_secrets:
+        from galtea_otel.redact import secrets
+
+        redact = secrets()
+    return Pipeline(store, options.settings, sync=sync, redact=redact), store
 
 
 def _bind(address: Address) -> socket.socket:
@@ -194,9 +210,10 @@ def _bind(address: Address) -> socket.socket:
     return sock
 
 
-def run_server(options: ServeOptions, pipeline: Ingests | None = None) -> None:
-    """Serve until SIGTERM / SIGINT (a second one forces the exit), then shut down cleanly."""
-    receiver = Receiver(options, pipeline)
+def run_server(options: ServeOptions, pipeline: Ingests | None = None, *, galtea: Any = None) -> None:
+    """Serve until SIGTERM / SIGINT (a second one forces the exit), then shut down cleanly. With ``galtea`` (a
+    ``GalteaSyncConfig``), sessions are also enqueued and sent to the Galtea platform by a worker thread."""
+    receiver = Receiver(options, pipeline, galtea=galtea)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -208,9 +225,10 @@ def run_server(options: ServeOptions, pipeline: Ingests | None = None) -> None:
 
 
 @contextlib.contextmanager
-def start_in_thread(options: ServeOptions, pipeline: Ingests | None = None) -> Iterator[Receiver]:
+def start_in_thread(options: ServeOptions, pipeline: Ingests | None = None, *,
+                    galtea: Any = None) -> Iterator[Receiver]:
     """Run a receiver in a background thread for the ``with`` block (tests, benchmarks, embedding)."""
-    receiver = Receiver(options, pipeline)
+    receiver = Receiver(options, pipeline, galtea=galtea)
     failure: list[BaseException] = []
 
     def target() -> None:
