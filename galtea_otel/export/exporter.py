@@ -6,8 +6,10 @@ Use it on any ``BatchSpanProcessor``; it runs on the processor's export thread, 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -28,6 +30,12 @@ def _count(name: str, amount: int = 1) -> None:
     from galtea_otel.stats import incr
 
     incr(name, amount)
+
+
+def _call(method: weakref.WeakMethod) -> None:  # type: ignore[type-arg]
+    bound = method()
+    if bound is not None:
+        bound()
 
 
 class SessionExporter(SpanExporter):
@@ -54,14 +62,29 @@ class SessionExporter(SpanExporter):
         self._shutdown = False
         self._test_cases_generation = 0
 
+        # A forked child (gunicorn --preload, multiprocessing) must not share the parent's database connections:
+        # it opens its own store on its first export.
+        if hasattr(os, "register_at_fork"):
+            forget = weakref.WeakMethod(self._forget_store_after_fork)  # the hook must not keep us alive
+            os.register_at_fork(after_in_child=lambda: _call(forget))
+
+    def _forget_store_after_fork(self) -> None:
+        self._lock = threading.Lock()
+        if isinstance(self._store_arg, (str, type(None))):
+            self._pipeline = None
+
     @property
     def pipeline(self) -> Pipeline:
         with self._lock:
             if self._pipeline is None:
                 store = self._store_arg if not isinstance(self._store_arg, (str, type(None))) \
                     else open_store(self._store_arg)
-                self._pipeline = Pipeline(store, self._settings, redact=self._redact)
+                self._pipeline = self._make_pipeline(store)
             return self._pipeline
+
+    def _make_pipeline(self, store: Store) -> Pipeline:
+        """The pipeline this exporter writes through (a subclass adds the platform sync here)."""
+        return Pipeline(store, self._settings, redact=self._redact)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from galtea_otel.export.exporter import SessionExporter
 from galtea_otel.pipeline import Pipeline
 from galtea_otel.settings import PipelineSettings
-from galtea_otel.store import Store, open_store
+from galtea_otel.store import Store
 from galtea_otel.sync.config import GalteaSyncConfig
 from galtea_otel.sync.worker import SyncWorker
 from galtea_otel.translate.translator import Redactor
@@ -37,16 +37,10 @@ class SyncingSessionExporter(SessionExporter):
         self.galtea = galtea
         self.worker: SyncWorker | None = None
 
-    @property
-    def pipeline(self) -> Pipeline:
-        with self._lock:
-            if self._pipeline is None:
-                store = self._store_arg if not isinstance(self._store_arg, (str, type(None))) \
-                    else open_store(self._store_arg)
-                self._pipeline = Pipeline(store, self._settings, redact=self._redact, sync=True)
-                self.worker = SyncWorker(store, self.galtea)
-                self.worker.start()
-            return self._pipeline
+    def _make_pipeline(self, store: Store) -> Pipeline:
+        self.worker = SyncWorker(store, self.galtea)
+        self.worker.start()
+        return Pipeline(store, self._settings, redact=self._redact, sync=True)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         result = super().export(spans)
