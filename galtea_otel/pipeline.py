@@ -116,16 +116,20 @@ class Pipeline:
     def _reassemble(self, tx: StoreTx, keys: set[Key]) -> int:
         ordered = sorted(keys)
         tx.lock_sessions(ordered)
-        for key in ordered:
-            assembly = self._assemble(tx.session_rows(key, content=False), key, tx.test_case_context)
+        summaries = []
+        rejected = 0
+        for key, rows in tx.session_rows(ordered, content=False).items():
+            assembly = self._assemble(rows, key, tx.test_case_context)
             if assembly is None:
                 tx.delete_session(key)
-            else:
-                summary = assembly.summary()
-                summary["assembly"] = self._assembly_settings
-                tx.upsert_session(summary)
-                if assembly.late_ignored and self.settings.late_spans == "reject":
-                    tx.add_counter("late_spans_rejected", assembly.late_ignored)
+                continue
+            summary = assembly.summary()
+            summary["assembly"] = self._assembly_settings
+            summaries.append(summary)
+            rejected += assembly.late_ignored
+        tx.upsert_sessions(summaries)
+        if rejected and self.settings.late_spans == "reject":
+            tx.add_counter("late_spans_rejected", rejected)
         if self.sync and ordered:
             tx.enqueue_sync(ordered, time.time_ns())
         return len(ordered)

@@ -9,8 +9,10 @@ span's oldest attributes.
 its limit (``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``, default 128), so the stamped keys would be the first to go.
 The public API cannot set an attribute on an ending span, so ``_on_ending`` (the SDK's hook that runs just
 before a span becomes read-only) re-inserts the stamp into the span's attribute map when some of it was
-evicted (counted as ``stamp_restored``). Should a future SDK change those internals, the failure is counted
-and the translator still finds the session from the span's ancestors or its trace (SESSION_MODEL section 2).
+evicted (counted as ``stamp_restored``), together with the attributes present at span start that tell the
+span's kind (an LLM call, a tool...), which the same eviction would take next. Should a future SDK change
+those internals, the failure is counted and the translator still finds the session from the span's ancestors
+or its trace (SESSION_MODEL section 2).
 
 **Export.** The inner export processor (a :class:`BatchExport` around the session exporter or any
 ``SpanExporter``) can be swapped by a later ``configure()``: one ``GalteaSpanProcessor`` is ever registered per
@@ -45,6 +47,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from galtea_otel.instrument.context import SESSION_KEY
 from galtea_otel.stats import incr, internal_error
+from galtea_otel.translate.conventions import LLM_MARKERS, SPAN_TYPE_SOURCES
 
 __all__ = ["BatchExport", "GalteaSpanProcessor"]
 
@@ -82,8 +85,12 @@ class GalteaSpanProcessor(SpanProcessor):
         try:
             stamp = otel_context.get_value(SESSION_KEY, parent_context)
             if stamp is not None:
+                # What says which kind of span this is (an LLM call, a tool...) is set at start by most
+                # instrumentations, so it is among the oldest attributes too: protect it with the stamp.
+                started = span.attributes
+                kind = {k: started[k] for k in started if k in _KIND_KEYS} if started else None
                 span.set_attributes(stamp)  # type: ignore[arg-type]
-                setattr(span, _STAMP_ATTR, stamp)
+                setattr(span, _STAMP_ATTR, {**kind, **stamp} if kind else stamp)  # type: ignore[dict-item]
                 incr("spans_started_in_session")
         except Exception as exc:
             internal_error("processor.on_start", exc)
@@ -126,6 +133,12 @@ class GalteaSpanProcessor(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         export = self._export
         return True if export is None else bool(export.force_flush(timeout_millis))
+
+
+# The keys the translator reads to tell an LLM span or a span type (galtea_otel.translate.conventions).
+_KIND_KEYS = frozenset(
+    [key for key, _ in LLM_MARKERS] + [key for key, _ in SPAN_TYPE_SOURCES]
+)
 
 
 def _restore_stamp(span: Span, stamp: dict[str, Any]) -> None:

@@ -44,13 +44,14 @@ class StoreTx(Protocol):
     def lock_sessions(self, keys: Sequence[Key]) -> None:
         """Serialize writers that reassemble the same sessions (sorted keys)."""
 
-    def session_rows(self, key: Key, *, content: bool = True) -> list[SpanRow]:
-        """All rows resolved to this session key; with ``content=False`` input and output are left None."""
+    def session_rows(self, keys: Sequence[Key], *, content: bool = True) -> dict[Key, list[SpanRow]]:
+        """All rows resolved to each of these session keys (one query, not one per session); with
+        ``content=False`` input and output are left None. Every key is in the result, maybe with no rows."""
 
     def test_case_context(self, test_case_id: str) -> str | None: ...
 
-    def upsert_session(self, summary: dict[str, Any]) -> None:
-        """Write the session's summary row (``Assembly.summary()``)."""
+    def upsert_sessions(self, summaries: Sequence[dict[str, Any]]) -> None:
+        """Write the sessions' summary rows (``Assembly.summary()``)."""
 
     def delete_session(self, key: Key) -> None: ...
 

@@ -564,18 +564,29 @@ class _PostgresTx:
             [list(column) for column in zip(*updates, strict=True)],
         )
 
-    def session_rows(self, key: Key, *, content: bool = True) -> list[SpanRow]:
+    def session_rows(self, keys: Sequence[Key], *, content: bool = True) -> dict[Key, list[SpanRow]]:
+        found: dict[Key, list[SpanRow]] = {key: [] for key in keys}
+        if not keys:
+            return found
         select = _SELECT if content else _SELECT_NO_CONTENT
-        return [row_from_tuple(r) for r in self._all(select + " WHERE custom_id = %s AND version = %s", key)]
+        custom_ids = sorted({k[0] for k in keys})
+        for values in self._all(select + " WHERE custom_id = ANY(%s)", (custom_ids,)):
+            row = row_from_tuple(values)
+            rows = found.get((row.custom_id, row.version))  # type: ignore[arg-type]
+            if rows is not None:
+                rows.append(row)
+        return found
 
     def test_case_context(self, test_case_id: str) -> str | None:
         rows = self._all("SELECT context FROM test_cases WHERE id = %s", (test_case_id,))
         return rows[0][0] if rows else None
 
-    def upsert_session(self, summary: dict[str, Any]) -> None:
-        values = [summary[c] for c in SESSION_COLUMNS]
-        values[SESSION_COLUMNS.index("metadata")] = json.dumps(summary["metadata"], sort_keys=True)
-        self._exec(_UPSERT_SESSION, (*values, time.time_ns()))
+    def upsert_sessions(self, summaries: Sequence[dict[str, Any]]) -> None:
+        now = time.time_ns()
+        for summary in summaries:
+            values = [summary[c] for c in SESSION_COLUMNS]
+            values[SESSION_COLUMNS.index("metadata")] = json.dumps(summary["metadata"], sort_keys=True)
+            self._exec(_UPSERT_SESSION, (*values, now))  # pipeline mode: sent together, no round trip each
 
     def delete_session(self, key: Key) -> None:
         self._exec("DELETE FROM sessions WHERE custom_id = %s AND version = %s", key)

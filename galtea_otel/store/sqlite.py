@@ -105,6 +105,9 @@ class SQLiteStore:
                 conn.execute(f"PRAGMA busy_timeout = {int(self._busy_ms)}")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+                # Checkpoint the WAL every 16 MiB rather than every 4 MiB: a quarter of the fsyncs on a busy
+                # writer, for a WAL file that stays small.
+                conn.execute("PRAGMA wal_autocheckpoint = 4096")
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"{self.path} is not a usable SQLite database: {exc}") from exc
             self._local.conn = conn
@@ -330,6 +333,15 @@ def _session_rows(conn: sqlite3.Connection, key: Key, *, content: bool = True) -
     return [row_from_tuple(r) for r in cursor]
 
 
+def _session_values(summary: dict[str, Any]) -> list[Any]:
+    values = [summary[c] for c in SESSION_COLUMNS]
+    values[_METADATA_COLUMN] = json.dumps(summary["metadata"], sort_keys=True)
+    return values
+
+
+_METADATA_COLUMN = SESSION_COLUMNS.index("metadata")
+
+
 class _SQLiteTx:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -372,17 +384,25 @@ class _SQLiteTx:
             [(c, v, t, s) for t, s, c, v in updates],
         )
 
-    def session_rows(self, key: Key, *, content: bool = True) -> list[SpanRow]:
-        return _session_rows(self._conn, key, content=content)
+    def session_rows(self, keys: Sequence[Key], *, content: bool = True) -> dict[Key, list[SpanRow]]:
+        found: dict[Key, list[SpanRow]] = {key: [] for key in keys}
+        select = _SELECT if content else _SELECT_NO_CONTENT
+        for chunk in iter_chunks(sorted({k[0] for k in keys}), 500):
+            marks = ", ".join("?" * len(chunk))
+            for values in self._conn.execute(select + f" WHERE custom_id IN ({marks})", chunk):
+                row = row_from_tuple(values)
+                rows = found.get((row.custom_id, row.version))  # type: ignore[arg-type]
+                if rows is not None:
+                    rows.append(row)
+        return found
 
     def test_case_context(self, test_case_id: str) -> str | None:
         row = self._conn.execute("SELECT context FROM test_cases WHERE id = ?", (test_case_id,)).fetchone()
         return row[0] if row else None
 
-    def upsert_session(self, summary: dict[str, Any]) -> None:
-        values = [summary[c] for c in SESSION_COLUMNS]
-        values[SESSION_COLUMNS.index("metadata")] = json.dumps(summary["metadata"], sort_keys=True)
-        self._conn.execute(_UPSERT_SESSION, (*values, time.time_ns()))
+    def upsert_sessions(self, summaries: Sequence[dict[str, Any]]) -> None:
+        now = time.time_ns()
+        self._conn.executemany(_UPSERT_SESSION, [(*_session_values(s), now) for s in summaries])
 
     def delete_session(self, key: Key) -> None:
         self._conn.execute("DELETE FROM sessions WHERE custom_id = ? AND version = ?", key)

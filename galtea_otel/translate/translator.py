@@ -82,6 +82,9 @@ def clean_text(text: str | None) -> str | None:
 def content_text(value: str) -> str:
     """A JSON-encoded string becomes the plain string; any other text is kept as it is."""
     if value[:1] == '"':
+        inner = value[1:-1]
+        if value[-1:] == '"' and len(value) > 1 and "\\" not in inner and '"' not in inner:
+            return inner  # no escapes: the JSON string is its own text (the common case, without a parse)
         try:
             decoded = json.loads(value)
         except ValueError:
