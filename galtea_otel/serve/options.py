@@ -77,9 +77,10 @@ class ServeOptions:
       at most ``queue_timeout`` seconds (holding no body), then get 503 + ``Retry-After`` (gRPC UNAVAILABLE).
       Memory on OTLP/HTTP is therefore bounded, however slow the store: at most ``max_inflight`` bodies are
       held (each up to ``max_body_bytes`` on the wire plus ``max_body_bytes`` inflated, and its decoded
-      spans); a queued request holds only what uvicorn buffers per connection (about 64 KiB). On gRPC,
-      grpcio holds the whole message of every admitted RPC, waiting ones included: up to
-      ``(max_inflight + max_queued) x max_body_bytes``.
+      spans); a queued request holds only what uvicorn buffers per connection (about 64 KiB). The same holds
+      on OTLP/gRPC, where a message is read only once its RPC holds a slot: a waiting RPC, and one refused
+      (UNAVAILABLE, or RESOURCE_EXHAUSTED past ``max_inflight + max_queued`` RPCs), holds at most its HTTP/2
+      stream window, 64 KiB (``galtea_otel.serve.grpc_service``).
     - ``token``: when set, every request needs ``Authorization: Bearer <token>``.
     - ``redact_secrets``: mask common secrets (:func:`galtea_otel.redact.secrets`) in what is stored, for
       telemetry that arrives unmasked (applied when the receiver builds its own pipeline).

@@ -99,3 +99,28 @@ def test_overload_is_unavailable_with_retry_info(
         gated.gate.set()
         first.join()
     assert span_count(store_url) == len(SPANS)
+
+
+def test_undecodable_message_is_invalid_argument(receiver: Receiver, store_url: str) -> None:
+    """The service takes raw bytes (see galtea_otel.serve.grpc_service) and parses them itself: garbage is
+    INVALID_ARGUMENT, as OTLP asks, and the receiver keeps serving."""
+    with grpc.insecure_channel(str(receiver.grpc_address)) as channel:
+        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        with pytest.raises(grpc.RpcError) as failure:
+            export(b"\xff" * 64, timeout=30)
+        assert failure.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        with _stub(receiver) as stub:
+            stub.Export(encode(SPANS), timeout=30)
+    assert span_count(store_url) == len(SPANS)
+
+
+def test_token_is_checked_before_the_message_is_read(make_receiver: ReceiverFactory) -> None:
+    """A wrong token is refused on the call's headers, before grpcio reads (or size-checks) the message."""
+    too_big = encode(llm_spans(sessions=1, turns=2, big=4096))
+    with make_receiver(token="s3cret", max_body_bytes=4096) as receiver, _stub(receiver) as stub:
+        with pytest.raises(grpc.RpcError) as failure:
+            stub.Export(too_big, metadata=[("authorization", "Bearer wrong")], timeout=30)
+        assert failure.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as failure:
+            stub.Export(too_big, metadata=[("authorization", "Bearer s3cret")], timeout=30)
+        assert failure.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
