@@ -261,11 +261,26 @@ def _metadata(extra: dict[str, Any], user: AttrValue) -> str | None:
         extra["user_id"] = user
     if not extra:
         return None
+    return _json_dumps(extra)
+
+
+def _json_dumps(value: dict[str, Any]) -> str:
+    """Strict JSON text: NaN and infinities (OTLP allows them in doubles, arrays of doubles included) are kept as
+    text ("nan", "inf"), since NaN is not JSON and what reads the metadata (the Galtea sync) refuses it."""
     try:
-        return json.dumps(extra, ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
-    except ValueError:  # NaN or infinity (OTLP/JSON allows them): keep them as text, the JSON stays valid
-        finite = {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in extra.items()}
-        return json.dumps(finite, ensure_ascii=False, sort_keys=True, default=str)
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    return value
 
 
 def check_ids(span: SpanData) -> None:
@@ -364,4 +379,4 @@ def _merge_json(session_meta: str, metadata: str | None) -> str:
     if metadata:
         for key, value in json.loads(metadata).items():
             base.setdefault(key, value)
-    return json.dumps(base, ensure_ascii=False, sort_keys=True, default=str)
+    return _json_dumps(base)  # the session's metadata text may hold NaN too (Python's json reads it)
