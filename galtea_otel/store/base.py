@@ -16,7 +16,9 @@ from galtea_otel.sync.schema import OutboxItem, SyncOverview, SyncState
 from galtea_otel.translate.row import SpanRow
 
 Key = tuple[str, str]
-SCHEMA_VERSION = 2  # 2: the Galtea sync outbox (galtea_outbox, galtea_sync_sessions, galtea_sync_turns)
+# 2: the Galtea sync outbox (galtea_outbox, galtea_sync_sessions, galtea_sync_turns);
+# 3: galtea_sync_turns.fingerprint (a turn changed after it was sent is updated on the platform).
+SCHEMA_VERSION = 3
 
 
 class StoreError(RuntimeError):
@@ -117,7 +119,9 @@ class Store(Protocol):
         fingerprint: str | None,
     ) -> None: ...
 
-    def sync_save_turn(self, key: Key, turn_id: str, platform_id: str, spans_sent: Iterable[str]) -> None: ...
+    def sync_save_turn(
+        self, key: Key, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
+    ) -> None: ...
 
     def sync_complete(
         self, item: OutboxItem, outcome: str, now_ns: int, *, next_attempt_ns: int = 0, error: str | None = None,

@@ -307,6 +307,8 @@ class PostgresStore:
                         return
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(statement)
+                for table, column, kind in sync_sql.ADDED_COLUMNS:  # an older schema: migrated in place
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
                 conn.execute(
                     "INSERT INTO galtea_meta (key, value) VALUES ('schema_version', %s)"
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
@@ -408,7 +410,8 @@ class PostgresStore:
         if not rows:
             return None
         row = rows[0]
-        turns = {r[0]: TurnState(r[1], set(json.loads(r[2]))) for r in self._all(_pg(sync_sql.TURNS_STATE), key)}
+        turns = {r[0]: TurnState(r[1], set(json.loads(r[2])), r[3])
+                 for r in self._all(_pg(sync_sql.TURNS_STATE), key)}
         return SyncState(session_updated_ns=row[4], platform_id=row[0], version_id=row[1], status=row[2],
                          fingerprint=row[3], turns=turns)
 
@@ -420,10 +423,12 @@ class PostgresStore:
             cur.execute(_pg(sync_sql.SAVE_SESSION),
                         _params((*key, platform_id, version_id, status, fingerprint, time.time_ns())))
 
-    def sync_save_turn(self, key: Key, turn_id: str, platform_id: str, spans_sent: Iterable[str]) -> None:
+    def sync_save_turn(
+        self, key: Key, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
+    ) -> None:
         with self._write() as cur:
             cur.execute(_pg(sync_sql.SAVE_TURN),
-                        _params((*key, turn_id, platform_id, json.dumps(sorted(spans_sent)))))
+                        _params((*key, turn_id, platform_id, json.dumps(sorted(spans_sent)), fingerprint)))
 
     def sync_complete(
         self, item: OutboxItem, outcome: str, now_ns: int, *, next_attempt_ns: int = 0, error: str | None = None,

@@ -143,6 +143,9 @@ class SQLiteStore:
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(statement)
+                for table, column, kind in sync_sql.ADDED_COLUMNS:  # an older schema: migrated in place
+                    if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
                 conn.execute(
                     "INSERT OR REPLACE INTO galtea_meta (key, value) VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
@@ -262,7 +265,7 @@ class SQLiteStore:
         row = conn.execute(sync_sql.SESSION_STATE, key).fetchone()
         if row is None:
             return None
-        turns = {r[0]: TurnState(r[1], set(json.loads(r[2]))) for r in conn.execute(sync_sql.TURNS_STATE, key)}
+        turns = {r[0]: TurnState(r[1], set(json.loads(r[2])), r[3]) for r in conn.execute(sync_sql.TURNS_STATE, key)}
         return SyncState(session_updated_ns=row[4], platform_id=row[0], version_id=row[1], status=row[2],
                          fingerprint=row[3], turns=turns)
 
@@ -273,9 +276,12 @@ class SQLiteStore:
         with self._write() as conn:
             conn.execute(sync_sql.SAVE_SESSION, (*key, platform_id, version_id, status, fingerprint, time.time_ns()))
 
-    def sync_save_turn(self, key: Key, turn_id: str, platform_id: str, spans_sent: Iterable[str]) -> None:
+    def sync_save_turn(
+        self, key: Key, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
+    ) -> None:
         with self._write() as conn:
-            conn.execute(sync_sql.SAVE_TURN, (*key, turn_id, platform_id, json.dumps(sorted(spans_sent))))
+            conn.execute(sync_sql.SAVE_TURN,
+                         (*key, turn_id, platform_id, json.dumps(sorted(spans_sent)), fingerprint))
 
     def sync_complete(
         self, item: OutboxItem, outcome: str, now_ns: int, *, next_attempt_ns: int = 0, error: str | None = None,

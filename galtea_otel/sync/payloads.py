@@ -1,20 +1,22 @@
 """Request bodies for the Galtea REST API, built with the official SDK's own pydantic models.
 
 Each body is a ``model_dump(by_alias=True, exclude_none=True)`` of the model the SDK itself sends
-(``SessionBase``, ``SessionUpdate``, ``TraceBase``, ``SpanBase``), so field names and types are the SDK's.
+(``SessionBase``, ``SessionUpdate``, ``TraceBase``, ``TraceUpdate``, ``SpanBase``), so field names and types are
+the SDK's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 from galtea.domain.models.session import SessionBase, SessionUpdate
 from galtea.domain.models.span import SpanBase, SpanType
-from galtea.domain.models.trace import TraceBase
+from galtea.domain.models.trace import TraceBase, TraceUpdate
 from pydantic import BaseModel
 
 from galtea_otel.records import InferenceResult, Session, SpanRecord
@@ -80,19 +82,59 @@ def finish_session(session: Session, stopping_reason: str) -> dict[str, Any]:
 
 def create_turn(turn: InferenceResult, session_id: str) -> dict[str, Any]:
     """``POST inferenceResults``."""
-    return _dump(TraceBase(
-        session_id=session_id,
-        input=turn.input,
-        actual_output=turn.output,
-        latency=round(turn.latency_ms, 3),
-        status=turn.status,
-        error=turn.error,
-        input_tokens=turn.input_tokens,
-        output_tokens=turn.output_tokens,
-        cache_read_input_tokens=turn.cache_read_input_tokens,
-        tokens=turn.total_tokens,
-        cost=turn.cost,
-    ), exclude_none=True)
+    return _dump(TraceBase(session_id=session_id, **_turn_fields(turn)), exclude_none=True)
+
+
+def _turn_fields(turn: InferenceResult) -> dict[str, Any]:
+    """The fields of a turn the platform holds, by the SDK's field names (both ``create_turn`` and
+    ``update_turn`` send these)."""
+    return {
+        "input": turn.input,
+        "actual_output": turn.output,
+        "latency": round(turn.latency_ms, 3),
+        "status": turn.status,
+        "error": turn.error,
+        "input_tokens": turn.input_tokens,
+        "output_tokens": turn.output_tokens,
+        "cache_read_input_tokens": turn.cache_read_input_tokens,
+        "tokens": turn.total_tokens,
+        "cost": turn.cost,
+    }
+
+
+def update_turn(turn: InferenceResult) -> dict[str, Any]:
+    """``PATCH inferenceResults/{id}``: the turn as it is now, as the SDK's ``traces.update`` sends it (a
+    ``TraceUpdate`` dumped with ``exclude_unset``). Every field the turn has, not a difference, so sending it twice
+    changes nothing.
+
+    A field the turn has no value for is left out (left as the platform holds it), except ``error``, sent as
+    null when the turn has none, so that a turn no longer failed loses its error."""
+    fields = {name: value for name, value in _turn_fields(turn).items() if value is not None or name == "error"}
+    return _dump(TraceUpdate(**fields), exclude_unset=True)
+
+
+def turn_fingerprint(turn: InferenceResult) -> str:
+    """A digest of the turn's fields that the platform holds (what ``update_turn`` sends): remembered per turn
+    when it is created or updated; a turn whose digest changed since is updated."""
+    text = json.dumps(update_turn(turn), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def turn_is_current(remote: dict[str, Any], update: dict[str, Any]) -> bool:
+    """Whether a turn as the platform returns it already holds every field of ``update`` (an ``update_turn``
+    body): a turn adopted after a lost answer needs no update then."""
+    for name, sent in update.items():
+        held = remote.get(name)
+        if name == "input" and isinstance(held, dict):
+            held = held.get("user_message", held)
+        if isinstance(sent, float) or isinstance(held, float):
+            if not isinstance(held, int | float) or not isinstance(sent, int | float):
+                return False
+            if not math.isclose(float(held), float(sent), rel_tol=1e-9, abs_tol=0.01 if name == "latency" else 0):
+                return False
+        elif held != sent:
+            return False
+    return True
 
 
 def same_turn(remote: dict[str, Any], body: dict[str, Any]) -> bool:

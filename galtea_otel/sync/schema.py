@@ -1,4 +1,4 @@
-"""The sync tables (schema v2) and what the stores return about them, shared by SQLite and PostgreSQL.
+"""The sync tables (schema v3) and what the stores return about them, shared by SQLite and PostgreSQL.
 
 - ``galtea_outbox``: one row per session key that has something to send to the Galtea platform. The pipeline
   upserts it in the same transaction as the session's records (``seq`` grows at each change); the worker
@@ -6,8 +6,9 @@
   kill -9, takes it over only once the lease ran out), then deletes it (``done``, only if ``seq`` did not move),
   defers it (retryable failure, backoff), or parks it (``state = 'parked'``, the platform refused it).
 - ``galtea_sync_sessions`` / ``galtea_sync_turns``: what the platform holds: the platform ids of sessions and
-  turns, the session status and fields last sent, the span ids already created under each turn. They make
-  re-delivery idempotent.
+  turns, the session status and fields last sent, the span ids already created under each turn and a digest
+  of the turn's fields last sent (``fingerprint``: a turn that changes after it was created is updated). They
+  make re-delivery idempotent.
 
 This module imports nothing heavy: the stores import it.
 """
@@ -38,10 +39,17 @@ CREATE TABLE IF NOT EXISTS galtea_sync_sessions (
 );
 CREATE TABLE IF NOT EXISTS galtea_sync_turns (
     custom_id {id_type} NOT NULL, version {id_type} NOT NULL, turn_id {id_type} NOT NULL,
-    platform_id TEXT NOT NULL, spans_sent TEXT NOT NULL,
+    platform_id TEXT NOT NULL, spans_sent TEXT NOT NULL, fingerprint TEXT,
     PRIMARY KEY (custom_id, version, turn_id)
 );
 """
+
+
+# Columns added to the sync tables after their first release, as (table, column, type): a store of an older
+# schema gets them by ALTER TABLE ... ADD COLUMN when it is opened (``ddl`` already has them for a new store).
+# v3: galtea_sync_turns.fingerprint (NULL for a turn sent by an older galtea-otel: updated once, at its
+# session's next sync).
+ADDED_COLUMNS = (("galtea_sync_turns", "fingerprint", "TEXT"),)
 
 
 # Statements written with ``?`` placeholders; the PostgreSQL store swaps them for ``%s``.
@@ -85,7 +93,9 @@ SESSION_STATE = (
     " LEFT JOIN galtea_sync_sessions g ON g.custom_id = s.custom_id AND g.version = s.version"
     " WHERE s.custom_id = ? AND s.version = ?"
 )
-TURNS_STATE = "SELECT turn_id, platform_id, spans_sent FROM galtea_sync_turns WHERE custom_id = ? AND version = ?"
+TURNS_STATE = (
+    "SELECT turn_id, platform_id, spans_sent, fingerprint FROM galtea_sync_turns WHERE custom_id = ? AND version = ?"
+)
 SAVE_SESSION = (
     "INSERT INTO galtea_sync_sessions (custom_id, version, platform_id, version_id, status, fingerprint,"
     " synced_updated_ns, updated_ns) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)"
@@ -94,9 +104,10 @@ SAVE_SESSION = (
     " updated_ns = excluded.updated_ns"
 )
 SAVE_TURN = (
-    "INSERT INTO galtea_sync_turns (custom_id, version, turn_id, platform_id, spans_sent) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO galtea_sync_turns (custom_id, version, turn_id, platform_id, spans_sent, fingerprint)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (custom_id, version, turn_id) DO UPDATE SET platform_id = excluded.platform_id,"
-    " spans_sent = excluded.spans_sent"
+    " spans_sent = excluded.spans_sent, fingerprint = excluded.fingerprint"
 )
 COUNTS = "SELECT state, count(*) FROM galtea_outbox GROUP BY state"
 SYNCED_COUNT = "SELECT count(*) FROM galtea_sync_sessions WHERE platform_id IS NOT NULL"
@@ -118,8 +129,12 @@ class OutboxItem:
 
 @dataclass
 class TurnState:
+    """What the platform holds of one turn: its id, the spans created under it, and the digest of its fields as
+    last sent (:func:`galtea_otel.sync.payloads.turn_fingerprint`; None: unknown, the turn is updated)."""
+
     platform_id: str
     spans_sent: set[str] = field(default_factory=set)
+    fingerprint: str | None = None
 
 
 @dataclass

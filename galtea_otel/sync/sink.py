@@ -5,12 +5,19 @@ hold (``Store.sync_state``), then:
 
 1. the session: its remembered platform id, else the one found by custom id within its version
    (``GET sessions?customIds[]=..&versionIds[]=..``), else ``POST sessions``; the id is stored at once;
-2. its turns, in order: a turn with a remembered id is skipped; when some are unknown and the session existed
-   before this pass, the platform's turns of the session are listed and a turn already there (a creation whose
-   answer was lost) is adopted instead of created; every id is stored as soon as it is known;
-3. the non-LLM spans of each turn, by ``traces/batch`` with their own ids (``trace_<span id>``); for a turn not
-   created in this pass, the spans the platform already holds are listed first and skipped;
-4. the status: COMPLETED / FAILED with ``PATCH sessions/{id}/finish`` (FAILED carries the error), back to PENDING
+2. its turns, in order: a turn with a remembered id is not created again; when some are unknown and the session
+   existed before this pass, the platform's turns of the session are listed and a turn already there (a creation
+   whose answer was lost) is adopted instead of created; every id is stored as soon as it is known;
+3. the turns that changed since they were sent (a nested LLM span arriving late fills tokens and cost, a streamed
+   output grows, a turn becomes FAILED, the session is reassembled): each turn's fields as last sent are
+   remembered as a digest (``galtea_sync_turns.fingerprint``); a turn whose digest differs is updated with
+   ``PATCH inferenceResults/{id}`` (the SDK's ``TraceUpdate`` with every field the turn has, not a difference:
+   sending it twice changes nothing, so a retried or repeated PATCH is safe), and the new digest is stored once
+   the platform answered;
+4. the spans of each turn not sent yet (also those arriving after the turn was created), by ``traces/batch``
+   with their own ids (``trace_<span id>``); for a turn not created in this pass, the spans the platform already
+   holds are listed first and skipped;
+5. the status: COMPLETED / FAILED with ``PATCH sessions/{id}/finish`` (FAILED carries the error), back to PENDING
    (reopened) with ``PATCH sessions/{id}``; changed context or metadata with ``PATCH sessions/{id}``.
 
 Spans outside any turn have no place on the platform (a Galtea span belongs to a turn) and are not sent.
@@ -42,6 +49,7 @@ class Outcome:
     sessions_found: int = 0
     turns_created: int = 0
     turns_found: int = 0
+    turns_updated: int = 0
     spans_created: int = 0
     spans_found: int = 0
     status_updates: int = 0
@@ -49,15 +57,16 @@ class Outcome:
 
     @property
     def sent(self) -> int:
-        return self.sessions_created + self.turns_created + self.spans_created + self.status_updates
+        return (self.sessions_created + self.turns_created + self.turns_updated + self.spans_created
+                + self.status_updates)
 
     @property
     def already_there(self) -> bool:
         return self.sent == 0
 
     def add(self, other: Outcome) -> None:
-        for name in ("sessions_created", "sessions_found", "turns_created", "turns_found", "spans_created",
-                     "spans_found", "status_updates"):
+        for name in ("sessions_created", "sessions_found", "turns_created", "turns_found", "turns_updated",
+                     "spans_created", "spans_found", "status_updates"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.rejected_spans += other.rejected_spans
 
@@ -121,6 +130,7 @@ class GalteaSink:
         fresh = self._session(key, detail, state, outcome)
         assert state.platform_id is not None
         fresh_turns = self._turns(key, detail, state, fresh, outcome)
+        self._update_turns(key, detail, state, outcome)
         self._spans(key, detail, state, fresh_turns, outcome)
         self._status(key, detail, state, outcome)
         return outcome, state.session_updated_ns
@@ -129,6 +139,9 @@ class GalteaSink:
 
     def _save_session(self, key: Key, state: SyncState) -> None:
         self.store.sync_save_session(key, state.platform_id, state.version_id, state.status, state.fingerprint)
+
+    def _save_turn(self, key: Key, turn_key: str, turn: TurnState) -> None:
+        self.store.sync_save_turn(key, turn_key, turn.platform_id, turn.spans_sent, turn.fingerprint)
 
     def _session(self, key: Key, detail: SessionDetail, state: SyncState, outcome: Outcome) -> bool:
         """Make sure the platform holds the session; True when it was created in this pass."""
@@ -170,22 +183,40 @@ class GalteaSink:
             remote = [r for r in self._list("inferenceResults", "sessionIds[]", state.platform_id)
                       if r.get("id") not in known]
         for turn in missing:
+            tkey = payloads.turn_key(turn)
             body = payloads.create_turn(turn, state.platform_id)
             match = next((r for r in remote if payloads.same_turn(r, body)), None)
             if match is not None:
                 remote.remove(match)
-                platform_id = str(match["id"])
+                tstate = TurnState(str(match["id"]))
+                if payloads.turn_is_current(match, payloads.update_turn(turn)):
+                    tstate.fingerprint = payloads.turn_fingerprint(turn)  # else None: updated by _update_turns
                 outcome.turns_found += 1
             else:
-                platform_id = str(self.http.post("inferenceResults", body)["id"])
-                created.add(payloads.turn_key(turn))
+                tstate = TurnState(str(self.http.post("inferenceResults", body)["id"]),
+                                   fingerprint=payloads.turn_fingerprint(turn))
+                created.add(tkey)
                 outcome.turns_created += 1
                 if state.status in ("COMPLETED", "FAILED"):
                     state.status = "PENDING"  # a turn for a closed session reopens it (the platform's default)
                     self._save_session(key, state)
-            state.turns[payloads.turn_key(turn)] = TurnState(platform_id)
-            self.store.sync_save_turn(key, payloads.turn_key(turn), platform_id, [])
+            state.turns[tkey] = tstate
+            self._save_turn(key, tkey, tstate)
         return created
+
+    def _update_turns(self, key: Key, detail: SessionDetail, state: SyncState, outcome: Outcome) -> None:
+        """Update on the platform every turn that changed since it was last sent (or whose state is unknown: a
+        turn sent by a galtea-otel that kept no digest, a turn adopted that differs from the platform's)."""
+        for turn in detail.inference_results:
+            tkey = payloads.turn_key(turn)
+            tstate = state.turns[tkey]
+            fingerprint = payloads.turn_fingerprint(turn)
+            if tstate.fingerprint == fingerprint:
+                continue
+            self.http.patch(f"inferenceResults/{tstate.platform_id}", payloads.update_turn(turn))
+            tstate.fingerprint = fingerprint
+            outcome.turns_updated += 1
+            self._save_turn(key, tkey, tstate)
 
     def _list(self, path: str, filter_name: str, value: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
@@ -212,7 +243,7 @@ class GalteaSink:
                 if already:
                     outcome.spans_found += len(already)
                     tstate.spans_sent.update(b["id"] for b in already)
-                    self.store.sync_save_turn(key, tkey, tstate.platform_id, tstate.spans_sent)
+                    self._save_turn(key, tkey, tstate)
                 bodies = [b for b in bodies if b["id"] not in there]
             size = self.config.span_batch_size
             for start in range(0, len(bodies), size):
@@ -223,7 +254,7 @@ class GalteaSink:
                 outcome.rejected_spans += rejected
                 # A refused span is not sent again by later passes (it would be refused again); it is reported.
                 tstate.spans_sent.update(b["id"] for b in chunk)
-                self.store.sync_save_turn(key, tkey, tstate.platform_id, tstate.spans_sent)
+                self._save_turn(key, tkey, tstate)
 
     def _status(self, key: Key, detail: SessionDetail, state: SyncState, outcome: Outcome) -> None:
         sid = state.platform_id

@@ -1,12 +1,13 @@
 """A local stand-in for the Galtea REST API, for the sync tests: only the endpoints the sync uses.
 
-Every request body is validated against the official SDK's own pydantic models (``SessionBase``,
-``SessionUpdate``, ``TraceBase``, ``SpanBase`` from the installed ``galtea`` package) and must not carry a key
-those models do not declare; every reply is checked against the SDK's read models (``Session``, ``Trace``,
-``Span``, ``Version``), so what passes here is what the SDK itself sends and reads. It behaves as the platform
-is documented to (``../shared/docs/GALTEA_PLATFORM.md``): a custom id is unique per version (409), a session starts
-PENDING, ``finish`` closes it COMPLETED (FAILED with an error), a turn for a closed session reopens it, span
-batches answer ``partialSuccess`` for refused spans.
+Every request body is validated against the official SDK's own pydantic models (``SessionBase``, ``SessionUpdate``,
+``TraceBase``, ``TraceUpdate``, ``SpanBase`` from the installed ``galtea`` package) and must not carry a key those
+models do not declare; every reply is checked against the SDK's read models (``Session``, ``Trace``, ``Span``,
+``Version``), so what passes here is what the SDK itself sends and reads. It behaves as the platform is documented
+to (``../shared/docs/GALTEA_PLATFORM.md``): a custom id is unique per version (409), a session starts PENDING,
+``finish`` closes it COMPLETED (FAILED with an error), a turn for a closed session reopens it, a turn is updated by
+``PATCH inferenceResults/{id}`` (the fields sent, as the SDK's ``traces.update`` sends them), span batches answer
+``partialSuccess`` for refused spans.
 
 It can be told to fail (:meth:`FakeGaltea.fail`): an HTTP status (429 with ``Retry-After``, 500, 400...) before
 doing anything, a hang *after* committing (the client times out though the write happened), a dropped
@@ -34,7 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from galtea.domain.models.session import Session, SessionBase, SessionUpdate
 from galtea.domain.models.span import Span, SpanBase
-from galtea.domain.models.trace import Trace, TraceBase
+from galtea.domain.models.trace import Trace, TraceBase, TraceUpdate
 from galtea.domain.models.version import Version
 from pydantic import BaseModel, ValidationError
 
@@ -138,6 +139,8 @@ class FakeGaltea:
             return 200, self._finish_session(parts[1], body)
         if method == "POST" and path == "inferenceResults":
             return 200, self._create_turn(body)
+        if method == "PATCH" and len(parts) == 2 and parts[0] == "inferenceResults":
+            return 200, self._update_turn(parts[1], body)
         if method == "GET" and path == "inferenceResults":
             return 200, self._page([t for t in self.turns.values()
                                     if t["sessionId"] in query.get("sessionIds[]", [])], query, "index")
@@ -250,6 +253,22 @@ class FakeGaltea:
         Trace(**json.loads(json.dumps(turn)))
         self.turns[turn["id"]] = turn
         return turn
+
+    def _update_turn(self, turn_id: str, body: Any) -> dict[str, Any]:
+        """``PATCH inferenceResults/{id}``: the fields the body sets (null clears one), others untouched."""
+        model = validate(TraceUpdate, body)
+        turn = self.turns.get(turn_id)
+        if turn is None:
+            raise ApiError(404, f"Inference result {turn_id} not found")
+        fixed = {"session_id", "index", "created_at", "deleted_at"} & model.model_fields_set
+        if fixed:
+            raise ApiError(400, f"the stand-in does not move, reorder or delete turns ({sorted(fixed)})")
+        updated = dict(turn)
+        for name, value in model.model_dump(by_alias=True, exclude_unset=True, mode="json").items():
+            updated[name] = value
+        Trace(**json.loads(json.dumps(updated)))  # the SDK can read it
+        self.turns[turn_id] = updated
+        return updated
 
     def _create_spans(self, query: dict[str, list[str]], body: Any) -> dict[str, Any] | list[dict[str, Any]]:
         if not isinstance(body, dict) or set(body) != {"traces"} or not isinstance(body["traces"], list):

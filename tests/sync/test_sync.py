@@ -10,6 +10,7 @@ import pytest
 
 from galtea_otel.pipeline import Pipeline
 from galtea_otel.store import Store, open_store
+from galtea_otel.store.base import SCHEMA_VERSION
 from galtea_otel.sync.client import AuthFailed
 from galtea_otel.sync.config import GalteaSyncConfig, VersionMapping
 from galtea_otel.sync.worker import SyncRunner, sync_once
@@ -61,6 +62,7 @@ def test_redelivery_without_remembered_ids_looks_up_and_creates_nothing(fake: Fa
     summary = sync_once(demo_store, sync_config(url), timeout_s=30)
     assert (summary.totals.sessions_found, summary.totals.turns_found, summary.totals.spans_found) == (4, 8, 5)
     assert (summary.totals.sessions_created, summary.totals.turns_created, summary.totals.spans_created) == (0, 0, 0)
+    assert summary.totals.turns_updated == 0  # each adopted turn holds what the store has: nothing to update
     assert sum(1 for method, _, _ in api.requests if method == "POST") == posts
     assert_delivered_exactly_once(api, demo_store)
 
@@ -266,7 +268,8 @@ def test_migration_from_schema_v1_keeps_the_records(tmp_path: Path, demo_templat
     assert store.sync_overview().pending == 0
     assert store.sync_backfill(time.time_ns()) == 4
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM galtea_meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    row = conn.execute("SELECT value FROM galtea_meta WHERE key = 'schema_version'").fetchone()
+    assert row == (str(SCHEMA_VERSION),)
     conn.close()
     store.close()
 
@@ -290,7 +293,7 @@ def test_migration_from_schema_v1_on_postgresql(pg_url: object) -> None:
     assert store.sync_backfill(time.time_ns()) == 4
     with psycopg.connect(conninfo, autocommit=True) as conn:
         row = conn.execute("SELECT value FROM galtea_meta WHERE key = 'schema_version'").fetchone()
-    assert row == ("2",)
+    assert row == (str(SCHEMA_VERSION),)
     store.close()
 
 
