@@ -89,11 +89,17 @@ class TraceService:
         raise AssertionError("unreachable: ServicerContext.abort raises")
 
 
+GRPC_REFUSERS = 128
+
+
 def start_grpc_server(
     pipeline: Ingests, options: ServeOptions, address: Address
 ) -> tuple[grpc.Server, TraceService, int]:
     """Start the gRPC server on ``address``; returns it, its servicer and the bound port."""
-    workers = options.max_inflight + options.max_queued
+    # Beyond max_inflight + max_queued calls, grpcio would answer RESOURCE_EXHAUSTED without RetryInfo, which OTLP
+    # clients do not retry. Extra threads that find the queue full answer UNAVAILABLE + RetryInfo at once (they
+    # never read the message), so a burst of up to GRPC_REFUSERS more calls is told to come back, not dropped.
+    workers = options.max_inflight + options.max_queued + GRPC_REFUSERS
     server = grpc.server(
         ThreadPoolExecutor(workers, thread_name_prefix="galtea-otel-grpc"),
         maximum_concurrent_rpcs=workers,

@@ -101,6 +101,46 @@ def test_overload_is_unavailable_with_retry_info(
     assert span_count(store_url) == len(SPANS)
 
 
+def test_a_burst_beyond_the_queue_is_told_to_retry_not_dropped(
+    make_receiver: ReceiverFactory, pipeline: Pipeline, store_url: str
+) -> None:
+    """More concurrent calls than max_inflight + max_queued: every extra one gets UNAVAILABLE + RetryInfo (which
+    OTLP clients retry), none grpcio's RESOURCE_EXHAUSTED (which they drop)."""
+    gated = GatedPipeline(pipeline)
+    codes: list[grpc.StatusCode] = []
+    lock = threading.Lock()
+    with make_receiver(gated, max_inflight=1, max_queued=1, queue_timeout=30) as receiver, \
+            _stub(receiver) as stub:
+
+        def call() -> None:
+            try:
+                stub.Export(encode(SPANS), timeout=60)
+                code = grpc.StatusCode.OK
+            except grpc.RpcError as error:
+                code = error.code()
+            with lock:
+                codes.append(code)
+
+        first = threading.Thread(target=call)
+        first.start()
+        assert gated.entered.wait(30)
+        burst = [threading.Thread(target=call) for _ in range(20)]
+        for thread in burst:
+            thread.start()
+        for _ in range(600):  # the queued call waits for the gate; every other one is answered at once
+            with lock:
+                if len(codes) >= 19:
+                    break
+            threading.Event().wait(0.05)
+        gated.gate.set()
+        for thread in [first, *burst]:
+            thread.join()
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED not in codes, codes
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
+    assert codes.count(grpc.StatusCode.UNAVAILABLE) >= 19, codes
+    assert span_count(store_url) == len(SPANS)
+
+
 def test_undecodable_message_is_invalid_argument(receiver: Receiver, store_url: str) -> None:
     """The service takes raw bytes (see galtea_otel.serve.grpc_service) and parses them itself: garbage is
     INVALID_ARGUMENT, as OTLP asks, and the receiver keeps serving."""
