@@ -8,13 +8,19 @@ compact JSON text otherwise.
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 SessionStatus = Literal["PENDING", "COMPLETED", "FAILED"]
 TurnStatus = Literal["GENERATED", "FAILED"]
+
+
+def _utc(ns: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc) if ns is not None else None
 
 
 class _Record(BaseModel):
@@ -87,6 +93,25 @@ class Session(_Record):
     @property
     def is_production(self) -> bool:
         return self.test_case_id is None
+
+    @classmethod
+    def summary_fields(cls, summary: Mapping[str, Any]) -> dict[str, Any]:
+        """The Session fields from a stored or assembled summary (nanosecond times, metadata as JSON text or a
+        dict), for ``Session(**...)`` and ``SessionDetail(**..., inference_results=...)``."""
+        metadata = summary["metadata"]
+        return {
+            "custom_id": summary["custom_id"],
+            "version": summary["version"],
+            "test_case_id": summary["test_case_id"],
+            "context": summary["context"],
+            "metadata": json.loads(metadata) if isinstance(metadata, str) else (metadata or {}),
+            "status": summary["status"],
+            "error": summary["error"],
+            "started_at": _utc(summary["started_ns"]),
+            "ended_at": _utc(summary["ended_ns"]),
+            **{name: summary[name] for name in ("turn_count", "input_tokens", "output_tokens", "total_tokens",
+                                                "cost", "latency_ms")},
+        }
 
 
 class SessionDetail(Session):

@@ -354,21 +354,7 @@ def to_detail(assembly: Assembly) -> SessionDetail:
         for index, t in enumerate(assembly.turns)
     ]
     return SessionDetail(
-        custom_id=assembly.custom_id,
-        version=assembly.version,
-        test_case_id=assembly.test_case_id,
-        context=assembly.context,
-        metadata=assembly.metadata,
-        status=assembly.status,  # type: ignore[arg-type]
-        error=assembly.error,
-        started_at=_dt(summary["started_ns"]) if summary["started_ns"] is not None else None,
-        ended_at=_dt(summary["ended_ns"]) if summary["ended_ns"] is not None else None,
-        turn_count=summary["turn_count"],
-        input_tokens=summary["input_tokens"],
-        output_tokens=summary["output_tokens"],
-        total_tokens=summary["total_tokens"],
-        cost=summary["cost"],
-        latency_ms=summary["latency_ms"],
+        **SessionDetail.summary_fields(summary),
         inference_results=results,
         spans=_span_tree(assembly.loose),
     )

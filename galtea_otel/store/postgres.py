@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool, PoolClosed
 
 from galtea_otel.records import Session, TestCase
 from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError
-from galtea_otel.store.rows import SESSION_COLUMNS, row_from_tuple, session_from_row
+from galtea_otel.store.rows import SESSION_COLUMNS, row_from_tuple, session_filters, session_from_row
 from galtea_otel.sync import schema as sync_sql
 from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, TurnState
 from galtea_otel.translate.row import COLUMNS, SpanRow
@@ -337,17 +337,8 @@ class PostgresStore:
     def list_sessions(
         self, *, status: str | None = None, version: str | None = None, limit: int = 50
     ) -> list[Session]:
-        where: list[str] = []
-        args: list[Any] = []
-        if status:
-            where.append("status = %s")
-            args.append(status.upper())
-        if version:
-            where.append("version = %s")
-            args.append(version)
-        sql = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        where, args = session_filters(status, version, "%s")
+        sql = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions" + where
         sql += " ORDER BY started_ns DESC NULLS LAST, custom_id, version LIMIT %s"
         args.append(limit if limit >= 0 else None)  # SQLite: a negative LIMIT means none
         return [session_from_row(r) for r in self._all(sql, args)]

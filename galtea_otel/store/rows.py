@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import operator
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 from galtea_otel.records import Session
@@ -32,27 +30,18 @@ def row_from_tuple(values: Sequence[Any]) -> SpanRow:
     return row
 
 
-def _dt(ns: int | None) -> datetime | None:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc) if ns is not None else None
-
-
 def session_from_row(values: Sequence[Any]) -> Session:
-    r = dict(zip(SESSION_COLUMNS, values, strict=False))
-    metadata = r["metadata"]
-    return Session(
-        custom_id=r["custom_id"],
-        version=r["version"],
-        test_case_id=r["test_case_id"],
-        context=r["context"],
-        metadata=json.loads(metadata) if isinstance(metadata, str) else (metadata or {}),
-        status=r["status"],
-        error=r["error"],
-        started_at=_dt(r["started_ns"]),
-        ended_at=_dt(r["ended_ns"]),
-        turn_count=r["turn_count"],
-        input_tokens=r["input_tokens"],
-        output_tokens=r["output_tokens"],
-        total_tokens=r["total_tokens"],
-        cost=r["cost"],
-        latency_ms=r["latency_ms"],
-    )
+    return Session(**Session.summary_fields(dict(zip(SESSION_COLUMNS, values, strict=False))))
+
+
+def session_filters(status: str | None, version: str | None, mark: str) -> tuple[str, list[Any]]:
+    """The WHERE clause of a session listing (``mark``: the driver's placeholder) and its arguments."""
+    where: list[str] = []
+    args: list[Any] = []
+    if status:
+        where.append(f"status = {mark}")
+        args.append(status.upper())
+    if version:
+        where.append(f"version = {mark}")
+        args.append(version)
+    return (" WHERE " + " AND ".join(where)) if where else "", args

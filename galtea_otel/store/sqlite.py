@@ -14,7 +14,7 @@ from typing import Any
 
 from galtea_otel.records import Session, TestCase
 from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError, iter_chunks
-from galtea_otel.store.rows import SESSION_COLUMNS, row_from_tuple, row_to_tuple, session_from_row
+from galtea_otel.store.rows import SESSION_COLUMNS, row_from_tuple, row_to_tuple, session_filters, session_from_row
 from galtea_otel.sync import schema as sync_sql
 from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, TurnState
 from galtea_otel.translate.row import COLUMNS, SpanRow
@@ -182,17 +182,8 @@ class SQLiteStore:
     def list_sessions(
         self, *, status: str | None = None, version: str | None = None, limit: int = 50
     ) -> list[Session]:
-        where: list[str] = []
-        args: list[str | int] = []
-        if status:
-            where.append("status = ?")
-            args.append(status.upper())
-        if version:
-            where.append("version = ?")
-            args.append(version)
-        sql = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        where, args = session_filters(status, version, "?")
+        sql = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions" + where
         sql += " ORDER BY started_ns DESC, custom_id, version LIMIT ?"
         args.append(limit)
         return [session_from_row(r) for r in self._connect().execute(sql, args)]
