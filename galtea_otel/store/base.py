@@ -17,8 +17,9 @@ from galtea_otel.translate.row import SpanRow
 
 Key = tuple[str, str]
 # 2: the Galtea sync outbox (galtea_outbox, galtea_sync_sessions, galtea_sync_turns);
-# 3: galtea_sync_turns.fingerprint (a turn changed after it was sent is updated on the platform).
-SCHEMA_VERSION = 3
+# 3: galtea_sync_turns.fingerprint (a turn changed after it was sent is updated on the platform);
+# 4: galtea_sync_intents (the body of a turn creation, recorded before it is sent).
+SCHEMA_VERSION = 4
 
 
 class StoreError(RuntimeError):
@@ -121,7 +122,14 @@ class Store(Protocol):
 
     def sync_save_turn(
         self, key: Key, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
-    ) -> None: ...
+    ) -> None:
+        """Record what the platform holds of a turn (and end the turn's creation intent, if any)."""
+
+    def sync_save_intent(self, key: Key, turn_id: str, body: dict[str, Any]) -> None:
+        """Record, before it is sent, the body of the ``POST inferenceResults`` that creates a turn."""
+
+    def sync_forget_turn(self, key: Key, turn_id: str) -> None:
+        """Forget a turn (and its intent): it was deleted from the platform, or never reached it."""
 
     def sync_complete(
         self, item: OutboxItem, outcome: str, now_ns: int, *, next_attempt_ns: int = 0, error: str | None = None,

@@ -403,8 +403,9 @@ class PostgresStore:
         row = rows[0]
         turns = {r[0]: TurnState(r[1], set(json.loads(r[2])), r[3])
                  for r in self._all(_pg(sync_sql.TURNS_STATE), key)}
+        intents = {r[0]: json.loads(r[1]) for r in self._all(_pg(sync_sql.INTENTS_STATE), key)}
         return SyncState(session_updated_ns=row[4], platform_id=row[0], version_id=row[1], status=row[2],
-                         fingerprint=row[3], turns=turns)
+                         fingerprint=row[3], turns=turns, intents=intents)
 
     def sync_save_session(
         self, key: Key, platform_id: str | None, version_id: str | None, status: str | None,
@@ -420,6 +421,16 @@ class PostgresStore:
         with self._write() as cur:
             cur.execute(_pg(sync_sql.SAVE_TURN),
                         _params((*key, turn_id, platform_id, json.dumps(sorted(spans_sent)), fingerprint)))
+            cur.execute(_pg(sync_sql.FORGET_INTENT), _params((*key, turn_id)))
+
+    def sync_save_intent(self, key: Key, turn_id: str, body: dict[str, Any]) -> None:
+        with self._write() as cur:
+            cur.execute(_pg(sync_sql.SAVE_INTENT), _params((*key, turn_id, json.dumps(body, sort_keys=True))))
+
+    def sync_forget_turn(self, key: Key, turn_id: str) -> None:
+        with self._write() as cur:
+            cur.execute(_pg(sync_sql.FORGET_TURN), _params((*key, turn_id)))
+            cur.execute(_pg(sync_sql.FORGET_INTENT), _params((*key, turn_id)))
 
     def sync_complete(
         self, item: OutboxItem, outcome: str, now_ns: int, *, next_attempt_ns: int = 0, error: str | None = None,

@@ -257,8 +257,9 @@ class SQLiteStore:
         if row is None:
             return None
         turns = {r[0]: TurnState(r[1], set(json.loads(r[2])), r[3]) for r in conn.execute(sync_sql.TURNS_STATE, key)}
+        intents = {r[0]: json.loads(r[1]) for r in conn.execute(sync_sql.INTENTS_STATE, key)}
         return SyncState(session_updated_ns=row[4], platform_id=row[0], version_id=row[1], status=row[2],
-                         fingerprint=row[3], turns=turns)
+                         fingerprint=row[3], turns=turns, intents=intents)
 
     def sync_save_session(
         self, key: Key, platform_id: str | None, version_id: str | None, status: str | None,
@@ -273,6 +274,16 @@ class SQLiteStore:
         with self._write() as conn:
             conn.execute(sync_sql.SAVE_TURN,
                          (*key, turn_id, platform_id, json.dumps(sorted(spans_sent)), fingerprint))
+            conn.execute(sync_sql.FORGET_INTENT, (*key, turn_id))
+
+    def sync_save_intent(self, key: Key, turn_id: str, body: dict[str, Any]) -> None:
+        with self._write() as conn:
+            conn.execute(sync_sql.SAVE_INTENT, (*key, turn_id, json.dumps(body, sort_keys=True)))
+
+    def sync_forget_turn(self, key: Key, turn_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(sync_sql.FORGET_TURN, (*key, turn_id))
+            conn.execute(sync_sql.FORGET_INTENT, (*key, turn_id))
 
     def sync_complete(
         self, item: OutboxItem, outcome: str, now_ns: int, *, next_attempt_ns: int = 0, error: str | None = None,

@@ -6,7 +6,7 @@ counts are module globals read once from the environment at import, it retries o
 per-request control, and it runs on its own thread anyway. The SDK's pydantic models are used for every
 request body (:mod:`galtea_otel.sync.payloads`).
 
-Retries here are safe by construction: an idempotent request (GET, PATCH) is retried on any transient failure;
+Retries here are safe by construction: an idempotent request (GET, PATCH, DELETE) is retried on any transient failure;
 a POST only when it cannot have reached the server (a refused connection, a connect timeout) or was refused
 with 429. Any other failure of a POST (a read timeout, a dropped connection, a 5xx) raises :class:`Retryable`,
 and the next attempt at that session looks up what the POST may have created before creating anything.
@@ -117,6 +117,10 @@ class GalteaHttp:
 
     def patch(self, path: str, body: Any) -> Any:
         return self.request("PATCH", path, json_body=body, idempotent=True)
+
+    def delete(self, path: str) -> Any:
+        """A DELETE is idempotent: retried like a PATCH (a 404 on a retry means the first one did it)."""
+        return self.request("DELETE", path, idempotent=True)
 
     def request(self, method: str, path: str, *, json_body: Any = None,
                 params: Mapping[str, Any] | list[tuple[str, str]] | None = None, idempotent: bool) -> Any:

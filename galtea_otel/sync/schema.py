@@ -9,6 +9,10 @@
   turns, the session status and fields last sent, the span ids already created under each turn and a digest
   of the turn's fields last sent (``fingerprint``: a turn that changes after it was created is updated). They
   make re-delivery idempotent.
+- ``galtea_sync_intents``: the exact body of a ``POST inferenceResults`` about to be sent, committed before the
+  request and removed in the transaction that records the turn's platform id. When the answer is lost, the next
+  pass adopts the platform turn that matches the *intended* body (the turn may have changed since), and a turn
+  that no longer exists locally has its intended creation looked up and deleted.
 
 This module imports nothing heavy: the stores import it.
 """
@@ -16,10 +20,11 @@ This module imports nothing heavy: the stores import it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 Key = tuple[str, str]
 
-OUTBOX_TABLES = ("galtea_outbox", "galtea_sync_sessions", "galtea_sync_turns")
+OUTBOX_TABLES = ("galtea_outbox", "galtea_sync_sessions", "galtea_sync_turns", "galtea_sync_intents")
 
 
 def ddl(id_type: str, int_type: str) -> str:
@@ -42,6 +47,10 @@ CREATE TABLE IF NOT EXISTS galtea_sync_turns (
     platform_id TEXT NOT NULL, spans_sent TEXT NOT NULL, fingerprint TEXT,
     PRIMARY KEY (custom_id, version, turn_id)
 );
+CREATE TABLE IF NOT EXISTS galtea_sync_intents (
+    custom_id {id_type} NOT NULL, version {id_type} NOT NULL, turn_id {id_type} NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (custom_id, version, turn_id)
+);
 """
 
 
@@ -49,6 +58,7 @@ CREATE TABLE IF NOT EXISTS galtea_sync_turns (
 # schema gets them by ALTER TABLE ... ADD COLUMN when it is opened (``ddl`` already has them for a new store).
 # v3: galtea_sync_turns.fingerprint (NULL for a turn sent by an older galtea-otel: updated once, at its
 # session's next sync).
+# v4: the table galtea_sync_intents (created by ``ddl``'s CREATE TABLE IF NOT EXISTS when an older store is opened).
 ADDED_COLUMNS = (("galtea_sync_turns", "fingerprint", "TEXT"),)
 
 
@@ -109,6 +119,14 @@ SAVE_TURN = (
     " ON CONFLICT (custom_id, version, turn_id) DO UPDATE SET platform_id = excluded.platform_id,"
     " spans_sent = excluded.spans_sent, fingerprint = excluded.fingerprint"
 )
+# Saving a turn's platform id ends its intent, in the same transaction.
+FORGET_INTENT = "DELETE FROM galtea_sync_intents WHERE custom_id = ? AND version = ? AND turn_id = ?"
+FORGET_TURN = "DELETE FROM galtea_sync_turns WHERE custom_id = ? AND version = ? AND turn_id = ?"
+INTENTS_STATE = "SELECT turn_id, body FROM galtea_sync_intents WHERE custom_id = ? AND version = ?"
+SAVE_INTENT = (
+    "INSERT INTO galtea_sync_intents (custom_id, version, turn_id, body) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (custom_id, version, turn_id) DO UPDATE SET body = excluded.body"
+)
 COUNTS = "SELECT state, count(*) FROM galtea_outbox GROUP BY state"
 SYNCED_COUNT = "SELECT count(*) FROM galtea_sync_sessions WHERE platform_id IS NOT NULL"
 PARKED = (
@@ -147,6 +165,9 @@ class SyncState:
     status: str | None = None
     fingerprint: str | None = None
     turns: dict[str, TurnState] = field(default_factory=dict)
+    # Turn key -> the ``POST inferenceResults`` body last about to be sent for a turn whose platform id is not
+    # known (its answer was lost, or the sender stopped): see ``galtea_sync_intents``.
+    intents: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,16 @@ hold (``Store.sync_state``), then:
 
 1. the session: its remembered platform id, else the one found by custom id within its version
    (``GET sessions?customIds[]=..&versionIds[]=..``), else ``POST sessions``; the id is stored at once;
-2. its turns, in order: a turn with a remembered id is not created again; when some are unknown and the session
-   existed before this pass, the platform's turns of the session are listed and a turn already there (a creation
-   whose answer was lost) is adopted instead of created; every id is stored as soon as it is known;
+2. its turns, in order: a turn with a remembered id is not created again; before a turn is created, the exact
+   body about to be sent is stored (``galtea_sync_intents``, committed before the request). When some turns are
+   unknown and the session existed before this pass, the platform's turns of the session are listed and a turn
+   already there (a creation whose answer was lost) is adopted instead of created: the one matching the body
+   that was *sent* (the intent), not the turn as it is now, which may have changed since (its output grew, its
+   tokens arrived); it is then updated to the current fields by step 3. Every id is stored as soon as it is known
+   (which ends the intent, in the same transaction);
+   a turn the platform holds (or may hold: an intent) whose local turn no longer exists, because reassembly made
+   another span its head (a late outer LLM span folded the earlier-sent inner one into it), is deleted there
+   (``DELETE inferenceResults/{id}``, the SDK's ``traces.delete``; a 404 counts as done) and forgotten here;
 3. the turns that changed since they were sent (a nested LLM span arriving late fills tokens and cost, a streamed
    output grows, a turn becomes FAILED, the session is reassembled): each turn's fields as last sent are
    remembered as a digest (``galtea_sync_turns.fingerprint``); a turn whose digest differs is updated with
@@ -50,6 +57,7 @@ class Outcome:
     turns_created: int = 0
     turns_found: int = 0
     turns_updated: int = 0
+    turns_deleted: int = 0
     spans_created: int = 0
     spans_found: int = 0
     status_updates: int = 0
@@ -57,8 +65,8 @@ class Outcome:
 
     @property
     def sent(self) -> int:
-        return (self.sessions_created + self.turns_created + self.turns_updated + self.spans_created
-                + self.status_updates)
+        return (self.sessions_created + self.turns_created + self.turns_updated + self.turns_deleted
+                + self.spans_created + self.status_updates)
 
     @property
     def already_there(self) -> bool:
@@ -66,7 +74,7 @@ class Outcome:
 
     def add(self, other: Outcome) -> None:
         for name in ("sessions_created", "sessions_found", "turns_created", "turns_found", "turns_updated",
-                     "spans_created", "spans_found", "status_updates"):
+                     "turns_deleted", "spans_created", "spans_found", "status_updates"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.rejected_spans += other.rejected_spans
 
@@ -171,28 +179,48 @@ class GalteaSink:
         return matches[0] if matches else None
 
     def _turns(self, key: Key, detail: SessionDetail, state: SyncState, fresh: bool, outcome: Outcome) -> set[str]:
-        """Make sure the platform holds every turn; returns the turn keys created in this pass."""
+        """Make sure the platform holds every turn of the session and no turn it no longer has; returns the turn
+        keys created in this pass.
+
+        A turn is created only after the exact body about to be sent is recorded (``sync_save_intent``,
+        committed before the request); the intent ends when the platform id is recorded. A turn still holding an
+        intent had its creation's answer lost: the platform turn that matches the *intended* body is adopted (it
+        is then updated to the turn's current fields by ``_update_turns``), whatever the turn became since.
+        A turn known to the platform (or intended for it) whose local turn no longer exists (reassembly made
+        another span its head) is deleted there and forgotten here."""
         assert state.platform_id is not None
+        local = {payloads.turn_key(t) for t in detail.inference_results}
         missing = [t for t in detail.inference_results if payloads.turn_key(t) not in state.turns]
-        created: set[str] = set()
-        if not missing:
-            return created
+        stale_intents = {k: body for k, body in state.intents.items() if k not in local and k not in state.turns}
         remote: list[dict[str, Any]] = []
-        if not fresh:
+        if not fresh and (missing or stale_intents):
             known = {t.platform_id for t in state.turns.values()}
             remote = [r for r in self._list("inferenceResults", "sessionIds[]", state.platform_id)
                       if r.get("id") not in known]
+        # The platform turns some of ours already are: by intended body, else (a turn with no intent: a store
+        # of schema v3 whose creation was lost, or one whose sync state was lost) by its current content.
+        adopted: dict[str, dict[str, Any]] = {}
         for turn in missing:
             tkey = payloads.turn_key(turn)
-            body = payloads.create_turn(turn, state.platform_id)
+            body = state.intents.get(tkey) or payloads.create_turn(turn, state.platform_id)
             match = next((r for r in remote if payloads.same_turn(r, body)), None)
             if match is not None:
                 remote.remove(match)
+                adopted[tkey] = match
+        self._remove_stale(key, state, local, stale_intents, remote, outcome)
+        created: set[str] = set()
+        for turn in missing:
+            tkey = payloads.turn_key(turn)
+            match = adopted.get(tkey)
+            if match is not None:
                 tstate = TurnState(str(match["id"]))
                 if payloads.turn_is_current(match, payloads.update_turn(turn)):
                     tstate.fingerprint = payloads.turn_fingerprint(turn)  # else None: updated by _update_turns
                 outcome.turns_found += 1
             else:
+                body = payloads.create_turn(turn, state.platform_id)
+                self.store.sync_save_intent(key, tkey, body)
+                state.intents[tkey] = body
                 tstate = TurnState(str(self.http.post("inferenceResults", body)["id"]),
                                    fingerprint=payloads.turn_fingerprint(turn))
                 created.add(tkey)
@@ -201,8 +229,37 @@ class GalteaSink:
                     state.status = "PENDING"  # a turn for a closed session reopens it (the platform's default)
                     self._save_session(key, state)
             state.turns[tkey] = tstate
-            self._save_turn(key, tkey, tstate)
+            self._save_turn(key, tkey, tstate)  # ends the intent in the same transaction
+            state.intents.pop(tkey, None)
         return created
+
+    def _remove_stale(self, key: Key, state: SyncState, local: set[str], stale_intents: dict[str, dict[str, Any]],
+                      remote: list[dict[str, Any]], outcome: Outcome) -> None:
+        """Delete from the platform the turns whose local turn no longer exists, and forget them. A turn whose
+        creation's answer was lost is looked up by its intended body among ``remote`` (the platform turns of the
+        session no other turn is known or adopted as). A 404 counts as deleted: a DELETE sent again after its
+        answer was lost, or a turn deleted on the platform by someone else."""
+        for tkey in [k for k in state.turns if k not in local]:
+            self._delete_turn(state.turns[tkey].platform_id)
+            self.store.sync_forget_turn(key, tkey)
+            del state.turns[tkey]
+            state.intents.pop(tkey, None)
+            outcome.turns_deleted += 1
+        for tkey, body in stale_intents.items():
+            match = next((r for r in remote if payloads.same_turn(r, body)), None)
+            if match is not None:
+                remote.remove(match)
+                self._delete_turn(str(match["id"]))
+                outcome.turns_deleted += 1
+            self.store.sync_forget_turn(key, tkey)
+            state.intents.pop(tkey, None)
+
+    def _delete_turn(self, platform_id: str) -> None:
+        try:
+            self.http.delete(f"inferenceResults/{platform_id}")
+        except Refused as exc:
+            if exc.status != 404:
+                raise
 
     def _update_turns(self, key: Key, detail: SessionDetail, state: SyncState, outcome: Outcome) -> None:
         """Update on the platform every turn that changed since it was last sent (or whose state is unknown: a

@@ -6,7 +6,8 @@ models do not declare; every reply is checked against the SDK's read models (``S
 ``Version``), so what passes here is what the SDK itself sends and reads. It behaves as the platform is documented
 to (``../shared/docs/GALTEA_PLATFORM.md``): a custom id is unique per version (409), a session starts PENDING,
 ``finish`` closes it COMPLETED (FAILED with an error), a turn for a closed session reopens it, a turn is updated by
-``PATCH inferenceResults/{id}`` (the fields sent, as the SDK's ``traces.update`` sends them), span batches answer
+``PATCH inferenceResults/{id}`` (the fields sent, as the SDK's ``traces.update`` sends them) and deleted with its
+spans by ``DELETE inferenceResults/{id}`` (the SDK's ``traces.delete``; 404 when it is gone), span batches answer
 ``partialSuccess`` for refused spans.
 
 It can be told to fail (:meth:`FakeGaltea.fail`): an HTTP status (429 with ``Retry-After``, 500, 400...) before
@@ -93,6 +94,7 @@ class FakeGaltea:
     bodies: list[tuple[str, str, Any]] = field(default_factory=list)
     conflicts: int = 0  # POST sessions refused because the custom id exists in that version
     duplicate_spans: int = 0  # spans posted again with an id already stored
+    deleted_turns: list[dict[str, Any]] = field(default_factory=list)  # turns removed by DELETE inferenceResults
     fail_every: int = 0  # with N > 0, every Nth write request fails with a 500 before doing anything
     delay_s: float = 0.0  # every request waits this long first (a slow platform)
     faults: list[Fault] = field(default_factory=list)
@@ -141,6 +143,8 @@ class FakeGaltea:
             return 200, self._create_turn(body)
         if method == "PATCH" and len(parts) == 2 and parts[0] == "inferenceResults":
             return 200, self._update_turn(parts[1], body)
+        if method == "DELETE" and len(parts) == 2 and parts[0] == "inferenceResults":
+            return 200, self._delete_turn(parts[1])
         if method == "GET" and path == "inferenceResults":
             return 200, self._page([t for t in self.turns.values()
                                     if t["sessionId"] in query.get("sessionIds[]", [])], query, "index")
@@ -247,8 +251,9 @@ class FakeGaltea:
         session = self._session(model.session_id)
         if session["status"] in ("COMPLETED", "FAILED"):
             session["status"] = "PENDING"  # REOPEN_AND_REEVALUATE, the platform's default policy
-        index = sum(1 for t in self.turns.values() if t["sessionId"] == model.session_id)
-        turn = model.model_dump(by_alias=True, exclude_none=True, mode="json")
+        # The next index of the session (after a deletion too: indexes of the remaining turns never repeat).
+        index = 1 + max((t["index"] for t in self.turns.values() if t["sessionId"] == model.session_id), default=-1)
+        turn: dict[str, Any] = model.model_dump(by_alias=True, exclude_none=True, mode="json")
         turn.update(id=self._id("inferenceResult"), index=index, createdAt=_now())
         Trace(**json.loads(json.dumps(turn)))
         self.turns[turn["id"]] = turn
@@ -269,6 +274,17 @@ class FakeGaltea:
         Trace(**json.loads(json.dumps(updated)))  # the SDK can read it
         self.turns[turn_id] = updated
         return updated
+
+    def _delete_turn(self, turn_id: str) -> dict[str, Any]:
+        """``DELETE inferenceResults/{id}`` (the SDK's ``traces.delete``): the turn and its spans; 404 when there
+        is no such turn (deleted already)."""
+        turn = self.turns.pop(turn_id, None)
+        if turn is None:
+            raise ApiError(404, f"Inference result {turn_id} not found")
+        for span_id in [s["id"] for s in self.spans.values() if s["inferenceResultId"] == turn_id]:
+            del self.spans[span_id]
+        self.deleted_turns.append(turn)
+        return turn
 
     def _create_spans(self, query: dict[str, list[str]], body: Any) -> dict[str, Any] | list[dict[str, Any]]:
         if not isinstance(body, dict) or set(body) != {"traces"} or not isinstance(body["traces"], list):
@@ -404,6 +420,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PATCH(self) -> None:
         self._serve("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
 
 
 @contextmanager

@@ -332,3 +332,197 @@ def test_migration_from_schema_v2_adds_the_turn_fingerprint_and_updates_old_turn
         assert_delivered_exactly_once(api, store)
     finally:
         store.close()
+
+
+# --- exactly once when the turn changes under a lost answer, or changes identity ------------------------------------
+
+def answered_turn(tracer: Tracer, session: Span, custom_id: str, question: str) -> None:
+    """A turn whose application span (``chat``) has the input only: its output, tokens and cost come from the
+    client's LLM span inside it (``openai.chat``), so they change when that span arrives late."""
+    k = key(custom_id, VERSION)
+    with tracer.start_as_current_span(
+        "chat", context=trace.set_span_in_context(session),
+        attributes={**k, A.SPAN_TYPE: "GENERATION", A.SPAN_INPUT: json.dumps(question)},
+    ):
+        with tracer.start_as_current_span("search", attributes={**k, A.SPAN_TYPE: "RETRIEVER"}):
+            pass
+        with tracer.start_as_current_span(
+            "openai.chat",
+            attributes={**k, "gen_ai.operation.name": "chat", A.SPAN_OUTPUT: json.dumps(f"answer to {question}"),
+                        "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 5,
+                        "galtea.inference.cost": 0.001},
+        ):
+            pass
+
+
+def one_pass(store: Store, url: str) -> SyncSummary:
+    """A single pass over the outbox: a session whose request failed stays deferred."""
+    return sync_once(store, sync_config(url), timeout_s=0.01)
+
+
+def intents(store: Store, custom_id: str) -> dict[str, dict[str, Any]]:
+    state = store.sync_state((custom_id, VERSION))
+    assert state is not None
+    return state.intents
+
+
+@pytest.mark.parametrize("mode", ["hang", "drop", "drop_before"])
+def test_a_turn_that_changed_after_its_creation_was_lost_is_adopted_by_its_intent(
+    fake: Fake, store: Store, mode: str
+) -> None:
+    """``hang`` and ``drop`` create the turn and lose the answer; ``drop_before`` loses the request. Meanwhile the
+    turn's output and tokens arrive, so the platform's turn no longer looks like the turn: it is found by the body
+    that was sent (recorded before sending), adopted and updated; never created twice."""
+    api, url = fake
+    api.add_version(PRODUCT, VERSION)
+    pipeline = Pipeline(store, sync=True)
+    with sdk_tracer() as (tracer, exporter), open_session(tracer, "conv-intent") as session:
+        answered_turn(tracer, session, "conv-intent", "q0")
+        spans = collect(exporter)
+        pipeline.ingest([s for s in spans if s.name != "openai.chat"])
+        api.fail("POST", "inferenceResults", mode, hang_s=1.0, times=1)
+        first = one_pass(store, url)
+        assert first.pending == 1
+        assert len(api.turns) == (0 if mode == "drop_before" else 1)
+        [(tkey, intended)] = intents(store, "conv-intent").items()
+        assert "actualOutput" not in intended and "inputTokens" not in intended
+        if mode != "drop_before":
+            [(_, _, sent)] = [b for b in api.bodies if b[:2] == ("POST", "inferenceResults")]
+            assert sent == intended  # exactly what was sent
+
+        pipeline.ingest([s for s in spans if s.name == "openai.chat"])  # the output and tokens arrive
+        local = read_session(store, ("conv-intent", VERSION))
+        assert local is not None
+        [local_turn] = local.inference_results
+        assert payloads.turn_key(local_turn) == tkey  # the same turn, changed
+        assert local_turn.output == "answer to q0" and local_turn.input_tokens == 10
+        assert not payloads.same_turn(next(iter(api.turns.values()), {}), payloads.create_turn(local_turn, "s"))
+
+        summary = sync(store, url)
+        found = mode != "drop_before"
+        assert (summary.totals.turns_created, summary.totals.turns_found, summary.totals.turns_updated) == (
+            (0, 1, 1) if found else (1, 0, 0))
+        turn = only_turn(api, "conv-intent")
+        assert (turn["actualOutput"], turn["inputTokens"], turn["outputTokens"], turn["cost"]) == (
+            local_turn.output, 10, 5, 0.001)
+        assert writes(api, "POST", "inferenceResults") == (1 if found else 2)
+        assert intents(store, "conv-intent") == {}  # ended with the turn's id recorded
+        enqueue_again(store, "conv-intent")
+        assert sync(store, url).sent == 0
+        assert_delivered_exactly_once(api, store)
+
+
+@pytest.mark.parametrize("fault", [None, "drop", "hang"])
+def test_a_turn_whose_head_changes_replaces_the_old_one_on_the_platform(
+    fake: Fake, store: Store, fault: str | None
+) -> None:
+    """The client's LLM span is sent as a turn of its own; the application's span around it arrives later and
+    becomes the turn's head: the turn sent under the old id is deleted from the platform (a DELETE whose answer
+    is lost is sent again: its 404 counts as done) and the current turn created, once."""
+    api, url = fake
+    api.add_version(PRODUCT, VERSION)
+    pipeline = Pipeline(store, sync=True)
+    with sdk_tracer() as (tracer, exporter), open_session(tracer, "conv-head") as session:
+        llm_turn(tracer, session, "conv-head", "q0")
+        spans = collect(exporter)
+        pipeline.ingest([s for s in spans if s.name == "openai.chat"])
+        sync(store, url)
+        old = only_turn(api, "conv-head")
+        state = store.sync_state(("conv-head", VERSION))
+        assert state is not None
+        [old_key] = state.turns
+
+        pipeline.ingest([s for s in spans if s.name != "openai.chat"])  # "chat" supersedes "openai.chat"
+        local = read_session(store, ("conv-head", VERSION))
+        assert local is not None
+        [local_turn] = local.inference_results
+        assert local_turn.id != old_key.split(":")[1] and local_turn.input == "q0"
+        if fault is not None:
+            api.fail("DELETE", "inferenceResults/", fault, hang_s=1.0, times=1)
+        summary = sync(store, url)
+        assert (summary.totals.turns_deleted, summary.totals.turns_created) == (1, 1)
+        turn = only_turn(api, "conv-head")
+        assert turn["id"] != old["id"] and [t["id"] for t in api.deleted_turns] == [old["id"]]
+        assert turn.get("input") == local_turn.input and turn["inputTokens"] == 10
+        assert writes(api, "DELETE") == (1 if fault is None else 2)
+        if fault is not None:
+            assert ("DELETE", f"inferenceResults/{old['id']}", 404) in api.requests
+        state = store.sync_state(("conv-head", VERSION))
+        assert state is not None and list(state.turns) == [payloads.turn_key(local_turn)]
+        enqueue_again(store, "conv-head")
+        assert sync(store, url).sent == 0
+        assert_delivered_exactly_once(api, store)
+
+
+def test_a_turn_whose_creation_was_lost_and_whose_head_changed_leaves_nothing_behind(
+    fake: Fake, store: Store
+) -> None:
+    """The turn under its old id was created but the answer lost (only its intent is known), then its head
+    changed: the platform turn matching the intent is deleted, the current turn created."""
+    api, url = fake
+    api.add_version(PRODUCT, VERSION)
+    pipeline = Pipeline(store, sync=True)
+    with sdk_tracer() as (tracer, exporter), open_session(tracer, "conv-gone") as session:
+        llm_turn(tracer, session, "conv-gone", "q0")
+        spans = collect(exporter)
+        pipeline.ingest([s for s in spans if s.name == "openai.chat"])
+        api.fail("POST", "inferenceResults", "drop", times=1)
+        assert one_pass(store, url).pending == 1
+        [lost] = api.turns.values()
+        assert list(intents(store, "conv-gone"))
+        pipeline.ingest([s for s in spans if s.name != "openai.chat"])
+        summary = sync(store, url)
+        assert (summary.totals.turns_deleted, summary.totals.turns_created, summary.totals.turns_found) == (1, 1, 0)
+        assert [t["id"] for t in api.deleted_turns] == [lost["id"]]
+        assert intents(store, "conv-gone") == {}
+        assert_delivered_exactly_once(api, store)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_migration_from_schema_v3_adds_the_intents_table(
+    fake: Fake, tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """A store of schema v3 (no galtea_sync_intents) is migrated in place, keeping its records and sync state."""
+    api, url = fake
+    api.add_version(PRODUCT, VERSION)
+    store_url = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else str(request.getfixturevalue("pg_url")())
+    store = open_store(store_url)
+    conninfo = getattr(store, "_conninfo", None)
+    pipeline = Pipeline(store, sync=True)
+    with sdk_tracer() as (tracer, exporter), open_session(tracer, "conv-v3") as session:
+        llm_turn(tracer, session, "conv-v3", "q0")
+        pipeline.ingest(collect(exporter))
+        sync(store, url)
+    store.close()
+
+    statements = ["DROP TABLE galtea_sync_intents", "UPDATE galtea_meta SET value = '3' WHERE key = 'schema_version'"]
+    if kind == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(tmp_path / "s.db")
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+        conn.close()
+    else:
+        import psycopg
+
+        assert isinstance(conninfo, str)
+        with psycopg.connect(conninfo, autocommit=True) as pg:
+            for statement in statements:
+                pg.execute(statement)
+
+    store = open_store(store_url)
+    try:
+        state = store.sync_state(("conv-v3", VERSION))
+        assert state is not None and state.platform_id is not None and state.intents == {}
+        [turn_state] = state.turns.values()
+        assert turn_state.fingerprint is not None
+        store.sync_save_intent(("conv-v3", VERSION), "t:x", {"input": "q"})  # the table is there
+        assert intents(store, "conv-v3") == {"t:x": {"input": "q"}}
+        store.sync_forget_turn(("conv-v3", VERSION), "t:x")
+        enqueue_again(store, "conv-v3")
+        assert sync(store, url).sent == 0
+        assert_delivered_exactly_once(api, store)
+    finally:
+        store.close()
