@@ -32,7 +32,7 @@ from galtea_otel.records import Session, TestCase
 from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError
 from galtea_otel.store.rows import SESSION_COLUMNS, row_from_tuple, session_filters, session_from_row
 from galtea_otel.sync import schema as sync_sql
-from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, TurnState
+from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, sync_state_from_rows
 from galtea_otel.translate.row import COLUMNS, SpanRow
 
 # Identifiers compare byte-wise (COLLATE "C"), as in SQLite: the same ORDER BY gives the same order in both
@@ -401,11 +401,8 @@ class PostgresStore:
         if not rows:
             return None
         row = rows[0]
-        turns = {r[0]: TurnState(r[1], set(json.loads(r[2])), r[3])
-                 for r in self._all(_pg(sync_sql.TURNS_STATE), key)}
-        intents = {r[0]: json.loads(r[1]) for r in self._all(_pg(sync_sql.INTENTS_STATE), key)}
-        return SyncState(session_updated_ns=row[4], platform_id=row[0], version_id=row[1], status=row[2],
-                         fingerprint=row[3], turns=turns, intents=intents)
+        return sync_state_from_rows(row, self._all(_pg(sync_sql.TURNS_STATE), key),
+                                    self._all(_pg(sync_sql.INTENTS_STATE), key))
 
     def sync_save_session(
         self, key: Key, platform_id: str | None, version_id: str | None, status: str | None,

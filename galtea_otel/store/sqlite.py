@@ -16,7 +16,7 @@ from galtea_otel.records import Session, TestCase
 from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError, iter_chunks
 from galtea_otel.store.rows import SESSION_COLUMNS, row_from_tuple, row_to_tuple, session_filters, session_from_row
 from galtea_otel.sync import schema as sync_sql
-from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, TurnState
+from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, sync_state_from_rows
 from galtea_otel.translate.row import COLUMNS, SpanRow
 
 _SCHEMA = """
@@ -256,10 +256,8 @@ class SQLiteStore:
         row = conn.execute(sync_sql.SESSION_STATE, key).fetchone()
         if row is None:
             return None
-        turns = {r[0]: TurnState(r[1], set(json.loads(r[2])), r[3]) for r in conn.execute(sync_sql.TURNS_STATE, key)}
-        intents = {r[0]: json.loads(r[1]) for r in conn.execute(sync_sql.INTENTS_STATE, key)}
-        return SyncState(session_updated_ns=row[4], platform_id=row[0], version_id=row[1], status=row[2],
-                         fingerprint=row[3], turns=turns, intents=intents)
+        return sync_state_from_rows(row, conn.execute(sync_sql.TURNS_STATE, key),
+                                    conn.execute(sync_sql.INTENTS_STATE, key))
 
     def sync_save_session(
         self, key: Key, platform_id: str | None, version_id: str | None, status: str | None,

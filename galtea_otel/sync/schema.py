@@ -19,6 +19,8 @@ This module imports nothing heavy: the stores import it.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,6 +170,18 @@ class SyncState:
     # Turn key -> the ``POST inferenceResults`` body last about to be sent for a turn whose platform id is not
     # known (its answer was lost, or the sender stopped): see ``galtea_sync_intents``.
     intents: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def sync_state_from_rows(
+    session: Sequence[Any], turns: Iterable[Sequence[Any]], intents: Iterable[Sequence[Any]]
+) -> SyncState:
+    """A SyncState from the rows of SESSION_STATE, TURNS_STATE and INTENTS_STATE (the same for every store)."""
+    return SyncState(
+        session_updated_ns=session[4], platform_id=session[0], version_id=session[1], status=session[2],
+        fingerprint=session[3],
+        turns={r[0]: TurnState(r[1], set(json.loads(r[2])), r[3]) for r in turns},
+        intents={r[0]: json.loads(r[1]) for r in intents},
+    )
 
 
 @dataclass(frozen=True)
