@@ -66,6 +66,10 @@ class InferenceResult(_Record):
     total_tokens: int | None = None
     cost: float | None = None
     abandoned: bool = False
+    # The conversation as the model saw it in this turn, in the normalized GenAI message shape (README,
+    # "The content model"): ``{"role": ..., "parts": [...]}`` objects, what was sent then what came back.
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    finish_reason: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     spans: list[SpanRecord] = Field(default_factory=list)
 
@@ -88,6 +92,19 @@ class Session(_Record):
     total_tokens: int | None = None
     cost: float | None = None
     latency_ms: float | None = None
+    user_id: str | None = None
+    cache_read_input_tokens: int | None = None
+    model: str | None = None  # the first turn's model
+    first_input: str | None = None  # the first turn's input (the user's first message)
+    last_output: str | None = None  # the last turn's output (the assistant's last reply)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def duration_ms(self) -> float | None:
+        """Wall-clock duration, start to end (None while PENDING); ``latency_ms`` sums the turns' latencies."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return round((self.ended_at - self.started_at).total_seconds() * 1000, 3)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -111,6 +128,8 @@ class Session(_Record):
             "ended_at": _utc(summary["ended_ns"]),
             **{name: summary[name] for name in ("turn_count", "input_tokens", "output_tokens", "total_tokens",
                                                 "cost", "latency_ms")},
+            **{name: summary.get(name) for name in ("user_id", "model", "first_input", "last_output")},
+            "cache_read_input_tokens": summary.get("cache_read_tokens"),
         }
 
 

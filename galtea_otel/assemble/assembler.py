@@ -42,6 +42,8 @@ class Turn:
     failed: bool
     error: str | None
     members: list[SpanRow] = field(default_factory=list)  # the spans inside the turn, head excluded
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: str | None = None
 
     @property
     def latency_ms(self) -> float:
@@ -65,6 +67,7 @@ class Assembly:
     turns: list[Turn]
     loose: list[SpanRow]  # spans attached to the session rather than to a turn
     late_ignored: int = 0
+    user_id: str | None = None
 
     def summary(self) -> dict[str, Any]:
         turns = self.turns
@@ -85,6 +88,11 @@ class Assembly:
             "total_tokens": _sum(t.total_tokens for t in turns),
             "cost": _fsum(t.cost for t in turns),
             "latency_ms": sum(t.latency_ms for t in turns) if turns else None,
+            "user_id": self.user_id,
+            "first_input": turns[0].input if turns else None,
+            "last_output": turns[-1].output if turns else None,
+            "model": next((t.model for t in turns if t.model), None),
+            "cache_read_tokens": _sum(t.cache_read_tokens for t in turns),
         }
 
 
@@ -289,6 +297,7 @@ def assemble(
         turns=turns,
         loose=loose,
         late_ignored=len(late),
+        user_id=next((r.user_id for r in described if r.user_id), None),
     )
 
 
@@ -348,6 +357,8 @@ def to_detail(assembly: Assembly) -> SessionDetail:
             total_tokens=t.total_tokens,
             cost=t.cost,
             abandoned=t.head.abandoned,
+            messages=t.messages,
+            finish_reason=t.finish_reason,
             metadata=_json_object(t.head.metadata),
             spans=_span_tree(t.members),
         )

@@ -18,8 +18,9 @@ from galtea_otel.translate.row import SpanRow
 Key = tuple[str, str]
 # 2: the Galtea sync outbox (galtea_outbox, galtea_sync_sessions, galtea_sync_turns);
 # 3: galtea_sync_turns.fingerprint (a turn changed after it was sent is updated on the platform);
-# 4: galtea_sync_intents (the body of a turn creation, recorded before it is sent).
-SCHEMA_VERSION = 4
+# 4: galtea_sync_intents (the body of a turn creation, recorded before it is sent);
+# 5: the content model and end user on spans, listing columns on sessions (``store.rows.ADDED_COLUMNS``).
+SCHEMA_VERSION = 5
 
 
 class StoreError(RuntimeError):

@@ -30,7 +30,16 @@ from psycopg_pool import ConnectionPool, PoolClosed
 
 from galtea_otel.records import Session, TestCase
 from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError
-from galtea_otel.store.rows import SESSION_COLUMNS, row_from_tuple, session_filters, session_from_row
+from galtea_otel.store.rows import (
+    ADDED_COLUMNS,
+    ADDED_INDEXES,
+    LISTING_TEXT_CHARS,
+    MESSAGE_COLUMNS,
+    SESSION_COLUMNS,
+    row_from_tuple,
+    session_filters,
+    session_from_row,
+)
 from galtea_otel.sync import schema as sync_sql
 from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, sync_state_from_rows
 from galtea_otel.translate.row import COLUMNS, SpanRow
@@ -72,11 +81,12 @@ CREATE TABLE IF NOT EXISTS counters (name {_ID} PRIMARY KEY, value BIGINT NOT NU
 """ + sync_sql.ddl(_ID, "BIGINT")
 
 # PostgreSQL array type of each span column, for the one-statement batch insert through unnest().
+_PG_TYPES = {"text": "TEXT", "int": "BIGINT", "float": "DOUBLE PRECISION", "bool": "BOOLEAN"}
 _INT_COLUMNS = {"start_ns", "end_ns", "input_tokens", "output_tokens", "cache_read_tokens", "total_tokens",
                 "received_ns"}
 _ARRAY_TYPES = tuple(
     "bigint[]" if c in _INT_COLUMNS else "integer[]" if c == "status" else "float8[]" if c == "cost"
-    else "boolean[]" if c == "abandoned" else "text[]"
+    else "boolean[]" if c in ("abandoned", "key_weak") else "text[]"
     for c in COLUMNS
 )
 _INSERT = (
@@ -85,9 +95,10 @@ _INSERT = (
     + ") ON CONFLICT (trace_id, span_id) DO NOTHING"
 )
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM spans"
-# What reassembly reads on the write path: everything but the (large) input and output texts.
-_SELECT_NO_CONTENT = (
-    "SELECT " + ", ".join("NULL" if c in ("input", "output") else c for c in COLUMNS) + " FROM spans")
+# What reassembly reads on the write path: no message lists, input and output cut (as in the SQLite store).
+_SELECT_NO_CONTENT = "SELECT " + ", ".join(
+    f"left({c}, {LISTING_TEXT_CHARS})" if c in ("input", "output") else "NULL" if c in MESSAGE_COLUMNS else c
+    for c in COLUMNS) + " FROM spans"
 _UPSERT_SESSION = (
     f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}, updated_ns)"
     f" VALUES ({', '.join(['%s'] * len(SESSION_COLUMNS))}, %s)"
@@ -307,8 +318,11 @@ class PostgresStore:
                         return
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(statement)
-                for table, column, kind in sync_sql.ADDED_COLUMNS:  # an older schema: migrated in place
+                added = [*sync_sql.ADDED_COLUMNS, *((t, c, _PG_TYPES[k]) for t, c, k in ADDED_COLUMNS)]
+                for table, column, kind in added:  # a new store, or an older schema: migrated in place
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+                for name, table, column in ADDED_INDEXES:
+                    conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})")
                 conn.execute(
                     "INSERT INTO galtea_meta (key, value) VALUES ('schema_version', %s)"
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))

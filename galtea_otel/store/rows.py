@@ -13,8 +13,36 @@ SESSION_COLUMNS: tuple[str, ...] = (
     "custom_id", "version", "status", "error", "test_case_id", "context", "metadata", "started_ns", "ended_ns",
     "last_activity_ns", "turn_count", "input_tokens", "output_tokens", "total_tokens", "cost", "latency_ms",
     "assembly",
+    # Schema v5: what a session listing shows and filters on without reading the turns.
+    "user_id", "first_input", "last_output", "model", "cache_read_tokens",
 )
 _ABANDONED = COLUMNS.index("abandoned")
+# The write path reads input and output cut to this many characters (enough for a listing's first message and
+# last reply), and no message lists.
+LISTING_TEXT_CHARS = 500
+MESSAGE_COLUMNS = ("input_messages", "output_messages")
+_KEY_WEAK = COLUMNS.index("key_weak")
+
+# Columns added to the spans and sessions tables after their first release, as (table, column, logical type:
+# text / int / float / bool); a store of an older schema gets them by ALTER TABLE ... ADD COLUMN when it is
+# opened (a new store's CREATE TABLE already has them). Each store maps the logical type to its own.
+# v5: the content model and the end user (issue 8), the listing columns of sessions.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("spans", "user_id", "text"),
+    ("spans", "key_weak", "bool"),
+    ("spans", "input_messages", "text"),
+    ("spans", "output_messages", "text"),
+    ("spans", "finish_reason", "text"),
+    ("sessions", "user_id", "text"),
+    ("sessions", "first_input", "text"),
+    ("sessions", "last_output", "text"),
+    ("sessions", "model", "text"),
+    ("sessions", "cache_read_tokens", "int"),
+)
+# Indexes on added columns: created after the columns exist (so also on a migrated store).
+ADDED_INDEXES: tuple[tuple[str, str, str], ...] = (
+    ("sessions_by_user", "sessions", "user_id"),
+)
 
 
 _GET_COLUMNS = operator.attrgetter(*COLUMNS)
@@ -27,6 +55,7 @@ def row_to_tuple(row: SpanRow) -> tuple[Any, ...]:
 def row_from_tuple(values: Sequence[Any]) -> SpanRow:
     row = SpanRow(*values)
     row.abandoned = bool(values[_ABANDONED])
+    row.key_weak = bool(values[_KEY_WEAK])
     return row
 
 

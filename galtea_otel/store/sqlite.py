@@ -14,7 +14,17 @@ from typing import Any
 
 from galtea_otel.records import Session, TestCase
 from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError, iter_chunks
-from galtea_otel.store.rows import SESSION_COLUMNS, row_from_tuple, row_to_tuple, session_filters, session_from_row
+from galtea_otel.store.rows import (
+    ADDED_COLUMNS,
+    ADDED_INDEXES,
+    LISTING_TEXT_CHARS,
+    MESSAGE_COLUMNS,
+    SESSION_COLUMNS,
+    row_from_tuple,
+    row_to_tuple,
+    session_filters,
+    session_from_row,
+)
 from galtea_otel.sync import schema as sync_sql
 from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, sync_state_from_rows
 from galtea_otel.translate.row import COLUMNS, SpanRow
@@ -48,10 +58,14 @@ CREATE TABLE IF NOT EXISTS test_cases (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """ + sync_sql.ddl("TEXT", "INTEGER")
 
+_SQLITE_TYPES = {"text": "TEXT", "int": "INTEGER", "float": "REAL", "bool": "INTEGER"}
 _INSERT = f"INSERT OR IGNORE INTO spans ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM spans"
-# What reassembly reads on the write path: everything but the (large) input and output texts.
-_SELECT_NO_CONTENT = "SELECT " + ", ".join("NULL" if c in ("input", "output") else c for c in COLUMNS) + " FROM spans"
+# What reassembly reads on the write path: no message lists, and input and output cut to what a session listing
+# shows (``Session.first_input`` / ``last_output``), not the (large) texts.
+_SELECT_NO_CONTENT = "SELECT " + ", ".join(
+    f"substr({c}, 1, {LISTING_TEXT_CHARS})" if c in ("input", "output") else "NULL" if c in MESSAGE_COLUMNS else c
+    for c in COLUMNS) + " FROM spans"
 _UPSERT_SESSION = (
     f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}, updated_ns)"
     f" VALUES ({', '.join('?' * len(SESSION_COLUMNS))}, ?)"
@@ -143,9 +157,12 @@ class SQLiteStore:
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(statement)
-                for table, column, kind in sync_sql.ADDED_COLUMNS:  # an older schema: migrated in place
+                added = [*sync_sql.ADDED_COLUMNS, *((t, c, _SQLITE_TYPES[k]) for t, c, k in ADDED_COLUMNS)]
+                for table, column, kind in added:  # a new store, or an older schema: migrated in place
                     if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
                         conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                for name, table, column in ADDED_INDEXES:
+                    conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})")
                 conn.execute(
                     "INSERT OR REPLACE INTO galtea_meta (key, value) VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),

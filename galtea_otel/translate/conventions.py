@@ -30,7 +30,8 @@ RESOURCE_TEST_CASE = (A.TEST_CASE_ID,)
 SESSION_CONTEXT = (A.SESSION_CONTEXT,)
 SESSION_METADATA = (A.SESSION_METADATA,)
 SESSION_EVENT = (A.SESSION_EVENT,)
-USER = ("user.id", "enduser.id", "langfuse.user.id", "traceloop.association.properties.user_id")
+USER = ("user.id", "enduser.id", "langfuse.user.id", "traceloop.association.properties.user_id",
+        "ai.telemetry.metadata.userId")
 
 # --- What kind of span ----------------------------------------------------------------------------------------
 # (key, values that make the span an LLM call; None: the key's presence is enough). First hit wins.

@@ -48,6 +48,15 @@ class SpanRow:
     abandoned: bool = False
     metadata: str | None = None  # JSON object text of the attributes no convention consumed
     received_ns: int = 0
+    # Schema v5 (issue 8): the end user; whether ``own_custom_id`` is only a library's own conversation id (a
+    # "weak" key, beaten by an application's key on an ancestor); the conversation as the model saw it, in the
+    # normalized GenAI message shape (JSON list text: ``input_messages`` what was sent, ``output_messages`` what
+    # came back); the finish reason of an LLM call.
+    user_id: str | None = None
+    key_weak: bool = False
+    input_messages: str | None = None
+    output_messages: str | None = None
+    finish_reason: str | None = None
 
     @property
     def is_error(self) -> bool:

@@ -322,7 +322,8 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
     inp = _content(attrs, "input", C.INPUT, found, indexed)
     out = _content(attrs, "output", C.OUTPUT, found, indexed)
     context = _text(get("context"))
-    metadata = _metadata(extra, get("user"))
+    user = get("user")
+    metadata = _metadata(extra, user)
     session_meta = _text(get("session_metadata"))
     if session_meta:
         metadata = _merge_json(session_meta, metadata)
@@ -331,6 +332,8 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         out = redact(out) if out is not None else None
         error = redact(error) if error is not None else None
         context = redact(context) if context is not None else None
+        user_text = _text(user)
+        user = redact(user_text) if user_text is not None else None
         metadata = redact(metadata) if metadata is not None else None
     input_tokens = _int(get("input_tokens"))
     output_tokens = _int(get("output_tokens"))
@@ -365,6 +368,7 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         abandoned=bool(get("abandoned")),
         metadata=clean_text(metadata),
         received_ns=received_ns if received_ns is not None else time.time_ns(),
+        user_id=clean_text(_text(user)),
     )
 
 

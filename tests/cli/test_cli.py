@@ -24,12 +24,12 @@ from tests.examples.runner import clean_env, console_script, run_cli, run_exampl
 SESSION_FIELDS = {
     "custom_id", "version", "test_case_id", "is_production", "context", "metadata", "status", "error",
     "started_at", "ended_at", "turn_count", "input_tokens", "output_tokens", "total_tokens", "cost",
-    "latency_ms",
+    "latency_ms", "user_id", "cache_read_input_tokens", "model", "first_input", "last_output", "duration_ms",
 }
 TURN_FIELDS = {
     "id", "trace_id", "index", "input", "output", "model", "status", "error", "started_at", "ended_at",
     "latency_ms", "input_tokens", "output_tokens", "cache_read_input_tokens", "total_tokens", "cost",
-    "abandoned", "metadata", "spans",
+    "abandoned", "messages", "finish_reason", "metadata", "spans",
 }
 SPAN_FIELDS = {
     "id", "trace_id", "parent_id", "name", "type", "input", "output", "status", "error", "started_at",
