@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -85,13 +86,7 @@ class GalteaSpanProcessor(SpanProcessor):
         try:
             stamp = otel_context.get_value(SESSION_KEY, parent_context)
             if stamp is not None:
-                # What says which kind of span this is (an LLM call, a tool...) is set at start by most
-                # instrumentations, so it is among the oldest attributes too: protect it with the stamp.
-                started = span.attributes
-                kind = {k: started[k] for k in started if k in _KIND_KEYS} if started else None
-                span.set_attributes(stamp)  # type: ignore[arg-type]
-                setattr(span, _STAMP_ATTR, {**kind, **stamp} if kind else stamp)  # type: ignore[dict-item]
-                incr("spans_started_in_session")
+                _stamp(span, stamp)  # type: ignore[arg-type]
         except Exception as exc:
             internal_error("processor.on_start", exc)
         export = self._export
@@ -139,6 +134,43 @@ class GalteaSpanProcessor(SpanProcessor):
 _KIND_KEYS = frozenset(
     [key for key, _ in LLM_MARKERS] + [key for key, _ in SPAN_TYPE_SOURCES]
 )
+
+
+def _stamp(span: Span, stamp: dict[str, Any]) -> None:
+    """Add the session's stamp to a starting span, and remember it (with the span's kind) for ``_on_ending``.
+
+    Every span that starts inside a session pays this, whichever library made it, so the common case skips
+    the SDK's per-value validation: when the span's attributes are the SDK's ``BoundedAttributes`` with room
+    for the stamp, none of its keys set yet, and the stamp's values plain strings within the value-length
+    limit (what ``make_stamp`` makes), inserting them into its dict under its lock stores exactly what
+    ``span.set_attributes(stamp)`` would. Anything else goes through ``set_attributes``.
+    """
+    attributes = span._attributes
+    fast = False
+    if type(attributes) is BoundedAttributes and not attributes._immutable and span._end_time is None:
+        present = attributes._dict
+        maxlen, max_value_len = attributes.maxlen, attributes.max_value_len
+        fast = maxlen is None or len(present) + len(stamp) <= maxlen
+        if fast:
+            for key, value in stamp.items():
+                if type(value) is not str or key in present or (
+                        max_value_len is not None and len(value) > max_value_len):
+                    fast = False
+                    break
+    if fast:
+        # What says which kind of span this is (an LLM call, a tool...) is set at start by most
+        # instrumentations, so it is among the oldest attributes too: protect it with the stamp.
+        kind = [key for key in present if key in _KIND_KEYS] if present else None
+        with attributes._lock:  # type: ignore[union-attr]
+            present.update(stamp)
+        remembered = {**{key: present[key] for key in kind}, **stamp} if kind else stamp
+    else:
+        started = span.attributes
+        found = {key: started[key] for key in started if key in _KIND_KEYS} if started else None
+        span.set_attributes(stamp)
+        remembered = {**found, **stamp} if found else stamp
+    setattr(span, _STAMP_ATTR, remembered)
+    incr("spans_started_in_session")
 
 
 def _restore_stamp(span: Span, stamp: dict[str, Any]) -> None:
