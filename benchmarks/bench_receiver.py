@@ -1,16 +1,26 @@
 """The receiver's durable ingest rate, against the in-process floor, plus its start time and memory.
 
-    python benchmarks/bench_receiver.py [--batches 60] [--stream 1000000]
+    python benchmarks/bench_receiver.py --quick                 # about 2 minutes
+    python benchmarks/bench_receiver.py [--rounds 3] [--stream 1000000] [--synchronous full]
 
-- *durable rate*: spans/s of OTLP/HTTP protobuf + gzip, batches of 512 realistic LLM spans (about 12
-  attributes, 1 KB input and output), from the first request to the last acknowledgement, each acknowledged
-  after commit, from 1 and from 4 client threads, against ``galtea-otel serve`` running as its own process;
-- *floor*, in the same run: gunzip + protobuf decode + walk + pipeline ingest into SQLite of the same batches,
-  in process;
+- *workload* (``--workload interleaved``, the default): 400 live sessions whose turns are spread over 40
+  requests: each OTLP/HTTP protobuf + gzip request carries one turn (an inference span with 1 KB of input and
+  of output, an LLM client span and a tool span, see ``_otlp.py``) of every one of the 400 sessions, so every
+  request touches every session, as a busy receiver sees it. ``--workload whole``: the earlier workload,
+  batches of 512 spans where each session's spans arrive together (``_spans.py``);
+- *durable rate*: spans/s from the first request to the last acknowledgement (each acknowledged after commit),
+  from 1 and from 4 client threads, against ``galtea-otel serve`` running as its own process; at the end the
+  store is *queried*: the spans, sessions and turns stored must be the ones sent;
+- *floor*, in the same run: the plain thing, in process: gunzip + protobuf decode (``FromString``) + a walk of
+  every span's attributes into a row (ids, name, times, session id, the attributes as JSON) + one
+  ``executemany`` per request into a SQLite table (WAL, the same ``synchronous`` as the receiver's store);
+- *galtea in process*: gunzip + decode + ``Pipeline.ingest`` (for reference: the receiver minus HTTP);
+- rounds are interleaved (floor, 1 client, 4 clients, in process; again), figures are medians with min-max;
 - *ready*: from process start to the "ready" log line; *idle RSS*: resident memory after it idled a second;
 - *stream*: ``--stream`` spans pushed through one receiver, its resident memory sampled all along.
 
-Bars (issue 3): durable >= 0.6x floor; idle RSS <= 80 MB; ready <= 1 s; RSS flat while 1,000,000 spans stream.
+Bars (issues 3 and 9): durable >= 0.6x the floor on the interleaved workload; 4 clients >= 1 client; idle RSS
+<= 80 MB; ready <= 1 s; RSS flat while 1,000,000 spans stream.
 """
 
 from __future__ import annotations
@@ -19,8 +29,12 @@ import argparse
 import gc
 import gzip
 import http.client
+import json
 import os
+import platform
 import socket
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _otlp import TurnFactory  # noqa: E402
 from _spans import make_spans  # noqa: E402
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
@@ -70,21 +85,85 @@ def batch_bodies(base: ExportTraceServiceRequest, count: int, offset: int = 0) -
         yield gzip.compress(request.SerializeToString(), 6)
 
 
-def floor(bodies: list[bytes], folder: Path) -> float:
-    store = open_store(f"sqlite:///{folder / 'floor.db'}")
+def interleaved_bodies(factory: TurnFactory, sessions: int, requests: int, offset: int) -> list[bytes]:
+    """``requests`` gzip bodies; body r holds turn r of each of ``sessions`` sessions (numbered from offset)."""
+    bodies = []
+    for r in range(requests):
+        request = factory.turns(offset, r, 1)
+        spans = request.resource_spans[0].scope_spans[0].spans
+        for s in range(offset + 1, offset + sessions):
+            spans.extend(factory.turns(s, r, 1).resource_spans[0].scope_spans[0].spans)
+        bodies.append(gzip.compress(request.SerializeToString(), 6))
+    return bodies
+
+
+def spans_in(body: bytes) -> int:
+    request = ExportTraceServiceRequest.FromString(gzip.decompress(body))
+    return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+
+
+def _value(any_value: object) -> object:
+    kind = any_value.WhichOneof("value")  # type: ignore[attr-defined]
+    return getattr(any_value, kind) if kind in ("string_value", "int_value", "double_value", "bool_value") \
+        else str(any_value)
+
+
+def plain_floor(bodies: list[bytes], path: Path, synchronous: str) -> float:
+    """The plain thing: gunzip + protobuf decode + walk into rows + one executemany per request into SQLite."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("CREATE TABLE spans (trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_span_id TEXT, "
+                 "name TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, session TEXT, "
+                 "attributes TEXT NOT NULL, PRIMARY KEY (trace_id, span_id))")
+    conn.execute("CREATE INDEX spans_by_session ON spans (session)")
+    start = time.perf_counter()
+    for body in bodies:
+        request = ExportTraceServiceRequest.FromString(gzip.decompress(body))
+        rows = []
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes = {kv.key: _value(kv.value) for kv in span.attributes}
+                    rows.append((span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex() or None,
+                                 span.name, span.start_time_unix_nano, span.end_time_unix_nano,
+                                 attributes.get("session.id"), json.dumps(attributes)))
+        conn.execute("BEGIN")
+        conn.executemany("INSERT OR IGNORE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return sum(map(spans_in, bodies)) / elapsed
+
+
+def in_process(bodies: list[bytes], url: str) -> float:
+    """gunzip + decode + Pipeline.ingest into a store, in process (the receiver minus HTTP)."""
+    store = open_store(url)
     pipeline = Pipeline(store)
     start = time.perf_counter()
     for body in bodies:
         pipeline.ingest(decode_proto(gzip.decompress(body)).spans)
     elapsed = time.perf_counter() - start
     store.close()
-    return len(bodies) * BATCH / elapsed
+    return sum(map(spans_in, bodies)) / elapsed
+
+
+def stored(path: Path) -> tuple[int, int, int]:
+    """(span rows, sessions, turns) in the store at ``path``, queried."""
+    conn = sqlite3.connect(path)
+    spans = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+    conn.close()
+    store = open_store(f"sqlite:///{path}")
+    sessions = store.list_sessions(limit=10**9)
+    store.close()
+    return spans, len(sessions), sum(s.turn_count for s in sessions)
 
 
 class ReceiverProcess:
     """``galtea-otel serve`` as a child process on a free port (gRPC off)."""
 
-    def __init__(self, folder: Path, name: str) -> None:
+    def __init__(self, folder: Path, name: str, synchronous: str = "normal") -> None:
+        self.path = folder / (name + ".db")
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
@@ -94,7 +173,7 @@ class ReceiverProcess:
             "from galtea_otel.cli.main import main; main()",
             "serve",
             "--store",
-            f"sqlite:///{folder / (name + '.db')}",
+            f"sqlite:///{self.path}?synchronous={synchronous}",
             "--http",
             f"127.0.0.1:{self.port}",
             "--grpc",
@@ -124,7 +203,8 @@ class ReceiverProcess:
         self.process.wait(60)
 
 
-def push(port: int, bodies: Callable[[], bytes | None], threads: int) -> tuple[int, float]:
+def push(port: int, bodies: Callable[[], bytes | None], threads: int,
+         spans_of: Callable[[bytes], int] = lambda body: BATCH) -> tuple[int, float]:
     """Post bodies until exhausted from ``threads`` keep-alive connections; retry 503s. (spans, seconds)"""
     acknowledged = [0]
     lock = threading.Lock()
@@ -143,7 +223,7 @@ def push(port: int, bodies: Callable[[], bytes | None], threads: int) -> tuple[i
                     raise RuntimeError(f"HTTP {response.status}")
                 time.sleep(float(response.getheader("Retry-After") or 1))
             with lock:
-                acknowledged[0] += BATCH
+                acknowledged[0] += spans_of(body)
         conn.close()
 
     workers = [threading.Thread(target=client) for _ in range(threads)]
@@ -166,37 +246,87 @@ def from_list(bodies: list[bytes]) -> Callable[[], bytes | None]:
     return next_body
 
 
+def summary(values: list[float], unit: str = "spans/s") -> str:
+    return f"{statistics.median(values):,.0f} {unit} ({min(values):,.0f}-{max(values):,.0f})"
+
+
+def ratio(values: list[float], floors: list[float]) -> str:
+    ratios = [v / f for v, f in zip(values, floors, strict=True)]
+    return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--batches", type=int, default=60, help="batches of 512 spans per rate measurement")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 rounds of 400 sessions x 20 requests; no stream")
+    parser.add_argument("--workload", choices=("interleaved", "whole"), default="interleaved")
+    parser.add_argument("--sessions", type=int, default=400, help="interleaved: live sessions")
+    parser.add_argument("--requests", type=int, default=40, help="interleaved: requests (turns per session)")
+    parser.add_argument("--batches", type=int, default=60, help="whole: batches of 512 spans")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--synchronous", choices=("normal", "full"), default="normal",
+                        help="the SQLite store's synchronous mode (the receiver's and the floor's)")
     parser.add_argument("--stream", type=int, default=200_000, help="spans for the memory run (0: skip)")
     args = parser.parse_args()
+    if args.quick:
+        args.requests, args.rounds, args.stream = 20, 2, 0
     base = template()
+    factory = TurnFactory()
     results: dict[str, str] = {}
+    rates: dict[str, list[float]] = {"floor": [], "in process": [], "1": [], "4": []}
+    counts: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        bodies = list(batch_bodies(base, args.batches))
         gc.collect()
         gc.freeze()  # the benchmark's own objects must not slow the floor's garbage collections
-        floor_rate = floor(bodies, folder)
-        results["floor (gunzip + decode + ingest, in process)"] = f"{floor_rate:,.0f} spans/s"
-        for threads in (1, 4):
-            receiver = ReceiverProcess(folder, f"rate{threads}")
-            if threads == 1:
+
+        def workload(offset: int) -> list[bytes]:
+            if args.workload == "interleaved":
+                return interleaved_bodies(factory, args.sessions, args.requests, offset)
+            return list(batch_bodies(base, args.batches, offset=offset))
+
+        ready, idle = [], []
+        for r in range(args.rounds):
+            bodies = workload(1_000_000 * (4 * r + 1))
+            rates["floor"].append(plain_floor(bodies, folder / f"floor{r}.db", args.synchronous))
+            for threads in ((1, 4) if r % 2 == 0 else (4, 1)):
+                receiver = ReceiverProcess(folder, f"rate{r}-{threads}", args.synchronous)
+                ready.append(receiver.ready_seconds)
                 time.sleep(1.0)
-                results["ready after start"] = f"{receiver.ready_seconds:.2f} s (bar 1 s)"
-                results["idle RSS"] = f"{receiver.rss_mb():.0f} MB (bar 80 MB)"
-            fresh = list(batch_bodies(base, args.batches, offset=10_000 * threads))
-            spans, seconds = push(receiver.port, from_list(fresh), threads)
-            rate = spans / seconds
-            results[f"durable rate, {threads} client thread(s)"] = (
-                f"{rate:,.0f} spans/s = {rate / floor_rate:.2f}x floor (bar 0.6x)"
-            )
-            receiver.stop()
+                idle.append(receiver.rss_mb())
+                fresh = workload(1_000_000 * (4 * r + 1 + threads))
+                span_counts = {id(body): spans_in(body) for body in fresh}
+                spans, seconds = push(receiver.port, from_list(fresh), threads, lambda b: span_counts[id(b)])
+                receiver.stop()
+                sent = sum(span_counts.values())
+                rows, sessions, turns = stored(receiver.path)
+                want_turns = args.sessions * args.requests if args.workload == "interleaved" else None
+                ok = rows == sent and (want_turns is None or turns == want_turns)
+                counts.append(f"{threads} client(s), round {r + 1}: sent {sent:,} spans, acknowledged {spans:,}; "
+                              f"stored {rows:,} span rows, {sessions:,} sessions, {turns:,} turns"
+                              + ("" if ok else "  MISMATCH"))
+                rates[str(threads)].append(rows / seconds)  # what was stored, per second
+            rates["in process"].append(in_process(bodies, f"sqlite:///{folder / f'inproc{r}.db'}"
+                                                  f"?synchronous={args.synchronous}"))
+        floors = rates["floor"]
+        shape = (f"{args.sessions} live sessions x {args.requests} requests (each request one turn of every "
+                 "session)" if args.workload == "interleaved" else f"{args.batches} batches of 512 spans, whole "
+                 "sessions")
+        print(f"workload: {shape}; {args.rounds} interleaved round(s); SQLite synchronous={args.synchronous}")
+        print(f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, {os.cpu_count()} cores")
+        results["floor (gunzip + decode + walk + executemany, in process)"] = summary(floors)
+        results["galtea in process (gunzip + decode + Pipeline.ingest)"] = (
+            f"{summary(rates['in process'])} = {ratio(rates['in process'], floors)} the floor")
+        for clients in ("1", "4"):
+            results[f"durable rate, {clients} client thread(s)"] = (
+                f"{summary(rates[clients])} = {ratio(rates[clients], floors)} the floor (bar 0.6x)")
+        results["4 clients / 1 client"] = ratio(rates["4"], rates["1"]) + " (bar >= 1.0x)"
+        results["ready after start"] = f"{statistics.median(ready):.2f} s, max {max(ready):.2f} s (bar 1 s)"
+        results["idle RSS"] = f"{statistics.median(idle):.0f} MB, max {max(idle):.0f} MB (bar 80 MB)"
         if args.stream:
-            receiver = ReceiverProcess(folder, "stream")
+            receiver = ReceiverProcess(folder, "stream", args.synchronous)
             generator = batch_bodies(base, args.stream // BATCH, offset=100_000)
             lock = threading.Lock()
 
@@ -225,6 +355,9 @@ def main() -> None:
     width = max(map(len, results))
     for name, value in results.items():
         print(f"{name:<{width}}  {value}")
+    print("stored, queried at the end of each run:")
+    for line in counts:
+        print("  " + line)
 
 
 if __name__ == "__main__":
