@@ -298,7 +298,8 @@ def main() -> None:
                 idle.append(receiver.rss_mb())
                 fresh = workload(1_000_000 * (4 * r + 1 + threads))
                 span_counts = {id(body): spans_in(body) for body in fresh}
-                spans, seconds = push(receiver.port, from_list(fresh), threads, lambda b: span_counts[id(b)])
+                spans, seconds = push(receiver.port, from_list(fresh), threads,
+                                      lambda b, counts=span_counts: counts[id(b)])
                 receiver.stop()
                 sent = sum(span_counts.values())
                 rows, sessions, turns = stored(receiver.path)
