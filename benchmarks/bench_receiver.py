@@ -97,6 +97,10 @@ def interleaved_bodies(factory: TurnFactory, sessions: int, requests: int, offse
     return bodies
 
 
+def count_of(counts: dict[int, int]) -> Callable[[bytes], int]:
+    return lambda body: counts[id(body)]
+
+
 def spans_in(body: bytes) -> int:
     request = ExportTraceServiceRequest.FromString(gzip.decompress(body))
     return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
@@ -298,8 +302,7 @@ def main() -> None:
                 idle.append(receiver.rss_mb())
                 fresh = workload(1_000_000 * (4 * r + 1 + threads))
                 span_counts = {id(body): spans_in(body) for body in fresh}
-                spans, seconds = push(receiver.port, from_list(fresh), threads,
-                                      lambda b, counts=span_counts: counts[id(b)])
+                spans, seconds = push(receiver.port, from_list(fresh), threads, count_of(span_counts))
                 receiver.stop()
                 sent = sum(span_counts.values())
                 rows, sessions, turns = stored(receiver.path)
