@@ -175,6 +175,7 @@ def postgres_schema(url: str) -> Iterator[Any]:
     made: list[str] = []
 
     def make(name: str) -> str:
+        name = name.replace("-", "_")
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA {schema}_{name}")
         made.append(f"{schema}_{name}")
