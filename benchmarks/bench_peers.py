@@ -135,7 +135,7 @@ def measure(calls: int, rounds: int) -> None:
 
         Traceloop.init(app_name="bench", exporter=Noop(), telemetry_enabled=False, disable_batch=False)
         subjects[f"traceloop-sdk {version('traceloop-sdk')} @task"] = (task(name="chat")(echo), None)
-    except Exception as exc:  # noqa: BLE001 - said in the output
+    except Exception as exc:
         notes.append(f"traceloop-sdk: not measured ({type(exc).__name__}: {exc})")
 
     try:
@@ -144,7 +144,7 @@ def measure(calls: int, rounds: int) -> None:
         Langfuse(public_key="pk-lf-bench", secret_key="sk-lf-bench", host="http://127.0.0.1:9",
                  tracer_provider=TracerProvider(), span_exporter=Noop())
         subjects[f"langfuse {version('langfuse')} @observe"] = (observe(as_type="generation")(echo), None)
-    except Exception as exc:  # noqa: BLE001 - said in the output
+    except Exception as exc:
         notes.append(f"langfuse: not measured ({type(exc).__name__}: {exc})")
 
     def timed(fn: Callable[[str], str], ctx: contextvars.Context | None, n: int) -> float:
