@@ -95,24 +95,27 @@ def main() -> None:
     def decorated(prompt: str) -> str:
         return fake_llm(prompt)
 
-    measures: dict[str, Callable[[str], str]] = {
-        "undecorated call": fake_llm,
-        "bare span, plain provider": plain_bare,
-        "@inference, in a session": decorated,
-        "bare span, galtea provider": galtea_bare,
+    session = galtea_otel.session(custom_id="bench", version="1")
+    in_session = contextvars.copy_context()
+    in_session.run(session.__enter__)  # every measure but the last runs in this context: inside the session
+    outside = contextvars.Context()  # an empty context: no session, no stamping
+    measures: dict[str, tuple[Callable[[str], str], contextvars.Context]] = {
+        "undecorated call": (fake_llm, in_session),
+        "bare span, plain provider": (plain_bare, in_session),
+        "@inference, in a session": (decorated, in_session),
+        "bare span, galtea provider": (galtea_bare, in_session),
+        "@inference, no session": (decorated, outside),
     }
     results: dict[str, list[float]] = {name: [] for name in measures}
-    results["@inference, no session"] = []
-    with galtea_otel.session(custom_id="bench", version="1"):
-        for fn in measures.values():  # warm up
-            per_call(fn, 1000)
-        for r in range(args.rounds):  # interleaved rounds: every measure sees the same machine load
-            for name, fn in (measures.items() if r % 2 else reversed(measures.items())):
-                results[name].append(per_call(fn, args.calls))
-            # an empty context: no session, no stamping
-            results["@inference, no session"].append(contextvars.Context().run(per_call, decorated, args.calls))
-            plain.force_flush()
-            galtea_otel.flush()
+    for fn, ctx in measures.values():  # warm up
+        ctx.run(per_call, fn, 1000)
+    items = list(measures.items())
+    for r in range(args.rounds):  # interleaved rounds, order reversed every other: the same machine load
+        for name, (fn, ctx) in (items if r % 2 else items[::-1]):
+            results[name].append(ctx.run(per_call, fn, args.calls))
+        plain.force_flush()
+        galtea_otel.flush()
+    in_session.run(session.__exit__, None, None, None)
     galtea_otel.shutdown()
     plain.shutdown()
 
