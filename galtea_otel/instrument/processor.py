@@ -99,10 +99,13 @@ class GalteaSpanProcessor(SpanProcessor):
     def _on_ending(self, span: Span) -> None:
         try:
             if span.dropped_attributes:
-                stamp: dict[str, Any] | None = getattr(span, _STAMP_ATTR, None)
-                current = span.attributes or {}
-                if stamp is not None and any(key not in current for key in stamp):
-                    _restore_stamp(span, stamp)
+                remembered: tuple[dict[str, Any], dict[str, Any] | None] | None = getattr(span, _STAMP_ATTR, None)
+                if remembered is not None:
+                    stamp, kind = remembered
+                    protected = {**kind, **stamp} if kind else stamp
+                    current = span.attributes or {}
+                    if any(key not in current for key in protected):
+                        _restore_stamp(span, protected)
         except Exception as exc:
             internal_error("processor.restore_stamp", exc)
         export = self._export
@@ -142,35 +145,38 @@ def _stamp(span: Span, stamp: dict[str, Any]) -> None:
     Every span that starts inside a session pays this, whichever library made it, so the common case skips
     the SDK's per-value validation: when the span's attributes are the SDK's ``BoundedAttributes`` with room
     for the stamp, none of its keys set yet, and the stamp's values plain strings within the value-length
-    limit (what ``make_stamp`` makes), inserting them into its dict under its lock stores exactly what
-    ``span.set_attributes(stamp)`` would. Anything else goes through ``set_attributes``.
+    limit (what ``make_stamp`` makes; checked once per stamp), inserting them into its dict under its lock
+    stores exactly what ``span.set_attributes(stamp)`` would. Anything else goes through ``set_attributes``.
     """
+    global _plain_stamp
     attributes = span._attributes
-    fast = False
     if type(attributes) is BoundedAttributes and not attributes._immutable and span._end_time is None:
         present = attributes._dict
         maxlen, max_value_len = attributes.maxlen, attributes.max_value_len
-        fast = maxlen is None or len(present) + len(stamp) <= maxlen
-        if fast:
-            for key, value in stamp.items():
-                if type(value) is not str or key in present or (
-                        max_value_len is not None and len(value) > max_value_len):
-                    fast = False
-                    break
-    if fast:
-        # What says which kind of span this is (an LLM call, a tool...) is set at start by most
-        # instrumentations, so it is among the oldest attributes too: protect it with the stamp.
-        kind = [key for key in present if key in _KIND_KEYS] if present else None
-        with attributes._lock:  # type: ignore[union-attr]
-            present.update(stamp)
-        remembered = {**{key: present[key] for key in kind}, **stamp} if kind else stamp
-    else:
-        started = span.attributes
-        found = {key: started[key] for key in started if key in _KIND_KEYS} if started else None
-        span.set_attributes(stamp)
-        remembered = {**found, **stamp} if found else stamp
-    setattr(span, _STAMP_ATTR, remembered)
+        plain = _plain_stamp
+        if plain[0] is not stamp or plain[1] != max_value_len:
+            plain = _plain_stamp = (stamp, max_value_len, all(
+                type(value) is str and (max_value_len is None or len(value) <= max_value_len)
+                for value in stamp.values()))
+        if plain[2] and (maxlen is None or len(present) + len(stamp) <= maxlen) and present.keys().isdisjoint(
+                stamp):
+            # What says which kind of span this is (an LLM call, a tool...) is set at start by most
+            # instrumentations, so it is among the oldest attributes too: protect it with the stamp.
+            kind = _KIND_KEYS.intersection(present)
+            with attributes._lock:
+                present.update(stamp)
+            setattr(span, _STAMP_ATTR, (stamp, {key: present[key] for key in kind} if kind else None))
+            incr("spans_started_in_session")
+            return
+    started = span.attributes
+    found = {key: started[key] for key in started if key in _KIND_KEYS} if started else None
+    span.set_attributes(stamp)
+    setattr(span, _STAMP_ATTR, (stamp, found or None))
     incr("spans_started_in_session")
+
+
+# The stamp whose values were last found plain strings within the value-length limit: (stamp, limit, ok).
+_plain_stamp: tuple[dict[str, Any] | None, int | None, bool] = (None, None, False)
 
 
 def _restore_stamp(span: Span, stamp: dict[str, Any]) -> None:
