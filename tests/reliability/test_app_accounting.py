@@ -170,3 +170,39 @@ def test_a_sweep_failing_after_the_commit_is_not_a_loss(
     assert any("idle sweep failed" in r.getMessage() and "the sweep cannot write" in r.getMessage()
                for r in caplog.records)
     assert not any("could not store" in r.getMessage() for r in caplog.records)
+
+
+def test_an_application_exiting_behind_a_slow_store_counts_every_span(tmp_path: Path) -> None:
+    """The issue's case: the process exits while a batch is inside a slow store (the shutdown timeout expires).
+    After the exit, spans ended = rows in the store + counted (the cut-off batch is ``spans_unconfirmed``)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    db = tmp_path / "app.db"
+    app = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "apps" / "exit_app.py"), f"sqlite:///{db}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(root)}, cwd=tmp_path)
+    try:
+        assert app.stdout is not None and app.stdin is not None
+        assert app.stdout.readline().strip() == "warm", app.stderr.read() if app.stderr else ""
+        with write_locked(db):
+            app.stdin.write("go\n")
+            app.stdin.flush()
+            out, err = app.communicate(timeout=120)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    assert app.returncode == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    counters = report["stats"]
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT count(*) FROM spans WHERE session_event IS NOT 'idle'").fetchone()[0]
+    counted = sum(counters.get(name, 0) for name in LOSS_COUNTERS)
+    assert report["ended"] == rows + counted, (report, rows)
+    assert counters["spans_unconfirmed"] > 0 and counters["spans_exported"] == rows
+    assert "spans were still being exported when the shutdown timeout" in err
