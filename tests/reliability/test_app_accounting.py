@@ -124,7 +124,8 @@ def test_the_batch_cut_off_by_the_shutdown_timeout_is_counted(
     export completes, the count moves to what the exporter says (here: stored)."""
     caplog.set_level(logging.WARNING, logger="galtea_otel")
     db = tmp_path / "app.db"
-    with instrumented(db, schedule_delay_millis=20) as app:
+    # batches go out only when flush() asks: the batch taken below is exactly what was queued then
+    with instrumented(db, schedule_delay_millis=600_000) as app:
         converse("warm", 1, 1)
         app.flush()
         with write_locked(db):
