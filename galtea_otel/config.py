@@ -187,8 +187,12 @@ def configure(
       galtea-otel records (error messages and exception events, the session context); ``max_value_bytes``
       limits one captured value (truncated into valid JSON beyond it).
     - ``redact_secrets=True`` (default ``$GALTEA_OTEL_REDACT_SECRETS``) masks common secrets (API keys, bearer
-      tokens, JWTs, card numbers, e-mail addresses: :func:`galtea_otel.redact.secrets`) in all of these, before
-      ``redact``, and in the default exporter before storage (so spans of other instrumentations are masked too).
+      tokens, JWTs, credentials, card numbers, e-mail addresses, PEM private keys:
+      :func:`galtea_otel.redact.secrets`) in all of these, before ``redact``, and in the default exporter before
+      storage, in every text field of every span row (span names, model, session key, user id, error texts,
+      context, metadata, inputs, outputs, messages: so spans of other instrumentations are masked too). A mask is
+      stable (``[REDACTED:<kind>#<keyed hash>]``, key ``$GALTEA_OTEL_REDACT_KEY``), so a masked user id still
+      groups its sessions.
     - ``store``: a URL with an unknown scheme, a missing folder or a file that is not SQLite raises
       ``ValueError`` here; a store that fails later (a foreign SQLite file, a database down) fails in the export
       thread: one error is logged and the lost spans are counted (``galtea_otel.stats()["spans_lost"]``).

@@ -1,7 +1,13 @@
 """Built-in secret maskers, and composition of redaction hooks.
 
-``secrets()`` returns a redaction hook (``Callable[[str], str]``) that replaces common secrets with a typed
-marker, ``[REDACTED:<kind>]``:
+``secrets()`` returns a redaction hook (``Callable[[str], str]``) that replaces common secrets with a typed,
+stable marker, ``[REDACTED:<kind>#<hash>]``: ``<hash>`` is the first 12 hex digits of an HMAC-SHA256 of the
+secret (card digits without separators, e-mail addresses lower-cased), so the same secret always gives the same
+marker and grouping by a masked value (a user id that is an e-mail address) still works, while the marker tells
+nothing about the secret to whoever lacks the key. The key: ``secrets(key=...)``, else
+``$GALTEA_OTEL_REDACT_KEY``, else one drawn at random per process (masks are then stable within the process
+only: set the variable, to the same value in the application and the receiver, for masks stable across
+processes and restarts).
 
 ======================  ===========================================================================================
 kind                    what
@@ -21,7 +27,12 @@ kind                    what
 ``card``                payment card numbers: 13 to 19 digits (spaces or dashes allowed between them), first digit
                         2 to 6, passing the Luhn check (so most order ids and timestamps are kept)
 ``email``               e-mail addresses
+``private_key``         PEM private keys (``-----BEGIN [RSA |EC |OPENSSH |ENCRYPTED ...]PRIVATE KEY-----`` through
+                        its ``-----END ...-----`` line, or to the end of its base64 body when cut off)
 ======================  ===========================================================================================
+
+:func:`redact_row` applies a hook to every text field of a translated span row (name, model, session key, user
+id, error, context, input / output, messages, metadata...) in one place: what the store and the sync receive.
 
 Properties the tests hold it to:
 
@@ -43,24 +54,50 @@ else in the text triggers the slow path; markers are plain ASCII without quotes 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import os
 import re
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-__all__ = ["RULES", "Redactor", "SecretMasker", "chain", "luhn_ok", "marker", "secrets"]
+if TYPE_CHECKING:
+    from galtea_otel.translate.row import SpanRow
+
+__all__ = ["ENV_REDACT_KEY", "RULES", "Redactor", "SecretMasker", "chain", "luhn_ok", "marker", "redact_row",
+           "secrets"]
 
 Redactor = Callable[[str], str]
 
-RULES = ("api_key", "jwt", "bearer_token", "credential", "card", "email")
+RULES = ("api_key", "jwt", "bearer_token", "credential", "card", "email", "private_key")
 """Rule names for ``secrets(skip=...)``; ``credential`` is the ``name: value`` / ``name=value`` rule (api_key,
 authorization, cookie, token, password, secret kinds)."""
 
 MARKER_PREFIX = "[REDACTED:"
+ENV_REDACT_KEY = "GALTEA_OTEL_REDACT_KEY"
+HASH_HEX_DIGITS = 12
 
 
-def marker(kind: str) -> str:
-    """``[REDACTED:<kind>]``."""
-    return f"{MARKER_PREFIX}{kind}]"
+def marker(kind: str, secret: str | None = None, key: bytes | None = None) -> str:
+    """``[REDACTED:<kind>#<hash>]`` for ``secret`` (keyed with ``key``, default: the process's key, see the module
+    documentation); ``[REDACTED:<kind>]`` without a secret."""
+    if secret is None:
+        return f"{MARKER_PREFIX}{kind}]"
+    digest = hmac.new(key if key is not None else _process_key(), secret.encode("utf-8", "replace"),
+                      hashlib.sha256).hexdigest()
+    return f"{MARKER_PREFIX}{kind}#{digest[:HASH_HEX_DIGITS]}]"
+
+
+_PROCESS_KEY: bytes | None = None
+
+
+def _process_key() -> bytes:
+    global _PROCESS_KEY
+    if _PROCESS_KEY is None:
+        configured = os.environ.get(ENV_REDACT_KEY, "")
+        _PROCESS_KEY = configured.encode("utf-8") if configured else os.urandom(32)
+    return _PROCESS_KEY
 
 
 _LUHN_DOUBLE = str.maketrans("0123456789", "0246813579")  # a digit doubled, its digits summed
@@ -143,6 +180,11 @@ _CARD_CHUNK = re.compile(r"[0-9]+")
 _EMAIL_DOMAIN = re.compile(r"@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-]|\[REDACTED:)")
 _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9._%+-]{1,64}\Z")
 _EMAIL_LOCAL_CHARS = _WORD | set(".%+-")
+# A PEM private key: through its END line; cut off (a truncated capture), to the end of its body characters.
+# ``\\`` and the letters cover a key inside raw JSON text, where its newlines are ``\n`` escapes.
+_PEM = re.compile(
+    r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----[A-Za-z0-9+/=\s\\:,.-]*?"
+    r"(?:-----END \1PRIVATE KEY-----|(?=[^A-Za-z0-9+/=\s\\:,.-])|\Z)")
 
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _JSON_COLON = re.compile(r"[ \t\r\n]*:")
@@ -159,7 +201,7 @@ def _credential_kind(name: str) -> str:
     return "secret"
 
 
-_MARKER_END = re.compile(r"\[REDACTED:[a-z_]+\]\Z")
+_MARKER_END = re.compile(r"\[REDACTED:[a-z_]+(?:#[0-9a-f]+)?\]\Z")
 _DECIMAL = frozenset("0123456789.")
 
 
@@ -183,7 +225,7 @@ def _card_layout(lengths: list[int]) -> bool:
     return all(length == 4 for length in lengths[:-1]) and 1 <= lengths[-1] <= 4
 
 
-def _card_spans(text: str, start: int, end: int, out: list[Span]) -> None:
+def _card_spans(text: str, start: int, end: int, out: list[Span], key: bytes) -> None:
     """Card numbers inside the digit run ``text[start:end]`` (digit groups separated by one space or dash): runs
     of whole groups with 13 to 19 digits, a first digit of 2 to 6, passing the Luhn check. When such candidates
     overlap, those laid out like cards (4-4-4-4...) win, then the earliest, then the longest."""
@@ -221,13 +263,19 @@ def _card_spans(text: str, start: int, end: int, out: list[Span]) -> None:
         group = range(first, -minus_last + 1)
         if taken.isdisjoint(group):
             taken.update(group)
-            out.append((chunks[first][0], chunks[-minus_last][1], marker("card"), "card"))
+            a, b = chunks[first][0], chunks[-minus_last][1]
+            out.append((a, b, marker("card", _card_digits(text[a:b]), key), "card"))
+
+
+def _card_digits(text: str) -> str:
+    return text.replace(" ", "").replace("-", "")
 
 
 class SecretMasker:
     """The built-in masker (see the module documentation). Call it on any text; it never raises on a str."""
 
-    def __init__(self, skip: Iterable[str] = ()) -> None:
+    def __init__(self, skip: Iterable[str] = (), key: bytes | str | None = None) -> None:
+        self._key = key.encode("utf-8") if isinstance(key, str) else key if key is not None else _process_key()
         skipped = set(skip)
         unknown = skipped - set(RULES)
         if unknown:
@@ -242,6 +290,7 @@ class SecretMasker:
         self._credential = "credential" in enabled
         self._card = "card" in enabled
         self._email = "email" in enabled
+        self._pem = "private_key" in enabled
 
     def __repr__(self) -> str:
         return f"galtea_otel.redact.secrets(rules={self.rules!r})"
@@ -289,12 +338,16 @@ class SecretMasker:
                     for m in pattern.finditer(text):
                         start = m.start()
                         if not _blocked(text, start, _KEY_CHARS):
-                            spans.append((start, m.end(), marker("api_key"), "api_key"))
+                            spans.append((start, m.end(), marker("api_key", m.group(), self._key), "api_key"))
         if self._jwt and "eyJ" in text:
             for m in _JWT.finditer(text):
                 start = m.start()
                 if not _blocked(text, start, _KEY_CHARS):
-                    spans.append((start, m.end(), marker("jwt"), "jwt"))
+                    spans.append((start, m.end(), marker("jwt", m.group(), self._key), "jwt"))
+        if self._pem and "PRIVATE KEY-----" in text:
+            for m in _PEM.finditer(text):
+                body = re.sub(r"(?:\\[nr]|\s)+", "", m.group())  # the same key, raw or JSON-escaped
+                spans.append((m.start(), m.end(), marker("private_key", body, self._key), "private_key"))
         if self._email and "@" in text:
             for m in _EMAIL_DOMAIN.finditer(text):
                 at = m.start()
@@ -304,7 +357,7 @@ class SecretMasker:
                 start = local.start()
                 if _blocked(text, start, _EMAIL_LOCAL_CHARS):
                     continue  # a local part longer than 64 characters: not an address
-                spans.append((start, m.end(), marker("email"), "email"))
+                spans.append((start, m.end(), marker("email", text[start:m.end()].lower(), self._key), "email"))
         if self._card:
             if text.isascii():
                 runs = [m.span() for m in _CARD_MAPPED.finditer(text.encode("ascii").translate(_CARD_MAP))]
@@ -312,7 +365,7 @@ class SecretMasker:
                 runs = [m.span() for m in _CARD.finditer(text)]
             for start, end in runs:
                 if not _blocked(text, start, _DECIMAL):
-                    _card_spans(text, start, end, spans)
+                    _card_spans(text, start, end, spans, self._key)
         if self._bearer or self._credential:
             lowered = text.lower()
             if len(lowered) != len(text):  # rare (e.g. U+0130 lower-cases to two characters): lower ASCII only
@@ -332,7 +385,8 @@ class SecretMasker:
                     token = start + 6
                     while lowered[token] in " \t":
                         token += 1
-                    spans.append((start, m.end(), text[start:token] + marker("bearer_token"), "bearer_token"))
+                    spans.append((start, m.end(), text[start:token] + marker("bearer_token", text[token:m.end()],
+                                                                               self._key), "bearer_token"))
         if not self._credential:
             return
         if "cookie" in lowered:
@@ -341,7 +395,9 @@ class SecretMasker:
                 if lowered.endswith("set-", 0, start):
                     start -= 4
                 if not _blocked(text, start, _ALNUM):
-                    spans.append((start, m.end(), text[start:m.start("value")] + marker("cookie"), "credential"))
+                    value = m.start("value")
+                    spans.append((start, m.end(), text[start:value] + marker("cookie", text[value:m.end()], self._key),
+                                  "credential"))
         for anchor, pattern, left in _CREDENTIALS:
             if anchor not in lowered:
                 continue
@@ -356,7 +412,8 @@ class SecretMasker:
                 if _CREDENTIAL_NAME.fullmatch(name) is None:
                     continue  # e.g. a bare "secret" or "key"
                 value, kind = m.start("value"), _credential_kind(name)
-                spans.append((start, m.end(), text[start:value] + marker(kind), "credential"))
+                spans.append((start, m.end(), text[start:value] + marker(kind, text[value:m.end("value")], self._key),
+                              "credential"))
 
     def _mask_json(self, text: str, spans: list[Span]) -> str:
         """Mask JSON text: the strings that hold a candidate are decoded, masked and re-encoded; a member whose
@@ -380,7 +437,7 @@ class SecretMasker:
                 index += 1
             if pending is not None and gap.strip() == ":" and len(literal) > 2 \
                     and _JSON_COLON.match(text, end) is None:
-                literal = f'"{marker(pending)}"'
+                literal = f'"{marker(pending, json.loads(literal), self._key)}"'
                 hits = []
             pending = None
             if hits and "\\" not in literal and hits[0][0] > start and hits[-1][1] < end:
@@ -413,7 +470,7 @@ class SecretMasker:
 
         def replace(match: re.Match[str]) -> str:
             digits = match.group().lstrip("-")
-            return f'"{marker("card")}"' if luhn_ok(digits) else match.group()
+            return f'"{marker("card", digits, self._key)}"' if luhn_ok(digits) else match.group()
 
         return _JSON_INT_CARD.sub(replace, gap)
 
@@ -457,13 +514,14 @@ def _reject_constant(name: str) -> None:
 _DEFAULT: SecretMasker | None = None
 
 
-def secrets(*, skip: Iterable[str] = ()) -> SecretMasker:
+def secrets(*, skip: Iterable[str] = (), key: bytes | str | None = None) -> SecretMasker:
     """The built-in masker, a redaction hook (``Callable[[str], str]``). ``skip``: rule names of :data:`RULES`
-    to leave out, e.g. ``secrets(skip=["email"])`` keeps e-mail addresses."""
+    to leave out, e.g. ``secrets(skip=["email"])`` keeps e-mail addresses. ``key``: the key of the markers'
+    hashes (default ``$GALTEA_OTEL_REDACT_KEY``, else a random key of this process)."""
     global _DEFAULT
     skipped = tuple(skip)
-    if skipped:
-        return SecretMasker(skipped)
+    if skipped or key is not None:
+        return SecretMasker(skipped, key)
     if _DEFAULT is None:
         _DEFAULT = SecretMasker()
     return _DEFAULT
@@ -494,3 +552,23 @@ def chain(*hooks: Redactor | None) -> Redactor:
 
 def _identity(text: str) -> str:
     return text
+
+
+# Text fields of a span row that redaction covers. Left out: ids (trace, span, parent: hex), the kind and the
+# session event (closed vocabularies), and the test case id (the platform's own id, matched against the test
+# cases table).
+ROW_TEXT_FIELDS = (
+    "name", "error", "own_custom_id", "own_version", "resource_version", "custom_id", "version", "context",
+    "input", "output", "model", "metadata", "user_id", "input_messages", "output_messages", "finish_reason",
+)
+
+
+def redact_row(row: SpanRow, redact: Redactor) -> SpanRow:
+    """Apply ``redact`` to every text field of ``row`` (in place; returned for convenience)."""
+    for name in ROW_TEXT_FIELDS:
+        value = getattr(row, name, None)
+        if isinstance(value, str) and value:
+            masked = redact(value)
+            if masked is not value:
+                setattr(row, name, masked)
+    return row

@@ -4,6 +4,15 @@ Both sides write here: the instrumentation (spans started in sessions, truncatio
 internal errors) and the exporter (spans exported, export failures, dropped spans). ``galtea_otel.stats()``
 returns :func:`snapshot`.
 
+With the default exporter every span the application ends is counted once, so at any moment
+
+    spans ended = spans_exported + spans_duplicates + spans_rejected + spans_lost + spans_dropped
+                  + spans_unconfirmed
+
+(``spans_dropped``: the export queue was full or shut down; ``spans_lost``: the store failed; ``spans_unconfirmed``:
+the batch still inside the exporter when the shutdown timeout expired). ``sweep_failures`` counts failed idle
+sweeps, which lose no span.
+
 Counter names are flat, dotted strings. Internal errors are counted as ``internal_errors`` (the total) and
 ``internal_errors.<site>`` (per site), where a *site* names the place that failed (``serialize``, ``redact``,
 ``processor.on_start``...).

@@ -1,6 +1,12 @@
 """``SessionExporter``: an OpenTelemetry ``SpanExporter`` that writes session records to a store.
 
 Use it on any ``BatchSpanProcessor``; it runs on the processor's export thread, never on the application's.
+
+Every span handed to :meth:`SessionExporter.export` is counted exactly once in ``galtea_otel.stats()``:
+``spans_exported`` (stored now), ``spans_duplicates`` (already stored: a re-export), ``spans_rejected`` (invalid
+ids) or ``spans_lost`` (the store failed, or the exporter was shut down). The periodic idle sweep runs after the
+batch is committed; its failure is counted as ``sweep_failures`` (and logged once), never as lost spans: the
+batch is stored and the export succeeded.
 """
 
 from __future__ import annotations
@@ -59,7 +65,9 @@ class SessionExporter(SpanExporter):
         self._lock = threading.Lock()
         self._last_sweep = 0.0
         self._failed_once = False
+        self._sweep_failed_once = False
         self._shutdown = False
+        self._busy = 0  # exports running: shutdown() leaves the store open until they end
         self._test_cases_generation = 0
 
         # A forked child (gunicorn --preload, multiprocessing) must not share the parent's database connections:
@@ -87,19 +95,30 @@ class SessionExporter(SpanExporter):
         return Pipeline(store, self._settings, redact=self._redact)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._shutdown:
-            return SpanExportResult.FAILURE
+        with self._lock:
+            if self._shutdown:
+                _count("spans_lost", len(spans))
+                return SpanExportResult.FAILURE
+            self._busy += 1
+        try:
+            return self._export(spans)
+        finally:
+            with self._lock:
+                self._busy -= 1
+                close = self._shutdown and not self._busy
+            if close:  # shutdown() came while this export ran: the store is closed now that it is done
+                self._close_store()
+
+    def _export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
             pipeline = self.pipeline
             self._store_test_cases(pipeline)
             result = pipeline.ingest(from_sdk_spans(spans))
             _count("spans_exported", result.accepted)
+            if result.duplicates:
+                _count("spans_duplicates", result.duplicates)
             if result.rejected:
                 _count("spans_rejected", result.rejected)
-            now = time.monotonic()
-            if now - self._last_sweep > SWEEP_EVERY_S:
-                self._last_sweep = now
-                pipeline.sweep()
         except Exception as exc:
             _count("export_failures")
             _count("spans_lost", len(spans))
@@ -113,7 +132,25 @@ class SessionExporter(SpanExporter):
             else:
                 log.debug("galtea-otel could not store %d spans: %s", len(spans), exc)
             return SpanExportResult.FAILURE
+        now = time.monotonic()
+        if now - self._last_sweep > SWEEP_EVERY_S:
+            self._last_sweep = now
+            self._sweep(pipeline)
         return SpanExportResult.SUCCESS
+
+    def _sweep(self, pipeline: Pipeline) -> None:
+        """The idle sweep, after a committed batch: its failure is its own counted error, not a loss of spans."""
+        try:
+            pipeline.sweep()
+        except Exception as exc:
+            _count("sweep_failures")
+            if not self._sweep_failed_once:
+                self._sweep_failed_once = True
+                log.error("galtea-otel: the idle sweep failed: %s (the spans exported are stored; later sweep "
+                          "failures are only counted: galtea_otel.stats()['sweep_failures'])", exc,
+                          exc_info=not isinstance(exc, StoreError))
+            else:
+                log.debug("galtea-otel: the idle sweep failed: %s", exc)
 
     def _store_test_cases(self, pipeline: Pipeline) -> None:
         """Copy the test cases registered in this process to the store (on this thread, when they change), so
@@ -127,7 +164,14 @@ class SessionExporter(SpanExporter):
         return True
 
     def shutdown(self) -> None:
-        self._shutdown = True
         with self._lock:
-            if self._pipeline is not None and isinstance(self._store_arg, (str, type(None))):
-                self._pipeline.store.close()
+            self._shutdown = True
+            busy = self._busy
+        if not busy:  # else the running export closes it when it ends (closing under it would fail it)
+            self._close_store()
+
+    def _close_store(self) -> None:
+        with self._lock:
+            pipeline, owned = self._pipeline, isinstance(self._store_arg, (str, type(None)))
+        if pipeline is not None and owned:
+            pipeline.store.close()

@@ -19,6 +19,7 @@ As a context manager it yields an :class:`Invocation` on which the code sets inp
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import logging
 from collections.abc import Callable, Mapping
@@ -254,6 +255,7 @@ class Operation:
                 binders[drop_first] = binder
             return binder
 
+
         def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             config = current()
             span, ctx, token = self._begin(name, config)
@@ -286,8 +288,71 @@ class Operation:
                 otel_context.detach(token)  # type: ignore[arg-type]
             return self._complete(span, ctx, config, result)
 
+        if inspect.isfunction(fn) and not (inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)):
+            return cast(F, self._plain_wrapper(fn, name, binder_for))
         wrapper = async_wrapper if inspect.iscoroutinefunction(raw) else sync_wrapper
         return cast(F, wrapt.decorator(wrapper)(fn))
+
+    def _plain_wrapper(self, fn: Callable[..., Any], name: str, binder_for: Callable[[Any], _Binder]) -> Any:
+        """A plain function (or ``async def``) around ``fn``: the one Python frame the decorator adds to each call,
+        so a recursive decorated function keeps most of its depth (a ``wrapt`` proxy costs two more: its C call
+        and the wrapper's own frame). Used for plain functions and methods defined with ``def``; generators,
+        classmethod / staticmethod objects and other callables keep the ``wrapt`` proxy. Starting the span is
+        the only step outside a guard of its own: when it fails (e.g. a RecursionError at the very bottom of a
+        deep recursion), the function runs untraced and the failure is counted."""
+        method_name = getattr(fn, "__name__", None)
+
+        def split(args: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+            """``(instance, arguments)``: a call through an instance or a class drops ``self`` / ``cls``."""
+            if args and method_name is not None:
+                first = args[0]
+                for klass in (first if isinstance(first, type) else type(first)).__mro__:
+                    found = klass.__dict__.get(method_name)
+                    if found is not None:
+                        bound = found is wrapper or (isinstance(found, classmethod) and found.__func__ is wrapper)
+                        return (first, args[1:]) if bound else (None, args)
+            return None, args
+
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            config = current()
+            try:
+                span, ctx, token = self._begin(name, config)
+            except Exception as exc:
+                internal_error("operation.begin", exc)
+                return await fn(*args, **kwargs)
+            try:
+                if self.capture_input and config.capture_content:
+                    instance, arguments = split(args)
+                    self._capture_input(span, config, binder_for(instance), arguments, kwargs)
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                _fail(span, exc)
+                raise
+            finally:
+                otel_context.detach(token)  # type: ignore[arg-type]
+            return _guarded_complete(self, span, ctx, config, result)
+
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            config = current()
+            try:
+                span, ctx, token = self._begin(name, config)
+            except Exception as exc:
+                internal_error("operation.begin", exc)
+                return fn(*args, **kwargs)
+            try:
+                if self.capture_input and config.capture_content:
+                    instance, arguments = split(args)
+                    self._capture_input(span, config, binder_for(instance), arguments, kwargs)
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                _fail(span, exc)
+                raise
+            finally:
+                otel_context.detach(token)  # type: ignore[arg-type]
+            return _guarded_complete(self, span, ctx, config, result)
+
+        wrapper: Callable[..., Any] = async_wrapper if inspect.iscoroutinefunction(fn) else sync_wrapper
+        return functools.wraps(fn)(wrapper)
 
     # -- context manager ------------------------------------------------------------------------------------
 
@@ -320,6 +385,24 @@ class Operation:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         self._close(exc)
+
+
+def _fail(span: Span, exc: BaseException) -> None:
+    """Record the application's exception and end the span; nothing raised here replaces ``exc``."""
+    try:
+        record_exception(span, exc)
+        span.end()
+    except Exception as inner:  # e.g. a RecursionError at the bottom of a deep recursion
+        internal_error("operation.end", inner)
+
+
+def _guarded_complete(operation: Operation, span: Span, ctx: otel_context.Context, config: Config,
+                      result: Any) -> Any:
+    try:
+        return operation._complete(span, ctx, config, result)
+    except Exception as exc:  # the span could not be ended (e.g. no stack left): the result still goes back
+        internal_error("operation.end", exc)
+        return result
 
 
 @overload

@@ -22,7 +22,11 @@ provider.
 ``force_flush`` ignores its timeout and whose ``shutdown`` can wait on the exporter's retries. Its queue is
 bounded (``max_queue_size``); a span that finds it full is dropped and *counted*: ``spans_dropped`` (and
 ``spans_dropped.queue_full`` / ``spans_dropped.shutdown``) in ``galtea_otel.stats()``, and a warning with the
-counts at most once per ``DROP_REPORT_INTERVAL_S`` and once more at shutdown. One daemon thread exports, never
+counts at most once per ``DROP_REPORT_INTERVAL_S`` and once more at shutdown. The batch still inside the
+exporter when the shutdown timeout expires is counted as ``spans_unconfirmed`` (and logged): if that export
+ends later (the process lives on), the count moves back to what the exporter reports (stored or lost), so at
+any moment every span is counted once; if the process exits first, ``spans_unconfirmed`` is what never got
+a verdict. One daemon thread exports, never
 an application thread. ``force_flush`` and ``shutdown`` honour their timeouts: at shutdown, what is still queued
 when the time is up is dropped (counted), and the exporter's ``shutdown()`` interrupts the export in progress
 (the OTLP exporters stop retrying), so a process exits within the bound even when the backend is down. After
@@ -239,6 +243,8 @@ class BatchExport(SpanProcessor):
         self._enqueued = 0  # spans ever queued
         self._handled = 0  # spans ever taken off the queue and through the exporter (succeeded or failed)
         self._failed_batches = 0  # batches the exporter refused or raised on
+        self._exporting = 0  # spans of the batch inside the exporter right now
+        self._unconfirmed = 0  # of those, counted as spans_unconfirmed (cut off by the shutdown timeout)
         self._flush_target = 0  # the worker exports without waiting until _handled reaches this
         self._stopping = stopped  # no more spans accepted; the worker drains the queue, then ends
         self._abandoned = stopped  # no more exporting at all (out of time at shutdown)
@@ -331,11 +337,17 @@ class BatchExport(SpanProcessor):
             batch = self._next_batch()
             if batch is None:
                 return
+            with self._cond:
+                self._exporting = len(batch)
             ok = self._export(batch)
             with self._cond:
                 self._handled += len(batch)
                 self._failed_batches += not ok
+                self._exporting = 0
+                settled, self._unconfirmed = self._unconfirmed, 0
                 self._cond.notify_all()
+            if settled:  # the exporter has now counted them (exported, lost...): no longer unconfirmed
+                incr("spans_unconfirmed", -settled)
 
     def _export(self, batch: Sequence[ReadableSpan]) -> bool:
         token = otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
@@ -385,12 +397,21 @@ class BatchExport(SpanProcessor):
             self._abandoned = True
             left = len(self._queue)
             self._queue.clear()
+            in_flight = self._exporting if worker is not None and worker.is_alive() else 0
+            self._unconfirmed = in_flight
+            if in_flight:  # counted under the lock: the worker settles it under the same lock
+                incr("spans_unconfirmed", in_flight)
             self._cond.notify_all()
         if left:
             self._drop(left, "shutdown", report=False)
+        if in_flight:
+            logger.warning(
+                "galtea-otel: %d spans were still being exported when the shutdown timeout (%.1f s) expired; they "
+                "are stored only if that export completes (galtea_otel.stats()['spans_unconfirmed'])",
+                in_flight, self.shutdown_timeout_s if timeout_s is None else timeout_s)
         try:  # also interrupts an export still running (the OTLP exporters stop retrying at once)
             self.exporter.shutdown()
         except Exception as exc:
             internal_error("export.shutdown", exc)
         self._report_drops(force=True)
-        return drained and not left
+        return drained and not left and not in_flight

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from galtea_otel.redact import redact_row
 from galtea_otel.spandata import STATUS_ERROR, AttrValue, SpanData
 from galtea_otel.translate import conventions as C
 from galtea_otel.translate.row import KIND_LLM, KIND_MARKER, KIND_SPAN, SpanRow
@@ -327,21 +328,13 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
     session_meta = _text(get("session_metadata"))
     if session_meta:
         metadata = _merge_json(session_meta, metadata)
-    if redact is not None:
-        inp = redact(inp) if inp is not None else None
-        out = redact(out) if out is not None else None
-        error = redact(error) if error is not None else None
-        context = redact(context) if context is not None else None
-        user_text = _text(user)
-        user = redact(user_text) if user_text is not None else None
-        metadata = redact(metadata) if metadata is not None else None
     input_tokens = _int(get("input_tokens"))
     output_tokens = _int(get("output_tokens"))
     total = _int(get("total_tokens"))
     if total is None and (input_tokens is not None or output_tokens is not None):
         total = (input_tokens or 0) + (output_tokens or 0)
     event = _text(get("event"))
-    return SpanRow(
+    row = SpanRow(
         trace_id=span.trace_id,
         span_id=span.span_id,
         parent_span_id=span.parent_span_id,
@@ -370,6 +363,9 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         received_ns=received_ns if received_ns is not None else time.time_ns(),
         user_id=clean_text(_text(user)),
     )
+    if redact is not None:  # every text field of the row, in one place (galtea_otel.redact.redact_row)
+        redact_row(row, redact)
+    return row
 
 
 def _merge_json(session_meta: str, metadata: str | None) -> str:

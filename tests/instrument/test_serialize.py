@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -13,10 +14,14 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import pydantic
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry import trace
 
-from galtea_otel.instrument.serialize import to_json, truncate_json
+from galtea_otel.config import Config
+from galtea_otel.instrument.capture import encode
+from galtea_otel.instrument.serialize import MARGIN_CHARS, cut_prefix, to_json, to_json_bounded, truncate_json
 
 
 class Color(enum.Enum):
@@ -151,3 +156,102 @@ def test_truncated_strings_with_escapes_and_wide_characters(text: str, limit: in
     out, _ = truncate_json(to_json(text), limit)
     assert len(out.encode("utf-8")) <= limit
     assert isinstance(json.loads(out), str)
+
+
+# --- bounded capture (issue 12 point 5): the work follows the limit, not the value ---------------------------------
+
+LIMIT = 64 * 1024
+
+
+class CountingList(list):  # type: ignore[type-arg]
+    """A list that counts the items anyone iterates over."""
+
+    visited = 0
+
+    def __iter__(self) -> Any:
+        for item in super().__iter__():
+            CountingList.visited += 1
+            yield item
+
+
+def visited_items(size: int) -> int:
+    CountingList.visited = 0
+    text, complete = to_json_bounded({"messages": CountingList(f"message {i}" for i in range(size))}, LIMIT)
+    assert not complete and len(text) <= LIMIT + MARGIN_CHARS
+    return CountingList.visited
+
+
+def test_capturing_a_huge_list_visits_as_many_items_as_the_limit_needs() -> None:
+    small, large = visited_items(100_000), visited_items(10_000_000)
+    assert small == large  # the same work for 100x the items
+    assert large <= LIMIT + MARGIN_CHARS  # each item written costs at least one character of the window
+
+
+def _best(fn: Any, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@pytest.mark.parametrize("make", [
+    lambda n: "x" * n,
+    lambda n: "é" * n,
+    lambda n: {"doc": "y" * n, "n": 1},
+    lambda n: [{"role": "user", "content": "z" * 1000} for _ in range(n // 1000)],
+], ids=["ascii-string", "wide-string", "dict-with-a-big-string", "list-of-messages"])
+def test_capture_cost_does_not_grow_with_the_value(make: Any) -> None:
+    """Capturing a 40 MB value costs about what a 1 MB one does (a ratio within the test, not seconds; whole
+    serialization would take ~40x): the value is cut while it is serialized, not serialized whole and cut after."""
+    config = Config(tracer=trace.get_tracer("t"), max_value_bytes=LIMIT)
+    one, forty = make(1_000_000), make(40_000_000)
+    small = _best(lambda: encode(one, config))
+    large = _best(lambda: encode(forty, config))
+    assert large < 5 * max(small, 1e-4), f"{large / small:.1f}x the time for 40x the value"
+    out = encode(forty, config)
+    assert len(out.encode()) <= LIMIT
+    json.loads(out)
+
+
+def test_a_truncated_string_keeps_its_start_and_says_how_long_it_was() -> None:
+    config = Config(tracer=trace.get_tracer("t"), max_value_bytes=1024)
+    value = json.loads(encode("ab" * 1_000_000, config))
+    assert isinstance(value, str) and value.startswith("abab") and value.endswith("…[truncated, 2000000 characters]")
+    marker = json.loads(encode(list(range(1_000_000)), config))
+    assert marker["galtea.truncated"] is True and marker["preview"].startswith("[0,1,2,3")
+
+
+def test_a_secret_cut_by_the_window_is_not_kept() -> None:
+    """Redaction runs on the window (the limit plus a margin) and the final cut drops the margin: a key placed
+    anywhere around the limit is masked or cut away, never kept in part."""
+    from galtea_otel.redact import secrets
+
+    key = "sk-proj-Q1w2E3r4T5y6U7i8O9p0A1s2D3f4G5h6"
+    config = Config(tracer=trace.get_tracer("t"), max_value_bytes=1024, redact=secrets())
+    for offset in range(0, 1024 + MARGIN_CHARS + 64, 37):
+        value = "a" * offset + f" {key} " + "b" * 20_000
+        out = json.loads(encode(value, config))
+        assert key[:12] not in out, offset
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+        lambda children: st.lists(children) | st.dictionaries(st.text(), children) | st.tuples(children),
+        max_leaves=300,
+    ),
+    limit=st.integers(min_value=256, max_value=1024),
+)
+def test_bounded_serialization_is_a_prefix_of_the_full_text_and_cuts_to_valid_json(value: Any, limit: int) -> None:
+    full = to_json(value)
+    text, complete = to_json_bounded(value, limit - MARGIN_CHARS + 1 if limit > MARGIN_CHARS else 1)
+    if complete:
+        assert text == full
+    else:
+        assert full.startswith(text)
+        out = cut_prefix(text, limit)
+        assert len(out.encode("utf-8")) <= limit
+        json.loads(out)

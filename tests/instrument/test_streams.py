@@ -6,7 +6,6 @@ import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from opentelemetry.trace import StatusCode
 
 import galtea_otel
 from galtea_otel import attributes as A
+from tests.fakes.openai_server import FakeOpenAI, reply_for, response_model, usage_for
 from tests.instrument.conftest import Otel, attr, loads
 
 
@@ -30,33 +30,17 @@ def assert_clean_logs(caplog: pytest.LogCaptureFixture) -> None:
     assert noisy == []
 
 
-def chunk(text: str | None, usage: Any = None) -> Any:
-    return SimpleNamespace(model="gpt-s", usage=usage,
-                           choices=[SimpleNamespace(delta=SimpleNamespace(content=text))])
+@pytest.fixture(scope="module")
+def openai_client() -> Iterator[Any]:
+    """The real ``openai`` client against the fake OpenAI-compatible server (tests/fakes/openai_server.py)."""
+    openai = pytest.importorskip("openai")
+    with FakeOpenAI() as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+        yield client
+        client.close()
 
 
-class FakeStream:
-    """Shaped like openai.Stream: an iterator with .response, close() and a context manager."""
-
-    def __init__(self, chunks: list[Any]) -> None:
-        self._chunks = iter(chunks)
-        self.response = SimpleNamespace(status_code=200)
-        self.closed = False
-
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        return next(self._chunks)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def __enter__(self) -> FakeStream:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+MESSAGES = [{"role": "user", "content": "Say hello"}]
 
 
 @galtea_otel.inference(name="words")
@@ -68,9 +52,9 @@ def words(n: int, fail_at: int | None = None) -> Iterator[str]:
 
 
 @galtea_otel.inference(name="openai-stream")
-def openai_stream() -> FakeStream:
-    usage = SimpleNamespace(prompt_tokens=7, completion_tokens=3)
-    return FakeStream([chunk("Hel"), chunk("lo"), chunk(None), chunk("!", usage=usage)])
+def openai_stream(client: Any) -> Any:
+    return client.chat.completions.create(model="gpt-s", messages=MESSAGES, stream=True,
+                                          stream_options={"include_usage": True})
 
 
 def test_exhaustion_ends_once_with_full_output(otel: Otel, otel_logs: pytest.LogCaptureFixture) -> None:
@@ -167,26 +151,34 @@ def test_rolling_context_parents_inner_spans(otel: Otel, otel_logs: pytest.LogCa
     assert_clean_logs(otel_logs)
 
 
-def test_openai_like_stream_is_proxied_and_captured(otel: Otel) -> None:
-    with openai_stream() as stream:
+def test_an_openai_stream_is_proxied_and_captured(otel: Otel, openai_client: Any) -> None:
+    import openai
+
+    with openai_stream(openai_client) as stream:
         assert stream.response.status_code == 200  # attributes of the real stream still work
-        assert isinstance(stream, FakeStream)
-        text = "".join(c.choices[0].delta.content or "" for c in stream)
-    assert text == "Hello!"
+        assert isinstance(stream, openai.Stream)
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    reply = reply_for("Say hello")
+    assert text == reply
     span = otel.one("openai-stream")
-    assert loads(span, A.SPAN_OUTPUT) == "Hello!"
-    assert attr(span, A.GEN_AI_RESPONSE_MODEL) == "gpt-s"
-    assert attr(span, A.GEN_AI_INPUT_TOKENS) == 7 and attr(span, A.GEN_AI_OUTPUT_TOKENS) == 3
+    assert loads(span, A.SPAN_OUTPUT) == reply
+    assert attr(span, A.GEN_AI_RESPONSE_MODEL) == response_model("gpt-s")
+    usage = usage_for(MESSAGES, reply)
+    assert attr(span, A.GEN_AI_INPUT_TOKENS) == usage["prompt_tokens"]
+    assert attr(span, A.GEN_AI_OUTPUT_TOKENS) == usage["completion_tokens"]
     assert attr(span, A.SPAN_ABANDONED) is None
 
 
-def test_openai_like_stream_closed_early(otel: Otel) -> None:
-    stream = openai_stream()
+def test_an_openai_stream_closed_early(otel: Otel, openai_client: Any) -> None:
+    stream = openai_stream(openai_client)
+    first = next(stream)  # the role chunk (empty content)
+    assert first.choices[0].delta.content == ""
     next(stream)
     stream.close()
-    assert stream.__wrapped__.closed
+    assert stream.__wrapped__.response.is_closed  # the real stream was closed: its connection released
     span = otel.one("openai-stream")
-    assert attr(span, A.SPAN_ABANDONED) is True and loads(span, A.SPAN_OUTPUT) == "Hel"
+    assert attr(span, A.SPAN_ABANDONED) is True
+    assert loads(span, A.SPAN_OUTPUT) == reply_for("Say hello")[:len(loads(span, A.SPAN_OUTPUT))] != ""
 
 
 def test_non_text_chunks_become_a_json_list(otel: Otel) -> None:

@@ -30,6 +30,12 @@ from galtea_otel.serve.server import start_in_thread
 from galtea_otel.store import open_store
 from tests.reliability.receiver_proc import ServeProcess
 
+
+def mark(kind: str) -> str:
+    """The start of every marker of ``kind`` (``[REDACTED:<kind>#<hash>]``)."""
+    return f"[REDACTED:{kind}#"
+
+
 # --- secrets of every kind, as they appear in real text ---------------------------------------------------------------
 
 OPENAI_KEY = "sk-proj-Q1w2E3r4T5y6U7i8O9p0A1s2D3f4G5h6"
@@ -88,7 +94,7 @@ KEPT = [  # look alike, must be kept
 def test_each_kind_of_secret_is_replaced_by_its_typed_marker(text: str, secret: str, kind: str) -> None:
     masked = secrets()(text)
     assert secret not in masked
-    assert marker(kind) in masked
+    assert mark(kind) in masked
     assert secrets()(masked) == masked  # idempotent
 
 
@@ -103,8 +109,9 @@ def test_luhn() -> None:
 
 
 def test_a_card_inside_a_longer_run_of_digit_groups_is_found() -> None:
-    assert secrets()(f"refs 55 {VISA} 1234") == f"refs 55 {marker('card')} 1234"
-    assert secrets()(f"{VISA} {MASTERCARD}") == f"{marker('card')} {marker('card')}"
+    visa, mastercard = marker("card", VISA.replace(" ", "")), marker("card", MASTERCARD.replace("-", ""))
+    assert secrets()(f"refs 55 {VISA} 1234") == f"refs 55 {visa} 1234"
+    assert secrets()(f"{VISA} {MASTERCARD}") == f"{visa} {mastercard}"
 
 
 def test_json_is_masked_inside_strings_and_stays_json() -> None:
@@ -118,18 +125,19 @@ def test_json_is_masked_inside_strings_and_stays_json() -> None:
     })
     out = secrets()(text)
     data = json.loads(out)
-    assert data["messages"][0]["content"] == f"key {marker('api_key')}\nmail {marker('email')}\u00e9"
-    assert data["headers"] == {"Authorization": marker("authorization"), "X-Trace": "keep-me"}
-    assert data["openai_api_key"] == marker("api_key")
+    assert data["messages"][0]["content"] == \
+        f"key {marker('api_key', OPENAI_KEY)}\nmail {marker('email', EMAIL.lower())}\u00e9"
+    assert data["headers"] == {"Authorization": marker("authorization", "Bearer abc"), "X-Trace": "keep-me"}
+    assert data["openai_api_key"] == marker("api_key", "x")
     assert data["password"] == 12
-    assert data["card_number"] == marker("card")
+    assert data["card_number"] == marker("card", "4111111111111111")
     assert data["token"] == "Hello"
     assert secrets()(out) == out
 
 
 def test_skip_and_chain() -> None:
     no_email = secrets(skip=["email"])
-    assert no_email(f"{EMAIL} {OPENAI_KEY}") == f"{EMAIL} {marker('api_key')}"
+    assert no_email(f"{EMAIL} {OPENAI_KEY}") == f"{EMAIL} {marker('api_key', OPENAI_KEY)}"
     with pytest.raises(ValueError, match="unknown masking rule"):
         secrets(skip=["emails"])
     seen: list[str] = []
@@ -139,8 +147,8 @@ def test_skip_and_chain() -> None:
         return text.replace("Jane", "[name]")
 
     hook = chain(secrets(), None, user_hook)
-    assert hook(f"Jane {OPENAI_KEY}") == f"[name] {marker('api_key')}"
-    assert seen == [f"Jane {marker('api_key')}"]  # the user's hook runs after the maskers: it never sees the key
+    assert hook(f"Jane {OPENAI_KEY}") == f"[name] {marker('api_key', OPENAI_KEY)}"
+    assert seen == [f"Jane {marker('api_key', OPENAI_KEY)}"]  # the maskers ran first: the hook never sees the key
     assert chain(None)("x") == "x"
     with pytest.raises(TypeError):
         chain("not callable")  # type: ignore[arg-type]
@@ -218,33 +226,44 @@ def _prose(size: int) -> str:
     return " ".join(out)[:size]
 
 
-def _seconds(fn: Any, text: str, repeat: int) -> float:
-    fn(text)
-    start = time.perf_counter()
+def _best_seconds(fn: Any, text: str, repeat: int = 3) -> float:
+    """The fastest of ``repeat`` runs: the least disturbed by the other work of a loaded machine."""
+    best = float("inf")
     for _ in range(repeat):
+        start = time.perf_counter()
         fn(text)
-    return (time.perf_counter() - start) / repeat
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+GROWTH = 8  # the large text is 8 times the small one: linear work takes ~8x, quadratic ~64x
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("make", "size"),
     [
-        _prose(5 * 1024 * 1024),
-        json.dumps(_prose(5 * 1024 * 1024) + f" {OPENAI_KEY}"),
-        "a" * (5 * 1024 * 1024),
-        "4111 " * (200 * 1024),  # 1 MiB: every digit group starts a Luhn-valid candidate (~1 s per MiB)
-        "1234567890" * (512 * 1024),
-        "x@" * (2 * 1024 * 1024),
-        "password=" * (512 * 1024),
-        json.dumps([{"k": f"m {i} {EMAIL}"} for i in range(60_000)]),
+        (_prose, 512 * 1024),
+        (lambda n: json.dumps(_prose(n) + f" {OPENAI_KEY}"), 512 * 1024),
+        (lambda n: "a" * n, 512 * 1024),
+        (lambda n: "4111 " * (n // 5), 128 * 1024),  # every digit group starts a Luhn-valid candidate
+        (lambda n: "1234567890" * (n // 10), 512 * 1024),
+        (lambda n: "x@" * (n // 2), 512 * 1024),
+        (lambda n: "password=" * (n // 9), 512 * 1024),
+        (lambda n: json.dumps([{"k": f"m {i} {EMAIL}"} for i in range(n // 50)]), 512 * 1024),
+        (lambda n: "-----BEGIN PRIVATE KEY-----" + "A" * n, 512 * 1024),  # a key never ended
+        (lambda n: "-----BEGIN PRIVATE KEY----- " * (n // 28), 512 * 1024),
     ],
-    ids=["prose", "json-with-key", "one-run", "card-like-groups-1mib", "digits", "at-signs", "names", "many-strings"],
+    ids=["prose", "json-with-key", "one-run", "card-like-groups", "digits", "at-signs", "names", "many-strings",
+         "pem-unended", "pem-starts"],
 )
-def test_masking_5_mib_stays_linear(text: str) -> None:
-    """Generous bars (a loaded CI box): the point is no quadratic behaviour. Measured on an idle machine:
-    ~0.015 ms for 1 KiB of prose, ~0.1-0.15 s for 5 MiB."""
-    assert _seconds(secrets(), text, 1) < 4.0
-    assert _seconds(secrets(), _prose(1024), 200) < 0.002
+def test_masking_grows_linearly(make: Any, size: int) -> None:
+    """No quadratic behaviour, whatever the text: masking 8 times more text takes less than 24 times longer
+    (a ratio measured within the test, so the machine's speed and load do not decide it)."""
+    masker = secrets()
+    small, large = make(size), make(size * GROWTH)
+    masker(small)  # warm
+    ratio = _best_seconds(masker, large) / max(_best_seconds(masker, small), 1e-6)
+    assert ratio < 3 * GROWTH, f"{ratio:.1f}x the time for {GROWTH}x the text"
 
 
 # --- the switch in the application ------------------------------------------------------------------------------------
@@ -325,10 +344,10 @@ def test_in_process_redaction_masks_secrets_in_storage(
     assert galtea_otel.flush()
     detail = _detail(url)
     turn = detail.inference_results[0]
-    assert turn.input is not None and marker("api_key") in turn.input and marker("card") in turn.input
-    assert marker("email") in turn.input
-    assert detail.metadata["user_email"] == marker("email")
-    assert detail.error is not None and marker("card") in detail.error
+    assert turn.input is not None and mark("api_key") in turn.input and mark("card") in turn.input
+    assert mark("email") in turn.input
+    assert str(detail.metadata["user_email"]).startswith(mark("email"))
+    assert detail.error is not None and mark("card") in detail.error
     text = _all_text(detail)
     for secret in (OPENAI_KEY, VISA, EMAIL, AMEX, ANTHROPIC_KEY):
         assert secret not in text
@@ -373,11 +392,11 @@ def test_the_maskers_run_before_the_users_hook_and_on_error_texts_too() -> None:
     assert VISA in str(caught.value)  # the application's exception itself is untouched
     assert seen and all(OPENAI_KEY not in text and VISA not in text for text in seen)
     (tool,) = [s for s in memory.get_finished_spans() if s.name == "charge"]
-    assert tool.status.description is not None and marker("card") in tool.status.description
+    assert tool.status.description is not None and mark("card") in tool.status.description
     (event,) = tool.events
     for key in ("exception.message", "exception.stacktrace"):
         value = str((event.attributes or {})[key])
-        assert VISA not in value and OPENAI_KEY not in value and marker("card") in value
+        assert VISA not in value and OPENAI_KEY not in value and mark("card") in value
     assert (tool.attributes or {})[A.SPAN_ERROR] == tool.status.description
 
 
@@ -427,8 +446,8 @@ def test_receiver_redaction_masks_what_arrives_unmasked(
         assert (secret.encode() in stored) is not receiver_masks
     if receiver_masks:
         turn = detail.inference_results[0]
-        assert turn.input is not None and marker("api_key") in turn.input and marker("card") in turn.input
-        assert detail.metadata["user_email"] == marker("email")
+        assert turn.input is not None and mark("api_key") in turn.input and mark("card") in turn.input
+        assert str(detail.metadata["user_email"]).startswith(mark("email"))
     for value in (TOKEN, COOKIE, X_API_KEY, "c00k13", "x-4p1-k3y"):
         assert value.encode() not in stored
         assert value not in receiver.log
@@ -511,3 +530,180 @@ def test_request_headers_and_the_token_reach_neither_store_nor_logs(
     for value in (TOKEN, COOKIE, X_API_KEY, "h34d3r-s3cr3t", "c00k13"):
         assert value.encode() not in stored
         assert value not in logged
+
+
+# --- every field, byte for byte in the store's files (issue 12 point 3) ------------------------------------------
+
+PEM_KEY = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA0Z3VS5JJcds3xfn/ygWyF8PbnGy0AHB7MhgHcTz6sE2I2yPB\n"
+           "aFDrBz9vFqU4yQ3xfnygWyF8PbnGy0AHB7MhgHcTz6sE2I2yPBzz9vFqU4yQ==\n-----END RSA PRIVATE KEY-----")
+PEM_BODY = "MIIEowIBAAKCAQEA0Z3VS5JJcds3xfn"
+USER_EMAIL = "end.user+vip@customer-mail.example.org"
+# One secret per field, so that a leak names the field it came through.
+FIELD_SECRETS = {
+    "span name": "sk-proj-SpanName0000aaaa1111bbbb2222",
+    "model": "sk-proj-ModelName000aaaa1111bbbb2222",
+    "custom id": "sk-proj-CustomId0000aaaa1111bbbb2222",
+    "metadata": "sk-proj-Metadata0000aaaa1111bbbb2222",
+    "context": "sk-proj-Context00000aaaa1111bbbb2222",
+    "resource attribute": "sk-proj-Resource0000aaaa1111bbbb2222",
+    "exception message": "sk-proj-Exception000aaaa1111bbbb2222",
+    "tool argument": "sk-proj-ToolArg00000aaaa1111bbbb2222",
+    "tool result": "sk-proj-ToolResult00aaaa1111bbbb2222",
+    "input message": "sk-proj-InputMsg0000aaaa1111bbbb2222",
+    "output message": "sk-proj-OutputMsg000aaaa1111bbbb2222",
+    "error text": "sk-proj-ErrorText000aaaa1111bbbb2222",
+    "foreign attribute": "sk-proj-ForeignAttr0aaaa1111bbbb2222",
+    "user id": USER_EMAIL,
+    "private key in a prompt": PEM_BODY,
+}
+
+
+def _plant_everywhere(provider: TracerProvider) -> None:
+    """A conversation with a secret in every field a span row has; the same end user in two sessions."""
+    f = FIELD_SECRETS
+    model_call = galtea_otel.inference(name="chat", model=f"gpt-4o {f['model']}")(lambda prompt: "fine")
+
+    @galtea_otel.span(type="TOOL")
+    def lookup(query: str) -> str:
+        return f"found {f['tool result']}"
+
+    @galtea_otel.span(type="TOOL")
+    def fail() -> None:
+        raise RuntimeError(f"upstream said {f['exception message']}")
+
+    tracer = provider.get_tracer("other-instrumentation")
+    for n in range(2):
+        with galtea_otel.session(custom_id=f"conv-{n}/{f['custom id']}", version="1",
+                                 metadata={"note": f"meta {f['metadata']}"},
+                                 context=f"context {f['context']}") as session:
+            with galtea_otel.span(f"step {f['span name']}", attributes={"user.id": USER_EMAIL}):
+                model_call(f"sign with {PEM_KEY}")
+                lookup(f"q {f['tool argument']}")
+                with pytest.raises(RuntimeError):
+                    fail()
+                with tracer.start_as_current_span("openai.chat", attributes={
+                    "gen_ai.operation.name": "chat", "gen_ai.request.model": f"gpt {f['model']}",
+                    "user.id": USER_EMAIL, "app.extra": f"x {f['foreign attribute']}",
+                    "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [
+                        {"type": "text", "content": f"hi {f['input message']}"}]}]),
+                    "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [
+                        {"type": "text", "content": f"ok {f['output message']}"}]}]),
+                    "gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": f"hi {f['input message']}",
+                    "gen_ai.completion.0.role": "assistant",
+                    "gen_ai.completion.0.content": f"ok {f['output message']}",
+                }) as foreign:
+                    foreign.set_status(trace_status_error(f"failed: {f['error text']}"))
+            session.set_error(f"gave up: {f['error text']}")
+
+
+def trace_status_error(description: str) -> Any:
+    from opentelemetry.trace import Status, StatusCode
+
+    return Status(StatusCode.ERROR, description)
+
+
+def _assert_no_secret_in(stored: bytes, where: str) -> None:
+    assert b"[REDACTED:" in stored and b"step " in stored, f"{where}: nothing stored, the search means nothing"
+    leaks = [field for field, secret in FIELD_SECRETS.items() if secret.encode() in stored]
+    assert not leaks, f"secrets reached {where} through: {leaks}"
+
+
+def _masked_user_ids(store_url: str) -> set[str | None]:
+    store = open_store(store_url)
+    try:
+        with store.transaction() as tx:
+            keys = [(s.custom_id, s.version) for s in store.list_sessions()]
+            rows = [row for found in tx.session_rows(keys, content=True).values() for row in found]
+    finally:
+        store.close()
+    assert len(keys) == 2
+    return {row.user_id for row in rows if row.user_id is not None}
+
+
+def _resource_provider() -> TracerProvider:
+    from opentelemetry.sdk.resources import Resource
+
+    return TracerProvider(shutdown_on_exit=False, resource=Resource.create({
+        "service.name": "shop", "deployment.token": f"t {FIELD_SECRETS['resource attribute']}"}))
+
+
+def test_no_field_lets_a_secret_into_the_sqlite_files(tmp_path: Path) -> None:
+    """With masking on in the application, the SQLite database and its WAL (read before and after the store is
+    closed) hold none of the secrets, whatever field carried them; a masked user id is the same in both sessions
+    (grouping by it still works)."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    provider = _resource_provider()
+    galtea_otel.configure(url, tracer_provider=provider, redact_secrets=True)
+    try:
+        _plant_everywhere(provider)
+        assert galtea_otel.flush()
+        assert (tmp_path / "app.db-wal").exists()
+        _assert_no_secret_in(_sqlite_bytes(tmp_path), "the SQLite database + WAL")
+    finally:
+        galtea_otel.shutdown()
+    _assert_no_secret_in(_sqlite_bytes(tmp_path), "the SQLite database after close")
+    (user,) = _masked_user_ids(url)
+    assert user is not None and user.startswith(mark("email"))
+
+
+def test_no_field_lets_a_secret_into_postgresql(tmp_path: Path) -> None:
+    """The same on PostgreSQL: ``pg_dump`` of the store's tables holds none of the secrets."""
+    import subprocess
+
+    from tests.reliability.conftest import PG_URL, fresh_pg_schema
+
+    with fresh_pg_schema() as (url, schema):
+        provider = _resource_provider()
+        galtea_otel.configure(url, tracer_provider=provider, redact_secrets=True)
+        try:
+            _plant_everywhere(provider)
+            assert galtea_otel.flush()
+        finally:
+            galtea_otel.shutdown()
+        dump = subprocess.run(["pg_dump", "--data-only", f"--schema={schema}", PG_URL.split("?")[0]],
+                              capture_output=True, check=True, timeout=120).stdout
+        _assert_no_secret_in(dump, "the PostgreSQL tables")
+        (user,) = _masked_user_ids(url)
+        assert user is not None and user.startswith(mark("email"))
+
+
+def test_the_receiver_masks_every_field(tmp_path: Path) -> None:
+    """An application that does not mask, a receiver that does (``redact_secrets``: ``serve --redact-secrets``):
+    the receiver's SQLite files hold none of the secrets."""
+    store_url = f"sqlite:///{tmp_path / 'receiver.db'}"
+    options = ServeOptions(store_url=store_url, http=Address("127.0.0.1", 0), grpc=None,
+                           sweep_interval=3600.0, shutdown_grace=5.0, redact_secrets=True)
+    with start_in_thread(options) as receiver:
+        assert receiver.http_address is not None
+        provider = _resource_provider()
+        galtea_otel.configure(tracer_provider=provider, exporter=OTLPSpanExporter(
+            endpoint=f"http://127.0.0.1:{receiver.http_address.port}/v1/traces"))
+        try:
+            _plant_everywhere(provider)
+            assert galtea_otel.flush()
+        finally:
+            galtea_otel.shutdown()
+        _assert_no_secret_in(_sqlite_bytes(tmp_path), "the receiver's SQLite database + WAL")
+    _assert_no_secret_in(_sqlite_bytes(tmp_path), "the receiver's SQLite database after close")
+    (user,) = _masked_user_ids(store_url)
+    assert user is not None and user.startswith(mark("email"))
+
+
+def test_a_mask_is_stable_and_keyed() -> None:
+    """The same secret gives the same marker (in any layout: card separators, e-mail case); another key gives
+    another marker; masking stays idempotent and JSON stays JSON."""
+    one, other = secrets(key="k1"), secrets(key="k2")
+    assert one(f"card {VISA}") == one(f"card {VISA.replace(' ', '-')}") == one(f"card {VISA.replace(' ', '')}")
+    assert one(EMAIL) == one(EMAIL.upper()) != other(EMAIL)
+    assert one(OPENAI_KEY) != one(ANTHROPIC_KEY)
+    text = json.dumps({"k": PEM_KEY, "user": EMAIL, "api_key": "zz"})
+    masked = one(text)
+    assert PEM_BODY not in masked and json.loads(masked)["k"].startswith(mark("private_key"))
+    assert one(masked) == masked and other(masked) == masked  # a marker is never masked again, by any key
+    assert one(f"raw {PEM_KEY} end") == f"raw {json.loads(masked)['k']} end"  # the same key, raw or in JSON
+
+
+def test_a_private_key_cut_off_is_still_masked() -> None:
+    cut = PEM_KEY[:70]  # a truncated capture: no END line
+    assert PEM_BODY[:20] not in secrets()(f"prompt: {cut}")
+    assert secrets()(f"prompt: {cut}").startswith(f"prompt: {mark('private_key')}")
