@@ -141,6 +141,11 @@ class Pipeline:
         context = test_case_context(case) if case else None
         return assemble(rows, key[0], key[1], self.settings, context)
 
+    def reassemble(self, keys: Sequence[Key]) -> int:
+        """Rebuild these sessions' records from their stored rows (``galtea-otel reprice``: new prices)."""
+        with self.store.transaction() as tx:
+            return self._reassemble(tx, set(keys))
+
     # --- housekeeping ---------------------------------------------------------------------------------------------
 
     def sweep(self, now_ns: int | None = None) -> dict[str, int]:

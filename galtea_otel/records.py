@@ -65,6 +65,10 @@ class InferenceResult(_Record):
     cache_read_input_tokens: int | None = None
     total_tokens: int | None = None
     cost: float | None = None
+    # Where ``cost`` came from (galtea_otel.pricing): ``reported`` by the spans, the price file (``override``), the
+    # bundled price table (``table``); None when there is no cost. ``price_version``: the price list used.
+    cost_source: Literal["reported", "table", "override"] | None = None
+    price_version: str | None = None
     abandoned: bool = False
     # The conversation as the model saw it in this turn, in the normalized GenAI message shape (README,
     # "The content model"): ``{"role": ..., "parts": [...]}`` objects, what was sent then what came back.
@@ -138,6 +142,13 @@ class SessionDetail(Session):
 
     inference_results: list[InferenceResult] = Field(default_factory=list)
     spans: list[SpanRecord] = Field(default_factory=list)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def unpriced_turns(self) -> list[int]:
+        """Indexes of the turns that used a model (with tokens) but have no cost: a model no price list knows."""
+        return [t.index for t in self.inference_results if t.cost is None and t.model
+                and (t.input_tokens is not None or t.output_tokens is not None)]
 
 
 class TestCase(_Record):

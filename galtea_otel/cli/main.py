@@ -230,6 +230,45 @@ def sessions_show(ctx: click.Context, custom_id: str, version: str | None, as_js
         _echo_lines(_renderer().session_detail(detail))
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def reprice(ctx: click.Context, as_json: bool) -> None:
+    """Recompute the stored costs of every session with the current prices.
+
+    Turns with a reported cost keep it; the others are priced from $GALTEA_OTEL_PRICES, else the bundled price
+    table (pip install 'galtea-otel[prices]'). Run it after changing the price file.
+    """
+    from galtea_otel.pipeline import Pipeline
+    from galtea_otel.pricing import ENV_PRICES, PriceFileError, load_price_file, table_version
+    from galtea_otel.settings import PipelineSettings
+
+    price_file = os.environ.get(ENV_PRICES, "").strip()
+    if price_file:
+        try:
+            load_price_file(price_file)
+        except PriceFileError as exc:
+            raise CliError(f"${ENV_PRICES}: {exc}") from None
+    store = _open_store(ctx, must_exist=True)
+    before = {(s.custom_id, s.version): s.cost for s in store.list_sessions(limit=-1)}
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for key in sorted(before):
+        groups.setdefault(json.dumps(store.session_assembly(key), sort_keys=True), []).append(key)
+    for assembly, keys in groups.items():
+        pipeline = Pipeline(store, PipelineSettings(**json.loads(assembly)))
+        for start in range(0, len(keys), 200):
+            pipeline.reassemble(keys[start:start + 200])
+    after = {(s.custom_id, s.version): s.cost for s in store.list_sessions(limit=-1)}
+    changed = sorted(k for k in after if after[k] != before.get(k))
+    summary = {"sessions": len(after), "changed": len(changed), "price_file": price_file or None,
+               "table": table_version(), "changed_sessions": [{"custom_id": c, "version": v} for c, v in changed]}
+    if as_json:
+        _echo_json(summary)
+    else:
+        click.echo(f"repriced {len(after)} session(s), {len(changed)} changed"
+                   f" (price file: {price_file or 'none'}; table: {summary['table'] or 'not installed'})")
+
+
 @main.group("test-cases")
 def test_cases() -> None:
     """Load and list evaluation test cases.

@@ -167,6 +167,10 @@ class Renderer:
              + "  (in/out/total)"),
             ("cost", fmt_cost(detail.cost)),
         ]
+        if detail.unpriced_turns:  # galtea_otel.pricing: a model no price list knows is never guessed
+            models = sorted({t.model or "" for t in detail.inference_results if t.index in detail.unpriced_turns})
+            pairs.append(("unpriced", (f"turn(s) {', '.join(map(str, detail.unpriced_turns))}: no price for "
+                                       f"{', '.join(models)} (add it to $GALTEA_OTEL_PRICES)", "yellow")))
         if detail.metadata:
             pairs.append(("metadata", _compact(detail.metadata)))
         lines += self.fields(pairs)
@@ -196,7 +200,7 @@ class Renderer:
                 f"model {turn.model or DASH}",
                 f"latency {fmt_ms(turn.latency_ms)}",
                 f"tokens {tokens}",
-                f"cost {fmt_cost(turn.cost)}",
+                f"cost {fmt_cost(turn.cost)}" + (f" ({turn.cost_source})" if turn.cost_source else ""),
             ])
             lines.append("  " + summary)
             body: list[tuple[str, Cell]] = [("input", clip(turn.input, 300)),
