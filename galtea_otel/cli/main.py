@@ -193,18 +193,30 @@ def sessions() -> None:
 @click.option("--version", "version", metavar="V", help="Only sessions of this product version.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
               help="At most N sessions.")
+@click.option("--eval", "evals", metavar="NAME<op>VALUE", multiple=True,
+              help="Only sessions with a current evaluation (of the session or a turn) such as 'helpfulness<0.5' or"
+                   " 'verdict=pass' (op: < <= > >= = !=); repeat to require several.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of Session objects.")
 @click.pass_context
 def sessions_list(
-    ctx: click.Context, status: str | None, version: str | None, limit: int, as_json: bool
+    ctx: click.Context, status: str | None, version: str | None, limit: int, as_json: bool,
+    evals: tuple[str, ...] = (),
 ) -> None:
     """Sessions, newest first."""
+    from galtea_otel.evaluate.storage import parse_filter
+
+    for expression in evals:
+        try:
+            parse_filter(expression)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--eval") from None
     store = _open_store(ctx, must_exist=True)
-    found = store.list_sessions(status=status.upper() if status else None, version=version, limit=limit)
+    found = store.list_sessions(status=status.upper() if status else None, version=version, limit=limit,
+                                evaluations=evals)
     if as_json:
         _echo_json([s.model_dump(mode="json") for s in found])
     elif not found:
-        click.echo("No sessions" + (" matching the filters." if status or version else " yet."))
+        click.echo("No sessions" + (" matching the filters." if status or version or evals else " yet."))
     else:
         _echo_lines(_renderer().sessions_table(found))
 

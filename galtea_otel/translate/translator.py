@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from galtea_otel.evaluate.events import span_evaluations
 from galtea_otel.spandata import STATUS_ERROR, AttrValue, SpanData
 from galtea_otel.translate import conventions as C
 from galtea_otel.translate.row import KIND_LLM, KIND_MARKER, KIND_SPAN, SpanRow
@@ -369,6 +370,7 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         metadata=clean_text(metadata),
         received_ns=received_ns if received_ns is not None else time.time_ns(),
         user_id=clean_text(_text(user)),
+        evaluations=span_evaluations(span.events, redact) if span.events else None,  # issue 11
     )
 
 
