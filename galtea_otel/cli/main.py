@@ -243,6 +243,60 @@ def sessions_show(ctx: click.Context, custom_id: str, version: str | None, as_js
 
 
 @main.command()
+@click.argument("custom_id")
+@click.option("--version", "version", metavar="V", help="The session's version (default: its newest).")
+@click.option("--turn", type=click.IntRange(min=0), default=None, help="Score turn N (its index), not the session.")
+@click.option("--name", required=True, help="What is scored (e.g. helpfulness).")
+@click.option("--score", type=float, default=None, help="A number.")
+@click.option("--label", default=None, help="A short text (e.g. pass, fail).")
+@click.option("--note", default=None, help="Why: stored as the explanation.")
+@click.option("--by", "author", default=None, help="Who annotates (default: $USER).")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored Evaluation as JSON.")
+@click.pass_context
+def annotate(ctx: click.Context, custom_id: str, version: str | None, turn: int | None, name: str,
+             score: float | None, label: str | None, note: str | None, author: str | None, as_json: bool) -> None:
+    """Record a person's evaluation of a session, or of one of its turns (source: human)."""
+    import math
+    import time
+    import uuid
+    from datetime import datetime, timezone
+
+    from galtea_otel.evaluate import storage
+    from galtea_otel.pipeline import read_session
+    from galtea_otel.records import Evaluation, EvaluatorRef
+
+    if (score is None) == (label is None):
+        raise click.UsageError("give exactly one of --score and --label")
+    if score is not None and not math.isfinite(score):
+        raise click.BadParameter("must be a finite number", param_hint="--score")
+    if not name.strip():
+        raise click.BadParameter("must not be empty", param_hint="--name")
+    store = _open_store(ctx, must_exist=True)
+    key = store.find_session_key(custom_id, version)
+    detail = read_session(store, key) if key is not None else None
+    if key is None or detail is None:
+        which = f"{custom_id!r}" + (f" with version {version!r}" if version else "")
+        raise CliError(f"no session {which} in {store.url} (see `galtea-otel sessions list`)")
+    target: dict[str, Any] = {"target": "session"}
+    if turn is not None:
+        if turn >= len(detail.inference_results):
+            raise CliError(f"session {custom_id!r} has {len(detail.inference_results)} turn(s): no turn {turn}")
+        chosen = detail.inference_results[turn]
+        target = {"target": "turn", "turn_id": chosen.id, "span_id": chosen.id, "trace_id": chosen.trace_id}
+    who = author or os.environ.get("USER") or "human"
+    evaluation = Evaluation(
+        id=uuid.uuid4().hex, name=name.strip(), score=score, label=label, explanation=note,
+        evaluator=EvaluatorRef(name=who), source="human", created_at=datetime.fromtimestamp(
+            time.time(), tz=timezone.utc), **target)
+    storage.save(store, key, [evaluation])
+    if as_json:
+        _echo_json(evaluation.model_dump(mode="json"))
+    else:
+        click.echo(f"annotated {'turn ' + str(turn) if turn is not None else 'the session'} of {custom_id!r}:"
+                   f" {evaluation.name} = {score if score is not None else label}")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 def reprice(ctx: click.Context, as_json: bool) -> None:

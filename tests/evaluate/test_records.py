@@ -176,3 +176,28 @@ def test_a_postgres_store_without_the_evaluation_tables_gets_them(pg_schemas: Ca
     detail = read_session(store, ("pg-migrated", "1"))
     assert detail is not None and [e.name for e in detail.inference_results[0].evaluations] == ["ok"]
     store.close()
+
+
+def test_people_annotate_a_session_or_a_turn_from_the_cli(app_store: str) -> None:
+    with galtea_otel.session(custom_id="to-annotate", version="1"):
+        chat("carol")
+        chat("dave")
+    assert galtea_otel.flush()
+    runner = CliRunner()
+    base = ["--store", app_store, "annotate", "to-annotate"]
+    done = runner.invoke(main, [*base, "--turn", "1", "--name", "helpful", "--score", "0.3", "--note", "vague",
+                                "--by", "ana"])
+    assert done.exit_code == 0, done.output
+    assert runner.invoke(main, [*base, "--name", "verdict", "--label", "fail"]).exit_code == 0
+    assert runner.invoke(main, [*base, "--name", "x"]).exit_code == 2  # neither --score nor --label
+    missing = runner.invoke(main, [*base, "--turn", "7", "--name", "x", "--score", "1"])
+    assert missing.exit_code == 1 and "no turn 7" in missing.output
+    store = open_store(app_store)
+    detail = read_session(store, ("to-annotate", "1"))
+    assert detail is not None
+    assert [(e.name, e.label, e.source) for e in detail.evaluations] == [("verdict", "fail", "human")]
+    human = [e for e in detail.inference_results[1].evaluations if e.source == "human"]
+    assert [(e.name, e.score, e.explanation, e.evaluator.name if e.evaluator else None) for e in human] == [
+        ("helpful", 0.3, "vague", "ana")]
+    assert [s.custom_id for s in store.list_sessions(evaluations=["helpful<0.5"])] == ["to-annotate"]
+    store.close()
