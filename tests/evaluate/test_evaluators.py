@@ -212,3 +212,48 @@ def test_configure_runs_evaluators_in_the_app_and_shutdown_waits_for_them(tmp_pa
     assert [(e.name, e.score, e.explanation) for e in detail.evaluations] == [("helpful", 0.75, "1 turn(s)")]
     with pytest.raises(ValueError, match="evaluators= needs the default exporter"):
         galtea_otel.configure(exporter=InMemorySpanExporter(), evaluators=[helpful])
+
+
+def test_an_llm_judge_scores_the_session_through_an_openai_compatible_endpoint(store: Store) -> None:
+    from galtea_otel.evaluate.judge import llm_judge
+    from tests.fakes.openai_server import FakeOpenAI
+
+    def verdict(messages: list[dict[str, Any]]) -> str:
+        conversation = messages[-1]["content"].split("Conversation:")[1]
+        refund = "refund" in conversation
+        return "Verdict: " + json.dumps({"score": 0.2 if refund else 0.9,
+                                         "explanation": "mentions a refund" if refund else "fine"})
+
+    with FakeOpenAI(model_suffix="", replier=verdict) as fake:
+        judge = llm_judge("Score 1 when the assistant never promises a refund.", model="gpt-4o-mini",
+                          base_url=fake.base_url, api_key="test")
+        pipeline = Pipeline(store, evaluate=True)
+        pipeline.ingest(_conversation("j-good", ["hello"]))
+        pipeline.ingest(_conversation("j-bad", ["a refund is on its way"]))
+        _drain(EvaluationRunner([judge]), store)
+        assert len(fake.requests) == 2
+        asked = fake.requests[0]["messages"]
+        assert asked[0]["role"] == "system" and "Rubric:" in asked[1]["content"]
+    bad = read_session(store, ("j-bad", "1"))
+    assert bad is not None
+    [evaluation] = bad.evaluations
+    assert (evaluation.name, evaluation.score, evaluation.explanation) == ("llm_judge", 0.2, "mentions a refund")
+    meta = evaluation.metadata
+    assert meta["model"] == "gpt-4o-mini" and meta["input_tokens"] > 0 and meta["output_tokens"] > 0
+    assert meta["cost"] is None or meta["cost"] > 0  # priced from the table when genai-prices is installed
+    assert [s.custom_id for s in store.list_sessions(evaluations=["llm_judge<0.5"])] == ["j-bad"]
+
+
+def test_a_judge_reply_without_a_score_is_an_error_evaluation(store: Store) -> None:
+    from galtea_otel.evaluate.judge import llm_judge, parse_verdict
+    from tests.fakes.openai_server import FakeOpenAI
+
+    assert parse_verdict('noise {"a": 1} then {"score": 0.5, "explanation": "ok"}') == (0.5, "ok")
+    assert parse_verdict("Score: 0.7 because")[0] == 0.7
+    with FakeOpenAI(replier=lambda messages: "I cannot decide.") as fake:
+        Pipeline(store, evaluate=True).ingest(_conversation("j-none", ["x"]))
+        _drain(EvaluationRunner([llm_judge("rubric", model="m", base_url=fake.base_url)]), store)
+    detail = read_session(store, ("j-none", "1"))
+    assert detail is not None
+    [evaluation] = detail.evaluations
+    assert evaluation.error is not None and "holds no score" in evaluation.error
