@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from galtea_otel.assemble.assembler import Assembly, assemble, to_detail
 from galtea_otel.assemble.keys import Key, fully_keyed, resolve_trace
 from galtea_otel.evaluate.storage import enqueue_ended, record_span_evaluations, with_evaluations
+from galtea_otel.pricing import preload as preload_prices
 from galtea_otel.records import SessionDetail
 from galtea_otel.settings import PipelineSettings
 from galtea_otel.spandata import SpanData
@@ -52,6 +53,7 @@ class Pipeline:
         # With ``evaluate``, every session that ends is queued for its evaluators in the same transaction
         # (galtea_otel.evaluate: the runner takes it from there).
         self.evaluate = evaluate
+        preload_prices()  # issue 11: genai-prices' table, loaded once before the first batch rather than inside it
         # Stored with each session, so that readers assemble it the way the writer did.
         self._assembly_settings = json.dumps(
             {"turns": self.settings.turns, "late_spans": self.settings.late_spans, "strict": self.settings.strict},

@@ -218,6 +218,12 @@ def _table() -> tuple[Any, str] | None:
     return DataSnapshot(providers=providers, from_auto_update=False), f"genai-prices {genai_prices.__version__}"
 
 
+def preload() -> None:
+    """Load the price table now (about a second, once per process) rather than at the first turn to price: the
+    pipeline calls it when it is made, so a writer pays it before its first batch, not inside one."""
+    _table()
+
+
 def table_version() -> str | None:
     table = _table()
     return table[1] if table is not None else None
