@@ -257,3 +257,18 @@ def test_a_judge_reply_without_a_score_is_an_error_evaluation(store: Store) -> N
     assert detail is not None
     [evaluation] = detail.evaluations
     assert evaluation.error is not None and "holds no score" in evaluation.error
+
+
+def test_the_runner_on_both_stores(make_store: Any) -> None:
+    shared = make_store()
+    pipeline = Pipeline(shared, evaluate=True)
+    pipeline.ingest(_conversation("s1", ["ab"]))
+    runner = EvaluationRunner([lambda d: {"name": "n", "score": len(d.inference_results)}])
+    _drain(runner, shared)
+    pipeline.ingest(_conversation("s1", ["abc"], start_ns=10**18 + 10 * 10**9))  # reopened, ended again
+    _drain(runner, shared)
+    detail = read_session(shared, ("s1", "1"))
+    assert detail is not None
+    assert sorted((e.score, e.superseded) for e in detail.evaluations) == [(1.0, True), (2.0, False)]
+    assert storage.queue_counts(shared) == {"done": 1}
+    assert [s.custom_id for s in shared.list_sessions(evaluations=["n>=2"])] == ["s1"]
