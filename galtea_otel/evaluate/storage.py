@@ -206,12 +206,17 @@ def record_span_evaluations(tx: Any, rows_by_key: Mapping[Key, Sequence[Any]]) -
                 items = json.loads(row.evaluations)
             except ValueError:
                 continue
+            # A carrier of an OTLP log record (galtea_otel.decode.otlp_logs) scores its parent, the logged span.
+            carrier = row.session_event == "evaluation"
+            trace_id = row.trace_id
+            span_id = row.parent_span_id if carrier else row.span_id
             for n, item in enumerate(items):
                 evaluator = item.get("evaluator") or {}
+                on_session = item.get("session") or span_id is None
                 metadata = {"response_id": item["response_id"]} if item.get("response_id") else None
                 values.append((
                     _digest("span", row.trace_id, row.span_id, n), key[0], key[1],
-                    None if item.get("session") else row.trace_id, None if item.get("session") else row.span_id,
+                    None if on_session else trace_id, None if on_session else span_id,
                     item["name"], item.get("score"), item.get("label"), item.get("explanation"),
                     evaluator.get("name"), evaluator.get("version"), item.get("source") or "ingested",
                     int(item.get("time_ns") or row.end_ns), item.get("error"), 0, None,
