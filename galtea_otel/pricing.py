@@ -26,6 +26,7 @@ part is priced at the cached rate, the rest at the input rate. An unknown model 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import json
@@ -202,9 +203,22 @@ def current_price_file() -> PriceFile | None:
 
 # --- the bundled table ---------------------------------------------------------------------------------------------
 
-@functools.cache
+_table_lock = threading.Lock()
+_table_value: list[tuple[Any, str] | None] = []  # filled once
+_preloading = False
+
+
 def _table() -> tuple[Any, str] | None:
     """(genai-prices' bundled snapshot, its version), or None when genai-prices is not installed."""
+    if _table_value:
+        return _table_value[0]
+    with _table_lock:
+        if not _table_value:
+            _table_value.append(_load_table())
+        return _table_value[0]
+
+
+def _load_table() -> tuple[Any, str] | None:
     try:
         import genai_prices
         from genai_prices.data import providers
@@ -219,9 +233,15 @@ def _table() -> tuple[Any, str] | None:
 
 
 def preload() -> None:
-    """Load the price table now (about a second, once per process) rather than at the first turn to price: the
-    pipeline calls it when it is made, so a writer pays it before its first batch, not inside one."""
-    _table()
+    """Start loading the price table (about a second, once per process) on a background thread, so that it is
+    usually ready before the first turn to price; the pipeline calls it when it is made."""
+    global _preloading
+    with _table_lock:
+        if _preloading or _table_value:
+            return
+        _preloading = True
+    with contextlib.suppress(RuntimeError):  # no new threads at interpreter shutdown: loaded on first use instead
+        threading.Thread(target=_table, name="galtea-otel-prices", daemon=True).start()
 
 
 def table_version() -> str | None:
