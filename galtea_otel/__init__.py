@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from galtea_otel import stats as _stats_module
 from galtea_otel.config import VERSION, configure, flush, shutdown
+from galtea_otel.evaluate.record import record_evaluation
 from galtea_otel.instrument.context import ContextThreadPoolExecutor, in_context
 from galtea_otel.instrument.operation import Invocation, Operation, inference, record_usage, span
 from galtea_otel.instrument.session import ActiveSession, continue_session, end_session, session
@@ -29,7 +30,7 @@ from galtea_otel.instrument.testcases import get_test_case, register_test_cases
 
 if TYPE_CHECKING:
     from galtea_otel import redact
-    from galtea_otel.records import InferenceResult, Session, SessionDetail, SpanRecord, TestCase
+    from galtea_otel.records import Evaluation, InferenceResult, Session, SessionDetail, SpanRecord, TestCase
     from galtea_otel.settings import PipelineSettings
 
 __version__ = VERSION
@@ -42,6 +43,7 @@ stats = _stats_module.counters
 __all__ = [
     "ActiveSession",
     "ContextThreadPoolExecutor",
+    "Evaluation",
     "InferenceResult",
     "Invocation",
     "Operation",
@@ -58,6 +60,7 @@ __all__ = [
     "get_test_case",
     "in_context",
     "inference",
+    "record_evaluation",
     "record_usage",
     "redact",
     "register_test_cases",
@@ -71,6 +74,7 @@ _LAZY = {
     "Session": "galtea_otel.records",
     "SessionDetail": "galtea_otel.records",
     "InferenceResult": "galtea_otel.records",
+    "Evaluation": "galtea_otel.records",
     "SpanRecord": "galtea_otel.records",
     "TestCase": "galtea_otel.records",
     "PipelineSettings": "galtea_otel.settings",

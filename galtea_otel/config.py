@@ -168,6 +168,7 @@ def configure(
     schedule_delay_millis: int = 1000,
     max_queue_size: int | None = None,
     galtea: bool | GalteaSyncConfig | None = None,
+    evaluators: Iterable[Any] | None = None,
 ) -> TracerProvider:
     """Attach galtea-otel to a TracerProvider and start exporting session records. Returns that provider.
 
@@ -206,6 +207,9 @@ def configure(
       full, further spans are dropped and counted (``galtea_otel.stats()["spans_dropped"]``, a warning at most
       every 10 s). Spans are exported every ``schedule_delay_millis`` or as soon as a batch
       (``$OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, else 512) is full, on one background thread.
+    - ``evaluators``: callables (or ``galtea_otel.evaluate.Evaluator``) run once each session ends (COMPLETED /
+      FAILED), on background threads, with the session's full record; their evaluations are stored with it
+      (README, "Evaluators"). ``shutdown()`` runs those due within its timeout.
     """
     global _config, _atexit_registered
     if exporter is not None and (store is not None or settings is not None):
@@ -217,6 +221,13 @@ def configure(
         from galtea_otel.sync.config import GalteaSyncConfig
 
         sync_config = galtea if isinstance(galtea, GalteaSyncConfig) else GalteaSyncConfig.from_env()
+    runner = None
+    if evaluators is not None:  # issue 11
+        if exporter is not None:
+            raise ValueError("configure(): evaluators= needs the default exporter (they read the store)")
+        from galtea_otel.evaluate.runner import EvaluationRunner
+
+        runner = EvaluationRunner(evaluators)
     if redact is not None and not callable(redact):
         raise TypeError("configure(redact=...) must be a callable taking and returning a str")
     if redact_secrets is not None and not isinstance(redact_secrets, bool):
@@ -256,6 +267,8 @@ def configure(
             from galtea_otel.export.exporter import SessionExporter
 
             exporter = SessionExporter(store=store, settings=settings, redact=builtin)
+        if runner is not None:
+            exporter.evaluators = runner  # type: ignore[attr-defined]
         previous = _config.provider
         if previous is not None and previous is not provider and previous in _processors:
             _bounded(_processors[previous].shutdown, EXIT_TIMEOUT_S + _MARGIN_S, "configure.detach_previous")

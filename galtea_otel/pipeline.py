@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from galtea_otel.assemble.assembler import Assembly, assemble, to_detail
 from galtea_otel.assemble.keys import Key, fully_keyed, resolve_trace
+from galtea_otel.evaluate.storage import enqueue_ended, record_span_evaluations, with_evaluations
+from galtea_otel.pricing import preload as preload_prices
 from galtea_otel.records import SessionDetail
 from galtea_otel.settings import PipelineSettings
 from galtea_otel.spandata import SpanData
@@ -40,7 +42,7 @@ class Pipeline:
 
     def __init__(
         self, store: Store, settings: PipelineSettings | None = None, *, redact: Redactor | None = None,
-        sync: bool = False,
+        sync: bool = False, evaluate: bool = False,
     ) -> None:
         self.store = store
         self.settings = settings or PipelineSettings()
@@ -48,6 +50,10 @@ class Pipeline:
         # With ``sync``, every session written is also enqueued in the store's Galtea outbox, in the same
         # transaction (galtea_otel.sync sends it from there).
         self.sync = sync
+        # With ``evaluate``, every session that ends is queued for its evaluators in the same transaction
+        # (galtea_otel.evaluate: the runner takes it from there).
+        self.evaluate = evaluate
+        preload_prices()  # issue 11: genai-prices' table, loaded once before the first batch rather than inside it
         # Stored with each session, so that readers assemble it the way the writer did.
         self._assembly_settings = json.dumps(
             {"turns": self.settings.turns, "late_spans": self.settings.late_spans, "strict": self.settings.strict},
@@ -118,7 +124,9 @@ class Pipeline:
         tx.lock_sessions(ordered)
         summaries = []
         rejected = 0
-        for key, rows in tx.session_rows(ordered, content=False).items():
+        rows_by_key = tx.session_rows(ordered, content=False)
+        record_span_evaluations(tx, rows_by_key)  # issue 11: gen_ai.evaluation.result events of these spans
+        for key, rows in rows_by_key.items():
             assembly = self._assemble(rows, key, tx.test_case_context)
             if assembly is None:
                 tx.delete_session(key)
@@ -128,6 +136,8 @@ class Pipeline:
             summaries.append(summary)
             rejected += assembly.late_ignored
         tx.upsert_sessions(summaries)
+        if self.evaluate:  # issue 11
+            enqueue_ended(tx, summaries)
         if rejected and self.settings.late_spans == "reject":
             tx.add_counter("late_spans_rejected", rejected)
         if self.sync and ordered:
@@ -140,6 +150,11 @@ class Pipeline:
         case = next((r.test_case_id for r in rows if r.test_case_id), None)
         context = test_case_context(case) if case else None
         return assemble(rows, key[0], key[1], self.settings, context)
+
+    def reassemble(self, keys: Sequence[Key]) -> int:
+        """Rebuild these sessions' records from their stored rows (``galtea-otel reprice``: new prices)."""
+        with self.store.transaction() as tx:
+            return self._reassemble(tx, set(keys))
 
     # --- housekeeping ---------------------------------------------------------------------------------------------
 
@@ -195,7 +210,7 @@ def read_session(store: Store, key: Key, settings: PipelineSettings | None = Non
         test_case = store.get_test_case(case)
         context = test_case.context if test_case else None
     assembly = assemble(rows, key[0], key[1], settings, context)
-    return to_detail(assembly) if assembly is not None else None
+    return with_evaluations(store, key, to_detail(assembly)) if assembly is not None else None
 
 
 def _idle_marker(key: Key, now_ns: int) -> SpanRow:

@@ -46,6 +46,43 @@ class SpanRecord(_Record):
     children: list[SpanRecord] = Field(default_factory=list)
 
 
+EvaluationSource = Literal["app", "evaluator", "human", "ingested"]
+
+
+class EvaluatorRef(_Record):
+    """The evaluator that made an evaluation."""
+
+    name: str
+    version: str | None = None
+
+
+class Evaluation(_Record):
+    """A score of one turn or of a whole session (issue 11): ``score`` (a number) and/or ``label``.
+
+    ``source``: ``app`` (``galtea_otel.record_evaluation``), ``evaluator`` (run when the session ended),
+    ``human`` (``galtea-otel annotate``), ``ingested`` (a ``gen_ai.evaluation.result`` event from any producer).
+    ``target`` is ``turn`` (``turn_id``: the turn's ``id``) or ``session``. ``error`` is set when the evaluator
+    failed (raised, timed out); ``superseded`` when a later run of the same evaluator replaced it (the session
+    was reopened and ended again). ``metadata`` holds what an evaluator adds (an LLM judge's model, tokens, cost).
+    """
+
+    id: str
+    name: str
+    score: float | None = None
+    label: str | None = None
+    explanation: str | None = None
+    evaluator: EvaluatorRef | None = None
+    source: EvaluationSource = "app"
+    target: Literal["session", "turn"] = "session"
+    turn_id: str | None = None
+    span_id: str | None = None  # the evaluated span (the turn's head or a span inside it), when known
+    trace_id: str | None = None  # its trace
+    created_at: datetime
+    error: str | None = None
+    superseded: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
 class InferenceResult(_Record):
     """One turn: an input/output pair (an outermost LLM call, or a trace in ``trace`` turn mode)."""
 
@@ -65,6 +102,10 @@ class InferenceResult(_Record):
     cache_read_input_tokens: int | None = None
     total_tokens: int | None = None
     cost: float | None = None
+    # Where ``cost`` came from (galtea_otel.pricing): ``reported`` by the spans, the price file (``override``), the
+    # bundled price table (``table``); None when there is no cost. ``price_version``: the price list used.
+    cost_source: Literal["reported", "table", "override"] | None = None
+    price_version: str | None = None
     abandoned: bool = False
     # The conversation as the model saw it in this turn, in the normalized GenAI message shape (README,
     # "The content model"): ``{"role": ..., "parts": [...]}`` objects, what was sent then what came back.
@@ -72,6 +113,7 @@ class InferenceResult(_Record):
     finish_reason: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     spans: list[SpanRecord] = Field(default_factory=list)
+    evaluations: list[Evaluation] = Field(default_factory=list)  # scores of this turn (issue 11)
 
 
 class Session(_Record):
@@ -138,6 +180,14 @@ class SessionDetail(Session):
 
     inference_results: list[InferenceResult] = Field(default_factory=list)
     spans: list[SpanRecord] = Field(default_factory=list)
+    evaluations: list[Evaluation] = Field(default_factory=list)  # scores of the whole session (issue 11)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def unpriced_turns(self) -> list[int]:
+        """Indexes of the turns that used a model (with tokens) but have no cost: a model no price list knows."""
+        return [t.index for t in self.inference_results if t.cost is None and t.model
+                and (t.input_tokens is not None or t.output_tokens is not None)]
 
 
 class TestCase(_Record):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from galtea_otel.pricing import CostSource, decide_cost
 from galtea_otel.records import InferenceResult, SessionDetail, SpanRecord
 from galtea_otel.settings import PipelineSettings
 from galtea_otel.translate.row import (
@@ -44,6 +45,8 @@ class Turn:
     members: list[SpanRow] = field(default_factory=list)  # the spans inside the turn, head excluded
     messages: list[dict[str, Any]] = field(default_factory=list)
     finish_reason: str | None = None
+    cost_source: CostSource | None = None  # galtea_otel.pricing: reported / table / override
+    price_version: str | None = None
 
     @property
     def latency_ms(self) -> float:
@@ -274,6 +277,9 @@ def assemble(
         work = [r for r in work if (r.trace_id, r.span_id) not in dropped]
     turns, loose = (_turns_by_trace if settings.turns == "trace" else _turns_by_llm_call)(work)
     turns.sort(key=lambda t: _order(t.head))
+    for t in turns:  # galtea_otel.pricing: a reported cost, else the price file, else the bundled table
+        t.cost, t.cost_source, t.price_version = decide_cost(
+            t.cost, t.model, t.input_tokens, t.output_tokens, t.cache_read_tokens, t.head.start_ns)
     if settings.strict and status != "PENDING":
         failed_turn = next((i for i, t in enumerate(turns) if t.failed), None)
         if failed_turn is not None and status == "COMPLETED":
@@ -356,6 +362,8 @@ def to_detail(assembly: Assembly) -> SessionDetail:
             cache_read_input_tokens=t.cache_read_tokens,
             total_tokens=t.total_tokens,
             cost=t.cost,
+            cost_source=t.cost_source,
+            price_version=t.price_version,
             abandoned=t.head.abandoned,
             messages=t.messages,
             finish_reason=t.finish_reason,

@@ -151,6 +151,9 @@ class SupportAssistant:
             cache_read_input_tokens=prompt_tokens or None,
             cost=round(input_tokens * PRICE_PER_TOKEN[0] + output_tokens * PRICE_PER_TOKEN[1], 9),
         )
+        # The app scores its own turn (issue 11): was the answer grounded in a tool result?
+        galtea_otel.record_evaluation("grounded", score=1.0 if tool_results else 0.0,
+                                      explanation=f"{len(tool_results)} tool result(s) used")
         return answer
 
 
@@ -192,7 +195,10 @@ def run_demo(store: str | None = None, run_id: str | None = None) -> list[tuple[
     ``sqlite:///galtea_sessions.db``) and return their keys, (custom_id, version). Records are committed when
     it returns. ``run_id`` prefixes the custom ids (default: a fresh ``demo-xxxxxx``), so runs never mix."""
     run = run_id or f"demo-{uuid.uuid4().hex[:6]}"
-    galtea_otel.configure(store=store)
+    from galtea_otel.evaluate.evaluators import failed_turn_rate, tool_call_failed
+
+    # Evaluators run once each session is over, off the app's threads (issue 11); shutdown() waits for them.
+    galtea_otel.configure(store=store, evaluators=[failed_turn_rate(), tool_call_failed()])
     galtea_otel.register_test_cases(DEMO_TEST_CASES)
     keys: list[tuple[str, str]] = []
 

@@ -193,18 +193,30 @@ def sessions() -> None:
 @click.option("--version", "version", metavar="V", help="Only sessions of this product version.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
               help="At most N sessions.")
+@click.option("--eval", "evals", metavar="NAME<op>VALUE", multiple=True,
+              help="Only sessions with a current evaluation (of the session or a turn) such as 'helpfulness<0.5' or"
+                   " 'verdict=pass' (op: < <= > >= = !=); repeat to require several.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of Session objects.")
 @click.pass_context
 def sessions_list(
-    ctx: click.Context, status: str | None, version: str | None, limit: int, as_json: bool
+    ctx: click.Context, status: str | None, version: str | None, limit: int, as_json: bool,
+    evals: tuple[str, ...] = (),
 ) -> None:
     """Sessions, newest first."""
+    from galtea_otel.evaluate.storage import parse_filter
+
+    for expression in evals:
+        try:
+            parse_filter(expression)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--eval") from None
     store = _open_store(ctx, must_exist=True)
-    found = store.list_sessions(status=status.upper() if status else None, version=version, limit=limit)
+    found = store.list_sessions(status=status.upper() if status else None, version=version, limit=limit,
+                                evaluations=evals)
     if as_json:
         _echo_json([s.model_dump(mode="json") for s in found])
     elif not found:
-        click.echo("No sessions" + (" matching the filters." if status or version else " yet."))
+        click.echo("No sessions" + (" matching the filters." if status or version or evals else " yet."))
     else:
         _echo_lines(_renderer().sessions_table(found))
 
@@ -228,6 +240,99 @@ def sessions_show(ctx: click.Context, custom_id: str, version: str | None, as_js
         _echo_json(detail.model_dump(mode="json"))
     else:
         _echo_lines(_renderer().session_detail(detail))
+
+
+@main.command()
+@click.argument("custom_id")
+@click.option("--version", "version", metavar="V", help="The session's version (default: its newest).")
+@click.option("--turn", type=click.IntRange(min=0), default=None, help="Score turn N (its index), not the session.")
+@click.option("--name", required=True, help="What is scored (e.g. helpfulness).")
+@click.option("--score", type=float, default=None, help="A number.")
+@click.option("--label", default=None, help="A short text (e.g. pass, fail).")
+@click.option("--note", default=None, help="Why: stored as the explanation.")
+@click.option("--by", "author", default=None, help="Who annotates (default: $USER).")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored Evaluation as JSON.")
+@click.pass_context
+def annotate(ctx: click.Context, custom_id: str, version: str | None, turn: int | None, name: str,
+             score: float | None, label: str | None, note: str | None, author: str | None, as_json: bool) -> None:
+    """Record a person's evaluation of a session, or of one of its turns (source: human)."""
+    import math
+    import time
+    import uuid
+    from datetime import datetime, timezone
+
+    from galtea_otel.evaluate import storage
+    from galtea_otel.pipeline import read_session
+    from galtea_otel.records import Evaluation, EvaluatorRef
+
+    if (score is None) == (label is None):
+        raise click.UsageError("give exactly one of --score and --label")
+    if score is not None and not math.isfinite(score):
+        raise click.BadParameter("must be a finite number", param_hint="--score")
+    if not name.strip():
+        raise click.BadParameter("must not be empty", param_hint="--name")
+    store = _open_store(ctx, must_exist=True)
+    key = store.find_session_key(custom_id, version)
+    detail = read_session(store, key) if key is not None else None
+    if key is None or detail is None:
+        which = f"{custom_id!r}" + (f" with version {version!r}" if version else "")
+        raise CliError(f"no session {which} in {store.url} (see `galtea-otel sessions list`)")
+    target: dict[str, Any] = {"target": "session"}
+    if turn is not None:
+        if turn >= len(detail.inference_results):
+            raise CliError(f"session {custom_id!r} has {len(detail.inference_results)} turn(s): no turn {turn}")
+        chosen = detail.inference_results[turn]
+        target = {"target": "turn", "turn_id": chosen.id, "span_id": chosen.id, "trace_id": chosen.trace_id}
+    who = author or os.environ.get("USER") or "human"
+    evaluation = Evaluation(
+        id=uuid.uuid4().hex, name=name.strip(), score=score, label=label, explanation=note,
+        evaluator=EvaluatorRef(name=who), source="human", created_at=datetime.fromtimestamp(
+            time.time(), tz=timezone.utc), **target)
+    storage.save(store, key, [evaluation])
+    if as_json:
+        _echo_json(evaluation.model_dump(mode="json"))
+    else:
+        click.echo(f"annotated {'turn ' + str(turn) if turn is not None else 'the session'} of {custom_id!r}:"
+                   f" {evaluation.name} = {score if score is not None else label}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def reprice(ctx: click.Context, as_json: bool) -> None:
+    """Recompute the stored costs of every session with the current prices.
+
+    Turns with a reported cost keep it; the others are priced from $GALTEA_OTEL_PRICES, else the bundled price
+    table (pip install 'galtea-otel[prices]'). Run it after changing the price file.
+    """
+    from galtea_otel.pipeline import Pipeline
+    from galtea_otel.pricing import ENV_PRICES, PriceFileError, load_price_file, table_version
+    from galtea_otel.settings import PipelineSettings
+
+    price_file = os.environ.get(ENV_PRICES, "").strip()
+    if price_file:
+        try:
+            load_price_file(price_file)
+        except PriceFileError as exc:
+            raise CliError(f"${ENV_PRICES}: {exc}") from None
+    store = _open_store(ctx, must_exist=True)
+    before = {(s.custom_id, s.version): s.cost for s in store.list_sessions(limit=-1)}
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for key in sorted(before):
+        groups.setdefault(json.dumps(store.session_assembly(key), sort_keys=True), []).append(key)
+    for assembly, keys in groups.items():
+        pipeline = Pipeline(store, PipelineSettings(**json.loads(assembly)))
+        for start in range(0, len(keys), 200):
+            pipeline.reassemble(keys[start:start + 200])
+    after = {(s.custom_id, s.version): s.cost for s in store.list_sessions(limit=-1)}
+    changed = sorted(k for k in after if after[k] != before.get(k))
+    summary = {"sessions": len(after), "changed": len(changed), "price_file": price_file or None,
+               "table": table_version(), "changed_sessions": [{"custom_id": c, "version": v} for c, v in changed]}
+    if as_json:
+        _echo_json(summary)
+    else:
+        click.echo(f"repriced {len(after)} session(s), {len(changed)} changed"
+                   f" (price file: {price_file or 'none'}; table: {summary['table'] or 'not installed'})")
 
 
 @main.group("test-cases")

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from galtea_otel.records import InferenceResult, Session, SessionDetail, SpanRecord, TestCase
+from galtea_otel.records import Evaluation, InferenceResult, Session, SessionDetail, SpanRecord, TestCase
 
 __all__ = ["Cell", "Renderer", "clip"]
 
@@ -167,9 +167,17 @@ class Renderer:
              + "  (in/out/total)"),
             ("cost", fmt_cost(detail.cost)),
         ]
+        if detail.unpriced_turns:  # galtea_otel.pricing: a model no price list knows is never guessed
+            models = sorted({t.model or "" for t in detail.inference_results if t.index in detail.unpriced_turns})
+            pairs.append(("unpriced", (f"turn(s) {', '.join(map(str, detail.unpriced_turns))}: no price for "
+                                       f"{', '.join(models)} (add it to $GALTEA_OTEL_PRICES)", "yellow")))
         if detail.metadata:
             pairs.append(("metadata", _compact(detail.metadata)))
         lines += self.fields(pairs)
+        if detail.evaluations:  # issue 11
+            lines.append("")
+            lines.append(self._styled(f"Evaluations of the session ({len(detail.evaluations)})", None, bold=True))
+            lines += [self.evaluation_line(e, "  ") for e in detail.evaluations]
         lines.append("")
         lines.append(self._styled(f"Inference results ({len(detail.inference_results)})", None, bold=True))
         if detail.inference_results:
@@ -196,7 +204,7 @@ class Renderer:
                 f"model {turn.model or DASH}",
                 f"latency {fmt_ms(turn.latency_ms)}",
                 f"tokens {tokens}",
-                f"cost {fmt_cost(turn.cost)}",
+                f"cost {fmt_cost(turn.cost)}" + (f" ({turn.cost_source})" if turn.cost_source else ""),
             ])
             lines.append("  " + summary)
             body: list[tuple[str, Cell]] = [("input", clip(turn.input, 300)),
@@ -204,11 +212,32 @@ class Renderer:
             if turn.error:
                 body.append(("error", (turn.error, "red")))
             lines += self.fields(body, indent="      ", width=None)
+            if turn.evaluations:  # issue 11
+                lines.append("      evaluations")
+                lines += [self.evaluation_line(e, "        ") for e in turn.evaluations]
             if turn.spans:
                 lines.append("      spans")
                 for span in turn.spans:
                     lines += self.span_tree(span, depth=4)
         return lines
+
+    def evaluation_line(self, evaluation: Evaluation, pad: str) -> str:
+        """``- NAME score 0.8 label pass  (evaluator v1, evaluator)  explanation``; errors in red."""
+        parts = [f"{pad}- {evaluation.name}"]
+        if evaluation.score is not None:
+            parts.append(f"score {evaluation.score:g}")
+        if evaluation.label is not None:
+            parts.append(f"label {evaluation.label}")
+        who: str = evaluation.source
+        if evaluation.evaluator is not None:
+            who = f"{evaluation.evaluator.name}" + (f" {evaluation.evaluator.version}"
+                                                    if evaluation.evaluator.version else "") + f", {who}"
+        parts.append(f"({who}{', superseded' if evaluation.superseded else ''})")
+        if evaluation.error:
+            parts.append(self._styled(f"error {clip(evaluation.error, 200)}", "red"))
+        if evaluation.explanation:
+            parts.append(clip(evaluation.explanation, 160))
+        return "  ".join(parts)
 
     def span_tree(self, span: SpanRecord, depth: int) -> list[str]:
         """One span and its children, indented two spaces a level."""

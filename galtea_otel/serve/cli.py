@@ -100,6 +100,14 @@ from galtea_otel.serve.options import DEFAULT_GRPC, DEFAULT_HTTP, DEFAULT_MAX_BO
     help="Mask common secrets (API keys, bearer tokens, JWTs, card numbers, e-mail addresses) in what is "
     "stored, for telemetry that arrives unmasked [env: GALTEA_OTEL_REDACT_SECRETS].",
 )
+@click.option(
+    "--evaluators",
+    "evaluators_spec",
+    metavar="MODULE:ATTR",
+    multiple=True,
+    help="Evaluators to run once each session ends: an importable callable, Evaluator or list of them "
+    "(e.g. myapp.evals:EVALUATORS); repeatable.",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -116,6 +124,7 @@ def serve(
     hold_seconds: float | None,
     galtea_sync: bool,
     redact_secrets: bool,
+    evaluators_spec: tuple[str, ...] = (),
 ) -> None:
     import dataclasses
 
@@ -159,9 +168,17 @@ def serve(
             galtea = GalteaSyncConfig.from_env()
         except SyncConfigError as exc:
             raise click.UsageError(f"--galtea-sync: {exc}") from None
+    runner = None
+    if evaluators_spec:  # issue 11
+        from galtea_otel.evaluate.runner import EvaluationRunner, load_evaluators
+
+        try:
+            runner = EvaluationRunner(load_evaluators(evaluators_spec))
+        except (ImportError, AttributeError, TypeError, ValueError) as exc:
+            raise click.UsageError(f"--evaluators: {exc}") from None
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run_server(options, galtea=galtea)
+        run_server(options, galtea=galtea, evaluators=runner)
     except OSError as exc:  # typically: the address is already in use
         raise click.ClickException(f"cannot start the receiver: {exc}") from None

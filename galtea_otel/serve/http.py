@@ -37,6 +37,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 TRACES_PATH = "/v1/traces"
+LOGS_PATH = "/v1/logs"  # issue 11: gen_ai.evaluation.result log records (galtea_otel.decode.otlp_logs)
 _CONTENT_TYPES: dict[bytes, tuple[Format, bytes]] = {
     b"application/x-protobuf": ("proto", b"application/x-protobuf"),
     b"application/protobuf": ("proto", b"application/x-protobuf"),
@@ -77,7 +78,7 @@ class OtlpHttpApp:
         await self._handle(scope, receive, send)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"] != TRACES_PATH:
+        if scope["path"] not in (TRACES_PATH, LOGS_PATH):
             await self._plain(send, 404, b"not found: OTLP traces are posted to /v1/traces")
             return
         if scope["method"] != "POST":
@@ -129,7 +130,7 @@ class OtlpHttpApp:
                 return  # the client went away before sending its body: nothing to do
             loop = asyncio.get_running_loop()
             outcome = await loop.run_in_executor(
-                self._executor, process, self.pipeline, body, fmt, encoding, limit
+                self._executor, process, self.pipeline, body, fmt, encoding, limit, scope["path"] == LOGS_PATH
             )
         finally:
             self._slots.release()

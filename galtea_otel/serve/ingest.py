@@ -93,14 +93,20 @@ def decompress_bounded(data: bytes, encoding: Encoding, limit: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def process(pipeline: Ingests, body: bytes, fmt: Format, encoding: Encoding, limit: int) -> Outcome:
+def process(pipeline: Ingests, body: bytes, fmt: Format, encoding: Encoding, limit: int,
+            logs: bool = False) -> Outcome:
     """Decompress, decode and ingest one request body; the answer is 200 only once ``ingest`` has returned."""
     try:
         if encoding != "identity":
             body = decompress_bounded(body, encoding, limit)
         elif len(body) > limit:
             raise BodyTooLarge
-        decoded = decode_proto(body) if fmt == "proto" else decode_json(body)
+        if logs:  # issue 11: OTLP logs carrying evaluations
+            from galtea_otel.decode.otlp_logs import decode_logs_json, decode_logs_proto
+
+            decoded = decode_logs_proto(body) if fmt == "proto" else decode_logs_json(body)
+        else:
+            decoded = decode_proto(body) if fmt == "proto" else decode_json(body)
     except BodyTooLarge:
         return Outcome(413, message=f"the request body is larger than {limit} bytes (after decompression)")
     except DecodeError as exc:

@@ -71,6 +71,7 @@ class Receiver:
         self.pipeline = pipeline
         self.galtea = galtea  # a galtea_otel.sync.config.GalteaSyncConfig: run the Galtea sync worker too
         self.sync_worker: Any = None
+        self.evaluators: Any = None  # issue 11: a galtea_otel.evaluate.runner.EvaluationRunner (--evaluators)
         self.ready = threading.Event()
         self.http_address: Address | None = None
         self.grpc_address: Address | None = None
@@ -140,6 +141,8 @@ class Receiver:
                 self._grpc = grpc_server
                 self.grpc_address = Address(options.grpc.host, port)
             sweeper.start()
+            if self.evaluators is not None:  # issue 11: sessions that end are queued and evaluated
+                self.evaluators.attach(pipeline)
             if self.sync_worker is not None:
                 self.sync_worker.start()
             if self._uvicorn is not None and sock is not None:
@@ -165,6 +168,8 @@ class Receiver:
                 sweeper.stop()
             if self.sync_worker is not None and self.sync_worker.is_alive():
                 self.sync_worker.stop()  # what is not sent stays in the outbox for the next start
+            if self.evaluators is not None:  # what is not evaluated stays queued for the next start
+                await asyncio.get_running_loop().run_in_executor(None, self.evaluators.stop)
             if sock is not None:
                 sock.close()
             if owned_store is not None:
@@ -210,10 +215,12 @@ def _bind(address: Address) -> socket.socket:
     return sock
 
 
-def run_server(options: ServeOptions, pipeline: Ingests | None = None, *, galtea: Any = None) -> None:
+def run_server(options: ServeOptions, pipeline: Ingests | None = None, *, galtea: Any = None,
+               evaluators: Any = None) -> None:
     """Serve until SIGTERM / SIGINT (a second one forces the exit), then shut down cleanly. With ``galtea`` (a
     ``GalteaSyncConfig``), sessions are also enqueued and sent to the Galtea platform by a worker thread."""
     receiver = Receiver(options, pipeline, galtea=galtea)
+    receiver.evaluators = evaluators  # issue 11
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -83,9 +83,10 @@ class Store(Protocol):
 
     # Reading.
     def list_sessions(
-        self, *, status: str | None = None, version: str | None = None, limit: int = 50
+        self, *, status: str | None = None, version: str | None = None, limit: int = 50,
+        evaluations: Sequence[str] = (),
     ) -> list[Session]:
-        """Newest first."""
+        """Newest first. ``evaluations``: filters such as ``helpfulness<0.5`` (galtea_otel.evaluate.storage)."""
 
     def find_session_key(self, custom_id: str, version: str | None = None) -> Key | None:
         """The key of the session with this custom id (the newest one when version is None)."""

@@ -28,6 +28,7 @@ from psycopg import IsolationLevel
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolClosed
 
+from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tables
 from galtea_otel.records import Session, TestCase
 from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError
 from galtea_otel.store.rows import (
@@ -241,6 +242,7 @@ class PostgresStore:
             self._connect_kwargs["connect_timeout"] = connect_timeout or _DEFAULT_CONNECT_TIMEOUT
         self._pool_size = pool_size or size
         self._migrate()
+        ensure_evaluation_tables(self)  # issue 11: galtea_otel.evaluate.storage
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             self._conninfo,
             kwargs=self._connect_kwargs,
@@ -349,9 +351,10 @@ class PostgresStore:
             return conn.execute(sql, _params(args)).fetchall()
 
     def list_sessions(
-        self, *, status: str | None = None, version: str | None = None, limit: int = 50
+        self, *, status: str | None = None, version: str | None = None, limit: int = 50,
+        evaluations: Sequence[str] = (),
     ) -> list[Session]:
-        where, args = session_filters(status, version, "%s")
+        where, args = session_filters(status, version, "%s", evaluations)
         sql = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions" + where
         sql += " ORDER BY started_ns DESC NULLS LAST, custom_id, version LIMIT %s"
         args.append(limit if limit >= 0 else None)  # SQLite: a negative LIMIT means none

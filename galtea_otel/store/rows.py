@@ -38,6 +38,9 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("sessions", "last_output", "text"),
     ("sessions", "model", "text"),
     ("sessions", "cache_read_tokens", "int"),
+    # Issue 11: a span's evaluation events (galtea_otel.evaluate.events); the evaluations tables are created by
+    # galtea_otel.evaluate.storage.ensure_tables.
+    ("spans", "evaluations", "text"),
 )
 # Indexes on added columns: created after the columns exist (so also on a migrated store).
 ADDED_INDEXES: tuple[tuple[str, str, str], ...] = (
@@ -63,10 +66,16 @@ def session_from_row(values: Sequence[Any]) -> Session:
     return Session(**Session.summary_fields(dict(zip(SESSION_COLUMNS, values, strict=False))))
 
 
-def session_filters(status: str | None, version: str | None, mark: str) -> tuple[str, list[Any]]:
+def session_filters(
+    status: str | None, version: str | None, mark: str, evaluations: Sequence[str] = ()
+) -> tuple[str, list[Any]]:
     """The WHERE clause of a session listing (``mark``: the driver's placeholder) and its arguments."""
     where: list[str] = []
     args: list[Any] = []
+    if evaluations:  # issue 11: sessions list --eval 'NAME<0.5'
+        from galtea_otel.evaluate.storage import filter_sql
+
+        where, args = filter_sql(evaluations, mark)
     if status:
         where.append(f"status = {mark}")
         args.append(status.upper())

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tables
 from galtea_otel.records import Session, TestCase
 from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError, iter_chunks
 from galtea_otel.store.rows import (
@@ -107,6 +108,7 @@ class SQLiteStore:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._open_and_migrate()
+        ensure_evaluation_tables(self)  # issue 11: galtea_otel.evaluate.storage
 
     # --- connections ---------------------------------------------------------------------------------------------
 
@@ -197,9 +199,10 @@ class SQLiteStore:
     # --- reading -------------------------------------------------------------------------------------------------
 
     def list_sessions(
-        self, *, status: str | None = None, version: str | None = None, limit: int = 50
+        self, *, status: str | None = None, version: str | None = None, limit: int = 50,
+        evaluations: Sequence[str] = (),
     ) -> list[Session]:
-        where, args = session_filters(status, version, "?")
+        where, args = session_filters(status, version, "?", evaluations)
         sql = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions" + where
         sql += " ORDER BY started_ns DESC, custom_id, version LIMIT ?"
         args.append(limit)

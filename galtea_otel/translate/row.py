@@ -57,6 +57,8 @@ class SpanRow:
     input_messages: str | None = None
     output_messages: str | None = None
     finish_reason: str | None = None
+    # Issue 11: the span's ``gen_ai.evaluation.result`` events (galtea_otel.evaluate.events), JSON list text.
+    evaluations: str | None = None
 
     @property
     def is_error(self) -> bool:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from galtea_otel.evaluate.events import span_evaluations
 from galtea_otel.redact import redact_row
 from galtea_otel.spandata import STATUS_ERROR, AttrValue, SpanData
 from galtea_otel.translate import conventions as C
@@ -362,6 +363,7 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         metadata=clean_text(metadata),
         received_ns=received_ns if received_ns is not None else time.time_ns(),
         user_id=clean_text(_text(user)),
+        evaluations=span_evaluations(span.events, redact) if span.events else None,  # issue 11
     )
     if redact is not None:  # every text field of the row, in one place (galtea_otel.redact.redact_row)
         redact_row(row, redact)

@@ -30,6 +30,7 @@ TURN_FIELDS = {
     "id", "trace_id", "index", "input", "output", "model", "status", "error", "started_at", "ended_at",
     "latency_ms", "input_tokens", "output_tokens", "cache_read_input_tokens", "total_tokens", "cost",
     "abandoned", "messages", "finish_reason", "metadata", "spans",
+    "cost_source", "price_version", "evaluations",  # issue 11
 }
 SPAN_FIELDS = {
     "id", "trace_id", "parent_id", "name", "type", "input", "output", "status", "error", "started_at",
@@ -166,7 +167,7 @@ def test_show_json_has_each_turn(filled: str) -> None:
     result = cli("sessions", "show", order, "--json", store=filled)
     assert result.exit_code == 0
     data = json.loads(result.output)
-    assert set(data) == SESSION_FIELDS | {"inference_results", "spans"}
+    assert set(data) == SESSION_FIELDS | {"inference_results", "spans", "unpriced_turns", "evaluations"}
     assert data["status"] == "COMPLETED" and data["turn_count"] == 3
     turns = data["inference_results"]
     assert [t["index"] for t in turns] == [0, 1, 2]

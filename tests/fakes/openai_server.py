@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -103,8 +103,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(500, {"error": {"message": "The fake server failed on purpose.", "type": "server_error",
                                             "code": "fake_failure"}})
             return
-        model = response_model(str(body.get("model") or "fake-model"))
-        reply = reply_for(user)
+        model = str(body.get("model") or "fake-model") + self.server.model_suffix
+        reply = self.server.replier(messages) if self.server.replier is not None else reply_for(user)
         usage = usage_for(messages, reply)
         completion_id = f"chatcmpl-fake{len(self.server.requests):06d}"
         if body.get("stream"):
@@ -147,14 +147,21 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     requests: list[dict[str, Any]]
+    model_suffix: str
+    replier: Callable[[list[dict[str, Any]]], str] | None
 
 
 class FakeOpenAI:
     """The fake server, started on a free 127.0.0.1 port on ``__enter__`` (or ``start()``)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, model_suffix: str = RESPONSE_MODEL_SUFFIX,
+                 replier: Callable[[list[dict[str, Any]]], str] | None = None) -> None:
+        """``model_suffix``: appended to the requested model in the answer; ``replier``: the reply text for the
+        request's messages (default :func:`reply_for` of the last user message)."""
         self._server = _Server((host, port), _Handler)
         self._server.requests = []
+        self._server.model_suffix = model_suffix
+        self._server.replier = replier
         self._thread: threading.Thread | None = None
 
     @property
