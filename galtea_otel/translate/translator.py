@@ -387,9 +387,8 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         for concept, value in _json_fields(attrs, missing).items():
             found[concept] = (0, value)
 
-    def get(concept: str) -> AttrValue:
-        hit = found.get(concept)
-        return hit[1] if hit is not None else None
+    values = {concept: hit[1] for concept, hit in found.items()}  # one pass, then plain lookups
+    get = values.get
 
     custom_id = _text(get("custom_id"))
     version = _text(get("version"))
@@ -402,7 +401,7 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
     if out_messages is None and ("output_messages" in found or indexed):
         out_messages = _messages(attrs, "output", C.OUTPUT, found, indexed)
     system = get("system")
-    if system is not None:
+    if system is not None:  # rare: only when the span states system instructions
         in_messages = M.with_system(in_messages or [], _text(system))
     finish = _finish_reason(get("finish_reason"))
     if finish is None and out_messages:
@@ -446,6 +445,7 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
     if total is None and (input_tokens is not None or output_tokens is not None):
         total = (input_tokens or 0) + (output_tokens or 0)
     event = _text(get("event"))
+    model = get("model")
     return SpanRow(
         trace_id=span.trace_id,
         span_id=span.span_id,
@@ -455,29 +455,29 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         start_ns=span.start_ns,
         end_ns=max(span.end_ns, span.start_ns),
         status=STATUS_ERROR if failed else span.status_code,
-        error=clean_text(error),
-        session_event=clean_text(event),
-        own_custom_id=clean_text(custom_id),
-        own_version=clean_text(version),
-        resource_version=clean_text(resource_version),
-        test_case_id=clean_text(test_case),
-        context=clean_text(context),
-        input=clean_text(inp),
-        output=clean_text(out),
-        model=clean_text(_text(get("model"))),
+        error=None if error is None else clean_text(error),
+        session_event=None if event is None else clean_text(event),
+        own_custom_id=None if custom_id is None else clean_text(custom_id),
+        own_version=None if version is None else clean_text(version),
+        resource_version=None if resource_version is None else clean_text(resource_version),
+        test_case_id=None if test_case is None else clean_text(test_case),
+        context=None if context is None else clean_text(context),
+        input=None if inp is None else clean_text(inp),
+        output=None if out is None else clean_text(out),
+        model=None if model is None else clean_text(_text(model)),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         cache_read_tokens=_int(get("cache_read_tokens")),
         total_tokens=total,
         cost=_cost(attrs),
         abandoned=bool(get("abandoned")),
-        metadata=clean_text(metadata),
+        metadata=None if metadata is None else clean_text(metadata),
         received_ns=received_ns if received_ns is not None else time.time_ns(),
-        user_id=clean_text(_text(user)),
+        user_id=None if user is None else clean_text(_text(user)),
         key_weak=key_weak,
-        input_messages=clean_text(input_messages),
-        output_messages=clean_text(output_messages),
-        finish_reason=clean_text(finish),
+        input_messages=None if input_messages is None else clean_text(input_messages),
+        output_messages=None if output_messages is None else clean_text(output_messages),
+        finish_reason=None if finish is None else clean_text(finish),
     )
 
 
