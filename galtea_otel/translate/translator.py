@@ -234,6 +234,12 @@ for _concept, _sources in (("input", C.INPUT), ("output", C.OUTPUT)):
             _LOOKUP.setdefault(_key, []).append((_concept + "_messages", _rank))
 
 
+# Concepts that only some spans have: the content model's extra reading runs when one of them was found.
+_RARE = frozenset({"input_messages", "output_messages", "system", "finish_reason", "tool_name", "tool_call_id"})
+_WEAK_RANKS = frozenset(i for i, key in enumerate(C.SESSION_KEY) if key in C.WEAK_SESSION_KEYS)
+_STRONG_KEYS = tuple(key for key in C.SESSION_KEY if key not in C.WEAK_SESSION_KEYS)
+
+
 def _scan(attrs: Attrs) -> tuple[dict[str, tuple[int, AttrValue]], dict[str, Any], frozenset[str]]:
     """One pass over the keys: the best value of each plain concept, the attributes no convention consumes,
     and which indexed message prefixes occur."""
@@ -396,31 +402,33 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
     test_case = _text(get("test_case")) or _text(_first(span.resource, C.RESOURCE_TEST_CASE))
     inp, in_messages, in_raw = _content(attrs, "input", C.INPUT, found, indexed, kind)
     out, out_messages, out_raw = _content(attrs, "output", C.OUTPUT, found, indexed, kind)
-    if in_messages is None and ("input_messages" in found or indexed):
-        in_messages = _messages(attrs, "input", C.INPUT, found, indexed)
-    if out_messages is None and ("output_messages" in found or indexed):
-        out_messages = _messages(attrs, "output", C.OUTPUT, found, indexed)
-    system = get("system")
-    if system is not None:  # rare: only when the span states system instructions
-        in_messages = M.with_system(in_messages or [], _text(system))
-    finish = _finish_reason(get("finish_reason"))
-    if finish is None and out_messages:
-        finish = M.finish_reason_of(out_messages)
-    if in_raw is not None:
-        extra["input.raw"] = in_raw
-    if out_raw is not None:
-        extra["output.raw"] = out_raw
-    tool_name, tool_call_id = get("tool_name"), get("tool_call_id")
-    if tool_name is not None:
-        extra["tool.name"] = tool_name
-    if tool_call_id is not None:
-        extra["tool.call_id"] = tool_call_id
-    input_messages = M.dumps(in_messages) if in_messages else None
-    output_messages = M.dumps(out_messages) if out_messages else None
+    input_messages = output_messages = finish = None
+    if in_messages is not None or out_messages is not None or indexed or not _RARE.isdisjoint(found):
+        if in_messages is None and ("input_messages" in found or indexed):
+            in_messages = _messages(attrs, "input", C.INPUT, found, indexed)
+        if out_messages is None and ("output_messages" in found or indexed):
+            out_messages = _messages(attrs, "output", C.OUTPUT, found, indexed)
+        system = get("system")
+        if system is not None:
+            in_messages = M.with_system(in_messages or [], _text(system))
+        finish = _finish_reason(get("finish_reason"))
+        if finish is None and out_messages:
+            finish = M.finish_reason_of(out_messages)
+        if in_raw is not None:
+            extra["input.raw"] = in_raw
+        if out_raw is not None:
+            extra["output.raw"] = out_raw
+        tool_name, tool_call_id = get("tool_name"), get("tool_call_id")
+        if tool_name is not None:
+            extra["tool.name"] = tool_name
+        if tool_call_id is not None:
+            extra["tool.call_id"] = tool_call_id
+        input_messages = M.dumps(in_messages) if in_messages else None
+        output_messages = M.dumps(out_messages) if out_messages else None
     key_rank = found.get("custom_id")
-    key_weak = key_rank is not None and C.SESSION_KEY[key_rank[0]] in C.WEAK_SESSION_KEYS
+    key_weak = key_rank is not None and key_rank[0] in _WEAK_RANKS
     if key_weak:  # an application's key on the same span beats the library's own, whatever their ranks
-        strong = _first(attrs, tuple(k for k in C.SESSION_KEY if k not in C.WEAK_SESSION_KEYS))
+        strong = _first(attrs, _STRONG_KEYS)
         if strong is not None:
             custom_id, key_weak = _text(strong), False
     context = _text(get("context"))
