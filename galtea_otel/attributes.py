@@ -16,11 +16,17 @@ SPAN_TYPE = "galtea.span.type"
 TEST_CASE_ID = "galtea.test_case.id"
 SESSION_CONTEXT = "galtea.session.context"
 SESSION_METADATA = "galtea.session.metadata"
+# The end user of the conversation (``session(user_id=...)``), written beside the standard ``user.id``.
+SESSION_USER_ID = "galtea.session.user_id"
+USER_ID = "user.id"
 # "start": the zero-length span that announces a running session (so PENDING is visible while it runs);
 # "end": the marker that ``end_session()`` emits to close a session that has no session span.
 SESSION_EVENT = "galtea.session.event"
 
 # Inference and other spans.
+GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
+GEN_AI_FINISH_REASONS = "gen_ai.response.finish_reasons"
 SPAN_INPUT = "galtea.span.input"
 SPAN_OUTPUT = "galtea.span.output"
 SPAN_ERROR = "galtea.span.error"

@@ -227,7 +227,7 @@ def sessions_list(
 @click.option("--json", "as_json", is_flag=True, help="Print one SessionDetail object as JSON.")
 @click.pass_context
 def sessions_show(ctx: click.Context, custom_id: str, version: str | None, as_json: bool) -> None:
-    """One session: its fields, its inference results in order, and their spans."""
+    """One session: its header, then the conversation as a transcript (messages, tool calls, a footer per turn)."""
     from galtea_otel.pipeline import read_session
 
     store = _open_store(ctx, must_exist=True)

@@ -30,6 +30,9 @@ STATUS_COLORS: dict[str, str] = {
 }
 ELLIPSIS = "…"
 DASH = "-"
+ROLE_WIDTH = 9  # "assistant"
+SYSTEM_WIDTH = 100  # the system prompt is shortened to this many characters
+TOOL_WIDTH = 120  # tool arguments and results, each
 
 
 def clip(text: str | None, width: int | None) -> str:
@@ -149,6 +152,7 @@ class Renderer:
         return self.table(headers, rows, max_widths=[32, 16, None, None, None, None, None, None, 50])
 
     def session_detail(self, detail: SessionDetail) -> list[str]:
+        """The session's header, then the conversation as a transcript (README, "Reading a session")."""
         title = f"Session {detail.custom_id}  (version {detail.version})"
         lines = [self._styled(title, None, bold=True)]
         pairs: list[tuple[str, Cell]] = [("status", status_cell(detail.status))]
@@ -156,12 +160,14 @@ class Renderer:
             pairs.append(("error", (detail.error, "red")))
         pairs.append(("kind", f"evaluation, test case {detail.test_case_id}" if detail.test_case_id
                       else "production"))
+        if detail.user_id:
+            pairs.append(("user", detail.user_id))
         if detail.context:
             pairs.append(("context", detail.context))
         pairs += [
             ("started", fmt_time(detail.started_at)),
             ("ended", fmt_time(detail.ended_at)),
-            ("latency", fmt_ms(detail.latency_ms)),
+            ("elapsed", f"{fmt_ms(detail.duration_ms)} wall clock, {fmt_ms(detail.latency_ms)} in turns"),
             ("turns", str(detail.turn_count)),
             ("tokens", fmt_tokens(detail.input_tokens, detail.output_tokens, detail.total_tokens)
              + "  (in/out/total)"),
@@ -179,11 +185,11 @@ class Renderer:
             lines.append(self._styled(f"Evaluations of the session ({len(detail.evaluations)})", None, bold=True))
             lines += [self.evaluation_line(e, "  ") for e in detail.evaluations]
         lines.append("")
-        lines.append(self._styled(f"Inference results ({len(detail.inference_results)})", None, bold=True))
+        lines.append(self._styled(f"Conversation ({len(detail.inference_results)} turns)", None, bold=True))
         if detail.inference_results:
             lines += self._turns(detail.inference_results)
         else:
-            lines.append("  (none)")
+            lines.append("  (no turns)")
         if detail.spans:
             lines.append("")
             lines.append(self._styled("Spans outside any turn", None, bold=True))
@@ -191,33 +197,50 @@ class Renderer:
                 lines += self.span_tree(span, depth=1)
         return lines
 
+    def _says(self, who: str, text: str | None, color: str | None = None) -> list[str]:
+        """``who`` and the text, continuation lines indented under the text."""
+        pad = " " * 6
+        label = self._styled(who.ljust(ROLE_WIDTH), color, bold=True)
+        body = (text if text is not None else DASH).strip("\n").splitlines() or [""]
+        lines = [f"{pad}{label}  {body[0]}"]
+        lines += [f"{pad}{' ' * ROLE_WIDTH}  {line}" for line in body[1:]]
+        return lines
+
     def _turns(self, turns: Sequence[InferenceResult]) -> list[str]:
-        lines = []
+        lines: list[str] = []
+        system_shown: str | None = None
         for turn in turns:
+            system = _system_text(turn.messages)
+            if system is not None and system != system_shown:
+                lines.append("  " + self._styled("system".ljust(ROLE_WIDTH + 4), None, bold=True)
+                             + "  " + clip(system, SYSTEM_WIDTH))
+                system_shown = system
+            lines.append("  " + self._styled(f"[{turn.index}]", None, bold=True))
+            lines += self._says("user", turn.input, "cyan")
+            for name, arguments, result in _tool_rounds(turn):
+                call = f"{name}({clip(arguments, TOOL_WIDTH) if arguments is not None else ''})"
+                lines += self._says("tool", f"{call} -> {clip(result, TOOL_WIDTH)}", "magenta")
+            lines += self._says("assistant", turn.output, "green")
             status = turn.status + (" (abandoned)" if turn.abandoned else "")
             tokens = fmt_tokens(turn.input_tokens, turn.output_tokens, turn.total_tokens)
             if turn.cache_read_input_tokens:
                 tokens += f" (cache read {turn.cache_read_input_tokens})"
-            summary = "  ".join([
-                self._styled(f"[{turn.index}]", None, bold=True),
-                self._styled(status, STATUS_COLORS.get(turn.status)),
-                f"model {turn.model or DASH}",
-                f"latency {fmt_ms(turn.latency_ms)}",
-                f"tokens {tokens}",
-                f"cost {fmt_cost(turn.cost)}" + (f" ({turn.cost_source})" if turn.cost_source else ""),
-            ])
-            lines.append("  " + summary)
-            body: list[tuple[str, Cell]] = [("input", clip(turn.input, 300)),
-                                            ("output", clip(turn.output, 300))]
+            cost = f"cost {fmt_cost(turn.cost)}" + (f" ({turn.cost_source})" if turn.cost_source else "")
+            footer = [self._styled(status, STATUS_COLORS.get(turn.status)), f"latency {fmt_ms(turn.latency_ms)}",
+                      f"tokens {tokens}", cost, f"model {turn.model or DASH}"]
+            if turn.finish_reason:
+                footer.append(f"finish {turn.finish_reason}")
+            lines.append("      " + self._styled("--", None) + " " + "  ".join(footer))
             if turn.error:
-                body.append(("error", (turn.error, "red")))
-            lines += self.fields(body, indent="      ", width=None)
+                lines.append("      " + self._styled("error", "red", bold=True) + "  "
+                             + self._styled(clip(turn.error, 300), "red"))
             if turn.evaluations:  # issue 11
                 lines.append("      evaluations")
                 lines += [self.evaluation_line(e, "        ") for e in turn.evaluations]
-            if turn.spans:
+            others = [span for span in turn.spans if span.type != "TOOL" or span.children]
+            if others:
                 lines.append("      spans")
-                for span in turn.spans:
+                for span in others:
                     lines += self.span_tree(span, depth=4)
         return lines
 
@@ -264,6 +287,55 @@ class Renderer:
             [c.id, clip(c.input, 40), clip(c.expected_output, 40), clip(c.context, 40)] for c in cases
         ]
         return self.table(headers, rows, max_widths=[32, 40, 40, 40])
+
+
+def _system_text(messages: Sequence[dict[str, Any]]) -> str | None:
+    for message in messages:
+        if message.get("role") == "system":
+            texts = [str(p["content"]) for p in message.get("parts", ()) if isinstance(p, dict)
+                     and p.get("type") == "text" and isinstance(p.get("content"), str)]
+            return "\n".join(texts) if texts else None
+    return None
+
+
+def _value_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return _compact(value)
+
+
+def _tool_rounds(turn: InferenceResult) -> list[tuple[str, str | None, str | None]]:
+    """The tool calls of a turn as (name, arguments, result): its TOOL spans when it has any, else the tool calls
+    and results in its messages after the user's last message."""
+    spans = [span for span in _walk(turn.spans) if span.type == "TOOL"]
+    if spans:
+        return [(str(span.metadata.get("tool.name") or span.name), span.input, span.output) for span in spans]
+    start = 0
+    for i, message in enumerate(turn.messages):
+        if message.get("role") == "user" and any(
+                isinstance(p, dict) and p.get("type") == "text" for p in message.get("parts", ())):
+            start = i
+    calls: dict[Any, list[str | None]] = {}
+    order: list[Any] = []
+    for message in turn.messages[start:]:
+        for part in message.get("parts", ()):
+            if not isinstance(part, dict):
+                continue
+            if part.get("type") == "tool_call":
+                key = part.get("id") or len(order)
+                calls[key] = [str(part.get("name") or "tool"), _value_text(part.get("arguments")), None]
+                order.append(key)
+            elif part.get("type") == "tool_call_response" and part.get("id") in calls:
+                calls[part["id"]][2] = _value_text(part.get("response"))
+    return [(calls[k][0] or "tool", calls[k][1], calls[k][2]) for k in order]
+
+
+def _walk(spans: Sequence[SpanRecord]) -> list[SpanRecord]:
+    found: list[SpanRecord] = []
+    for span in spans:
+        found.append(span)
+        found += _walk(span.children)
+    return found
 
 
 def _compact(value: Any) -> str:

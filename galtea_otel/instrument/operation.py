@@ -33,8 +33,11 @@ from opentelemetry.trace import Span
 
 from galtea_otel.attributes import (
     GEN_AI_CACHE_READ_TOKENS,
+    GEN_AI_FINISH_REASONS,
+    GEN_AI_INPUT_MESSAGES,
     GEN_AI_INPUT_TOKENS,
     GEN_AI_OPERATION_NAME,
+    GEN_AI_OUTPUT_MESSAGES,
     GEN_AI_OUTPUT_TOKENS,
     GEN_AI_REQUEST_MODEL,
     GEN_AI_RESPONSE_MODEL,
@@ -47,7 +50,7 @@ from galtea_otel.attributes import (
     TYPE_SESSION,
 )
 from galtea_otel.config import Config, current
-from galtea_otel.instrument.capture import encode
+from galtea_otel.instrument.capture import dict_usage, encode, encode_json_text, input_messages, output_messages
 from galtea_otel.instrument.context import INFERENCE_KEY
 from galtea_otel.instrument.errors import record_exception
 from galtea_otel.instrument.streams import (
@@ -126,23 +129,46 @@ def _raw_function(fn: Any) -> Any:
 class Invocation:
     """One running operation (a span): set its input, output and usage; ended by its ``with`` block."""
 
-    __slots__ = ("_config", "_ended", "_token", "span")
+    __slots__ = ("_config", "_ended", "_generation", "_token", "span")
 
-    def __init__(self, span: Span, config: Config, token: object) -> None:
+    def __init__(self, span: Span, config: Config, token: object, generation: bool = False) -> None:
         self.span = span
         self._config = config
         self._token = token
         self._ended = False
+        self._generation = generation
 
     def set_input(self, value: Any) -> None:
-        """Capture ``value`` as the input (unless content capture is off)."""
+        """Capture ``value`` as the input (unless content capture is off). On an inference, a messages list (or
+        an object with ``messages``) records the last user message as the input and the list, normalized, as
+        ``gen_ai.input.messages``."""
         if self._config.capture_content:
-            self.span.set_attribute(SPAN_INPUT, encode(value, self._config))
+            capture_input_value(self.span, self._config, value, self._generation)
 
     def set_output(self, value: Any) -> None:
-        """Capture ``value`` as the output (unless content capture is off)."""
+        """Capture ``value`` as the output (unless content capture is off). On an inference, a chat-completion-
+        like value records the reply text as the output, ``gen_ai.output.messages`` and the finish reason."""
         if self._config.capture_content:
-            self.span.set_attribute(SPAN_OUTPUT, encode(value, self._config))
+            capture_output_value(self.span, self._config, value, self._generation)
+
+    def set_messages(self, input: Any = None, output: Any = None) -> None:
+        """Record the conversation as the model saw it: ``input`` the messages sent, ``output`` the messages
+        received (a list in any known shape: OpenAI, GenAI parts, Anthropic, LangChain dicts, or a response).
+        Sets ``gen_ai.input.messages`` / ``gen_ai.output.messages``, and the input / output text (the last user
+        message, the reply) unless ``set_input()`` / ``set_output()`` gave them."""
+        if not self._config.capture_content:
+            return
+        present = getattr(self.span, "attributes", None) or {}
+        if input is not None:
+            found = input_messages(input if isinstance(input, list) else {"messages": input})
+            if found is None:
+                found = input_messages(input)
+            if found is not None:
+                _set_input_messages(self.span, self._config, found, SPAN_INPUT not in present)
+        if output is not None:
+            reply = output_messages(output)
+            if reply is not None:
+                _set_output_messages(self.span, self._config, reply, SPAN_OUTPUT not in present)
 
     def set_attribute(self, key: str, value: Any) -> None:
         self.span.set_attribute(key, value)
@@ -162,6 +188,57 @@ class Invocation:
         except Exception as inner:
             internal_error("operation.end", inner)
         otel_context.detach(self._token)  # type: ignore[arg-type]
+
+
+def capture_input_value(span: Span, config: Config, value: Any, generation: bool) -> None:
+    """The input of an operation; on an inference, a messages list gives the user's message and the messages."""
+    if generation:
+        found = input_messages(value)
+        if found is not None:
+            _set_input_messages(span, config, found, True)
+            return
+    span.set_attribute(SPAN_INPUT, encode(value, config))
+
+
+def capture_output_value(span: Span, config: Config, result: Any, generation: bool) -> None:
+    """The output of an operation; on an inference, a chat-completion-like value gives the reply text, the
+    messages, the finish reason, and model / tokens from a dict's ``usage`` when nothing recorded them."""
+    if generation:
+        if isinstance(result, dict):
+            _set_missing(span, dict_usage(result))
+        reply = output_messages(result)
+        if reply is not None:
+            _set_output_messages(span, config, reply, True)
+            return
+    span.set_attribute(SPAN_OUTPUT, encode(result, config))
+
+
+def _set_missing(span: Span, found: Mapping[str, Any]) -> None:
+    if found:
+        present = getattr(span, "attributes", None) or {}
+        span.set_attributes({k: v for k, v in found.items() if k not in present})
+
+
+def _set_input_messages(span: Span, config: Config, found: tuple[str | None, list[dict[str, Any]]],
+                        with_text: bool) -> None:
+    from galtea_otel.translate.messages import dumps
+
+    text, messages = found
+    if with_text and text is not None:
+        span.set_attribute(SPAN_INPUT, encode(text, config))
+    span.set_attribute(GEN_AI_INPUT_MESSAGES, encode_json_text(dumps(messages), config))
+
+
+def _set_output_messages(span: Span, config: Config,
+                         found: tuple[str | None, list[dict[str, Any]], str | None], with_text: bool) -> None:
+    from galtea_otel.translate.messages import dumps
+
+    text, messages, finish = found
+    if with_text and text is not None:
+        span.set_attribute(SPAN_OUTPUT, encode(text, config))
+    span.set_attribute(GEN_AI_OUTPUT_MESSAGES, encode_json_text(dumps(messages), config))
+    if finish:
+        span.set_attribute(GEN_AI_FINISH_REASONS, (finish,))
 
 
 class Operation:
@@ -196,7 +273,7 @@ class Operation:
     def _capture_input(self, span: Span, config: Config, binder: _Binder, args: tuple[Any, ...],
                        kwargs: dict[str, Any]) -> None:
         try:
-            span.set_attribute(SPAN_INPUT, encode(binder.bind(args, kwargs), config))
+            capture_input_value(span, config, binder.bind(args, kwargs), self.generation)
         except Exception as exc:
             internal_error("capture_input", exc)
 
@@ -217,7 +294,9 @@ class Operation:
                         present = getattr(span, "attributes", None) or {}
                         span.set_attributes({k: v for k, v in found.items() if k not in present})
             if capture:
-                span.set_attribute(SPAN_OUTPUT, encode(result, config))
+                capture_output_value(span, config, result, self.generation)
+            elif self.generation and isinstance(result, dict):
+                _set_missing(span, dict_usage(result))
         except Exception as exc:
             internal_error("capture_output", exc)
         span.end()
@@ -360,7 +439,7 @@ class Operation:
         config = current()
         name = self.name or ("inference" if self.generation else "span")
         span, _ctx, token = self._begin(name, config)
-        invocation = Invocation(span, config, token)
+        invocation = Invocation(span, config, token, self.generation)
         if self._entered is None:
             self._entered = contextvars.ContextVar(f"galtea_otel.operation.{id(self)}")
         self._entered.set((*self._entered.get(()), invocation))

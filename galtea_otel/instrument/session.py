@@ -33,9 +33,11 @@ from galtea_otel.attributes import (
     SESSION_CONTEXT,
     SESSION_EVENT,
     SESSION_METADATA,
+    SESSION_USER_ID,
     SPAN_TYPE,
     TEST_CASE_ID,
     TYPE_SESSION,
+    USER_ID,
 )
 from galtea_otel.config import current
 from galtea_otel.instrument.capture import encode_json_text, redact_text
@@ -114,8 +116,10 @@ class SessionScope:
     """The context manager returned by :func:`session`, usable with ``with`` and ``async with`` (once)."""
 
     def __init__(self, custom_id: str, version: str, test_case_id: str | None, context: str | None,
-                 metadata: dict[str, Any], metadata_json: str | None, *, own_span: bool = True) -> None:
+                 metadata: dict[str, Any], metadata_json: str | None, *, own_span: bool = True,
+                 user_id: str | None = None) -> None:
         self._own_span = own_span
+        self._user_id = user_id
         self._custom_id = custom_id
         self._version = version
         self._test_case_id = test_case_id
@@ -140,6 +144,10 @@ class SessionScope:
             attributes[SESSION_CONTEXT] = redact_text(self._context, config)
         if self._metadata_json is not None:
             attributes[SESSION_METADATA] = encode_json_text(self._metadata_json, config)
+        if self._user_id is not None:
+            user = redact_text(self._user_id, config)
+            attributes[USER_ID] = user
+            attributes[SESSION_USER_ID] = user
         parent = otel_context.set_value(SESSION_KEY, stamp)
         if self._own_span:
             span = config.tracer.start_span(SESSION_SPAN_NAME, context=parent, attributes=attributes)
@@ -198,6 +206,7 @@ def session(
     is_production: bool | None = None,
     context: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    user_id: str | None = None,
 ) -> SessionScope:
     """A conversation, identified by (``custom_id``, ``version``). Use as ``with`` or ``async with``::
 
@@ -209,10 +218,14 @@ def session(
     - ``test_case_id`` must name a test case registered with ``register_test_cases()``; the session's
       ``context`` is the test case's. Passing ``context=`` too raises ``ValueError`` (one source of truth).
     - ``metadata``: a JSON-serializable mapping (else ``TypeError`` / ``ValueError``).
+    - ``user_id``: the end user (``user.id`` and ``galtea.session.user_id`` on the session span and its start
+      marker): the session's ``user_id``, filterable with ``sessions list --user``.
+    - ``test_case_id`` may also name a test case loaded into the store with ``galtea-otel test-cases load``.
 
     All these checks run before any span starts, so a refused session records nothing.
     """
-    return _scope(custom_id, version, test_case_id, is_production, context, metadata, own_span=True)
+    return _scope(custom_id, version, test_case_id, is_production, context, metadata, own_span=True,
+                  user_id=user_id)
 
 
 def continue_session(
@@ -222,6 +235,7 @@ def continue_session(
     is_production: bool | None = None,
     context: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    user_id: str | None = None,
 ) -> SessionScope:
     """Record this block's spans in a session that outlives it: for apps that serve each user message in its
     own request (its own trace). Use as ``with`` or ``async with``::
@@ -236,7 +250,8 @@ def continue_session(
     then COMPLETED. An exception leaving the block fails the turn it came from, not the session. It takes the
     same arguments, checked the same way, and announces the session with a start marker.
     """
-    return _scope(custom_id, version, test_case_id, is_production, context, metadata, own_span=False)
+    return _scope(custom_id, version, test_case_id, is_production, context, metadata, own_span=False,
+                  user_id=user_id)
 
 
 def _scope(
@@ -248,6 +263,7 @@ def _scope(
     metadata: Mapping[str, Any] | None,
     *,
     own_span: bool,
+    user_id: str | None = None,
 ) -> SessionScope:
     """Validate the arguments (before any span starts) and make the scope."""
     custom_id = _required_str("custom_id", custom_id)
@@ -258,13 +274,16 @@ def _scope(
         raise ValueError("a production session (is_production=True) cannot have a test_case_id")
     if is_production is False and test_case_id is None:
         raise ValueError("a non-production session (is_production=False) requires a test_case_id")
+    if user_id is not None:
+        user_id = _required_str("user_id", user_id)
     if context is not None and not isinstance(context, str):
         raise TypeError(f"context must be a str, not {type(context).__name__}")
     if test_case_id is not None:
         case = get_test_case(test_case_id)
         if case is None:
             raise ValueError(
-                f"unknown test case {test_case_id!r}: register it with galtea_otel.register_test_cases()"
+                f"unknown test case {test_case_id!r}: register it with galtea_otel.register_test_cases() or load "
+                "it into the store with `galtea-otel test-cases load FILE`"
             )
         if context is not None:
             raise ValueError("a non-production session takes its context from its test case: drop context=")
@@ -274,7 +293,8 @@ def _scope(
     if not isinstance(metadata, Mapping):
         raise TypeError(f"metadata must be a mapping, not {type(metadata).__name__}")
     metadata_json = _metadata_json(metadata) if metadata else None
-    return SessionScope(custom_id, version, test_case_id, context, dict(metadata), metadata_json, own_span=own_span)
+    return SessionScope(custom_id, version, test_case_id, context, dict(metadata), metadata_json, own_span=own_span,
+                        user_id=user_id)
 
 
 def end_session(custom_id: str, version: str, error: str | None = None) -> None:

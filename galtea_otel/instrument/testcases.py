@@ -5,6 +5,10 @@ A non-production session (``session(..., test_case_id=...)``) must name a regist
 file (one object a line) or any iterable of mappings with the fields of ``galtea_otel.records.TestCase``
 (``id`` required; ``input``, ``expected_output``, ``context``, ``metadata`` optional). Registering an id again
 replaces it. The registry lives in the process.
+
+Test cases loaded into the store (``galtea-otel test-cases load FILE``) are found too: a lookup that misses the
+registry reads the store the exporter writes to (``configure(store=...)``, else ``$GALTEA_OTEL_STORE``, else
+``./galtea_sessions.db`` when that file exists), once per id, and keeps what it found in the registry.
 """
 
 from __future__ import annotations
@@ -90,9 +94,53 @@ def _read_file(path: Path) -> tuple[list[Any], list[str]]:
 
 
 def get_test_case(test_case_id: str) -> TestCase | None:
-    """The registered test case with this id, or None."""
+    """The registered test case with this id, else the one loaded into the store, or None."""
     with _lock:
-        return _registry.get(test_case_id)
+        case = _registry.get(test_case_id)
+    if case is not None:
+        return case
+    case = _from_store(test_case_id)
+    if case is not None:
+        with _lock:  # kept without bumping the generation: the store has it already
+            _registry.setdefault(case.id, case)
+    return case
+
+
+def _from_store(test_case_id: str) -> TestCase | None:
+    """The test case as the configured store holds it; None when there is no store or it cannot be read."""
+    from galtea_otel.stats import internal_error
+
+    try:
+        store_arg = _configured_store()
+        if store_arg is not None and not isinstance(store_arg, str):
+            found: TestCase | None = store_arg.get_test_case(test_case_id)
+            return found
+        from galtea_otel.store import default_store_url, open_store
+
+        url = store_arg or default_store_url()
+        scheme, sep, _ = url.partition("://")
+        if not sep or scheme == "sqlite":
+            from galtea_otel.store.sqlite import path_from_url
+
+            if not path_from_url(url.partition("?")[0]).exists():
+                return None  # never create a store to look something up
+        store = open_store(url)
+        try:
+            return store.get_test_case(test_case_id)
+        finally:
+            store.close()
+    except Exception as exc:
+        internal_error("test_cases.from_store", exc)
+        return None
+
+
+def _configured_store() -> Any:
+    """What ``configure(store=...)`` gave the default exporter (a URL, a Store, or None for the default)."""
+    from galtea_otel import config
+
+    provider = config.current().provider
+    processor = config._processors.get(provider) if provider is not None else None
+    return getattr(getattr(processor, "exporter", None), "_store_arg", None)
 
 
 def registry_generation() -> int:

@@ -12,6 +12,7 @@ from galtea_otel.evaluate.events import span_evaluations
 from galtea_otel.redact import redact_row
 from galtea_otel.spandata import STATUS_ERROR, AttrValue, SpanData
 from galtea_otel.translate import conventions as C
+from galtea_otel.translate import messages as M
 from galtea_otel.translate.row import KIND_LLM, KIND_MARKER, KIND_SPAN, SpanRow
 
 Attrs = Mapping[str, AttrValue]
@@ -96,24 +97,6 @@ def content_text(value: str) -> str:
     return value
 
 
-def _indexed(attrs: Attrs, prefix: str) -> str | None:
-    """Collect ``prefix{i}.{field}`` attributes into a JSON list of objects ordered by i."""
-    items: dict[int, dict[str, Any]] = {}
-    for key, value in attrs.items():
-        if not key.startswith(prefix):
-            continue
-        index, _, name = key[len(prefix):].partition(".")
-        if not index.isdigit() or not name:
-            continue
-        for drop in C.INDEXED_FIELD_PREFIXES:
-            if name.startswith(drop):
-                name = name[len(drop):]
-        items.setdefault(int(index), {})[name] = value if not isinstance(value, tuple) else list(value)
-    if not items:
-        return None
-    return json.dumps([items[i] for i in sorted(items)], ensure_ascii=False, default=str)
-
-
 def _cost(attrs: Attrs) -> float | None:
     for kind, key in C.COST:
         value = attrs.get(key)
@@ -163,7 +146,7 @@ def _json_fields(attrs: Attrs, missing: set[str]) -> dict[str, Any]:
     return found
 
 
-def _kind(attrs: Attrs) -> str:
+def _kind(attrs: Attrs, name: str = "") -> str:
     if attrs.get(C.SESSION_EVENT[0]):
         return KIND_MARKER
     for key, values in C.LLM_MARKERS:
@@ -176,26 +159,59 @@ def _kind(attrs: Attrs) -> str:
             mapped = mapping.get(value.lower())
             if mapped is not None:
                 return mapped
+    for key, span_type in C.SPAN_TYPE_PRESENCE:
+        if attrs.get(key) is not None:
+            return span_type
+    if name:
+        for prefix, span_type in C.SPAN_NAME_TYPES:
+            if name.startswith(prefix):
+                return span_type
     return KIND_SPAN
+
+
+_TRACEBACK = "Traceback (most recent call last)"
+
+
+def error_text(text: str, etype: str | None = None) -> str:
+    """``ExceptionType: message`` from what a producer wrote: the last line of a traceback (LangChain writes
+    ``repr(exc)`` followed by the whole traceback), ``Type('message')`` reprs unwrapped, the type put in front when
+    it is known and missing."""
+    if _TRACEBACK in text:
+        lines = [line.strip() for line in text[text.index(_TRACEBACK):].splitlines() if line.strip()]
+        if lines:
+            text = lines[-1]
+    else:
+        text = text.strip()
+    if text.endswith(")") and "(" in text:
+        name, _, rest = text.partition("(")
+        if name.isidentifier() and rest[:1] in ("'", '"') and rest[-2:-1] == rest[:1]:
+            text = f"{name}: {rest[1:-2]}" if len(rest) > 3 else name
+    if etype:
+        short = etype.rpartition(".")[2]
+        if not (text.startswith(etype) or text.startswith(short + ":") or text == short):
+            text = f"{etype}: {text}" if text else etype
+    return text
 
 
 def _error(span: SpanData, attrs: Attrs) -> tuple[bool, str | None]:
     failed = span.status_code == STATUS_ERROR
     level_error = any(attrs.get(key) == value for key, value in C.ERROR_LEVEL)
+    if not (failed or level_error):
+        return False, None
     text = _text(_first(attrs, C.ERROR_TEXT))
-    if text is None and span.status_message:
-        text = span.status_message
-    if text is None:
-        for event in span.events:
+    if text is None:  # the last exception event: the one that ended the span
+        for event in reversed(span.events):
             if event.name == "exception":
                 etype = _text(event.attributes.get("exception.type"))
                 emsg = _text(event.attributes.get("exception.message"))
                 if etype or emsg:
-                    text = f"{etype}: {emsg}" if etype and emsg else (etype or emsg)
+                    text = error_text(emsg or "", etype)
                     break
-    if text is None and (failed or level_error):
+    if text is None and span.status_message:
+        text = error_text(span.status_message, _text(_first(attrs, C.ERROR_TYPE)))
+    if text is None:
         text = _text(_first(attrs, C.ERROR_LEVEL_MESSAGE)) or _text(_first(attrs, C.ERROR_TYPE))
-    return failed or level_error, (text if failed or level_error else None)
+    return True, text
 
 
 # Every plain key of the table -> the concepts it can give, with its rank (lower wins). One dict lookup per
@@ -205,6 +221,8 @@ _PLAIN_CONCEPTS: dict[str, tuple[str, ...]] = {
     "session_metadata": C.SESSION_METADATA, "event": C.SESSION_EVENT, "user": C.USER, "model": C.MODEL,
     "input_tokens": C.INPUT_TOKENS, "output_tokens": C.OUTPUT_TOKENS, "total_tokens": C.TOTAL_TOKENS,
     "cache_read_tokens": C.CACHE_READ_TOKENS, "error_text": C.ERROR_TEXT, "abandoned": C.ABANDONED,
+    "system": C.SYSTEM_INSTRUCTIONS, "finish_reason": C.FINISH_REASON, "tool_name": C.TOOL_NAME,
+    "tool_call_id": C.TOOL_CALL_ID,
 }
 _LOOKUP: dict[str, list[tuple[str, int]]] = {}
 for _concept, _keys in _PLAIN_CONCEPTS.items():
@@ -212,8 +230,16 @@ for _concept, _keys in _PLAIN_CONCEPTS.items():
         _LOOKUP.setdefault(_key, []).append((_concept, _rank))
 for _concept, _sources in (("input", C.INPUT), ("output", C.OUTPUT)):
     for _rank, (_kind_name, _key) in enumerate(_sources):
-        if _kind_name == "text":
+        if _kind_name != "indexed":
             _LOOKUP.setdefault(_key, []).append((_concept, _rank))
+        if _kind_name == "messages":  # also found when a higher source gives the text: the messages still count
+            _LOOKUP.setdefault(_key, []).append((_concept + "_messages", _rank))
+
+
+# Concepts that only some spans have: the content model's extra reading runs when one of them was found.
+_RARE = frozenset({"input_messages", "output_messages", "system", "finish_reason", "tool_name", "tool_call_id"})
+_WEAK_RANKS = frozenset(i for i, key in enumerate(C.SESSION_KEY) if key in C.WEAK_SESSION_KEYS)
+_STRONG_KEYS = tuple(key for key in C.SESSION_KEY if key not in C.WEAK_SESSION_KEYS)
 
 
 def _scan(attrs: Attrs) -> tuple[dict[str, tuple[int, AttrValue]], dict[str, Any], frozenset[str]]:
@@ -242,20 +268,76 @@ def _scan(attrs: Attrs) -> tuple[dict[str, tuple[int, AttrValue]], dict[str, Any
     return found, extra, frozenset(indexed)
 
 
+Content = tuple[str | None, list[M.Message] | None, str | None]  # text, normalized messages, raw JSON to keep
+
+
 def _content(attrs: Attrs, concept: str, sources: tuple[C.Source, ...], found: dict[str, tuple[int, AttrValue]],
-             indexed: frozenset[str]) -> str | None:
-    """The best content source present: a plain key found by the scan, or an indexed list ranked above it."""
+             indexed: frozenset[str], kind: str) -> Content:
+    """The best content source present (a plain key found by the scan, or an indexed list ranked above it), read
+    as the conventions table says: the row's text, the normalized messages when there are any, and the raw JSON
+    the messages came from when it is small enough to keep beside them."""
     best = found.get(concept)
     best_rank = best[0] if best is not None else len(sources)
-    for kind, key in sources[:best_rank]:
-        if kind == "indexed" and key in indexed:
-            built = _indexed(attrs, key)
-            if built is not None:
-                return built
+    if indexed:
+        for source_kind, key in sources[:best_rank]:
+            if source_kind == "indexed" and key in indexed:
+                messages = M.from_indexed(attrs, key)
+                if messages is not None:
+                    return _pick(concept, messages), messages, None
     if best is None:
-        return None
+        return None, None, None
+    source_kind, key = sources[best[0]]
     text = _text(best[1])
-    return content_text(text) if text is not None else None
+    if text is None:
+        return None, None, None
+    if source_kind == "vercel":
+        messages = M.assistant_output(_text(attrs.get("ai.response.text")), attrs.get(C.VERCEL_TOOL_CALLS),
+                                      _text(attrs.get("ai.response.finishReason")))
+        return _text(attrs.get("ai.response.text")) or None, messages, None
+    if source_kind == "messages" or (source_kind == "value" and kind in C.VALUE_MESSAGE_KINDS):
+        decoded = M.loads(text)
+        if decoded is not None:
+            messages = M.from_request(decoded) if concept == "input" else M.from_response(decoded)
+            if messages is not None:
+                raw = text if source_kind == "value" and len(text) <= C.RAW_VALUE_KEEP_CHARS else None
+                return _pick(concept, messages), messages, raw
+    text = content_text(text)
+    if kind == "TOOL" and concept == "output":
+        text = M.tool_value(text)
+    return text, None, None
+
+
+def _pick(concept: str, messages: list[M.Message]) -> str | None:
+    return M.user_text(messages) if concept == "input" else M.reply_text(messages)
+
+
+def _messages(attrs: Attrs, concept: str, sources: tuple[C.Source, ...], found: dict[str, tuple[int, AttrValue]],
+              indexed: frozenset[str]) -> list[M.Message] | None:
+    """Messages from the best message source present, when the text came from a source of its own (our
+    ``galtea.span.input`` beside ``gen_ai.input.messages``)."""
+    hit = found.get(concept + "_messages")
+    for source_kind, key in sources:
+        if source_kind == "indexed" and key in indexed:
+            messages = M.from_indexed(attrs, key)
+        elif source_kind == "messages" and hit is not None and sources[hit[0]][1] == key:
+            decoded = M.loads(_text(hit[1]))
+            messages = M.from_request(decoded) if concept == "input" else M.from_response(decoded)
+        else:
+            continue
+        if messages is not None:
+            return messages
+    return None
+
+
+def _finish_reason(value: AttrValue) -> str | None:
+    if isinstance(value, (list, tuple)):
+        return _text(value[0]) if value else None
+    text = _text(value)
+    if text and text[:1] == "[":
+        decoded = M.loads(text)
+        if isinstance(decoded, list):
+            return str(decoded[0]) if decoded else None
+    return text
 
 
 def _metadata(extra: dict[str, Any], user: AttrValue) -> str | None:
@@ -304,7 +386,7 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
     """Read one span through the conventions table. Raises InvalidSpan for ids that cannot be stored."""
     check_ids(span)
     attrs = span.attributes
-    kind = _kind(attrs)
+    kind = _kind(attrs, span.name)
     failed, error = _error(span, attrs)
     found, extra, indexed = _scan(attrs)
 
@@ -313,16 +395,44 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         for concept, value in _json_fields(attrs, missing).items():
             found[concept] = (0, value)
 
-    def get(concept: str) -> AttrValue:
-        hit = found.get(concept)
-        return hit[1] if hit is not None else None
+    values = {concept: hit[1] for concept, hit in found.items()}  # one pass, then plain lookups
+    get = values.get
 
     custom_id = _text(get("custom_id"))
     version = _text(get("version"))
     resource_version = _text(_first(span.resource, C.RESOURCE_VERSION))
     test_case = _text(get("test_case")) or _text(_first(span.resource, C.RESOURCE_TEST_CASE))
-    inp = _content(attrs, "input", C.INPUT, found, indexed)
-    out = _content(attrs, "output", C.OUTPUT, found, indexed)
+    inp, in_messages, in_raw = _content(attrs, "input", C.INPUT, found, indexed, kind)
+    out, out_messages, out_raw = _content(attrs, "output", C.OUTPUT, found, indexed, kind)
+    input_messages = output_messages = finish = None
+    if in_messages is not None or out_messages is not None or indexed or not _RARE.isdisjoint(found):
+        if in_messages is None and ("input_messages" in found or indexed):
+            in_messages = _messages(attrs, "input", C.INPUT, found, indexed)
+        if out_messages is None and ("output_messages" in found or indexed):
+            out_messages = _messages(attrs, "output", C.OUTPUT, found, indexed)
+        system = get("system")
+        if system is not None:
+            in_messages = M.with_system(in_messages or [], _text(system))
+        finish = _finish_reason(get("finish_reason"))
+        if finish is None and out_messages:
+            finish = M.finish_reason_of(out_messages)
+        if in_raw is not None:
+            extra["input.raw"] = in_raw
+        if out_raw is not None:
+            extra["output.raw"] = out_raw
+        tool_name, tool_call_id = get("tool_name"), get("tool_call_id")
+        if tool_name is not None:
+            extra["tool.name"] = tool_name
+        if tool_call_id is not None:
+            extra["tool.call_id"] = tool_call_id
+        input_messages = M.dumps(in_messages) if in_messages else None
+        output_messages = M.dumps(out_messages) if out_messages else None
+    key_rank = found.get("custom_id")
+    key_weak = key_rank is not None and key_rank[0] in _WEAK_RANKS
+    if key_weak:  # an application's key on the same span beats the library's own, whatever their ranks
+        strong = _first(attrs, _STRONG_KEYS)
+        if strong is not None:
+            custom_id, key_weak = _text(strong), False
     context = _text(get("context"))
     user = get("user")
     metadata = _metadata(extra, user)
@@ -335,6 +445,7 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
     if total is None and (input_tokens is not None or output_tokens is not None):
         total = (input_tokens or 0) + (output_tokens or 0)
     event = _text(get("event"))
+    model = get("model")
     row = SpanRow(
         trace_id=span.trace_id,
         span_id=span.span_id,
@@ -344,25 +455,29 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         start_ns=span.start_ns,
         end_ns=max(span.end_ns, span.start_ns),
         status=STATUS_ERROR if failed else span.status_code,
-        error=clean_text(error),
-        session_event=clean_text(event),
-        own_custom_id=clean_text(custom_id),
-        own_version=clean_text(version),
-        resource_version=clean_text(resource_version),
-        test_case_id=clean_text(test_case),
-        context=clean_text(context),
-        input=clean_text(inp),
-        output=clean_text(out),
-        model=clean_text(_text(get("model"))),
+        error=None if error is None else clean_text(error),
+        session_event=None if event is None else clean_text(event),
+        own_custom_id=None if custom_id is None else clean_text(custom_id),
+        own_version=None if version is None else clean_text(version),
+        resource_version=None if resource_version is None else clean_text(resource_version),
+        test_case_id=None if test_case is None else clean_text(test_case),
+        context=None if context is None else clean_text(context),
+        input=None if inp is None else clean_text(inp),
+        output=None if out is None else clean_text(out),
+        model=None if model is None else clean_text(_text(model)),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         cache_read_tokens=_int(get("cache_read_tokens")),
         total_tokens=total,
         cost=_cost(attrs),
         abandoned=bool(get("abandoned")),
-        metadata=clean_text(metadata),
+        metadata=None if metadata is None else clean_text(metadata),
         received_ns=received_ns if received_ns is not None else time.time_ns(),
-        user_id=clean_text(_text(user)),
+        user_id=None if user is None else clean_text(_text(user)),
+        key_weak=key_weak,
+        input_messages=None if input_messages is None else clean_text(input_messages),
+        output_messages=None if output_messages is None else clean_text(output_messages),
+        finish_reason=None if finish is None else clean_text(finish),
         evaluations=span_evaluations(span.events, redact) if span.events else None,  # issue 11
     )
     if redact is not None:  # every text field of the row, in one place (galtea_otel.redact.redact_row)

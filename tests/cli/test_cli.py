@@ -137,8 +137,8 @@ def test_show_failing_session(filled: str) -> None:
     assert "Session failing-session-1  (version 1.0.0)" in out
     assert "status    FAILED" in out or "status   FAILED" in out
     assert "error    PaymentServiceDown: cannot refund A1001: payments API returned 503" in out
-    assert "Inference results (2)" in out
-    assert "[1]  FAILED" in out and "error   PaymentServiceDown: payments API returned 503" in out
+    assert "Conversation (2 turns)" in out
+    assert "-- FAILED" in out and "error  PaymentServiceDown: payments API returned 503" in out
     assert "Spans outside any turn" in out and "- TOOL issue_refund" in out
 
 
@@ -150,16 +150,17 @@ def test_show_turns_and_span_tree(filled: str) -> None:
     assert [lines[i][2:5] for i in starts] == ["[0]", "[1]", "[2]"]
     turn1 = "\n".join(lines[starts[1]:starts[2]])
     assert "GENERATED" in turn1 and "model fake-support-llm-1" in turn1 and "latency " in turn1
-    assert "input   Sure, it's A1001." in turn1
-    assert "output  Order A1001: shipped with DHL, arriving Thursday." in turn1
-    assert "        - TOOL lookup_order" in turn1  # the span tree, indented under its turn
+    # the transcript: the user's message, the tool call with its arguments and result, the reply
+    assert "      user       Sure, it's A1001." in turn1
+    assert '      tool       lookup_order(A1001) -> {"status":"shipped"' in turn1
+    assert "      assistant  Order A1001: shipped with DHL, arriving Thursday." in turn1
     assert "cache read" in turn1
 
 
 def test_show_marks_abandoned_stream(filled: str) -> None:
     out = cli("sessions", "show", "streaming-1", store=filled).output
-    assert "[1]  GENERATED (abandoned)" in out
-    assert "[0]  GENERATED  model" in out
+    assert "-- GENERATED (abandoned)  latency" in out
+    assert "-- GENERATED  latency" in out
 
 
 def test_show_json_has_each_turn(filled: str) -> None:
@@ -184,7 +185,7 @@ def test_show_json_has_each_turn(filled: str) -> None:
 def test_show_running_session(filled: str) -> None:
     out = cli("sessions", "show", "still-running", store=filled).output
     assert "status   PENDING" in out
-    assert "output  hi there" in out
+    assert "assistant  hi there" in out
 
 
 def test_show_by_version(filled: str) -> None:
@@ -354,7 +355,7 @@ def test_script_demo_into_default_store(script: str, tmp_path: Path) -> None:
     assert "$ galtea-otel sessions list" in out
     assert out.count("COMPLETED") >= 6  # three rows in the list, three session headers
     assert "ConnectionError: LLM backend unavailable" in out  # the failed session, with its error
-    assert "Inference results (3)" in out and "- TOOL lookup_order" in out
+    assert "Conversation (3 turns)" in out and "tool       lookup_order(A1001)" in out
     assert "kind     evaluation, test case tc-return-window" in out
     listed = run_cli(["sessions", "list", "--json"], tmp_path)
     assert len(json.loads(listed.stdout)) == 4

@@ -1,0 +1,477 @@
+"""The conversation content model: every producer's messages in one normalized shape (README, "The content model").
+
+The shape is the OpenTelemetry GenAI ``gen_ai.input.messages`` / ``gen_ai.output.messages`` JSON schema: a list of
+``{"role": "system" | "user" | "assistant" | "tool", "parts": [...]}`` with parts ``{"type": "text", "content"}``,
+``{"type": "tool_call", "id", "name", "arguments"}``, ``{"type": "tool_call_response", "id", "response"}`` (other
+part types are kept as they come); an output message may carry ``finish_reason``.
+
+Pure functions over decoded JSON and attribute mappings, no third-party import. Each reader returns None when the
+value is not a form it knows, so the caller keeps the value as it came.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = [
+    "Message", "assistant_output", "dumps", "finish_reason_of", "from_indexed", "from_request", "from_response",
+    "loads", "normalize", "reply_text", "system_message", "tool_value", "user_text",
+]
+
+Message = dict[str, Any]
+
+_ROLES = {
+    "user": "user", "human": "user", "system": "system", "developer": "system", "assistant": "assistant",
+    "ai": "assistant", "model": "assistant", "bot": "assistant", "tool": "tool", "function": "tool",
+    "chat": "user", "generic": "user",
+}
+# LangChain serialized message classes (``{"lc": 1, "id": [..., "HumanMessage"], "kwargs": {...}}``).
+_LC_CLASSES = {
+    "HumanMessage": "user", "HumanMessageChunk": "user", "AIMessage": "assistant", "AIMessageChunk": "assistant",
+    "SystemMessage": "system", "SystemMessageChunk": "system", "ToolMessage": "tool", "ToolMessageChunk": "tool",
+    "FunctionMessage": "tool", "ChatMessage": "user",
+}
+_TEXT_TYPES = frozenset({"text", "input_text", "output_text", "message_content_text"})
+
+
+def loads(text: str | None) -> Any:
+    """Decoded JSON when ``text`` looks like a JSON object or array (no parse otherwise), else None."""
+    if not text:
+        return None
+    head = text[:1]
+    if head not in "[{":
+        stripped = text.lstrip()
+        head = stripped[:1]
+        if not head or head not in "[{":
+            return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def dumps(messages: list[Message]) -> str:
+    """Compact JSON text of normalized messages."""
+    return json.dumps(messages, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+# --- parts ----------------------------------------------------------------------------------------------------------
+
+def _arguments(value: Any) -> Any:
+    """Tool-call arguments as an object when they are a JSON object's text (OpenAI sends them as text)."""
+    if isinstance(value, str) and value[:1] == "{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _text_of(content: Any) -> str | None:
+    """Plain text from a content value: a string, or a list of text parts of any convention."""
+    if content is None:
+        return None
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [t for item in content if (t := _part_text(item)) is not None]
+        return "\n".join(texts) if texts else None
+    if isinstance(content, Mapping):
+        return _part_text(content)
+    return None
+
+
+def _part_text(item: Any) -> str | None:
+    if isinstance(item, str):
+        return item
+    if not isinstance(item, Mapping):
+        return None
+    inner = item.get("message_content")  # OpenInference: contents.{j}.message_content.{type,text}
+    if isinstance(inner, Mapping):
+        item = inner
+    kind = item.get("type")
+    if kind is None or kind in _TEXT_TYPES:
+        for key in ("text", "content"):
+            value = item.get(key)
+            if isinstance(value, str):
+                return value
+    return None
+
+
+def _parts(content: Any) -> list[dict[str, Any]]:
+    """Normalized parts from a message's content (a string or a list of parts in any known convention)."""
+    if content is None or content == "":
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}]
+    if isinstance(content, Mapping):
+        content = [content]
+    if not isinstance(content, list):
+        return [{"type": "text", "content": json.dumps(content, ensure_ascii=False, default=str)}]
+    parts: list[dict[str, Any]] = []
+    for item in content:
+        part = _part(item)
+        if part is not None:
+            parts.append(part)
+    return parts
+
+
+def _part(item: Any) -> dict[str, Any] | None:
+    if isinstance(item, str):
+        return {"type": "text", "content": item}
+    if not isinstance(item, Mapping):
+        return None
+    inner = item.get("message_content")
+    if isinstance(inner, Mapping):
+        item = inner
+    kind = item.get("type")
+    if kind is None or kind in _TEXT_TYPES:
+        text = _part_text(item)
+        return {"type": "text", "content": text} if text is not None else dict(item)
+    if kind == "tool_call":  # GenAI already
+        return dict(item)
+    if kind == "tool_call_response":
+        part = dict(item)
+        if "response" not in part and "result" in part:  # pydantic-ai writes "result"
+            part["response"] = part.pop("result")
+        return part
+    if kind in ("tool-call", "tool_use", "function_call"):  # Vercel, Anthropic, OpenAI Responses
+        return _tool_call(item.get("toolCallId", item.get("call_id", item.get("id"))),
+                          item.get("toolName", item.get("name")),
+                          item.get("input", item.get("args", item.get("arguments"))))
+    if kind in ("tool-result", "tool_result", "function_call_output"):
+        response = item.get("output", item.get("result", item.get("content")))
+        if isinstance(response, Mapping) and "value" in response and response.get("type") in (
+                "json", "text", "error-text", "error-json", "content"):  # Vercel v5 tool output
+            response = response["value"]
+        return {"type": "tool_call_response",
+                "id": item.get("toolCallId", item.get("tool_use_id", item.get("call_id", item.get("id")))),
+                "response": response}
+    return dict(item)
+
+
+def _tool_call(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+    return {"type": "tool_call", "id": call_id, "name": name, "arguments": _arguments(arguments)}
+
+
+def _tool_calls(calls: Any) -> list[dict[str, Any]]:
+    """OpenAI ``tool_calls`` ({id, function: {name, arguments}}), OpenInference (``tool_call`` nested), LangChain
+    ({id, name, args}), OpenLLMetry flattened ({id, name, arguments}), Vercel ({toolCallId, toolName, args})."""
+    if not isinstance(calls, list):
+        return []
+    parts = []
+    for call in calls:
+        if not isinstance(call, Mapping):
+            continue
+        inner = call.get("tool_call")
+        if isinstance(inner, Mapping):
+            call = inner
+        function = call.get("function")
+        if isinstance(function, Mapping):
+            parts.append(_tool_call(call.get("id"), function.get("name"), function.get("arguments")))
+        else:
+            parts.append(_tool_call(call.get("id", call.get("toolCallId")), call.get("name", call.get("toolName")),
+                                    call.get("arguments", call.get("args", call.get("input")))))
+    return parts
+
+
+# --- messages -------------------------------------------------------------------------------------------------------
+
+def _message(item: Any) -> Message | None:
+    """One message of any known convention, normalized; None when ``item`` is not a message."""
+    if not isinstance(item, Mapping):
+        return None
+    if item.get("lc") is not None and isinstance(item.get("kwargs"), Mapping):  # LangChain serialized
+        ident = item.get("id")
+        role = _LC_CLASSES.get(ident[-1]) if isinstance(ident, list) and ident else None
+        kwargs = item["kwargs"]
+        return _message({**kwargs, "role": role or kwargs.get("role") or kwargs.get("type")})
+    kind = item.get("type")
+    if "role" not in item and kind in ("function_call", "function_call_output"):  # OpenAI Responses items
+        part = _part(item)
+        return {"role": "assistant" if kind == "function_call" else "tool", "parts": [part] if part else []}
+    raw_role = item.get("role")
+    if raw_role is None and isinstance(kind, str) and kind in _ROLES:  # LangChain message dicts (type: human...)
+        raw_role = kind
+    if not isinstance(raw_role, str):
+        return None
+    role = _ROLES.get(raw_role.lower(), raw_role.lower())
+    if "parts" in item and isinstance(item["parts"], list):  # GenAI
+        message: Message = {"role": role, "parts": _parts(item["parts"])}
+    else:
+        content = item.get("content")
+        if content is None and "contents" in item:  # OpenInference multi-part content
+            content = item["contents"]
+        parts = []
+        if role == "tool" and not _has_typed_parts(content):
+            call_id = item.get("tool_call_id", item.get("toolCallId", item.get("id")))
+            parts.append({"type": "tool_call_response", "id": call_id, "response": content})
+        else:
+            parts = _parts(content)
+        parts += _tool_calls(item.get("tool_calls", item.get("toolCalls")))
+        function_call = item.get("function_call")  # OpenAI legacy
+        if isinstance(function_call, Mapping):
+            parts.append(_tool_call(None, function_call.get("name"), function_call.get("arguments")))
+        message = {"role": role, "parts": parts}
+    reason = item.get("finish_reason")
+    if isinstance(reason, str) and reason:
+        message["finish_reason"] = reason
+    return message
+
+
+def _has_typed_parts(content: Any) -> bool:
+    return isinstance(content, list) and any(isinstance(p, Mapping) and "type" in p for p in content)
+
+
+def normalize(items: Any) -> list[Message] | None:
+    """A list of messages of any known convention, normalized; None unless every item is a message (a list of
+    lists, LangChain's batch form ``[[...]]``, is flattened)."""
+    if isinstance(items, list) and items and all(isinstance(i, list) for i in items):
+        items = [m for batch in items for m in batch]
+    if not isinstance(items, list) or not items:
+        return None
+    messages = []
+    for item in items:
+        if isinstance(item, Mapping) and item.get("type") == "reasoning" and "role" not in item:
+            continue  # OpenAI Responses reasoning items: not a message of the conversation
+        message = _message(item)
+        if message is None:
+            return None
+        messages.append(message)
+    return messages or None
+
+
+def system_message(instructions: Any) -> Message | None:
+    """A leading system message from ``gen_ai.system_instructions`` (parts or text) or a request's ``system``."""
+    if instructions is None or instructions == "":
+        return None
+    if isinstance(instructions, str):
+        decoded = loads(instructions)
+        if isinstance(decoded, (list, dict)):
+            instructions = decoded
+    parts = _parts(instructions)
+    return {"role": "system", "parts": parts} if parts else None
+
+
+def with_system(messages: list[Message], instructions: Any) -> list[Message]:
+    """``messages`` with the system instructions first (unless a system message already leads)."""
+    system = system_message(instructions)
+    if system is None or (messages and messages[0].get("role") == "system"):
+        return messages
+    return [system, *messages]
+
+
+def from_request(value: Any) -> list[Message] | None:
+    """The messages sent, from a list of messages or a request / state object: ``{"messages": [...]}`` (OpenAI,
+    Anthropic with ``system``, LangChain state), OpenAI Responses ``{"input": ..., "instructions": ...}``, the
+    Vercel AI SDK's ``ai.prompt`` (``{"system", "prompt" | "messages"}``)."""
+    if isinstance(value, list):
+        return normalize(value)
+    if not isinstance(value, Mapping):
+        return None
+    system = value.get("system", value.get("instructions"))
+    for key in ("messages", "input", "prompt"):
+        if key not in value:
+            continue
+        inner = value[key]
+        if isinstance(inner, str):
+            messages: list[Message] | None = [{"role": "user", "parts": [{"type": "text", "content": inner}]}]
+        else:
+            messages = normalize(inner)
+            if messages is None and isinstance(inner, Mapping):  # {"input": {"messages": [...]}}
+                messages = from_request(inner)
+        if messages is not None:
+            return with_system(messages, system)
+    if "role" in value:
+        single = _message(value)
+        return [single] if single is not None else None
+    return None
+
+
+def from_response(value: Any) -> list[Message] | None:
+    """The messages received, from a list of messages or a response object: OpenAI ``{"choices": [...]}``,
+    Responses ``{"output": [...]}``, Anthropic ``{"role": "assistant", "content": [...], "stop_reason"}``,
+    LangChain ``{"generations": [[...]]}`` and state ``{"messages": [...]}``."""
+    if isinstance(value, list):
+        return normalize(value)
+    if not isinstance(value, Mapping):
+        return None
+    choices = value.get("choices")
+    if isinstance(choices, list) and choices:
+        messages = []
+        for choice in choices:
+            if not isinstance(choice, Mapping):
+                continue
+            message = _message(choice.get("message") or choice.get("delta") or {"role": "assistant",
+                                                                                   "content": choice.get("text")})
+            if message is None:
+                continue
+            reason = choice.get("finish_reason")
+            if isinstance(reason, str) and reason:
+                message["finish_reason"] = reason
+            messages.append(message)
+        return messages or None
+    output = value.get("output")
+    if isinstance(output, list):
+        items = normalize(output)
+        if items is not None:
+            return _merge_assistant(items, value.get("status") if value.get("status") != "completed" else None)
+    if isinstance(output, str) and len(value) <= 3:  # LangChain's AgentExecutor: {"input": .., "output": ..}
+        return [{"role": "assistant", "parts": [{"type": "text", "content": output}]}]
+    generations = value.get("generations")
+    if isinstance(generations, list):
+        flat = [g for batch in generations for g in (batch if isinstance(batch, list) else [batch])]
+        messages = []
+        for generation in flat:
+            if not isinstance(generation, Mapping):
+                continue
+            message = _message(generation.get("message")) if generation.get("message") else None
+            if message is None and isinstance(generation.get("text"), str):
+                message = {"role": "assistant", "parts": [{"type": "text", "content": generation["text"]}]}
+            info = generation.get("generation_info")
+            if message is not None and isinstance(info, Mapping) and isinstance(info.get("finish_reason"), str):
+                message["finish_reason"] = info["finish_reason"]
+            if message is not None:
+                messages.append(message)
+        return messages or None
+    if "messages" in value:
+        return normalize(value["messages"])
+    if "role" in value or isinstance(value.get("content"), list):
+        message = _message({"role": "assistant", **value})
+        if message is None:
+            return None
+        reason = value.get("stop_reason")
+        if isinstance(reason, str) and reason:
+            message["finish_reason"] = reason
+        return [message]
+    return None
+
+
+def _merge_assistant(messages: list[Message], reason: Any) -> list[Message]:
+    """Consecutive assistant items (Responses: a message item, then function_call items) as one message."""
+    merged: list[Message] = []
+    for message in messages:
+        if merged and message["role"] == "assistant" and merged[-1]["role"] == "assistant":
+            merged[-1]["parts"] = merged[-1]["parts"] + message["parts"]
+        else:
+            merged.append(message)
+    if isinstance(reason, str) and merged:
+        merged[-1].setdefault("finish_reason", reason)
+    return merged
+
+
+def assistant_output(text: str | None, tool_calls: Any, finish_reason: str | None) -> list[Message] | None:
+    """The reply of a Vercel AI SDK step: ``ai.response.text``, ``ai.response.toolCalls`` (JSON list text)."""
+    parts: list[dict[str, Any]] = [{"type": "text", "content": text}] if text else []
+    if isinstance(tool_calls, str):
+        tool_calls = loads(tool_calls)
+    parts += _tool_calls(tool_calls)
+    if not parts:
+        return None
+    message: Message = {"role": "assistant", "parts": parts}
+    if finish_reason:
+        message["finish_reason"] = finish_reason
+    return [message]
+
+
+# --- flattened attributes -------------------------------------------------------------------------------------------
+
+def from_indexed(attrs: Mapping[str, Any], prefix: str) -> list[Message] | None:
+    """Messages flattened into attributes, ``{prefix}{i}.{path}`` (OpenInference ``llm.input_messages.0.message.
+    role``, ``...message.tool_calls.0.tool_call.function.name``; OpenLLMetry ``gen_ai.prompt.0.content``), rebuilt
+    as nested objects (numeric path segments become lists) and normalized."""
+    root: dict[int, dict[str, Any]] = {}
+    size = len(prefix)
+    for key, value in attrs.items():
+        if not key.startswith(prefix):
+            continue
+        index, _, path = key[size:].partition(".")
+        if not index.isdigit() or not path:
+            continue
+        if path.startswith("message."):
+            path = path[8:]
+        node = root.setdefault(int(index), {})
+        _put(node, path.split("."), list(value) if isinstance(value, tuple) else value)
+    if not root:
+        return None
+    items = [_lists(root[i]) for i in sorted(root)]
+    for item in items:  # OpenLLMetry: content may be the JSON text of a parts list
+        content = item.get("content")
+        if isinstance(content, str) and content[:1] == "[":
+            decoded = loads(content)
+            if isinstance(decoded, list) and all(isinstance(p, Mapping) and "type" in p for p in decoded):
+                item["content"] = decoded
+    return normalize(items)
+
+
+def _put(node: dict[str, Any], path: list[str], value: Any) -> None:
+    for step in path[:-1]:
+        child = node.get(step)
+        if not isinstance(child, dict):
+            child = node[step] = {}
+        node = child
+    node[path[-1]] = value
+
+
+def _lists(node: Any) -> Any:
+    """Dicts whose keys are all digits become lists in index order."""
+    if not isinstance(node, dict):
+        return node
+    if node and all(k.isdigit() for k in node):
+        return [_lists(node[k]) for k in sorted(node, key=int)]
+    return {k: _lists(v) for k, v in node.items()}
+
+
+# --- reading the model ----------------------------------------------------------------------------------------------
+
+def _texts(message: Message) -> str | None:
+    texts = [p["content"] for p in message.get("parts", ())
+             if isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("content"), str)]
+    return "\n".join(texts) if texts else None
+
+
+def user_text(messages: Iterable[Message]) -> str | None:
+    """The text of the last user message that has text (tool results sent back as user messages are skipped)."""
+    found = None
+    for message in messages:
+        if message.get("role") == "user":
+            text = _texts(message)
+            if text is not None:
+                found = text
+    return found
+
+
+def reply_text(messages: list[Message]) -> str | None:
+    """The text of the last assistant message; None when it holds only tool calls."""
+    for message in reversed(messages):
+        if message.get("role") == "assistant":
+            return _texts(message)
+    return None
+
+
+def finish_reason_of(messages: list[Message]) -> str | None:
+    for message in reversed(messages):
+        reason = message.get("finish_reason")
+        if isinstance(reason, str) and reason:
+            return reason
+    return None
+
+
+def tool_value(text: str) -> str:
+    """A tool span's result as the tool returned it: a LangChain ``ToolMessage`` (serialized or as a dict)
+    becomes its content; anything else is kept as it is."""
+    if '"tool"' not in text and "ToolMessage" not in text:
+        return text
+    decoded = loads(text)
+    if isinstance(decoded, Mapping):
+        message = _message(decoded)
+        if message is not None and message["role"] == "tool":
+            content = decoded.get("kwargs", decoded).get("content") if isinstance(decoded.get("kwargs", decoded),
+                                                                                  Mapping) else None
+            if isinstance(content, str):
+                return content
+            if content is not None:
+                return json.dumps(content, ensure_ascii=False, separators=(",", ":"), default=str)
+    return text
