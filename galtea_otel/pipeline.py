@@ -64,15 +64,21 @@ class Pipeline:
     def ingest(self, spans: Sequence[SpanData]) -> IngestResult:
         result = IngestResult()
         received = time.time_ns()
-        rows: dict[tuple[str, str], SpanRow] = {}
+        rows: list[SpanRow] = []
         for span in spans:
             try:
-                row = translate(span, redact=self.redact, received_ns=received)
+                rows.append(translate(span, redact=self.redact, received_ns=received))
             except InvalidSpan as exc:
                 result.rejected += 1
                 if len(result.errors) < 10:
                     result.errors.append(str(exc))
-                continue
+        return self.ingest_rows(rows, result)
+
+    def ingest_rows(self, translated: Sequence[SpanRow], result: IngestResult | None = None) -> IngestResult:
+        """Store spans already translated (``translate``) and update the records they touch."""
+        result = result if result is not None else IngestResult()
+        rows: dict[tuple[str, str], SpanRow] = {}
+        for row in translated:
             if (row.trace_id, row.span_id) in rows:
                 result.duplicates += 1
                 continue

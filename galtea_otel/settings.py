@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-TurnMode = Literal["llm-call", "trace"]
+TurnMode = Literal["user", "llm-call", "trace"]
 LatePolicy = Literal["reopen", "ignore", "reject"]
 OrphanPolicy = Literal["session", "drop"]
 
@@ -14,8 +14,10 @@ OrphanPolicy = Literal["session", "drop"]
 class PipelineSettings:
     """How spans become records.
 
-    - ``turns``: ``llm-call`` makes one turn per outermost LLM span; ``trace`` one turn per trace id within a
-      session key, the way the Galtea platform groups foreign telemetry.
+    - ``turns``: ``user`` (default) makes one turn per user message and its reply: the outermost agent, chain or
+      LLM span, with the LLM and tool calls inside it folded in (README, "How turns are made"); ``llm-call`` one
+      turn per outermost LLM span; ``trace`` one turn per trace id within a session key, the way the Galtea
+      platform groups foreign telemetry.
     - ``default_version``: the version of a session whose spans name none.
     - ``late_spans``: what a span that *started* after its session ended does: ``reopen`` the session (back to
       PENDING, as the platform does), ``ignore`` it, or ``reject`` it (counted).
@@ -26,7 +28,7 @@ class PipelineSettings:
     - ``idle_close_minutes``: a PENDING session with no activity for this long is closed as COMPLETED.
     """
 
-    turns: TurnMode = "llm-call"
+    turns: TurnMode = "user"
     default_version: str = "unknown"
     late_spans: LatePolicy = "reopen"
     strict: bool = False

@@ -1,14 +1,16 @@
 """Assemble the span rows of one session key into its session record and turns.
 
-This is where a session's ``status`` is decided (``_status``) and where turns are made (``_turns_by_llm_call``,
-``_turns_by_trace``). Everything here is a pure function of the *set* of rows: any order, batching or
-duplication of the same spans gives the same records (SESSION_MODEL section 4).
+This is where a session's ``status`` is decided (``_status``) and where turns are made (``_turns_by_head``: one
+turn per user turn, or per LLM call; ``_turns_by_trace``; a turn's record from its own spans: ``build_turn``).
+Everything here is a pure function of the *set* of rows: any order, batching or duplication of the same spans
+gives the same records (SESSION_MODEL section 4).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -47,6 +49,7 @@ class Turn:
     finish_reason: str | None = None
     cost_source: CostSource | None = None  # galtea_otel.pricing: reported / table / override
     price_version: str | None = None
+    abandoned: bool = False
 
     @property
     def latency_ms(self) -> float:
@@ -90,7 +93,7 @@ class Assembly:
             "output_tokens": _sum(t.output_tokens for t in turns),
             "total_tokens": _sum(t.total_tokens for t in turns),
             "cost": _fsum(t.cost for t in turns),
-            "latency_ms": sum(t.latency_ms for t in turns) if turns else None,
+            "latency_ms": round(math.fsum(t.latency_ms for t in turns), 6) if turns else None,
             "user_id": self.user_id,
             "first_input": turns[0].input if turns else None,
             "last_output": turns[-1].output if turns else None,
@@ -104,13 +107,14 @@ def _sum(values: Iterable[int | None]) -> int | None:
     return sum(present) if present else None
 
 
+def round_cost(value: float) -> float:
+    """A sum of costs without float noise (``3.0000000000000004e-05`` -> ``3e-05``): 12 significant digits."""
+    return float(f"{value:.12g}")
+
+
 def _fsum(values: Iterable[float | None]) -> float | None:
     present = [v for v in values if v is not None]
-    return round(sum(present), 10) if present else None
-
-
-def _order(row: SpanRow) -> tuple[int, str, str]:
-    return (row.start_ns, row.trace_id, row.span_id)
+    return round_cost(math.fsum(present)) if present else None
 
 
 def _json_object(text: str | None) -> dict[str, Any]:
@@ -152,6 +156,26 @@ def _status(
     return ("FAILED" if failed else "COMPLETED"), (error or None) if failed else None, end_ns, late
 
 
+# Kinds that can head a user turn besides LLM spans (the translator maps invoke_agent, OpenInference AGENT /
+# CHAIN, traceloop workflow / task, Vercel ``ai.generateText`` ... to these).
+KIND_AGENT = "AGENT"
+KIND_CHAIN = "CHAIN"
+HEAD_KINDS = frozenset({KIND_AGENT, KIND_CHAIN, KIND_LLM})
+Id = tuple[str, str]
+
+
+def order_key(row: SpanRow) -> tuple[int, int, str, str]:
+    """Conversation order: start time, then end time (the JS SDK's millisecond clocks tie often: of two spans
+    that started in the same millisecond, the one that ended first came first), then ids."""
+    return (row.start_ns, row.end_ns, row.trace_id, row.span_id)
+
+
+def is_head_kind(row: SpanRow, mode: str) -> bool:
+    """Whether a span may head a turn in this turn mode (``user``: agents, chains and LLM spans; ``llm-call``:
+    LLM spans)."""
+    return row.kind == KIND_LLM if mode == "llm-call" else row.kind in HEAD_KINDS
+
+
 class _Tree:
     """Parent links of the rows of one session (parents are looked up within the same trace)."""
 
@@ -163,60 +187,177 @@ class _Tree:
             return None
         return self.by_id.get((row.trace_id, row.parent_span_id))
 
-    def outermost_llm(self, row: SpanRow) -> SpanRow | None:
-        """The outermost LLM span enclosing ``row`` (itself included), or None."""
-        found = row if row.kind == KIND_LLM else None
+    def outermost(self, row: SpanRow, accept: Callable[[SpanRow], bool]) -> SpanRow | None:
+        """The outermost span enclosing ``row`` (itself included) that ``accept`` takes, or None."""
+        found = row if accept(row) else None
         seen = {row.span_id}
         current = self.parent(row)
         while current is not None and current.span_id not in seen:
             seen.add(current.span_id)
-            if current.kind == KIND_LLM:
+            if accept(current):
                 found = current
             current = self.parent(current)
         return found
 
+    def outermost_llm(self, row: SpanRow) -> SpanRow | None:
+        return self.outermost(row, lambda r: r.kind == KIND_LLM)
 
-def _fold(head: SpanRow, inner: Sequence[SpanRow], members: list[SpanRow]) -> Turn:
-    """The head gives input/output; inner LLM spans fill what it lacks (model; tokens and cost, summed)."""
 
-    def fill_int(own: int | None, attr: str) -> int | None:
-        return own if own is not None else _sum(getattr(r, attr) for r in inner)
+@dataclass
+class _Call:
+    """One distinct LLM call: its outermost LLM span, with what nested LLM spans of the same call fill in."""
 
-    model = head.model or next((r.model for r in inner if r.model), None)
-    return Turn(
-        head=head,
-        input=head.input if head.input is not None else next((r.input for r in inner if r.input), None),
-        output=head.output if head.output is not None else next(
-            (r.output for r in reversed(inner) if r.output), None),
-        model=model,
-        input_tokens=fill_int(head.input_tokens, "input_tokens"),
-        output_tokens=fill_int(head.output_tokens, "output_tokens"),
-        cache_read_tokens=fill_int(head.cache_read_tokens, "cache_read_tokens"),
-        total_tokens=fill_int(head.total_tokens, "total_tokens"),
-        cost=head.cost if head.cost is not None else _fsum(r.cost for r in inner),
-        failed=head.is_error,
-        error=head.error if head.is_error else None,
-        members=members,
+    row: SpanRow
+    input: str | None
+    output: str | None
+    model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cache_read_tokens: int | None
+    total_tokens: int | None
+    cost: float | None
+    input_messages: str | None
+    output_messages: str | None
+    finish_reason: str | None
+
+
+def _fold_call(row: SpanRow, nested: dict[Id, list[SpanRow]]) -> _Call:
+    """An LLM span's own values win; what it lacks comes from its nearest nested LLM spans: figures summed over
+    them (two client calls inside one decorated wrapper), never added to the span's own (LlamaIndex's three
+    nested spans of one call count once); texts from the first (input) or last (output) that has them."""
+    inner = [_fold_call(r, nested) for r in nested.get((row.trace_id, row.span_id), [])]
+
+    def fill(own: Any, attr: str, *, add: bool = False, last: bool = False) -> Any:
+        if own is not None and own != "":
+            return own
+        if add:
+            return (_fsum if attr == "cost" else _sum)(getattr(c, attr) for c in inner)
+        for call in reversed(inner) if last else inner:
+            value = getattr(call, attr)
+            if value is not None and value != "":
+                return value
+        return own
+
+    return _Call(
+        row=row,
+        input=fill(row.input, "input"),
+        output=fill(row.output, "output", last=True),
+        model=fill(row.model, "model"),
+        input_tokens=fill(row.input_tokens, "input_tokens", add=True),
+        output_tokens=fill(row.output_tokens, "output_tokens", add=True),
+        cache_read_tokens=fill(row.cache_read_tokens, "cache_read_tokens", add=True),
+        total_tokens=fill(row.total_tokens, "total_tokens", add=True),
+        cost=fill(row.cost, "cost", add=True),
+        input_messages=fill(row.input_messages, "input_messages", last=True),
+        output_messages=fill(row.output_messages, "output_messages", last=True),
+        finish_reason=fill(row.finish_reason, "finish_reason", last=True),
     )
 
 
-def _turns_by_llm_call(work: Sequence[SpanRow]) -> tuple[list[Turn], list[SpanRow]]:
+def _messages(*texts: str | None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for text in texts:
+        if not text:
+            continue
+        try:
+            value = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(value, list):
+            out.extend(m for m in value if isinstance(m, dict))
+    return out
+
+
+def build_turn(head: SpanRow, members: Sequence[SpanRow], *, require_call: bool = True) -> Turn | None:
+    """The turn headed by ``head`` from the spans inside it (``members``, head excluded; any order).
+
+    Its distinct LLM calls are the outermost LLM spans inside it (the head itself when it is one). Tokens and
+    cost: summed over the calls (the head's own only when no call reports them); ``input``: the head's, else
+    the first call's; ``output``: the head's, else the last call's non-empty one; ``messages`` and
+    ``finish_reason``: the last call's; failed when the head failed, else when the last call did. An agent or
+    chain head with no LLM call and no input or output of its own makes no turn (None): its spans are the
+    session's. ``require_call=False`` keeps it anyway.
+    """
+    rows = [head, *members]
+    tree = _Tree(rows)
+    nested: dict[Id, list[SpanRow]] = {}
+    calls_rows: list[SpanRow] = []
+    for row in sorted(rows, key=order_key):
+        if row.kind != KIND_LLM:
+            continue
+        parent = tree.parent(row)
+        enclosing = None
+        seen = {row.span_id}
+        while parent is not None and parent.span_id not in seen:
+            seen.add(parent.span_id)
+            if parent.kind == KIND_LLM:
+                enclosing = parent
+                break
+            parent = tree.parent(parent)
+        if enclosing is None:
+            calls_rows.append(row)
+        else:
+            nested.setdefault((enclosing.trace_id, enclosing.span_id), []).append(row)
+    if not calls_rows and head.input is None and head.output is None and require_call:
+        return None
+    calls = [_fold_call(r, nested) for r in calls_rows]
+    last = calls[-1] if calls else None
+
+    def total(attr: str) -> Any:
+        summed = (_fsum if attr == "cost" else _sum)(getattr(c, attr) for c in calls)
+        return summed if summed is not None else getattr(head, attr)
+
+    if head.kind == KIND_LLM and last is not None and last.row is head:
+        source = last
+        input_text, output_text, model = source.input, source.output, source.model
+    else:
+        input_text = head.input if head.input is not None else next(
+            (c.input for c in calls if c.input), None)
+        output_text = head.output if head.output is not None else next(
+            (c.output for c in reversed(calls) if c.output), None)
+        model = head.model or next((c.model for c in calls if c.model), None)
+    failed = head.is_error or (last is not None and last.row.is_error)
+    error = head.error if head.is_error else (last.row.error if failed and last is not None else None)
+    return Turn(
+        head=head,
+        input=input_text,
+        output=output_text,
+        model=model,
+        input_tokens=total("input_tokens"),
+        output_tokens=total("output_tokens"),
+        cache_read_tokens=total("cache_read_tokens"),
+        total_tokens=total("total_tokens"),
+        cost=total("cost"),
+        failed=failed,
+        error=error,
+        members=list(members),
+        messages=_messages(last.input_messages, last.output_messages) if last is not None else _messages(
+            head.input_messages, head.output_messages),
+        finish_reason=last.finish_reason if last is not None else head.finish_reason,
+        abandoned=head.abandoned or (last is not None and last.row.abandoned),
+    )
+
+
+def _turns_by_head(work: Sequence[SpanRow], mode: str) -> tuple[list[Turn], list[SpanRow]]:
+    """One turn per head: the outermost span that may head a turn (``is_head_kind``) enclosing each span."""
     tree = _Tree(work)
-    heads: dict[tuple[str, str], list[SpanRow]] = {}
+    heads: dict[Id, list[SpanRow]] = {}
     loose: list[SpanRow] = []
     for row in work:
-        outer = tree.outermost_llm(row)
-        if outer is None:
+        head = tree.outermost(row, lambda r: is_head_kind(r, mode))
+        if head is None:
             loose.append(row)
-        elif outer is not row:
-            heads.setdefault((outer.trace_id, outer.span_id), []).append(row)
+        elif head is not row:
+            heads.setdefault((head.trace_id, head.span_id), []).append(row)
         else:
             heads.setdefault((row.trace_id, row.span_id), [])
     turns = []
     for key, members in heads.items():
-        head = tree.by_id[key]
-        inner = [r for r in members if r.kind == KIND_LLM]
-        turns.append(_fold(head, inner, members))
+        turn = build_turn(tree.by_id[key], members)
+        if turn is None:
+            loose.extend([tree.by_id[key], *members])
+        else:
+            turns.append(turn)
     return turns, loose
 
 
@@ -229,30 +370,11 @@ def _turns_by_trace(work: Sequence[SpanRow]) -> tuple[list[Turn], list[SpanRow]]
     for rows in by_trace.values():
         tree = _Tree(rows)
         root = next((r for r in rows if tree.parent(r) is None), rows[0])  # rows are in start order
-        outer = [r for r in rows if r.kind == KIND_LLM and tree.outermost_llm(r) is r]
-        if not outer and root.input is None and root.output is None:
+        turn = build_turn(root, [r for r in rows if r is not root])
+        if turn is None:
             loose.extend(rows)
-            continue
-        members = [r for r in rows if r is not root]
-        folded = [_fold(r, [m for m in rows if m is not r and m.kind == KIND_LLM
-                            and tree.outermost_llm(m) is r], []) for r in outer]
-        failed = root.is_error or any(t.failed for t in folded)
-        error = root.error if root.is_error else next((t.error for t in folded if t.failed), None)
-        turns.append(Turn(
-            head=root,
-            input=root.input if root.input is not None else next((t.input for t in folded if t.input), None),
-            output=root.output if root.output is not None else next(
-                (t.output for t in reversed(folded) if t.output), None),
-            model=root.model or next((t.model for t in folded if t.model), None),
-            input_tokens=root.input_tokens if not folded else _sum(t.input_tokens for t in folded),
-            output_tokens=root.output_tokens if not folded else _sum(t.output_tokens for t in folded),
-            cache_read_tokens=root.cache_read_tokens if not folded else _sum(t.cache_read_tokens for t in folded),
-            total_tokens=root.total_tokens if not folded else _sum(t.total_tokens for t in folded),
-            cost=root.cost if not folded else _fsum(t.cost for t in folded),
-            failed=failed,
-            error=error,
-            members=members,
-        ))
+        else:
+            turns.append(turn)
     return turns, loose
 
 
@@ -266,7 +388,7 @@ def assemble(
     """Build the session (custom_id, version) from all its rows; None when there are none."""
     if not rows:
         return None
-    ordered = sorted(rows, key=_order)
+    ordered = sorted(rows, key=order_key)
     sessions = [r for r in ordered if r.kind == KIND_SESSION]
     markers = [r for r in ordered if r.kind == KIND_MARKER]
     work = [r for r in ordered if r.kind not in (KIND_SESSION, KIND_MARKER)]
@@ -275,11 +397,16 @@ def assemble(
     if late:
         dropped = {(r.trace_id, r.span_id) for r in late}
         work = [r for r in work if (r.trace_id, r.span_id) not in dropped]
-    turns, loose = (_turns_by_trace if settings.turns == "trace" else _turns_by_llm_call)(work)
-    turns.sort(key=lambda t: _order(t.head))
+    if settings.turns == "trace":
+        turns, loose = _turns_by_trace(work)
+    else:
+        turns, loose = _turns_by_head(work, settings.turns)
+    turns.sort(key=lambda t: order_key(t.head))
     for t in turns:  # galtea_otel.pricing: a reported cost, else the price file, else the bundled table
         t.cost, t.cost_source, t.price_version = decide_cost(
             t.cost, t.model, t.input_tokens, t.output_tokens, t.cache_read_tokens, t.head.start_ns)
+        if t.cost is not None:
+            t.cost = round_cost(t.cost)
     if settings.strict and status != "PENDING":
         failed_turn = next((i for i, t in enumerate(turns) if t.failed), None)
         if failed_turn is not None and status == "COMPLETED":
@@ -316,7 +443,7 @@ def _dt(ns: int) -> datetime:
 def _span_tree(rows: Sequence[SpanRow]) -> list[SpanRecord]:
     ids = {(r.trace_id, r.span_id) for r in rows}
     children: dict[tuple[str, str] | None, list[SpanRow]] = {}
-    for row in sorted(rows, key=_order):
+    for row in sorted(rows, key=order_key):
         parent = (row.trace_id, row.parent_span_id) if row.parent_span_id else None
         children.setdefault(parent if parent in ids else None, []).append(row)
 
@@ -364,7 +491,7 @@ def to_detail(assembly: Assembly) -> SessionDetail:
             cost=t.cost,
             cost_source=t.cost_source,
             price_version=t.price_version,
-            abandoned=t.head.abandoned,
+            abandoned=t.abandoned,
             messages=t.messages,
             finish_reason=t.finish_reason,
             metadata=_json_object(t.head.metadata),

@@ -560,7 +560,7 @@ class _PostgresTx:
             return set()
         return {r[0] for r in self._all(
             "SELECT DISTINCT trace_id FROM spans WHERE trace_id = ANY(%b::text[])"
-            " AND (own_custom_id IS NULL OR own_version IS NULL)", (list(trace_ids),))}
+            " AND (own_custom_id IS NULL OR own_version IS NULL OR key_weak IS TRUE)", (list(trace_ids),))}
 
     def trace_rows(self, trace_ids: Sequence[str]) -> list[SpanRow]:
         if not trace_ids:
@@ -568,10 +568,10 @@ class _PostgresTx:
         return [
             SpanRow(trace_id=r[0], span_id=r[1], parent_span_id=r[2], name="", kind="", start_ns=r[3],
                     end_ns=r[3], status=0, own_custom_id=r[4], own_version=r[5], resource_version=r[6],
-                    custom_id=r[7], version=r[8])
+                    custom_id=r[7], version=r[8], key_weak=bool(r[9]))
             for r in self._all(
                 "SELECT trace_id, span_id, parent_span_id, start_ns, own_custom_id, own_version,"
-                " resource_version, custom_id, version FROM spans WHERE trace_id = ANY(%b::text[])"
+                " resource_version, custom_id, version, key_weak FROM spans WHERE trace_id = ANY(%b::text[])"
                 " ORDER BY trace_id, span_id", (list(trace_ids),))
         ]
 

@@ -389,7 +389,7 @@ class _SQLiteTx:
             marks = ", ".join("?" * len(chunk))
             found.update(r[0] for r in self._conn.execute(
                 f"SELECT DISTINCT trace_id FROM spans WHERE trace_id IN ({marks})"
-                " AND (own_custom_id IS NULL OR own_version IS NULL)", chunk))
+                " AND (own_custom_id IS NULL OR own_version IS NULL OR key_weak IS TRUE)", chunk))
         return found
 
     def trace_rows(self, trace_ids: Sequence[str]) -> list[SpanRow]:
@@ -398,10 +398,11 @@ class _SQLiteTx:
             marks = ", ".join("?" * len(chunk))
             for r in self._conn.execute(
                 "SELECT trace_id, span_id, parent_span_id, start_ns, own_custom_id, own_version,"
-                f" resource_version, custom_id, version FROM spans WHERE trace_id IN ({marks})", chunk):
+                f" resource_version, custom_id, version, key_weak FROM spans WHERE trace_id IN ({marks})", chunk):
                 rows.append(SpanRow(trace_id=r[0], span_id=r[1], parent_span_id=r[2], name="", kind="",
                                     start_ns=r[3], end_ns=r[3], status=0, own_custom_id=r[4], own_version=r[5],
-                                    resource_version=r[6], custom_id=r[7], version=r[8]))
+                                    resource_version=r[6], custom_id=r[7], version=r[8],
+                                    key_weak=bool(r[9])))
         return rows
 
     def set_keys(self, updates: Sequence[tuple[str, str, str | None, str | None]]) -> None:

@@ -97,7 +97,8 @@ def recording_sessions() -> tuple[Counter[int], Callable[[], RecordingSession]]:
 
 def sessions_of_spans(sessions: int, spans_per_session: int = 20, *, prefix: str = "rel") -> list[ReadableSpan]:
     """Real SDK spans: each session is 2 traces of ``spans_per_session // 2`` spans; only each trace's root
-    carries the session key; under it, LLM calls (the turns) each with a tool child, and one retriever span.
+    carries the session key (a plain request span, so that each LLM call is a turn of its own); under it, LLM
+    calls (the turns) each with a tool child, and one retriever span.
     A session of 20 spans has 8 turns."""
     per_trace = spans_per_session // 2
     assert per_trace >= 2 and per_trace % 2 == 0 and spans_per_session % 2 == 0
@@ -108,7 +109,7 @@ def sessions_of_spans(sessions: int, spans_per_session: int = 20, *, prefix: str
     for s in range(sessions):
         key = {A.SESSION_CUSTOM_ID: f"{prefix}-{s:05d}", A.SESSION_VERSION: "1"}
         for t in range(2):
-            with tracer.start_as_current_span(f"agent {t}", attributes={**key, A.SPAN_TYPE: "AGENT"}):
+            with tracer.start_as_current_span(f"request {t}", attributes={**key, A.SPAN_TYPE: "SPAN"}):
                 with tracer.start_as_current_span("retrieve", attributes={A.SPAN_TYPE: "RETRIEVER"}):
                     pass
                 for turn in range((per_trace - 2) // 2):

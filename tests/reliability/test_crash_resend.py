@@ -32,7 +32,8 @@ from galtea_otel.store import open_store
 
 
 def sessions(count: int, prefix: str) -> list[ReadableSpan]:
-    """``count`` sessions of 50 spans, one trace each: only the root (an agent span) carries the session key;
+    """``count`` sessions of 50 spans, one trace each: only the root (a plain request span, so that each LLM call
+    is a turn of its own) carries the session key;
     under it a retriever span and 24 LLM calls (the turns), each with a tool span. Children end before their
     parents, so the SDK's order is children first, the keyed root last."""
     memory = InMemorySpanExporter()
@@ -41,7 +42,7 @@ def sessions(count: int, prefix: str) -> list[ReadableSpan]:
     tracer = provider.get_tracer("tests.reliability")
     for s in range(count):
         key = {A.SESSION_CUSTOM_ID: f"{prefix}-{s:02d}", A.SESSION_VERSION: "1"}
-        with tracer.start_as_current_span("agent", attributes={**key, A.SPAN_TYPE: "AGENT"}):
+        with tracer.start_as_current_span("request", attributes={**key, A.SPAN_TYPE: "SPAN"}):
             with tracer.start_as_current_span("retrieve", attributes={A.SPAN_TYPE: "RETRIEVER"}):
                 pass
             for turn in range(24):
