@@ -285,21 +285,7 @@ def test_real_exporter_retries_503_until_delivered(
     assert span_count(store_url) == len(SPANS) + len(other)
 
 
-class _FailingStore:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def ingest(self, spans: Any) -> Any:
-        self.calls += 1
-        raise RuntimeError("database is locked")
-
-
-def test_a_failing_store_is_503_not_200(make_receiver: ReceiverFactory) -> None:
-    failing = _FailingStore()
-    with make_receiver(failing) as receiver:
-        response = post(receiver, proto_body(SPANS))
-        assert response.status == 503 and "retry-after" in response.headers
-    assert failing.calls == 1
+# A store that fails for real (its write lock held): tests/serve/test_slow_clients.py, HTTP and gRPC.
 
 
 def test_shutdown_lets_in_flight_requests_commit(
