@@ -74,13 +74,12 @@ class ServeOptions:
 
     - ``max_body_bytes``: the largest request body, measured after decompression (413 / RESOURCE_EXHAUSTED).
     - ``max_inflight``: requests decoded and ingested at once, per protocol; up to ``max_queued`` more wait
-      at most ``queue_timeout`` seconds (holding no body), then get 503 + ``Retry-After`` (gRPC UNAVAILABLE).
-      Memory on OTLP/HTTP is therefore bounded, however slow the store: at most ``max_inflight`` bodies are
-      held (each up to ``max_body_bytes`` on the wire plus ``max_body_bytes`` inflated, and its decoded
-      spans); a queued request holds only what uvicorn buffers per connection (about 64 KiB). The same holds
-      on OTLP/gRPC, where a message is read only once its RPC holds a slot: a waiting RPC, and one refused
-      (UNAVAILABLE, or RESOURCE_EXHAUSTED past ``max_inflight + max_queued`` RPCs), holds at most its HTTP/2
-      stream window, 64 KiB (``galtea_otel.serve.grpc_service``).
+      at most ``queue_timeout`` seconds, then get 503 + ``Retry-After`` (gRPC UNAVAILABLE). Memory is bounded
+      however slow the store: on OTLP/HTTP the body bytes held at once are at most ``max_buffered_bytes``
+      (below), plus for each of ``max_inflight`` requests its inflated body (up to ``max_body_bytes``) and its
+      decoded spans. On OTLP/gRPC at most ``4 x max_inflight`` messages are read at once; a waiting RPC, and
+      one refused (UNAVAILABLE, or RESOURCE_EXHAUSTED past the worker pool), holds at most its HTTP/2 stream
+      window, 64 KiB (``galtea_otel.serve.grpc_service``).
     - Slow and idle clients (OTLP/HTTP, ``galtea_otel.serve.http``): request headers must be complete within
       ``header_timeout`` s; an idle kept-alive connection is closed after ``keepalive_timeout`` s; a body must
       bring ``body_min_rate`` bytes/s over each ``body_timeout`` window (408 otherwise); at most
