@@ -15,10 +15,10 @@ whose message is in takes an ingest slot: slow senders hold none.
 Memory under a slow store (RELIABILITY 5): ``Export`` is registered as a *client-streaming* method taking raw
 bytes. The wire format is the same as unary (one length-prefixed message, then end of stream), so every
 client's unary call works unchanged, but grpcio invokes the handler on the call's headers and reads the message
-only when the handler asks for it: after the token check and once the call holds one of ``4 x max_inflight``
+only when the handler asks for it: after the token check and once the call holds one of ``2 x max_inflight + 4``
 reading slots (a unary handler gets its message already read and parsed: every waiting call held its whole
 body). With HTTP/2 BDP probing off, a call whose message is not read holds at most its stream window, 64 KiB,
-in grpcio's transport; so at most ``4 x max_inflight`` messages are in memory, ``max_inflight`` of them decoded.
+in grpcio's transport; so at most ``2 x max_inflight + 4`` messages are in memory, ``max_inflight`` of them decoded.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class TraceService:
         self.stats: Counter[str] = Counter()
         self._expected = f"Bearer {options.token}".encode() if options.token else None
         self._slots = threading.BoundedSemaphore(options.max_inflight)
-        self._readers = threading.BoundedSemaphore(READERS_PER_SLOT * options.max_inflight)
+        self._readers = threading.BoundedSemaphore(READERS_PER_SLOT * options.max_inflight + EXTRA_READERS)
         self._queue_lock = threading.Lock()
         self._queued = 0
         retry = RetryInfo(retry_delay=Duration(seconds=options.retry_after_seconds))
@@ -138,7 +138,7 @@ class TraceService:
 
 
 GRPC_REFUSERS = 128
-READERS_PER_SLOT = 4
+READERS_PER_SLOT, EXTRA_READERS = 2, 4  # calls reading their message at once: 2 x max_inflight + 4
 MAX_STREAMS_PER_CONNECTION = 32
 KEEPALIVE_PING_S = 60
 MAX_CONNECTION_AGE_S = 30 * 60

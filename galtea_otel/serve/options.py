@@ -77,7 +77,7 @@ class ServeOptions:
       at most ``queue_timeout`` seconds, then get 503 + ``Retry-After`` (gRPC UNAVAILABLE). Memory is bounded
       however slow the store: on OTLP/HTTP the body bytes held at once are at most ``max_buffered_bytes``
       (below), plus for each of ``max_inflight`` requests its inflated body (up to ``max_body_bytes``) and its
-      decoded spans. On OTLP/gRPC at most ``4 x max_inflight`` messages are read at once; a waiting RPC, and
+      decoded spans. On OTLP/gRPC at most ``2 x max_inflight + 4`` messages are read at once; a waiting RPC, and
       one refused (UNAVAILABLE, or RESOURCE_EXHAUSTED past the worker pool), holds at most its HTTP/2 stream
       window, 64 KiB (``galtea_otel.serve.grpc_service``).
     - Slow and idle clients (OTLP/HTTP, ``galtea_otel.serve.http``): request headers must be complete within
