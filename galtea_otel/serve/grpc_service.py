@@ -89,13 +89,19 @@ class TraceService:
 
     def _read(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
         """The call's message; the call is cancelled if it does not arrive within ``body_timeout``."""
-        timer = threading.Timer(self.options.body_timeout, context.cancel)
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            context.cancel()
+
+        timer = threading.Timer(self.options.body_timeout, expire)
         timer.daemon = True
         timer.start()
         try:
             body = next(requests, None)  # only now does grpcio read the message
         except grpc.RpcError:
-            self.stats["body_timeout" if not timer.is_alive() else "CANCELLED"] += 1
+            self.stats["body_timeout" if expired.is_set() else "CANCELLED"] += 1
             raise
         finally:
             timer.cancel()
