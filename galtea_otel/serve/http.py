@@ -335,12 +335,13 @@ class OtlpHttpServer:
             finally:
                 self._slots.release()
             del body
-            await self._budget.give(held)
-            held = 0
         except _Reject as reject:
             await self._budget.give(held)
+            held = 0
             await self._reject(conn, fmt, reject)
             return False
+        finally:
+            await self._budget.give(held)  # whatever happened, the body's bytes go back to the budget
         if outcome.status == 200:
             await self._send(conn, 200, content_type[1], route.success_body(fmt, outcome), [])
             return True
