@@ -35,13 +35,44 @@ _MALFORMED = (ValueError, TypeError, AttributeError, KeyError, OverflowError, Re
 _ZERO_SPAN = "0" * 16
 
 
+class Unrepresentable:
+    """A JSON number Python cannot hold (an integer of more digits than ``int`` parses, 4,300 by default): put
+    in its place while parsing, so that only the span holding it is rejected, not the whole request."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, text: str) -> None:
+        self.digits = len(text)
+
+    def __repr__(self) -> str:
+        return f"<a {self.digits}-digit number>"
+
+
+class UnrepresentableValue(InvalidSpan):
+    """A value holds an :class:`Unrepresentable` number: its span (or its resource's spans) is rejected."""
+
+
+def _parse_int(text: str) -> int | Unrepresentable:
+    try:
+        return int(text)
+    except ValueError:
+        return Unrepresentable(text)
+
+
 def decode_json(body: bytes) -> DecodeResult:
     """Decode an OTLP/JSON body; raise :class:`DecodeError` if it is not JSON or not shaped like a request."""
     if not body.strip():
         return DecodeResult()
     try:
         doc = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+    except ValueError:
+        # Perhaps a huge integer (int() refuses it): parse again with a hook that keeps it as a marker, which
+        # rejects the span holding it. Only then, so the usual body keeps the fast C parser's int path.
+        try:
+            doc = json.loads(body, parse_int=_parse_int)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            raise DecodeError(f"not JSON: {exc}") from None
+    except RecursionError as exc:
         raise DecodeError(f"not JSON: {exc}") from None
     if type(doc) is not dict:
         raise DecodeError("an OTLP/JSON request is a JSON object")
@@ -55,6 +86,9 @@ def decode_json(body: bytes) -> DecodeResult:
             _require_object(resource_obj, f"{where_r}.resource")
         try:
             resource = _attributes(_get(resource_obj, "attributes", "attributes")) if resource_obj else {}
+        except UnrepresentableValue as exc:  # a huge number in the resource: its spans are rejected, not the request
+            _reject_resource(result, resource_spans, where_r, f"resource: {exc}")
+            continue
         except _MALFORMED as exc:
             raise DecodeError(f"{where_r}.resource: malformed attributes: {exc}") from None
         scope_list = _get(resource_spans, "scopeSpans", "scope_spans")
@@ -81,6 +115,16 @@ def decode_json(body: bytes) -> DecodeResult:
                 except _MALFORMED as exc:
                     result.reject(f"{where_s}.spans[{i}]", f"malformed span ({type(exc).__name__}: {exc})")
     return result
+
+
+def _reject_resource(result: DecodeResult, resource_spans: dict[str, Any], where: str, reason: str) -> None:
+    scope_list = _get(resource_spans, "scopeSpans", "scope_spans") or []
+    if type(scope_list) is not list:
+        raise DecodeError(f"{where}.scopeSpans: not a list")
+    for s, scope_spans in enumerate(scope_list):
+        spans = _get(scope_spans, "spans", "spans") if type(scope_spans) is dict else None
+        for i in range(len(spans) if type(spans) is list else 0):
+            result.reject(f"{where}.scopeSpans[{s}].spans[{i}]", reason)
 
 
 def _span(span: Any, resource: dict[str, AttrValue], scope: str) -> SpanData:
@@ -277,6 +321,8 @@ def _bool(raw: Any) -> bool:
 
 def _int(raw: Any) -> int:
     kind = type(raw)
+    if kind is Unrepresentable:
+        raise UnrepresentableValue(f"intValue {raw!r}: not an integer")
     number: int
     if kind is int:
         number = raw
@@ -293,6 +339,8 @@ def _int(raw: Any) -> int:
 
 def _double(raw: Any) -> float:
     kind = type(raw)
+    if kind is Unrepresentable:
+        raise UnrepresentableValue(f"doubleValue {raw!r}: out of range")
     if kind is float or kind is int:
         return float(raw)
     if kind is str:  # "NaN", "Infinity", "-Infinity", or a number in a string

@@ -64,6 +64,42 @@ from galtea_otel.serve.options import DEFAULT_GRPC, DEFAULT_HTTP, DEFAULT_MAX_BO
     help="Requests ingested at once per protocol; more wait briefly, then get 503 + Retry-After.",
 )
 @click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds a connection has to send complete request headers (OTLP/HTTP; gRPC: the HTTP/2 handshake).",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Window over which a request body must arrive at --body-min-rate (408 below it); gRPC: the time a "
+    "call's message has to arrive.",
+)
+@click.option(
+    "--body-min-rate",
+    type=click.IntRange(min=0),
+    default=1024,
+    show_default=True,
+    help="Bytes per second a request body must keep arriving at.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=2048,
+    show_default=True,
+    help="Open connections per protocol; on OTLP/HTTP the oldest idle or header-incomplete one makes room.",
+)
+@click.option(
+    "--max-connections-per-client",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Open OTLP/HTTP connections per client address (the oldest idle one makes room).",
+)
+@click.option(
     "--default-version", metavar="V", default=None, help="Version of sessions whose spans name none."
 )
 @click.option(
@@ -118,6 +154,11 @@ def serve(
     allow_insecure_public: bool,
     max_body_bytes: int,
     max_inflight: int,
+    header_timeout: float,
+    body_timeout: float,
+    body_min_rate: int,
+    max_connections: int,
+    max_connections_per_client: int,
     default_version: str | None,
     idle_close: float | None,
     turns: str | None,
@@ -152,6 +193,11 @@ def serve(
             allow_insecure_public=allow_insecure_public,
             max_body_bytes=max_body_bytes,
             max_inflight=max_inflight,
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+            body_min_rate=body_min_rate,
+            max_connections=max_connections,
+            max_connections_per_client=max_connections_per_client,
             settings=dataclasses.replace(PipelineSettings(), **overrides),  # type: ignore[arg-type]
             redact_secrets=redact_secrets,
         )

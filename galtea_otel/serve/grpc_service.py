@@ -1,15 +1,24 @@
 """OTLP/gRPC ``opentelemetry.proto.collector.trace.v1.TraceService/Export`` on grpcio.
 
 grpcio enforces the size limit (``grpc.max_receive_message_length``, after decompression: RESOURCE_EXHAUSTED)
-and gzip. The servicer checks the token (UNAUTHENTICATED), takes one of ``max_inflight`` slots or answers
-UNAVAILABLE with a ``RetryInfo`` after ``queue_timeout``, and returns only after ``ingest`` committed.
+and gzip. The servicer checks the token (UNAUTHENTICATED) on the call's headers, reads the message, takes one of
+``max_inflight`` ingest slots or answers UNAVAILABLE with a ``RetryInfo`` after ``queue_timeout``, and returns
+only after ``ingest`` committed.
+
+Slow and idle clients (issue 12): the connection limits are grpcio's server options (:func:`grpc_options`): at
+most ``max_connections`` connections (grpcio refuses more), an HTTP/2 handshake within ``header_timeout``,
+idle connections closed after ``keepalive_timeout``, a maximum connection age, keepalive pings to drop dead
+peers, limits on abusive pings, and at most ``MAX_STREAMS_PER_CONNECTION`` calls per connection. A call's
+message must arrive within ``body_timeout`` of the call's start (else the call is cancelled), and only a call
+whose message is in takes an ingest slot: slow senders hold none.
 
 Memory under a slow store (RELIABILITY 5): ``Export`` is registered as a *client-streaming* method taking raw
 bytes. The wire format is the same as unary (one length-prefixed message, then end of stream), so every
 client's unary call works unchanged, but grpcio invokes the handler on the call's headers and reads the message
-only when the handler asks for it: after the token check and once the RPC holds a slot. (A unary handler gets
-its message already read and parsed: every waiting RPC held its whole body.) With HTTP/2 BDP probing off,
-an RPC whose message is not read holds at most its stream window, 64 KiB, in grpcio's transport.
+only when the handler asks for it: after the token check and once the call holds one of ``2 x max_inflight + 4``
+reading slots (a unary handler gets its message already read and parsed: every waiting call held its whole
+body). With HTTP/2 BDP probing off, a call whose message is not read holds at most its stream window, 64 KiB,
+in grpcio's transport; so at most ``2 x max_inflight + 4`` messages are in memory, ``max_inflight`` of them decoded.
 """
 
 from __future__ import annotations
@@ -46,32 +55,77 @@ class TraceService:
         self.stats: Counter[str] = Counter()
         self._expected = f"Bearer {options.token}".encode() if options.token else None
         self._slots = threading.BoundedSemaphore(options.max_inflight)
+        self._readers = threading.BoundedSemaphore(READERS_PER_SLOT * options.max_inflight + EXTRA_READERS)
+        self._queue_lock = threading.Lock()
+        self._queued = 0
         retry = RetryInfo(retry_delay=Duration(seconds=options.retry_after_seconds))
         self._retry_metadata = (("google.rpc.retryinfo-bin", retry.SerializeToString()),)
 
     def Export(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> ExportTraceServiceResponse:
         if self._expected is not None and not self._authorized(context):
             self._abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-        if not self._slots.acquire(timeout=self.options.queue_timeout):
-            context.set_trailing_metadata(self._retry_metadata)
-            self._abort(context, grpc.StatusCode.UNAVAILABLE, "the receiver is overloaded, retry later")
+        if not self._take(self._readers):
+            self._overloaded(context)
         try:
-            body = next(requests, None)  # only now does grpcio read the message
-            if body is None:
-                self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, "no request message")
+            body = self._read(requests, context)
+            if not self._take(self._slots):
+                self._overloaded(context)
             try:
-                decoded = decode_proto(body)
-            except DecodeError as exc:
-                self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc)[:MAX_MESSAGE_CHARS])
-            del body
-            outcome = ingest_decoded(self.pipeline, decoded)
+                try:
+                    decoded = decode_proto(body)
+                except DecodeError as exc:
+                    self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc)[:MAX_MESSAGE_CHARS])
+                del body
+                outcome = ingest_decoded(self.pipeline, decoded)
+            finally:
+                self._slots.release()
         finally:
-            self._slots.release()
+            self._readers.release()
         if outcome.status != 200:  # the store failed: let the client retry
             context.set_trailing_metadata(self._retry_metadata)
             self._abort(context, grpc.StatusCode.UNAVAILABLE, outcome.message)
         self.stats["OK"] += 1
         return export_response(outcome)
+
+    def _read(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        """The call's message; the call is cancelled if it does not arrive within ``body_timeout``."""
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            context.cancel()
+
+        timer = threading.Timer(self.options.body_timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            body = next(requests, None)  # only now does grpcio read the message
+        except grpc.RpcError:
+            self.stats["body_timeout" if expired.is_set() else "CANCELLED"] += 1
+            raise
+        finally:
+            timer.cancel()
+        if body is None:
+            self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, "no request message")
+        return body
+
+    def _take(self, slots: threading.BoundedSemaphore) -> bool:
+        """A reading or ingest slot, waiting at most ``queue_timeout`` behind at most ``max_queued`` calls."""
+        if slots.acquire(blocking=False):
+            return True
+        with self._queue_lock:
+            if self._queued >= self.options.max_queued:
+                return False
+            self._queued += 1
+        try:
+            return slots.acquire(timeout=self.options.queue_timeout)
+        finally:
+            with self._queue_lock:
+                self._queued -= 1
+
+    def _overloaded(self, context: grpc.ServicerContext) -> NoReturn:
+        context.set_trailing_metadata(self._retry_metadata)
+        self._abort(context, grpc.StatusCode.UNAVAILABLE, "the receiver is overloaded, retry later")
 
     def _authorized(self, context: grpc.ServicerContext) -> bool:
         assert self._expected is not None
@@ -90,6 +144,35 @@ class TraceService:
 
 
 GRPC_REFUSERS = 128
+READERS_PER_SLOT, EXTRA_READERS = 2, 4  # calls reading their message at once: 2 x max_inflight + 4
+MAX_STREAMS_PER_CONNECTION = 32
+KEEPALIVE_PING_S = 60
+MAX_CONNECTION_AGE_S = 30 * 60
+
+
+def grpc_options(options: ServeOptions) -> list[tuple[str, int]]:
+    """grpcio server options: the message limit, flow control, and the connection limits."""
+    return [
+        ("grpc.max_receive_message_length", options.max_body_bytes),
+        ("grpc.so_reuseport", 0),
+        # No BDP probing: the HTTP/2 stream window stays 64 KiB, so an RPC whose message is not read
+        # (waiting for a slot, or refused) holds at most that much; a read opens it to the message size.
+        ("grpc.http2.bdp_probe", 0),
+        # Slow and idle clients: connections that never finish the HTTP/2 handshake, idle ones, old ones.
+        ("grpc.max_allowed_incoming_connections", options.max_connections),
+        ("grpc.server_handshake_timeout_ms", int(options.header_timeout * 1000)),
+        ("grpc.max_connection_idle_ms", int(options.keepalive_timeout * 1000)),
+        ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_S * 1000),
+        ("grpc.max_connection_age_grace_ms", int(options.shutdown_grace * 1000)),
+        ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+        # Keepalive: ping a silent peer every minute, drop it if it does not answer in 20 s; a client may
+        # ping every 10 s at most (more often, twice, and its connection is closed).
+        ("grpc.keepalive_time_ms", KEEPALIVE_PING_S * 1000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
 
 
 def start_grpc_server(
@@ -103,13 +186,7 @@ def start_grpc_server(
     server = grpc.server(
         ThreadPoolExecutor(workers, thread_name_prefix="galtea-otel-grpc"),
         maximum_concurrent_rpcs=workers,
-        options=[
-            ("grpc.max_receive_message_length", options.max_body_bytes),
-            ("grpc.so_reuseport", 0),
-            # No BDP probing: the HTTP/2 stream window stays 64 KiB, so an RPC whose message is not read
-            # (waiting for a slot, or refused) holds at most that much; a read opens it to the message size.
-            ("grpc.http2.bdp_probe", 0),
-        ],
+        options=grpc_options(options),
     )
     service = TraceService(pipeline, options)
     handler = grpc.stream_unary_rpc_method_handler(

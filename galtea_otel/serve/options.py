@@ -74,13 +74,21 @@ class ServeOptions:
 
     - ``max_body_bytes``: the largest request body, measured after decompression (413 / RESOURCE_EXHAUSTED).
     - ``max_inflight``: requests decoded and ingested at once, per protocol; up to ``max_queued`` more wait
-      at most ``queue_timeout`` seconds (holding no body), then get 503 + ``Retry-After`` (gRPC UNAVAILABLE).
-      Memory on OTLP/HTTP is therefore bounded, however slow the store: at most ``max_inflight`` bodies are
-      held (each up to ``max_body_bytes`` on the wire plus ``max_body_bytes`` inflated, and its decoded
-      spans); a queued request holds only what uvicorn buffers per connection (about 64 KiB). The same holds
-      on OTLP/gRPC, where a message is read only once its RPC holds a slot: a waiting RPC, and one refused
-      (UNAVAILABLE, or RESOURCE_EXHAUSTED past ``max_inflight + max_queued`` RPCs), holds at most its HTTP/2
-      stream window, 64 KiB (``galtea_otel.serve.grpc_service``).
+      at most ``queue_timeout`` seconds, then get 503 + ``Retry-After`` (gRPC UNAVAILABLE). Memory is bounded
+      however slow the store: on OTLP/HTTP the body bytes held at once are at most ``max_buffered_bytes``
+      (below), plus for each of ``max_inflight`` requests its inflated body (up to ``max_body_bytes``) and its
+      decoded spans. On OTLP/gRPC at most ``2 x max_inflight + 4`` messages are read at once; a waiting RPC, and
+      one refused (UNAVAILABLE, or RESOURCE_EXHAUSTED past the worker pool), holds at most its HTTP/2 stream
+      window, 64 KiB (``galtea_otel.serve.grpc_service``).
+    - Slow and idle clients (OTLP/HTTP, ``galtea_otel.serve.http``): request headers must be complete within
+      ``header_timeout`` s; an idle kept-alive connection is closed after ``keepalive_timeout`` s; a body must
+      bring ``body_min_rate`` bytes/s over each ``body_timeout`` window (408 otherwise); at most
+      ``max_connections`` connections, ``max_connections_per_client`` per client address (the oldest idle or
+      header-incomplete one is closed to make room). Body bytes held at once are at most
+      ``max_buffered_bytes`` (default ``max_inflight x max_body_bytes``), and an ingest slot is taken only
+      once a body is fully read, so a slow sender holds neither a slot nor more memory than it sent.
+      On OTLP/gRPC the connection limits are grpcio's (``galtea_otel.serve.grpc_service``) and a call's
+      message must arrive within ``body_timeout`` s.
     - ``token``: when set, every request needs ``Authorization: Bearer <token>``.
     - ``redact_secrets``: mask common secrets (:func:`galtea_otel.redact.secrets`) in what is stored, for
       telemetry that arrives unmasked (applied when the receiver builds its own pipeline).
@@ -96,10 +104,24 @@ class ServeOptions:
     max_queued: int = 64
     queue_timeout: float = 2.0
     retry_after_seconds: int = 1
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 15.0
+    body_timeout: float = 10.0
+    body_min_rate: int = 1024
+    max_connections: int = 2048
+    max_connections_per_client: int = 256
+    max_buffered_bytes: int | None = None
     sweep_interval: float = 30.0
     shutdown_grace: float = 30.0
     settings: PipelineSettings = field(default_factory=PipelineSettings)
     redact_secrets: bool = False
+
+    @property
+    def buffered_bytes_limit(self) -> int:
+        """Body bytes held at once on OTLP/HTTP (at least one full body)."""
+        if self.max_buffered_bytes is not None:
+            return max(self.max_buffered_bytes, self.max_body_bytes)
+        return self.max_inflight * self.max_body_bytes
 
     def check(self) -> list[str]:
         """Refuse what is unsafe or impossible; return warnings to log loudly."""
@@ -107,6 +129,10 @@ class ServeOptions:
             raise ConfigError("both --http and --grpc are off: nothing to serve")
         if self.max_body_bytes <= 0 or self.max_inflight <= 0 or self.max_queued < 0:
             raise ConfigError("--max-body-bytes and the concurrency limits must be positive")
+        if min(self.header_timeout, self.keepalive_timeout, self.body_timeout) <= 0 or self.body_min_rate < 0:
+            raise ConfigError("the header, keep-alive and body timeouts must be positive")
+        if self.max_connections <= 0 or self.max_connections_per_client <= 0:
+            raise ConfigError("--max-connections and --max-connections-per-client must be positive")
         warnings = []
         for name, address in (("HTTP", self.http), ("gRPC", self.grpc)):
             if address is None or address.is_loopback or self.token:

@@ -1,4 +1,4 @@
-"""The receiver process: uvicorn (OTLP/HTTP) and grpcio (OTLP/gRPC) over one pipeline, plus a sweep thread.
+"""The receiver process: asyncio + h11 (OTLP/HTTP) and grpcio (OTLP/gRPC) over one pipeline, plus a sweep thread.
 
 :func:`run_server` is what ``galtea-otel serve`` runs: it blocks until SIGTERM / SIGINT, then stops accepting,
 lets in-flight requests finish and commit, and closes the store. Tests start a :class:`Receiver` in a thread
@@ -13,25 +13,14 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import uvicorn
-
-from galtea_otel.serve.http import OtlpHttpApp, build_app
+from galtea_otel.serve.http import OtlpHttpServer, trace_routes
 from galtea_otel.serve.ingest import Ingests
 from galtea_otel.serve.options import Address, ServeOptions, redact_url
 
 log = logging.getLogger("galtea_otel.serve")
-
-
-class _UvicornServer(uvicorn.Server):
-    """uvicorn's server without its own signal handling: the :class:`Receiver` owns the signals (uvicorn would
-    re-raise them after its shutdown, killing the process before gRPC and the store are closed)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 class Sweeper(threading.Thread):
@@ -75,11 +64,10 @@ class Receiver:
         self.ready = threading.Event()
         self.http_address: Address | None = None
         self.grpc_address: Address | None = None
-        self.app: OtlpHttpApp | None = None
+        self.app: OtlpHttpServer | None = None
         self.grpc_service: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
-        self._uvicorn: _UvicornServer | None = None
         self._grpc: Any = None
 
     def request_stop(self) -> None:
@@ -91,12 +79,10 @@ class Receiver:
 
     def _stop_in_loop(self) -> None:
         assert self._stopping is not None
-        if self._stopping.is_set() and self._uvicorn is not None:
+        if self._stopping.is_set() and self.app is not None:
             log.warning("second stop request: not waiting for in-flight requests")
-            self._uvicorn.force_exit = True
+            self.app.force_close()
         self._stopping.set()
-        if self._uvicorn is not None:
-            self._uvicorn.should_exit = True
         if self._grpc is not None:
             self._grpc.stop(self.options.shutdown_grace)  # refuses new RPCs now; in-flight ones finish
 
@@ -121,19 +107,10 @@ class Receiver:
         grpc_server: Any = None
         try:
             if options.http is not None:
+                _raise_file_limit(options.max_connections)
                 sock = _bind(options.http)
                 self.http_address = Address(options.http.host, sock.getsockname()[1])
-                self.app = build_app(pipeline, options)
-                config = uvicorn.Config(
-                    self.app,
-                    lifespan="off",
-                    log_config=None,
-                    access_log=False,
-                    server_header=False,
-                    limit_concurrency=1024,
-                    timeout_graceful_shutdown=int(options.shutdown_grace),
-                )
-                self._uvicorn = _UvicornServer(config)
+                self.app = OtlpHttpServer(trace_routes(pipeline), options)
             if options.grpc is not None:
                 from galtea_otel.serve.grpc_service import start_grpc_server
 
@@ -145,17 +122,12 @@ class Receiver:
                 self.evaluators.attach(pipeline)
             if self.sync_worker is not None:
                 self.sync_worker.start()
-            if self._uvicorn is not None and sock is not None:
-                serving = asyncio.ensure_future(self._uvicorn.serve(sockets=[sock]))
-                await asyncio.sleep(0)
-                while not self._uvicorn.started and not serving.done():
-                    await asyncio.sleep(0.005)
-                if not serving.done():
-                    self._announce(pipeline)
-                await serving
-            else:
-                self._announce(pipeline)
-                await self._stopping.wait()
+            if self.app is not None and sock is not None:
+                await self.app.start(sock)
+            self._announce(pipeline)
+            await self._stopping.wait()
+            if self.app is not None:
+                await self.app.shutdown(options.shutdown_grace)
         finally:
             self.ready.set()  # also when it failed to start: nobody waits forever
             log.info("galtea-otel receiver: shutting down")
@@ -200,6 +172,23 @@ def _open_pipeline(options: ServeOptions, *, sync: bool = False) -> tuple[Ingest
 
         redact = secrets()
     return Pipeline(store, options.settings, sync=sync, redact=redact), store
+
+
+def _raise_file_limit(connections: int) -> None:
+    """Make room for ``connections`` sockets (and some files): raise the soft RLIMIT_NOFILE up to the hard one."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning("the open-file limit (%d) is below --max-connections + 256: raise it (ulimit -n)", soft)
 
 
 def _bind(address: Address) -> socket.socket:

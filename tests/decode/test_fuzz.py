@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +14,8 @@ from galtea_otel.decode.otlp_json import decode_json
 from galtea_otel.decode.otlp_proto import decode_proto
 
 from .samples import encode, json_request, json_span, llm_spans, to_otlp_json
+
+pytestmark = pytest.mark.fuzz  # a fuzzing budget: run with -m fuzz (.ci/run does)
 
 BUDGET = settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 

@@ -220,3 +220,33 @@ def test_empty_body_and_empty_object_are_empty_requests() -> None:
 
 def test_zero_parent_means_root() -> None:
     assert _decode(json_request(json_span(parent="0" * 16))).spans[0].parent_span_id is None
+
+
+def _with_huge_numbers() -> bytes:
+    """3 spans: one good, one with a 5,000-digit intValue, one with a 5,000-digit start time (bare JSON
+    numbers, which Python's int() refuses past 4,300 digits), and a 5,000-digit resource attribute elsewhere."""
+    good = json_span(span_id=f"{1:016x}", name="good")
+    bad_attr = json_span(span_id=f"{2:016x}", name="bad attribute")
+    bad_attr["attributes"] = [{"key": "n", "value": {"intValue": "HUGE"}}]
+    bad_time = json_span(span_id=f"{3:016x}", name="bad time")
+    bad_time["startTimeUnixNano"] = "HUGE"
+    huge = "9" * 5000
+    return json.dumps(json_request(good, bad_attr, bad_time)).replace('"HUGE"', huge).encode()
+
+
+def test_a_huge_json_number_rejects_its_span_not_the_request() -> None:
+    result = decode_json(_with_huge_numbers())
+    assert [span.name for span in result.spans] == ["good"]
+    assert result.rejected == 2
+    assert "5000-digit number" in result.errors[0] and "spans[1]" in result.errors[0]
+    assert "spans[2]" in result.errors[1]
+
+
+def test_a_huge_number_in_a_resource_rejects_that_resource_s_spans() -> None:
+    doc = json_request(json_span(span_id=f"{1:016x}"), json_span(span_id=f"{2:016x}"))
+    doc["resourceSpans"][0]["resource"] = {"attributes": [{"key": "n", "value": {"intValue": "HUGE"}}]}
+    other = json_request(json_span(span_id=f"{3:016x}", name="other resource"))
+    doc["resourceSpans"].append(other["resourceSpans"][0])
+    result = decode_json(json.dumps(doc).replace('"HUGE"', "1" * 5000).encode())
+    assert [span.name for span in result.spans] == ["other resource"]
+    assert result.rejected == 2

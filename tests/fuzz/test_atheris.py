@@ -24,6 +24,8 @@ pytest.importorskip("atheris", reason="atheris is not installed (it has wheels f
 
 from .seeds import write_corpus, write_dictionary
 
+pytestmark = pytest.mark.fuzz  # a fuzzing budget: run with -m fuzz (.ci/run does)
+
 ROOT = Path(__file__).resolve().parents[2]
 # Executions per target: about 4 s (decoders, ~25,000 exec/s) and 11 s (pipeline, ~5,000 exec/s) here, 22 s for
 # the four tests; -max_total_time caps each on a slower machine.

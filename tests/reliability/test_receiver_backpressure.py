@@ -4,14 +4,12 @@ The receiver is a real ``galtea-otel serve`` process over a SQLite file; the sta
 the database's write lock (``BEGIN IMMEDIATE`` on a connection of its own) for a few seconds, so the receiver's
 ingests block inside SQLite (busy timeout 30 s) exactly as they would behind a slow disk or a long writer.
 
-The memory bound, from the design (``ServeOptions``): a request's body is read only once it holds one of
-``max_inflight`` ingest slots, so at most ``max_inflight`` bodies are in memory (each at most
-``max_body_bytes`` on the wire plus ``max_body_bytes`` inflated, plus its decoded spans); up to ``max_queued``
-more wait for a slot holding no body, and the rest are answered 503 at once. Below the app, uvicorn buffers at
-most about 64 KiB (+ one socket read) of unread body per open connection. Here the slots hold the exporters'
-small requests, and 40 connections x ~0.3 MiB is about 12 MiB: the test allows 100 MiB, while 24 clients keep
-8 MiB bodies waiting at once (192 MiB, which a receiver that read bodies before taking a slot would hold) and
-offer about 0.5 GiB in all.
+The memory bound, from the design (``ServeOptions``, ``galtea_otel.serve.http``): body bytes held at once
+(being read, waiting for an ingest slot, being processed) are at most ``max_inflight x max_body_bytes`` (16 MiB
+here); a body that finds no room within ``queue_timeout`` is answered 503 and the rest of it is read and
+discarded; on top of that each of the ``max_inflight`` requests being ingested holds its inflated body and
+decoded spans. Here the test allows 100 MiB, while 24 clients keep 8 MiB bodies coming (192 MiB at once, which a
+receiver that buffered every body would hold) and offer about 0.5 GiB in all.
 """
 
 from __future__ import annotations

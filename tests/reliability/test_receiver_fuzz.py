@@ -268,6 +268,7 @@ def _check_body(status: int, content_type: str, body: bytes) -> None:
         assert content_type.startswith("text/plain") and status == 415
 
 
+@pytest.mark.fuzz
 def test_fuzz_the_running_receiver_over_http(fuzzed: tuple[Receiver, _Errors]) -> None:
     """RELIABILITY 19: 300 random requests to a running receiver: each answered 200 / 400 / 413 / 415 with a
     well-formed OTLP body within 30 s, no error logged; then a good request still gets 200."""
@@ -410,6 +411,7 @@ def _fuzz_pipeline(pipeline: Pipeline) -> None:
     one()
 
 
+@pytest.mark.fuzz
 def test_fuzz_translator_and_pipeline_on_sqlite(tmp_path: Path) -> None:
     """RELIABILITY 19: 300 random batches of hostile spans: translate() gives a SpanRow (clean text, finite cost,
     int64 tokens) or raises InvalidSpan; Pipeline.ingest commits each batch into SQLite; sessions read back."""
@@ -420,6 +422,7 @@ def test_fuzz_translator_and_pipeline_on_sqlite(tmp_path: Path) -> None:
         store.close()
 
 
+@pytest.mark.fuzz
 def test_fuzz_translator_and_pipeline_on_postgres(pg_schema: tuple[str, str]) -> None:
     """RELIABILITY 19: the same on PostgreSQL (whose text refuses NUL and lone surrogates)."""
     store = open_store(pg_schema[0])

@@ -285,21 +285,7 @@ def test_real_exporter_retries_503_until_delivered(
     assert span_count(store_url) == len(SPANS) + len(other)
 
 
-class _FailingStore:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def ingest(self, spans: Any) -> Any:
-        self.calls += 1
-        raise RuntimeError("database is locked")
-
-
-def test_a_failing_store_is_503_not_200(make_receiver: ReceiverFactory) -> None:
-    failing = _FailingStore()
-    with make_receiver(failing) as receiver:
-        response = post(receiver, proto_body(SPANS))
-        assert response.status == 503 and "retry-after" in response.headers
-    assert failing.calls == 1
+# A store that fails for real (its write lock held): tests/serve/test_slow_clients.py, HTTP and gRPC.
 
 
 def test_shutdown_lets_in_flight_requests_commit(
@@ -316,3 +302,15 @@ def test_shutdown_lets_in_flight_requests_commit(
         worker.join()
     assert statuses == [200]
     assert span_count(store_url) == len(SPANS)
+
+
+def test_a_huge_json_number_is_a_partial_success(receiver: Receiver, store_url: str) -> None:
+    """Issue 12, point 6: a 5,000-digit number in one span: 200 with rejectedSpans 1, the 99 others stored."""
+    spans = [json_span(span_id=f"{i + 1:016x}", name=f"s{i}") for i in range(100)]
+    spans[42]["attributes"] = [{"key": "n", "value": {"intValue": "HUGE"}}]
+    body = json.dumps(json_request(*spans)).replace('"HUGE"', "7" * 5000).encode()
+    response = post(receiver, body, "application/json")
+    assert response.status == 200
+    partial = json.loads(response.body)["partialSuccess"]
+    assert int(partial["rejectedSpans"]) == 1 and "spans[42]" in partial["errorMessage"]
+    assert span_count(store_url) == 99

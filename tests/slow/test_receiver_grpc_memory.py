@@ -20,12 +20,14 @@ from ..reliability.test_receiver_backpressure import MAX_BODY, RSS_BOUND_KIB, ST
 def test_stalled_store_bounds_grpc_memory_too(tmp_path: Path) -> None:
     """RELIABILITY 5, gRPC: 32 clients send 6 MiB messages during a 5 s stall (about 0.2 GiB waiting at once).
 
-    The bound (``ServeOptions``, ``galtea_otel.serve.grpc_service``): a message is read only once its RPC
-    holds one of ``max_inflight`` slots, so at most 2 messages here (6 MiB on the wire, its parsed request and
-    its decoded spans: about 30 MiB measured); each of the 30 others waits, or is refused, holding at most its
-    HTTP/2 stream window (64 KiB: 2 MiB in all). Measured: a rise of ~33 MiB; the test allows 100 MiB. Before
-    (a unary handler, whose message grpcio reads and parses before the handler runs, and BDP probing, which
-    lets grpcio take in a whole message nobody reads): ~250-370 MiB."""
+    The bound (``ServeOptions``, ``galtea_otel.serve.grpc_service``): a message is read only once its RPC holds
+    one of ``2 x max_inflight + 4`` reading slots (8 here), and decoded only once it holds one of ``max_inflight``
+    ingest slots (2 here); each other call waits, or is refused, holding at most its HTTP/2 stream window (64 KiB:
+    2 MiB in all). Measured: a rise of ~78 MiB (2 messages decoded, about 30 MiB, and 6 read ones waiting for a
+    slot); the test allows 100 MiB. Reading the message only after the ingest slot (the previous design) rose by
+    ~33 MiB, but let calls that withhold their message hold every ingest slot (issue 12). Before either (a unary
+    handler, whose message grpcio reads and parses before the handler runs, and BDP probing, which lets grpcio
+    take in a whole message nobody reads): ~250-370 MiB."""
     db = tmp_path / "stalled-grpc.db"
     message = encode(llm_spans(sessions=1, turns=1, big=3 << 20))  # input and output of 3 MiB each
     assert 6 << 20 < message.ByteSize() < MAX_BODY
