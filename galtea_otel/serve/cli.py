@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import click
 
@@ -100,6 +102,18 @@ from galtea_otel.serve.options import DEFAULT_GRPC, DEFAULT_HTTP, DEFAULT_MAX_BO
     help="Mask common secrets (API keys, bearer tokens, JWTs, card numbers, e-mail addresses) in what is "
     "stored, for telemetry that arrives unmasked [env: GALTEA_OTEL_REDACT_SECRETS].",
 )
+@click.option(
+    "--ui",
+    "ui",
+    is_flag=True,
+    help="Also serve the web UI (galtea-otel ui) from this process, on --ui-host:--ui-port; a --token-file "
+    "guards it too.",
+)
+@click.option("--ui-host", default="127.0.0.1", show_default=True, help="The UI's address (with --ui).")
+@click.option(
+    "--ui-port", type=click.IntRange(min=0, max=65535), default=7007, show_default=True,
+    help="The UI's port (with --ui; 0: a free one).",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -116,6 +130,9 @@ def serve(
     hold_seconds: float | None,
     galtea_sync: bool,
     redact_secrets: bool,
+    ui: bool,
+    ui_host: str,
+    ui_port: int,
 ) -> None:
     import dataclasses
 
@@ -161,7 +178,33 @@ def serve(
             raise click.UsageError(f"--galtea-sync: {exc}") from None
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with _ui(ui, options.store_url, ui_host, ui_port, options.token):
+        try:
+            run_server(options, galtea=galtea)
+        except OSError as exc:  # typically: the address is already in use
+            raise click.ClickException(f"cannot start the receiver: {exc}") from None
+
+
+@contextlib.contextmanager
+def _ui(enabled: bool, store_url: str | None, host: str, port: int, token: str | None) -> Iterator[None]:
+    """With ``--ui``: the web UI on its own store connection, served from a thread for the receiver's life."""
+    if not enabled:
+        yield
+        return
+    from galtea_otel.store import open_store
+    from galtea_otel.ui.server import UIError, check_bind, serving_in_thread
+
     try:
-        run_server(options, galtea=galtea)
-    except OSError as exc:  # typically: the address is already in use
-        raise click.ClickException(f"cannot start the receiver: {exc}") from None
+        check_bind(host, token)
+    except UIError as exc:
+        raise click.UsageError(f"--ui: {exc}") from None
+    store = open_store(store_url)
+    try:
+        with serving_in_thread(store, host, port, token=token) as server:
+            logging.getLogger("galtea_otel.ui").info("web UI on %s", server.url)
+            click.echo(f"galtea-otel UI on {server.url}", err=True)
+            yield
+    except OSError as exc:
+        raise click.ClickException(f"cannot start the UI on {host}:{port}: {exc}") from None
+    finally:
+        store.close()

@@ -288,7 +288,7 @@ def _sqlite_metadata(placeholder: str) -> str:
             f" ELSE CAST(json_extract(s.metadata, {path}) AS TEXT) END")
 
 
-SQLITE = Dialect(like="LIKE", metadata_text=_sqlite_metadata, metadata_marks=4)
+SQLITE = Dialect(like="LIKE", metadata_text=_sqlite_metadata, metadata_marks=2)
 POSTGRES = Dialect(like="ILIKE", metadata_text=lambda p: f"(s.metadata::jsonb ->> {p})", metadata_marks=1)
 
 _ORDER = " ORDER BY s.started_ns DESC, s.custom_id, s.version"

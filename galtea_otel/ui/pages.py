@@ -29,16 +29,18 @@ def session_href(custom_id: str, version: str) -> str:
     return f"/sessions/{quote(custom_id, safe='')}/{quote(version, safe='')}"
 
 
-def layout(title: str, body: str, *, live: bool = False, status_code: int = 200, page: str = "page") -> str:
+def layout(title: str, body: str, *, live: bool = False, page: str = "page", bare: bool = False) -> str:
+    """A whole page. ``bare``: without the stylesheet and script (a page served to a request that may not load
+    them, such as one without the token)."""
     live_attr = ' data-live="1"' if live else ""
+    assets = ("" if bare else "<link rel=\"stylesheet\" href=\"/static/app.css\">"
+              "<link rel=\"icon\" href=\"/static/favicon.svg\" type=\"image/svg+xml\">"
+              "<script src=\"/static/app.js\" defer></script>")
     return (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         "<meta name=\"color-scheme\" content=\"light dark\">"
-        f"<title>{e(title)} · galtea-otel</title>"
-        "<link rel=\"stylesheet\" href=\"/static/app.css\">"
-        "<link rel=\"icon\" href=\"/static/favicon.svg\" type=\"image/svg+xml\">"
-        "<script src=\"/static/app.js\" defer></script></head>"
+        f"<title>{e(title)} · galtea-otel</title>{assets}</head>"
         f"<body data-page=\"{e(page)}\"{live_attr}>"
         "<header class=\"top\"><a class=\"brand\" href=\"/\">galtea-otel</a>"
         "<span class=\"live-dot\" aria-hidden=\"true\"></span>"

@@ -110,8 +110,9 @@ class UIApp:
                 return redirect
             return self._route(parts.path, query, parts.query)
         except HttpError as exc:
-            return _html(exc.status, exc.title, pages.layout(exc.title, pages.error_page(exc.status, exc.title,
-                                                                                          exc.message)))
+            page = pages.error_page(exc.status, exc.title, exc.message)
+            # No token (401) or a foreign Host (403): the assets would be refused too, so the page goes without.
+            return _html(exc.status, exc.title, pages.layout(exc.title, page, bare=exc.status in (401, 403)))
         except Exception:
             log.exception("the UI failed to answer %s %s", method, target[:200])
             message = "The UI could not answer this request; the server's log has the details."
