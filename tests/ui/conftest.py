@@ -169,3 +169,7 @@ def wait_until(predicate: Any, timeout: float = 30.0, what: str = "condition") -
 
 
 PYTHON = sys.executable
+
+
+# The store contract's fixtures (both stores; PostgreSQL in a schema of its own per test), for test_filters.
+from tests.store.test_stores import make_store, maker, pg_schemas, store  # noqa: E402, F401
