@@ -231,6 +231,10 @@ def sessions_list(
     """Sessions, newest first (the same filters as the UI's, see `galtea-otel ui`)."""
     from galtea_otel.store.filters import FilterError, make_filter
 
+    try:
+        make_filter(status=status)
+    except FilterError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--status'") from None
     pairs = []
     for item in metadata:
         key, sep, value = item.partition("=")

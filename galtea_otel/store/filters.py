@@ -389,15 +389,18 @@ def page_query(columns: Sequence[str], flt: SessionFilter, after: Cursor | None,
     cols = ", ".join(f"s.{c}" for c in columns)
     indexed = _indexed(flt, after)
     if not flt.scans:
-        sql = f"SELECT {cols}, {LIFECYCLE_SQL}, {_RAW_KEY} FROM sessions s{indexed.sql()}{_ORDER} LIMIT ?"
-        return PageQuery(sql, [*indexed.args, limit + 1], None, [])
+        # LIMIT as a literal (an int): a prepared statement's generic plan, not knowing it is small, may pick a
+        # full scan and a sort over the index range (PostgreSQL does, after five runs).
+        sql = (f"SELECT {cols}, NULL, {_RAW_KEY} FROM sessions s{indexed.sql()}{_ORDER}"
+               f" LIMIT {int(limit) + 1}")
+        return PageQuery(sql, list(indexed.args), None, [])
     residual = _residual(flt, dialect)
-    win = f"WITH w AS (SELECT s.* FROM sessions s{indexed.sql()}{_ORDER} LIMIT ?) "
-    sql = win + f"SELECT {cols}, {LIFECYCLE_SQL}, {_RAW_KEY} FROM w s{residual.sql()}{_ORDER} LIMIT ?"
+    win = f"WITH w AS (SELECT s.* FROM sessions s{indexed.sql()}{_ORDER} LIMIT {int(window)}) "
+    sql = win + f"SELECT {cols}, NULL, {_RAW_KEY} FROM w s{residual.sql()}{_ORDER} LIMIT {int(limit) + 1}"
     end = (f"WITH w AS (SELECT s.started_ns, s.custom_id, s.version FROM sessions s{indexed.sql()}{_ORDER}"
-           " LIMIT ?) SELECT s.started_ns, s.custom_id, s.version, (SELECT count(*) FROM w) FROM w s"
+           f" LIMIT {int(window)}) SELECT s.started_ns, s.custom_id, s.version, (SELECT count(*) FROM w) FROM w s"
            " ORDER BY s.started_ns, s.custom_id DESC, s.version DESC LIMIT 1")
-    return PageQuery(sql, [*indexed.args, window, *residual.args, limit + 1], end, [*indexed.args, window])
+    return PageQuery(sql, [*indexed.args, *residual.args], end, list(indexed.args))
 
 
 def run_page(query: PageQuery, limit: int, fetch: Callable[[str, list[Any]], Sequence[Sequence[Any]]],
@@ -406,7 +409,13 @@ def run_page(query: PageQuery, limit: int, fetch: Callable[[str, list[Any]], Seq
     rows = list(fetch(query.rows, query.rows_args))
     page = rows[:limit]
     sessions = [to_session(r[:-4]) for r in page]
-    lifecycle = {(s.custom_id, s.version): r[-4] for s, r in zip(sessions, page, strict=True) if r[-4]}
+    lifecycle: dict[tuple[str, str], str] = {}
+    ids = sorted({s.custom_id for s in sessions})
+    for start in range(0, len(ids), 500):  # the page's lifecycles: a second query, by primary key
+        chunk = ids[start:start + 500]
+        sql = (f"SELECT s.custom_id, s.version, {LIFECYCLE_SQL} FROM sessions s"
+               f" WHERE s.custom_id IN ({', '.join('?' * len(chunk))})")
+        lifecycle.update({(r[0], r[1]): r[2] for r in fetch(sql, chunk) if r[2]})
     more = len(rows) > limit
     last = Cursor(int(page[-1][-3] or 0), page[-1][-2], page[-1][-1]) if page else None
     if query.window is None or more:

@@ -313,6 +313,16 @@ class UIServer(ThreadingMixIn, HTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         self._pool.submit(self.process_request_thread, request, client_address)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A browser that closes a connection mid-answer (a page left during a poll) is routine, not an error."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("UI client %s went away: %s", client_address, exc)
+        else:
+            log.error("UI request from %s failed", client_address, exc_info=True)
+
     def server_close(self) -> None:
         super().server_close()
         self._pool.shutdown(wait=False, cancel_futures=True)
