@@ -158,6 +158,15 @@ def _renderer() -> Renderer:
     return Renderer(color=color)
 
 
+def _store_flag(url: str) -> str:
+    """`` --store URL`` when the store is not the default one, for a command line to copy."""
+    import shlex
+
+    from galtea_otel.store import default_store_url
+
+    return "" if url == default_store_url() else f" --store {shlex.quote(url)}"
+
+
 def _echo_lines(lines: Sequence[str]) -> None:
     click.echo("\n".join(lines))
 
@@ -188,9 +197,27 @@ def sessions() -> None:
 
 
 @sessions.command("list")
-@click.option("--status", type=click.Choice(STATUSES, case_sensitive=False),
-              help="Only sessions in this status.")
+@click.option("--status", metavar="STATUS",
+              help="Only sessions in this status: PENDING, COMPLETED, FAILED, idle-closed or reopened "
+                   "(comma-separated for several).")
 @click.option("--version", "version", metavar="V", help="Only sessions of this product version.")
+@click.option("--user", metavar="ID", help="Only sessions of this end user.")
+@click.option("--model", metavar="NAME", help="Only sessions with a turn on this model.")
+@click.option("--since", metavar="WHEN",
+              help="Started at or after: an ISO time (2026-12-01T10:00Z) or an age (2h, 7d).")
+@click.option("--until", metavar="WHEN", help="Started before: an ISO time or an age.")
+@click.option("--metadata", "metadata", metavar="KEY=VALUE", multiple=True,
+              help="Only sessions whose metadata KEY has this value (repeat for several).")
+@click.option("--has-error/--no-error", "has_error", default=None,
+              help="Only sessions with (without) an error: a failed session, turn or span.")
+@click.option("--production/--test", "production", default=None,
+              help="Only production sessions (no test case) / only evaluation sessions.")
+@click.option("--min-cost", type=float, metavar="USD", help="Only sessions that cost at least this much.")
+@click.option("--max-cost", type=float, metavar="USD", help="Only sessions that cost at most this much.")
+@click.option("--min-turns", type=int, metavar="N", help="Only sessions with at least N turns.")
+@click.option("--max-turns", type=int, metavar="N", help="Only sessions with at most N turns.")
+@click.option("-q", "--search", "search", metavar="TEXT",
+              help="Only sessions whose messages or replies contain TEXT (case-insensitive).")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
               help="At most N sessions.")
 @click.option("--eval", "evals", metavar="NAME<op>VALUE", multiple=True,
@@ -199,24 +226,54 @@ def sessions() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of Session objects.")
 @click.pass_context
 def sessions_list(
-    ctx: click.Context, status: str | None, version: str | None, limit: int, as_json: bool,
-    evals: tuple[str, ...] = (),
+    ctx: click.Context, status: str | None, version: str | None, user: str | None, model: str | None,
+    since: str | None, until: str | None, metadata: tuple[str, ...], has_error: bool | None,
+    production: bool | None, min_cost: float | None, max_cost: float | None, min_turns: int | None,
+    max_turns: int | None, search: str | None, limit: int, as_json: bool, evals: tuple[str, ...] = (),
 ) -> None:
-    """Sessions, newest first."""
+    """Sessions, newest first (the same filters as the UI's, see `galtea-otel ui`)."""
+    from dataclasses import replace
+
     from galtea_otel.evaluate.storage import parse_filter
+    from galtea_otel.store.filters import FilterError, make_filter
 
     for expression in evals:
         try:
             parse_filter(expression)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--eval") from None
+
+    try:
+        make_filter(status=status)
+    except FilterError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--status'") from None
+    pairs = []
+    for item in metadata:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--metadata")
+        pairs.append((key, value))
+    try:
+        flt = make_filter(status=status, version=version, user=user, model=model, since=since, until=until,
+                          metadata=pairs, has_error=has_error, production=production, min_cost=min_cost,
+                          max_cost=max_cost, min_turns=min_turns, max_turns=max_turns, q=search)
+    except FilterError as exc:
+        raise click.UsageError(str(exc)) from None
+    if evals:
+        flt = replace(flt, evaluations=evals)
     store = _open_store(ctx, must_exist=True)
-    found = store.list_sessions(status=status.upper() if status else None, version=version, limit=limit,
-                                evaluations=evals)
+    found: list[Any] = []
+    after = None
+    while True:  # a scanning filter looks at a bounded window per page: keep going until --limit or the end
+        page = store.list_sessions(filter=flt, after=after, limit=limit - len(found))
+        found.extend(page)
+        after = page.next
+        if after is None or len(found) >= limit:
+            break
     if as_json:
         _echo_json([s.model_dump(mode="json") for s in found])
     elif not found:
-        click.echo("No sessions" + (" matching the filters." if status or version or evals else " yet."))
+        click.echo("No sessions" + (" matching the filters." if not flt.is_empty else " yet."))
     else:
         _echo_lines(_renderer().sessions_table(found))
 
@@ -409,6 +466,60 @@ def demo(ctx: click.Context) -> None:
         _echo_lines(renderer.session_detail(detail))
     click.echo("")
     click.echo(f"Next: galtea-otel sessions show {details[0].custom_id} --json")
+    click.echo(f"Browse them: galtea-otel{_store_flag(url)} ui --open  (then http://127.0.0.1:7007/)")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs --token-file.")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=7007, show_default=True,
+              help="Port (0: a free one, printed).")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="File holding a token every request must present (open the UI once with ?token=...; a cookie "
+                   "keeps it), as for `galtea-otel serve`.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the UI in the default browser.")
+@click.pass_context
+def ui(ctx: click.Context, host: str, port: int, token_file: str | None, open_browser: bool) -> None:
+    """Browse the store's sessions in a web browser: live, read-only, local (nothing fetched from outside).
+
+    Sessions page with filters in the URL (status, version, user, model, since/until, metadata.KEY, has_error,
+    cost and turn ranges, a text search), a session page with the conversation, each turn's footer, a timeline
+    of spans and "copy as JSON". New sessions and turns appear without a reload.
+    """
+    from galtea_otel.ui.server import UIError, check_bind, make_server
+
+    token = None
+    if token_file:
+        from galtea_otel.serve.options import ConfigError, load_token
+
+        try:
+            token = load_token(token_file)
+        except (ConfigError, OSError) as exc:
+            raise click.UsageError(str(exc)) from None
+    try:
+        check_bind(host, token)
+    except UIError as exc:
+        raise click.UsageError(str(exc)) from None
+    store = _open_store(ctx, must_exist=False)
+    try:
+        server = make_server(store, host, port, token=token)
+    except OSError as exc:
+        raise CliError(f"cannot start the UI on {host}:{port}: {exc}") from None
+    url = server.url
+    click.echo(f"galtea-otel UI on {url} (store: {server.app.store_label}); Ctrl-C to stop")
+    if token:
+        click.echo(f"  guarded by the token in {token_file}: open {url}?token=<token> once")
+    sys.stdout.flush()
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url + (f"?token={token}" if token else ""))
+    try:
+        server.serve_forever(poll_interval=0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 # --- sync to the Galtea platform ----------------------------------------------------------------------------

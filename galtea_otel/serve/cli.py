@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import click
 
@@ -112,9 +114,10 @@ from galtea_otel.serve.options import DEFAULT_GRPC, DEFAULT_HTTP, DEFAULT_MAX_BO
 )
 @click.option(
     "--turns",
-    type=click.Choice(["llm-call", "trace"]),
+    type=click.Choice(["user", "llm-call", "trace"]),
     default=None,
-    help="One turn per outermost LLM call, or per trace [default: llm-call].",
+    help="One turn per user message (the outermost agent, chain or LLM span), per outermost LLM call, or per "
+    "trace [default: user].",
 )
 @click.option(
     "--hold-seconds",
@@ -144,6 +147,18 @@ from galtea_otel.serve.options import DEFAULT_GRPC, DEFAULT_HTTP, DEFAULT_MAX_BO
     help="Evaluators to run once each session ends: an importable callable, Evaluator or list of them "
     "(e.g. myapp.evals:EVALUATORS); repeatable.",
 )
+@click.option(
+    "--ui",
+    "ui",
+    is_flag=True,
+    help="Also serve the web UI (galtea-otel ui) from this process, on --ui-host:--ui-port; a --token-file "
+    "guards it too.",
+)
+@click.option("--ui-host", default="127.0.0.1", show_default=True, help="The UI's address (with --ui).")
+@click.option(
+    "--ui-port", type=click.IntRange(min=0, max=65535), default=7007, show_default=True,
+    help="The UI's port (with --ui; 0: a free one).",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -165,6 +180,9 @@ def serve(
     hold_seconds: float | None,
     galtea_sync: bool,
     redact_secrets: bool,
+    ui: bool,
+    ui_host: str,
+    ui_port: int,
     evaluators_spec: tuple[str, ...] = (),
 ) -> None:
     import dataclasses
@@ -224,7 +242,33 @@ def serve(
             raise click.UsageError(f"--evaluators: {exc}") from None
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with _ui(ui, options.store_url, ui_host, ui_port, options.token):
+        try:
+            run_server(options, galtea=galtea, evaluators=runner)
+        except OSError as exc:  # typically: the address is already in use
+            raise click.ClickException(f"cannot start the receiver: {exc}") from None
+
+
+@contextlib.contextmanager
+def _ui(enabled: bool, store_url: str | None, host: str, port: int, token: str | None) -> Iterator[None]:
+    """With ``--ui``: the web UI on its own store connection, served from a thread for the receiver's life."""
+    if not enabled:
+        yield
+        return
+    from galtea_otel.store import open_store
+    from galtea_otel.ui.server import UIError, check_bind, serving_in_thread
+
     try:
-        run_server(options, galtea=galtea, evaluators=runner)
-    except OSError as exc:  # typically: the address is already in use
-        raise click.ClickException(f"cannot start the receiver: {exc}") from None
+        check_bind(host, token)
+    except UIError as exc:
+        raise click.UsageError(f"--ui: {exc}") from None
+    store = open_store(store_url)
+    try:
+        with serving_in_thread(store, host, port, token=token) as server:
+            logging.getLogger("galtea_otel.ui").info("web UI on %s", server.url)
+            click.echo(f"galtea-otel UI on {server.url}", err=True)
+            yield
+    except OSError as exc:
+        raise click.ClickException(f"cannot start the UI on {host}:{port}: {exc}") from None
+    finally:
+        store.close()

@@ -30,9 +30,9 @@ the success body it answers, so a second OTLP signal is one more entry.
 from __future__ import annotations
 
 import asyncio
-import json
 import contextlib
 import hmac
+import json
 import logging
 import socket
 import time

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from galtea_otel.records import Session, TestCase
+from galtea_otel.records import TestCase
+from galtea_otel.store.filters import Cursor, SessionFilter, SessionPage
 from galtea_otel.sync.schema import OutboxItem, SyncOverview, SyncState
 from galtea_otel.translate.row import SpanRow
 
@@ -84,9 +85,11 @@ class Store(Protocol):
     # Reading.
     def list_sessions(
         self, *, status: str | None = None, version: str | None = None, limit: int = 50,
-        evaluations: Sequence[str] = (),
-    ) -> list[Session]:
-        """Newest first. ``evaluations``: filters such as ``helpfulness<0.5`` (galtea_otel.evaluate.storage)."""
+        filter: SessionFilter | None = None, after: Cursor | None = None, evaluations: Sequence[str] = (),
+    ) -> SessionPage:
+        """Newest first (started_ns DESC, custom_id, version): the page after ``after`` of the sessions that
+        ``filter`` keeps (``status`` / ``version`` are shorthands for its fields); see ``store.filters``;
+        ``evaluations``: conditions such as ``helpfulness<0.5`` (galtea_otel.evaluate.storage)."""
 
     def find_session_key(self, custom_id: str, version: str | None = None) -> Key | None:
         """The key of the session with this custom id (the newest one when version is None)."""

@@ -29,8 +29,18 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolClosed
 
 from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tables
-from galtea_otel.records import Session, TestCase
+from galtea_otel.records import TestCase
 from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError
+from galtea_otel.store.filters import (
+    NO_LIMIT,
+    POSTGRES,
+    Cursor,
+    SessionFilter,
+    SessionPage,
+    legacy_filter,
+    page_query,
+    run_page,
+)
 from galtea_otel.store.rows import (
     ADDED_COLUMNS,
     ADDED_INDEXES,
@@ -38,7 +48,6 @@ from galtea_otel.store.rows import (
     MESSAGE_COLUMNS,
     SESSION_COLUMNS,
     row_from_tuple,
-    session_filters,
     session_from_row,
 )
 from galtea_otel.sync import schema as sync_sql
@@ -352,13 +361,12 @@ class PostgresStore:
 
     def list_sessions(
         self, *, status: str | None = None, version: str | None = None, limit: int = 50,
-        evaluations: Sequence[str] = (),
-    ) -> list[Session]:
-        where, args = session_filters(status, version, "%s", evaluations)
-        sql = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions" + where
-        sql += " ORDER BY started_ns DESC NULLS LAST, custom_id, version LIMIT %s"
-        args.append(limit if limit >= 0 else None)  # SQLite: a negative LIMIT means none
-        return [session_from_row(r) for r in self._all(sql, args)]
+        filter: SessionFilter | None = None, after: Cursor | None = None, evaluations: Sequence[str] = (),
+    ) -> SessionPage:
+        flt = legacy_filter(filter, status, version, evaluations)
+        count = limit if limit >= 0 else NO_LIMIT  # SQLite: a negative LIMIT means none
+        query = page_query(SESSION_COLUMNS, flt, after, count, POSTGRES)
+        return run_page(query, count, lambda sql, args: self._all(_pg(sql), args), session_from_row)
 
     def find_session_key(self, custom_id: str, version: str | None = None) -> Key | None:
         sql, args = "SELECT custom_id, version FROM sessions WHERE custom_id = %s", [custom_id]

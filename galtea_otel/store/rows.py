@@ -43,8 +43,14 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("spans", "evaluations", "text"),
 )
 # Indexes on added columns: created after the columns exist (so also on a migrated store).
+# The session listing (``store.filters``): keyset pages in its order (started_ns DESC, custom_id, version), alone
+# or after an equality on status, version or user, each page read from an index range, never a full scan.
 ADDED_INDEXES: tuple[tuple[str, str, str], ...] = (
     ("sessions_by_user", "sessions", "user_id"),
+    ("sessions_by_start_key", "sessions", "started_ns DESC, custom_id, version"),
+    ("sessions_by_status_start", "sessions", "status, started_ns DESC, custom_id, version"),
+    ("sessions_by_version_start", "sessions", "version, started_ns DESC, custom_id, version"),
+    ("sessions_by_user_start", "sessions", "user_id, started_ns DESC, custom_id, version"),
 )
 
 
@@ -64,22 +70,3 @@ def row_from_tuple(values: Sequence[Any]) -> SpanRow:
 
 def session_from_row(values: Sequence[Any]) -> Session:
     return Session(**Session.summary_fields(dict(zip(SESSION_COLUMNS, values, strict=False))))
-
-
-def session_filters(
-    status: str | None, version: str | None, mark: str, evaluations: Sequence[str] = ()
-) -> tuple[str, list[Any]]:
-    """The WHERE clause of a session listing (``mark``: the driver's placeholder) and its arguments."""
-    where: list[str] = []
-    args: list[Any] = []
-    if evaluations:  # issue 11: sessions list --eval 'NAME<0.5'
-        from galtea_otel.evaluate.storage import filter_sql
-
-        where, args = filter_sql(evaluations, mark)
-    if status:
-        where.append(f"status = {mark}")
-        args.append(status.upper())
-    if version:
-        where.append(f"version = {mark}")
-        args.append(version)
-    return (" WHERE " + " AND ".join(where)) if where else "", args

@@ -13,8 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tables
-from galtea_otel.records import Session, TestCase
+from galtea_otel.records import TestCase
 from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError, iter_chunks
+from galtea_otel.store.filters import (
+    NO_LIMIT,
+    SQLITE,
+    Cursor,
+    SessionFilter,
+    SessionPage,
+    legacy_filter,
+    page_query,
+    run_page,
+)
 from galtea_otel.store.rows import (
     ADDED_COLUMNS,
     ADDED_INDEXES,
@@ -23,7 +33,6 @@ from galtea_otel.store.rows import (
     SESSION_COLUMNS,
     row_from_tuple,
     row_to_tuple,
-    session_filters,
     session_from_row,
 )
 from galtea_otel.sync import schema as sync_sql
@@ -200,13 +209,13 @@ class SQLiteStore:
 
     def list_sessions(
         self, *, status: str | None = None, version: str | None = None, limit: int = 50,
-        evaluations: Sequence[str] = (),
-    ) -> list[Session]:
-        where, args = session_filters(status, version, "?", evaluations)
-        sql = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions" + where
-        sql += " ORDER BY started_ns DESC, custom_id, version LIMIT ?"
-        args.append(limit)
-        return [session_from_row(r) for r in self._connect().execute(sql, args)]
+        filter: SessionFilter | None = None, after: Cursor | None = None, evaluations: Sequence[str] = (),
+    ) -> SessionPage:
+        flt = legacy_filter(filter, status, version, evaluations)
+        query = page_query(SESSION_COLUMNS, flt, after, limit if limit >= 0 else NO_LIMIT, SQLITE)
+        conn = self._connect()
+        return run_page(query, limit if limit >= 0 else NO_LIMIT,
+                        lambda sql, args: conn.execute(sql, args).fetchall(), session_from_row)
 
     def find_session_key(self, custom_id: str, version: str | None = None) -> Key | None:
         sql, args = "SELECT custom_id, version FROM sessions WHERE custom_id = ?", [custom_id]

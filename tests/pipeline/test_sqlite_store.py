@@ -11,7 +11,7 @@ import pytest
 from galtea_otel.pipeline import Pipeline
 from galtea_otel.store import StoreError, open_store
 from galtea_otel.store.base import SCHEMA_VERSION
-from galtea_otel.store.rows import ADDED_COLUMNS
+from galtea_otel.store.rows import ADDED_COLUMNS, ADDED_INDEXES
 from galtea_otel.store.sqlite import SQLiteStore
 
 from .spans import collect, conversation, sdk_tracer
@@ -85,7 +85,8 @@ def test_a_schema_v4_store_is_migrated_in_place(tmp_path: Path) -> None:
     path = tmp_path / "v4.db"
     SQLiteStore(f"sqlite:///{path}").close()
     conn = sqlite3.connect(path)
-    conn.execute("DROP INDEX sessions_by_user")
+    for name, _, _ in ADDED_INDEXES:  # indexes on the added columns go first
+        conn.execute(f"DROP INDEX {name}")
     for table, column, _ in ADDED_COLUMNS:  # back to the v4 tables
         conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     conn.execute("UPDATE galtea_meta SET value = '4' WHERE key = 'schema_version'")
