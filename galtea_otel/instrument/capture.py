@@ -90,6 +90,10 @@ def redact_text(text: str, config: Config) -> str:
 Conversation = tuple[str | None, list[dict[str, Any]]]  # the row's text, the normalized messages
 
 
+# The roles of chat messages in the OpenAI, GenAI, Anthropic, Gemini and LangChain shapes.
+_CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function", "model", "human", "ai"})
+
+
 def input_messages(value: Any) -> Conversation | None:
     """A messages-list argument: the bound input is a list of ``{"role", ...}`` dicts (a single argument), or an
     object of arguments with a ``messages`` list (OpenAI / GenAI / Anthropic / LangChain dict shapes)."""
@@ -102,6 +106,8 @@ def input_messages(value: Any) -> Conversation | None:
         return None
     first = candidate[0]
     if not isinstance(first, Mapping) or not ("role" in first or "type" in first or "lc" in first):
+        return None
+    if "role" in first and first["role"] not in _CHAT_ROLES:  # a list of records that merely has a "role" field
         return None
     from galtea_otel.translate import messages as M
 

@@ -396,7 +396,11 @@ def from_indexed(attrs: Mapping[str, Any], prefix: str) -> list[Message] | None:
         _put(node, path.split("."), list(value) if isinstance(value, tuple) else value)
     if not root:
         return None
-    items = [_lists(root[i]) for i in sorted(root)]
+    # A message whose role was lost (the SDK's attribute limit evicts the oldest keys: a long history loses its
+    # head first) is left out rather than failing the whole list.
+    items = [item for item in (_lists(root[i]) for i in sorted(root)) if "role" in item or "type" in item]
+    if not items:
+        return None
     for item in items:  # OpenLLMetry: content may be the JSON text of a parts list
         content = item.get("content")
         if isinstance(content, str) and content[:1] == "[":

@@ -39,16 +39,16 @@ def test_a_span_with_200_message_attributes_stays_in_its_session(store_url: str)
     assert [(s.custom_id, s.turn_count) for s in store.list_sessions()] == [("wide", 1)]
     detail = read_session(store, ("wide", "1"))
     assert detail is not None
-    messages = json.loads(detail.inference_results[0].input or "[]")
-    assert messages[-1] == {"role": "user", "content": "message 99"}  # the newest attributes are kept
+    # The newest attributes are kept: the turn's input is the last user message.
+    assert detail.inference_results[0].input == "message 99"
 
 
 def test_a_5_mb_prompt_is_stored_truncated_as_valid_json_with_a_marker(store_url: str) -> None:
     @galtea_otel.inference
-    def chat(messages: list[dict[str, str]]) -> str:
+    def chat(documents: list[dict[str, str]]) -> str:
         return "ok"
 
-    huge = [{"role": "user", "content": "x" * 1000} for _ in range(5 * 1024)]  # about 5 MB as JSON
+    huge = [{"role": "doc", "text": "x" * 1000} for _ in range(5 * 1024)]  # about 5 MB as JSON, not messages
     with galtea_otel.session(custom_id="big", version="1"):
         chat(huge)
     assert galtea_otel.flush()
@@ -57,5 +57,22 @@ def test_a_5_mb_prompt_is_stored_truncated_as_valid_json_with_a_marker(store_url
     stored = detail.inference_results[0].input or ""
     assert len(stored.encode()) <= 64 * 1024 + 1024
     value = json.loads(stored)  # still valid JSON
-    assert value["galtea.truncated"] is True and value["preview"].startswith('[{"role":"user","content":"xxx')
+    assert value["galtea.truncated"] is True and value["preview"].startswith('[{"role":"doc","text":"xxx')
     assert detail.inference_results[0].output == "ok"
+
+
+def test_a_5_mb_message_history_keeps_the_user_message_and_a_bounded_record(store_url: str) -> None:
+    @galtea_otel.inference
+    def chat(messages: list[dict[str, str]]) -> str:
+        return "ok"
+
+    history = [{"role": "user", "content": f"{i} " + "x" * 1000} for i in range(5 * 1024)]  # about 5 MB
+    with galtea_otel.session(custom_id="big-history", version="1"):
+        chat(history)
+    assert galtea_otel.flush()
+    detail = read_session(open_store(store_url), ("big-history", "1"))
+    assert detail is not None
+    turn = detail.inference_results[0]
+    assert turn.input == f"{5 * 1024 - 1} " + "x" * 1000  # the last user message, whole
+    assert turn.output == "ok"
+    assert len(json.dumps(turn.messages).encode()) <= 2 * (64 * 1024 + 1024)  # bounded, never the 5 MB
