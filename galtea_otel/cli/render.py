@@ -185,7 +185,8 @@ class Renderer:
             lines.append(self._styled(f"Evaluations of the session ({len(detail.evaluations)})", None, bold=True))
             lines += [self.evaluation_line(e, "  ") for e in detail.evaluations]
         lines.append("")
-        lines.append(self._styled(f"Conversation ({len(detail.inference_results)} turns)", None, bold=True))
+        count = len(detail.inference_results)
+        lines.append(self._styled(f"Conversation ({count} turn{'' if count == 1 else 's'})", None, bold=True))
         if detail.inference_results:
             lines += self._turns(detail.inference_results)
         else:
