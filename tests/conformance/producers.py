@@ -54,7 +54,8 @@ def _run(command: list[str], cwd: Path | None = None) -> None:
     proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
                           stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        tail = f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}\n{tail}")
 
 
 def _timed(target: Path, build: object) -> Path:
