@@ -174,6 +174,7 @@ def _echo_json(value: Any) -> None:
 @click.option("--store", "store_url", metavar="URL", envvar="GALTEA_OTEL_STORE", default=None,
               help="The store: sqlite:///path.db, sqlite:////abs/path.db, a file path or postgresql://... "
                    "[env GALTEA_OTEL_STORE; default sqlite:///galtea_sessions.db]")
+@click.version_option(package_name="galtea-otel", prog_name="galtea-otel", message="%(prog)s %(version)s")
 @click.pass_context
 def main(ctx: click.Context, store_url: str | None) -> None:
     """galtea-otel: conversations with LLM applications, recorded as session records on OpenTelemetry."""
