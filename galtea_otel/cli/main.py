@@ -332,6 +332,18 @@ def _sync_config(api_key_file: str | None, api_url: str | None, product_id: str 
         raise CliError(str(exc)) from exc
 
 
+def _require_sync_extra() -> None:
+    """The sync needs the ``galtea`` extra (httpx, the Galtea SDK's models): say so instead of a traceback."""
+    import importlib
+
+    for module in ("httpx", "galtea"):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise CliError(f"the sync needs the 'galtea' extra ({module} is not installed): "
+                           "pip install 'galtea-otel[galtea]'") from exc
+
+
 @main.group("sync", invoke_without_command=True)
 @click.option("--api-key-file", type=click.Path(dir_okay=False), default=None,
               help="File holding the Galtea API key [default: $GALTEA_API_KEY_FILE, else $GALTEA_API_KEY].")
@@ -369,6 +381,7 @@ def sync(ctx: click.Context, api_key_file: str | None, api_url: str | None, prod
     """
     if ctx.invoked_subcommand is not None:
         return
+    _require_sync_extra()
     from galtea_otel.sync.client import AuthFailed
     from galtea_otel.sync.worker import sync_once
 
