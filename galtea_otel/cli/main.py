@@ -456,5 +456,21 @@ def sync_status(ctx: click.Context, limit: int, as_json: bool) -> None:
         click.echo("Fix the cause, then: galtea-otel sync --retry-parked")
 
 
+
+def _full_short_help(command: click.Command) -> None:
+    """Command lists show each command's whole first sentence (click cuts it at 45 characters by default)."""
+    if command.short_help is None and command.help:
+        first = command.help.strip().split("\n\n")[0]
+        sentence = " ".join(first.split())
+        end = sentence.find(". ")
+        command.short_help = sentence if end < 0 else sentence[: end + 1]
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _full_short_help(sub)
+
+
+_full_short_help(main)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
