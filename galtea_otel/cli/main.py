@@ -183,6 +183,7 @@ def _echo_json(value: Any) -> None:
 @click.option("--store", "store_url", metavar="URL", envvar="GALTEA_OTEL_STORE", default=None,
               help="The store: sqlite:///path.db, sqlite:////abs/path.db, a file path or postgresql://... "
                    "[env GALTEA_OTEL_STORE; default sqlite:///galtea_sessions.db]")
+@click.version_option(package_name="galtea-otel", prog_name="galtea-otel", message="%(prog)s %(version)s")
 @click.pass_context
 def main(ctx: click.Context, store_url: str | None) -> None:
     """galtea-otel: conversations with LLM applications, recorded as session records on OpenTelemetry."""
@@ -547,6 +548,18 @@ def _sync_config(api_key_file: str | None, api_url: str | None, product_id: str 
         raise CliError(str(exc)) from exc
 
 
+def _require_sync_extra() -> None:
+    """The sync needs the ``galtea`` extra (httpx, the Galtea SDK's models): say so instead of a traceback."""
+    import importlib
+
+    for module in ("httpx", "galtea"):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise CliError(f"the sync needs the 'galtea' extra ({module} is not installed): "
+                           "pip install 'galtea-otel[galtea]'") from exc
+
+
 @main.group("sync", invoke_without_command=True)
 @click.option("--api-key-file", type=click.Path(dir_okay=False), default=None,
               help="File holding the Galtea API key [default: $GALTEA_API_KEY_FILE, else $GALTEA_API_KEY].")
@@ -584,6 +597,7 @@ def sync(ctx: click.Context, api_key_file: str | None, api_url: str | None, prod
     """
     if ctx.invoked_subcommand is not None:
         return
+    _require_sync_extra()
     from galtea_otel.sync.client import AuthFailed
     from galtea_otel.sync.worker import sync_once
 
@@ -656,6 +670,22 @@ def sync_status(ctx: click.Context, limit: int, as_json: bool) -> None:
         click.echo(f"  PARKED  {item.key[0]}  {item.key[1]}  (since {when}): {item.error}")
     if overview.parked:
         click.echo("Fix the cause, then: galtea-otel sync --retry-parked")
+
+
+
+def _full_short_help(command: click.Command) -> None:
+    """Command lists show each command's whole first sentence (click cuts it at 45 characters by default)."""
+    if command.short_help is None and command.help:
+        first = command.help.strip().split("\n\n")[0]
+        sentence = " ".join(first.split())
+        end = sentence.find(". ")
+        command.short_help = sentence if end < 0 else sentence[: end + 1]
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _full_short_help(sub)
+
+
+_full_short_help(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

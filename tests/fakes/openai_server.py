@@ -6,6 +6,12 @@ SSE ``data:`` chunks (``choices[0].delta.content``), a final usage chunk when
 ``stream_options.include_usage`` is set, then ``data: [DONE]``. A last user message containing ``FAIL`` is
 answered with HTTP 500 and an OpenAI-style error body.
 
+Tools: when the request offers a function tool named :data:`TOOL_NAME` and the last user message asks about the
+weather (:data:`TOOL_TRIGGER`) with no tool result after it, the answer is one call of that tool with
+:data:`TOOL_ARGUMENTS` (``finish_reason`` ``tool_calls``; streamed as ``delta.tool_calls`` pieces when
+``"stream": true``). Once the tool results follow the user message, the answer is :func:`reply_after_tools`.
+Every answer is kept in :attr:`FakeOpenAI.exchanges` (request, status, usage, reply or tool calls).
+
     with FakeOpenAI() as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
 
@@ -18,10 +24,14 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 FAIL_MARKER = "FAIL"
+TOOL_NAME = "get_weather"
+TOOL_TRIGGER = "weather"
+TOOL_ARGUMENTS = {"city": "Paris"}
 CREATED = 1_700_000_000
 # The model the fake says answered, whatever was asked for (a real API answers with a dated snapshot name).
 RESPONSE_MODEL_SUFFIX = "-2024-fake"
@@ -48,6 +58,32 @@ def reply_for(user_message: str) -> str:
     return f"Fake reply to <{user_message}>: {len(user_message)} characters received."
 
 
+def reply_after_tools(user_message: str, tool_results: list[str]) -> str:
+    """The fake's answer once the results of the tools it called follow the user message."""
+    return f"Fake reply to <{user_message}> after the tool said <{' | '.join(tool_results)}>."
+
+
+def tool_call_id(request_number: int) -> str:
+    return f"call_fake{request_number:06d}"
+
+
+def pending_tool_results(messages: list[dict[str, Any]]) -> list[str] | None:
+    """The contents of the tool messages after the last user message, or None when there are none."""
+    results: list[str] = []
+    for message in reversed(messages):
+        role = message.get("role")
+        if role == "user":
+            break
+        if role == "tool":
+            results.insert(0, _text(message.get("content")))
+    return results or None
+
+
+def offers_tool(body: dict[str, Any]) -> bool:
+    return any(isinstance(t, dict) and (t.get("function") or {}).get("name") == TOOL_NAME
+               for t in body.get("tools") or [])
+
+
 def count_tokens(text: str) -> int:
     """The fake's 'tokenizer': whitespace-separated words."""
     return len(text.split())
@@ -70,6 +106,19 @@ def stream_pieces(reply: str) -> list[str]:
     return [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
 
 
+@dataclass
+class Exchange:
+    """One chat-completion request and what the fake answered."""
+
+    request: dict[str, Any]
+    status: int
+    user: str  # the last user message
+    stream: bool = False
+    reply: str | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, int] | None = None  # None: none was sent (a failure, or a stream without include_usage)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -85,9 +134,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_POST(self) -> None:
+    def _body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            parts: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    def do_POST(self) -> None:
+        raw = self._body()
         if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
             self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
             return
@@ -96,30 +158,59 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send_json(400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}})
             return
-        self.server.requests.append(body)
+        with self.server.lock:
+            self.server.requests.append(body)
+            number = len(self.server.requests)
         messages = body.get("messages") or []
         user = last_user_message(messages)
+        stream = bool(body.get("stream"))
+        exchange = Exchange(request=body, status=200, user=user, stream=stream)
         if FAIL_MARKER in user:
+            exchange.status = 500
+            self._record(exchange)
             self._send_json(500, {"error": {"message": "The fake server failed on purpose.", "type": "server_error",
                                             "code": "fake_failure"}})
             return
         model = str(body.get("model") or "fake-model") + self.server.model_suffix
-        reply = self.server.replier(messages) if self.server.replier is not None else reply_for(user)
-        usage = usage_for(messages, reply)
-        completion_id = f"chatcmpl-fake{len(self.server.requests):06d}"
-        if body.get("stream"):
+        results = pending_tool_results(messages)
+        if results is None and TOOL_TRIGGER in user.lower() and offers_tool(body):
+            arguments = json.dumps(TOOL_ARGUMENTS)
+            exchange.tool_calls = [{"id": tool_call_id(number), "type": "function",
+                                    "function": {"name": TOOL_NAME, "arguments": arguments}}]
+            usage = usage_for(messages, f"{TOOL_NAME} {arguments}")
+        else:
+            if results is not None:
+                exchange.reply = reply_after_tools(user, results)
+            elif self.server.replier is not None:
+                exchange.reply = self.server.replier(messages)
+            else:
+                exchange.reply = reply_for(user)
+            usage = usage_for(messages, exchange.reply)
+        completion_id = f"chatcmpl-fake{number:06d}"
+        if stream:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            self._stream(completion_id, model, reply, usage if include_usage else None)
+            exchange.usage = usage if include_usage else None
+            self._record(exchange)
+            self._stream(completion_id, model, exchange, exchange.usage)
             return
+        exchange.usage = usage
+        self._record(exchange)
+        message: dict[str, Any] = {"role": "assistant", "content": exchange.reply, "refusal": None}
+        if exchange.tool_calls:
+            message["tool_calls"] = exchange.tool_calls
         self._send_json(200, {
             "id": completion_id, "object": "chat.completion", "created": CREATED, "model": model,
             "system_fingerprint": "fp_fake",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply, "refusal": None},
-                         "logprobs": None, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": "tool_calls" if exchange.tool_calls else "stop"}],
             "usage": usage,
         })
 
-    def _stream(self, completion_id: str, model: str, reply: str, usage: dict[str, int] | None) -> None:
+    def _record(self, exchange: Exchange) -> None:
+        with self.server.lock:
+            self.server.exchanges.append(exchange)
+
+    def _stream(self, completion_id: str, model: str, exchange: Exchange, usage: dict[str, int] | None) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -132,9 +223,19 @@ class _Handler(BaseHTTPRequestHandler):
 
         events: list[dict[str, Any]] = [
             chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])]
-        events += [chunk([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
-                   for piece in stream_pieces(reply)]
-        events.append(chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+        if exchange.reply is not None:
+            events += [chunk([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+                       for piece in stream_pieces(exchange.reply)]
+        for index, call in enumerate(exchange.tool_calls):
+            arguments = call["function"]["arguments"]
+            events.append(chunk([{"index": 0, "delta": {"tool_calls": [{
+                "index": index, "id": call["id"], "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""}}]}, "finish_reason": None}]))
+            events += [chunk([{"index": 0, "finish_reason": None,
+                               "delta": {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}}])
+                       for piece in stream_pieces(arguments)]
+        finish = "tool_calls" if exchange.tool_calls else "stop"
+        events.append(chunk([{"index": 0, "delta": {}, "finish_reason": finish}]))
         if usage is not None:
             events.append(chunk([], {"usage": usage}))
         for payload in [f"data: {json.dumps(e)}\n\n" for e in events] + ["data: [DONE]\n\n"]:
@@ -149,6 +250,8 @@ class _Server(ThreadingHTTPServer):
     requests: list[dict[str, Any]]
     model_suffix: str
     replier: Callable[[list[dict[str, Any]]], str] | None
+    exchanges: list[Exchange]
+    lock: threading.Lock
 
 
 class FakeOpenAI:
@@ -162,17 +265,25 @@ class FakeOpenAI:
         self._server.requests = []
         self._server.model_suffix = model_suffix
         self._server.replier = replier
+        self._server.exchanges = []
+        self._server.lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        return f"http://{name}:{port}/v1"
 
     @property
     def requests(self) -> list[dict[str, Any]]:
         """The JSON bodies of the chat-completion requests received, in order."""
         return self._server.requests
+
+    @property
+    def exchanges(self) -> list[Exchange]:
+        """Every request with what the fake answered, in the order they were answered."""
+        return self._server.exchanges
 
     def start(self) -> FakeOpenAI:
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai", daemon=True)
