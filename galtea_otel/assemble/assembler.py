@@ -315,7 +315,8 @@ def build_turn(head: SpanRow, members: Sequence[SpanRow], *, require_call: bool 
             (c.input for c in calls if c.input), None)
         output_text = head.output if head.output is not None else next(
             (c.output for c in reversed(calls) if c.output), None)
-        model = head.model or next((c.model for c in calls if c.model), None)
+        # The model that made the reply (an LLM call's response model), else what the agent or chain asked for.
+        model = next((c.model for c in reversed(calls) if c.model), None) or head.model
     failed = head.is_error or (last is not None and last.row.is_error)
     error = head.error if head.is_error else (last.row.error if failed and last is not None else None)
     return Turn(

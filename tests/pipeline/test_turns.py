@@ -258,3 +258,15 @@ def test_every_mode_is_a_pure_function_of_the_set_of_spans(tmp_path: Path, mode:
             pipeline.ingest([span])
         detail = read_session(pipeline.store, ("conv", "1"))
         assert detail is not None and detail.model_dump() == reference
+
+
+def test_a_turn_reports_the_model_that_replied_not_the_one_the_agent_asked_for(tmp_path: Path) -> None:
+    """An agent span states the requested model; its LLM call the response model: the turn shows the latter."""
+    with sdk_tracer() as (tracer, exporter):
+        agent = {**AGENT, A.GEN_AI_REQUEST_MODEL: "gpt-asked", A.SPAN_INPUT: "hi"}
+        with tracer.start_as_current_span("invoke_agent", attributes=agent), \
+                tracer.start_as_current_span("chat", attributes=chat(0, **{A.SPAN_OUTPUT: "hello"})):
+            pass
+        spans = collect(exporter)
+    [turn] = _ingest(tmp_path, spans).inference_results
+    assert (turn.input, turn.output, turn.model) == ("hi", "hello", "gpt-test")
