@@ -177,7 +177,11 @@ def test_a_session_page_shows_tools_timeline_and_copies_its_json(demo_ui: Runnin
     bars = page.query_selector_all(".waterfall rect")
     assert len(bars) >= 4  # three turns and the tool call
     page.click("button[data-copy]")
-    page.wait_for_function("document.querySelector('.copied').textContent === 'copied'")
+    # Not wait_for_function: a string predicate is evaluated by Playwright with eval, which the UI's
+    # Content-Security-Policy (rightly) forbids; the locator check polls without it.
+    from playwright.sync_api import expect
+
+    expect(page.locator(".copied")).to_have_text("copied")
     copied = json.loads(page.evaluate("navigator.clipboard.readText()"))
     status, served = _get(page.url + ".json")
     assert status == 200 and copied == json.loads(served)
