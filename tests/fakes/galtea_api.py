@@ -68,6 +68,11 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def _set(event: threading.Event) -> threading.Event:
+    event.set()
+    return event
+
+
 @dataclass
 class Fault:
     method: str
@@ -97,6 +102,8 @@ class FakeGaltea:
     deleted_turns: list[dict[str, Any]] = field(default_factory=list)  # turns removed by DELETE inferenceResults
     fail_every: int = 0  # with N > 0, every Nth write request fails with a 500 before doing anything
     delay_s: float = 0.0  # every request waits this long first (a slow platform)
+    # Cleared: every request waits until it is set again (a platform that answers nothing for now).
+    open: threading.Event = field(default_factory=lambda: _set(threading.Event()))
     faults: list[Fault] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -368,6 +375,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query, keep_blank_values=True)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        api.open.wait()
         if api.delay_s:
             time.sleep(api.delay_s)
         if self.headers.get("Authorization") != f"Bearer {api.api_key}":

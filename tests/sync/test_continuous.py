@@ -46,12 +46,23 @@ def test_in_app_sync_sends_from_a_background_thread(fake: Fake, tmp_path: Path) 
     galtea_otel.configure(store_url, tracer_provider=provider, galtea=sync_config(url, poll_interval_s=0.1),
                           schedule_delay_millis=10)
     try:
-        started = time.monotonic()
-        for n in range(3):
-            with galtea_otel.session(custom_id=f"app-{n}", version="2.0", metadata={"n": n}):
-                chat("hello")
-                chat("again")
-        assert time.monotonic() - started < 1.0  # six turns; not one request waited on this thread
+        # The platform answers nothing while the app runs: if any request were made on the app's thread, the
+        # conversation could not finish before the platform opens again (the join is only a guard against a hang).
+        api.open.clear()
+
+        def conversations() -> None:
+            for n in range(3):
+                with galtea_otel.session(custom_id=f"app-{n}", version="2.0", metadata={"n": n}):
+                    chat("hello")
+                    chat("again")
+
+        app = threading.Thread(target=conversations)
+        app.start()
+        app.join(60)
+        finished, answered = not app.is_alive(), list(api.requests)
+        api.open.set()
+        app.join()
+        assert finished and answered == []  # six turns done while the platform had answered no request
         assert galtea_otel.flush()
         assert any(t.name == "galtea-otel-sync" for t in threading.enumerate())
         _wait(lambda: sum(s["status"] == "COMPLETED" for s in api.sessions.values()) == 3)
