@@ -21,8 +21,8 @@ from the first session to the end of ``flush()``. The export queue is sized so t
 Bar (issue 9): configure(store) CPU <= 1.25x configure(OTLP encoding only).
 
 **Burst** (``--burst``): one thread starts ``@inference`` spans as fast as it can (or at ``--rate``) for
-``--seconds``, in sessions of ``--per-session`` turns, with the default 2,048-span queue and with larger
-ones, into the session exporter on SQLite;
+``--seconds``, in sessions of ``--per-session`` turns, with each of ``--queues`` (the old default 2,048 and the
+new 8,192), into the session exporter on SQLite;
 prints the production rate, the spans dropped (counted by galtea-otel), and the rate the exporter sustains
 (spans exported per second of wall time inside its ``export()``, on the export thread), while the app runs
 (sharing the GIL) and alone (draining the queue after the burst). Then what a full queue costs in memory: an
