@@ -153,3 +153,23 @@ def test_an_evaluation_the_platform_refuses_parks_the_session_with_the_reason(fa
     assert _states(demo_store).get("refused") == 1
     again = sync_once(demo_store, sync_config(url), timeout_s=30, retry_parked=True)
     assert again.totals.evaluations_created == 0  # a refused evaluation is not sent again
+
+
+def test_a_store_without_the_evaluation_sync_table_gets_it_when_opened(fake: Fake, demo_store_url: str) -> None:
+    """A store written before evaluations were synced (no ``galtea_sync_evaluations``) opens, gains the table in
+    place (idempotent: CREATE ... IF NOT EXISTS), and syncs its evaluations."""
+    api, url = fake
+    store = open_store(demo_store_url)
+    with _Db(store).write() as cur:
+        cur.execute("DROP TABLE galtea_sync_evaluations")
+    store.close()
+    for _ in range(2):  # opened twice: the second open changes nothing
+        store = open_store(demo_store_url)
+        store.close()
+    store = open_store(demo_store_url)
+    try:
+        summary = sync_once(store, sync_config(url), timeout_s=30)
+        assert summary.totals.evaluations_created == len(api.evaluations) > 0
+        assert_delivered_exactly_once(api, store)
+    finally:
+        store.close()
