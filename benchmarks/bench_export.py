@@ -21,11 +21,15 @@ from the first session to the end of ``flush()``. The export queue is sized so t
 Bar (issue 9): configure(store) CPU <= 1.25x configure(OTLP encoding only).
 
 **Burst** (``--burst``): one thread starts ``@inference`` spans as fast as it can (or at ``--rate``) for
-``--seconds``, in sessions of ``--per-session`` turns, with the default 2,048-span queue and with larger
-ones, into the session exporter on SQLite;
+``--seconds``, in sessions of ``--per-session`` turns, with each of ``--queues`` (the old default 2,048 and the
+new 8,192), into the session exporter on SQLite;
 prints the production rate, the spans dropped (counted by galtea-otel), and the rate the exporter sustains
 (spans exported per second of wall time inside its ``export()``, on the export thread), while the app runs
-(sharing the GIL) and alone (draining the queue after the burst).
+(sharing the GIL) and alone (draining the queue after the burst). Then what a full queue costs in memory: an
+exporter that blocks holds the queue full (``--queues`` each, plus the batch inside ``export()``) of ``@inference``
+spans with 1 KB and with 64 KiB (the default ``max_value_bytes``) of input and output, with the byte bound
+(``GALTEA_OTEL_MAX_QUEUE_BYTES``) and without (the span bound alone, as before); printed are the process's RSS
+growth (``VmRSS``, after a ``gc.collect()``, a fresh process per case) and the bytes a queued span holds.
 """
 
 from __future__ import annotations
@@ -204,6 +208,78 @@ def burst(args: argparse.Namespace) -> None:
                   f"runs, {drain:,.0f} spans/s alone (draining)")
 
 
+def _rss() -> int:
+    """The process's resident set size now, in bytes (Linux)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+class Blocked(SpanExporter):
+    """An exporter stuck in its first export() until released: the queue behind it fills up."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.spans = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.entered.set()
+        self.release.wait(600)
+        self.spans += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+def queue_memory(args: argparse.Namespace) -> None:
+    """The RSS a full export queue holds, for spans with 1 KB and 64 KiB of captured input and output; each case
+    in a fresh process (freed memory stays in a process's RSS and would hide the next case's growth)."""
+    import subprocess
+    import sys
+
+    print("memory of a full queue (an exporter blocked in export(); a fresh process per case, RSS growth after "
+          "gc.collect()); byte bound: GALTEA_OTEL_MAX_QUEUE_BYTES (default 32 MiB), none: 2**40")
+    for label, value in (("1 KB in and out", len(TEXT)), ("64 KiB in and out", 64 * 1024 - 16)):
+        for bound in ("", str(2**40)):
+            for size in args.queues:
+                env = {**os.environ, "GALTEA_OTEL_MAX_QUEUE_BYTES": bound} if bound else None
+                done = subprocess.run([sys.executable, __file__, "--memory-case", str(size), str(value)],
+                                      capture_output=True, text=True, check=True, env=env)
+                held, grown = (int(v) for v in done.stdout.split())
+                print(f"  {label:18s} queue {size:>6,} spans, {'no byte bound' if bound else 'byte bound':13s}: "
+                      f"{held:>6,} spans held, RSS +{grown / 2**20:6.1f} MiB, {grown / held / 1024:6.1f} KiB a span")
+
+
+def memory_case(size: int, value_bytes: int) -> None:
+    """Fill a queue of ``size`` behind a blocked exporter; print the spans it holds and the RSS growth."""
+
+    @galtea_otel.inference
+    def call(prompt: str) -> str:
+        return prompt
+
+    prompt = (TEXT * (value_bytes // len(TEXT) + 1))[:value_bytes]
+    provider = TracerProvider()
+    exporter = Blocked()
+    galtea_otel.configure(exporter=exporter, tracer_provider=provider, max_queue_size=size, schedule_delay_millis=50)
+    call(prompt)
+    exporter.entered.wait(10)  # the worker holds one span in export(); the queue is empty
+    gc.collect()
+    before = _rss()
+    dropped_before = galtea_otel.stats().get("spans_dropped", 0)
+    produced = 0
+    while galtea_otel.stats().get("spans_dropped", 0) == dropped_before:  # until the queue is full
+        for _ in range(64):
+            call(prompt)
+            produced += 1
+    gc.collect()
+    held = produced - (galtea_otel.stats().get("spans_dropped", 0) - dropped_before)
+    print(held, _rss() - before)
+    os._exit(0)  # the blocked exporter would hold the shutdown
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 rounds of 250 sessions x 20 turns")
@@ -214,12 +290,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="burst: how long the loop produces")
     parser.add_argument("--rate", type=int, default=0, help="burst: spans/s to produce (0: as fast as it can)")
     parser.add_argument("--per-session", type=int, default=10, help="burst: turns per session")
-    parser.add_argument("--queues", type=lambda v: [int(x) for x in v.split(",")], default=[2048, 8192, 32768],
+    parser.add_argument("--queues", type=lambda v: [int(x) for x in v.split(",")], default=[2048, 8192],
                         help="burst: queue sizes to try")
+    parser.add_argument("--memory-case", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_case:
+        memory_case(*args.memory_case)
+        return
     if args.quick:
         args.rounds = 3
-    burst(args) if args.burst else concurrent(args)
+    if args.burst:
+        burst(args)
+        queue_memory(args)
+    else:
+        concurrent(args)
 
 
 if __name__ == "__main__":

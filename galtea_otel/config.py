@@ -30,6 +30,7 @@ from opentelemetry import trace
 
 from galtea_otel.instrument.processor import (
     DEFAULT_MAX_EXPORT_BATCH_SIZE,
+    DEFAULT_MAX_QUEUE_BYTES,
     DEFAULT_MAX_QUEUE_SIZE,
     BatchExport,
     GalteaSpanProcessor,
@@ -54,6 +55,7 @@ EXIT_TIMEOUT_S = 4.0  # the most shutdown() (and so the interpreter's exit) wait
 _MARGIN_S = 0.5  # _bounded() waits this much beyond a flush / shutdown that bounds itself: it answers first
 ENV_BSP_MAX_QUEUE_SIZE = "OTEL_BSP_MAX_QUEUE_SIZE"  # the SDK's BatchSpanProcessor variables, honoured by ours
 ENV_BSP_MAX_EXPORT_BATCH_SIZE = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
+ENV_MAX_QUEUE_BYTES = "GALTEA_OTEL_MAX_QUEUE_BYTES"
 
 ENV_CAPTURE_CONTENT = "GALTEA_OTEL_CAPTURE_CONTENT"
 ENV_MAX_VALUE_BYTES = "GALTEA_OTEL_MAX_VALUE_BYTES"
@@ -203,10 +205,11 @@ def configure(
       ``GALTEA_API_URL``, ``GALTEA_PRODUCT_ID`` / ``GALTEA_VERSION_MAP``), or pass a
       ``galtea_otel.sync.config.GalteaSyncConfig``. Sessions go through a durable outbox in the store, written in
       the same transaction as the records; a background thread sends them (never the application's thread).
-    - ``max_queue_size`` (default ``$OTEL_BSP_MAX_QUEUE_SIZE``, else 2048): spans waiting for export; when
-      full, further spans are dropped and counted (``galtea_otel.stats()["spans_dropped"]``, a warning at most
-      every 10 s). Spans are exported every ``schedule_delay_millis`` or as soon as a batch
-      (``$OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, else 512) is full, on one background thread.
+    - ``max_queue_size`` (default ``$OTEL_BSP_MAX_QUEUE_SIZE``, else 8192): spans waiting for export, and at most
+      ``$GALTEA_OTEL_MAX_QUEUE_BYTES`` (else 32 MiB) of their string values; when full, further spans are
+      dropped and counted (``galtea_otel.stats()["spans_dropped"]``, a warning at most every 10 s). Spans are
+      exported every ``schedule_delay_millis`` or as soon as a batch (``$OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, else
+      512) is full, on one background thread.
     - ``evaluators``: callables (or ``galtea_otel.evaluate.Evaluator``) run once each session ends (COMPLETED /
       FAILED), on background threads, with the session's full record; their evaluations are stored with it
       (README, "Evaluators"). ``shutdown()`` runs those due within its timeout.
@@ -323,6 +326,7 @@ def _export_processor(exporter: SpanExporter, schedule_delay_millis: int, max_qu
     return BatchExport(
         exporter,
         max_queue_size=queue,
+        max_queue_bytes=_env_positive_int(ENV_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_BYTES),
         max_export_batch_size=_env_positive_int(ENV_BSP_MAX_EXPORT_BATCH_SIZE, DEFAULT_MAX_EXPORT_BATCH_SIZE),
         schedule_delay_millis=schedule_delay_millis,
         shutdown_timeout_s=EXIT_TIMEOUT_S,

@@ -20,7 +20,9 @@ provider.
 
 **BatchExport** replaces the SDK's ``BatchSpanProcessor``, whose full queue evicts spans silently, whose
 ``force_flush`` ignores its timeout and whose ``shutdown`` can wait on the exporter's retries. Its queue is
-bounded (``max_queue_size``); a span that finds it full is dropped and *counted*: ``spans_dropped`` (and
+bounded in spans (``max_queue_size``) and in bytes (``max_queue_bytes``, estimated by :func:`span_bytes`: a span's
+string values plus ~1 KiB, so spans carrying big captured values cannot hold hundreds of MiB); a span that finds
+it full is dropped and *counted*: ``spans_dropped`` (and
 ``spans_dropped.queue_full`` / ``spans_dropped.shutdown``) in ``galtea_otel.stats()``, and a warning with the
 counts at most once per ``DROP_REPORT_INTERVAL_S`` and once more at shutdown. The batch still inside the
 exporter when the shutdown timeout expires is counted as ``spans_unconfirmed`` (and logged): if that export
@@ -58,12 +60,32 @@ __all__ = ["BatchExport", "GalteaSpanProcessor"]
 
 logger = logging.getLogger("galtea_otel")
 
-DEFAULT_MAX_QUEUE_SIZE = 2048
+# 8,192 spans absorb a burst of about 1.5 s at 10k spans/s above the exporter's rate (BENCHMARKS.md, "The bounded
+# queue under a burst"); the bytes bound keeps a queue of spans carrying big captured values within ~32 MiB.
+DEFAULT_MAX_QUEUE_SIZE = 8192
+DEFAULT_MAX_QUEUE_BYTES = 32 * 1024 * 1024
+SPAN_OVERHEAD_BYTES = 1024  # what a queued span holds besides its string values (measured: ~1-1.5 KiB)
 DEFAULT_MAX_EXPORT_BATCH_SIZE = 512
 DEFAULT_SHUTDOWN_TIMEOUT_S = 4.0
 DROP_REPORT_INTERVAL_S = 10.0
 
 _STAMP_ATTR = "_galtea_otel_stamp"
+
+
+def span_bytes(span: ReadableSpan) -> int:
+    """About what a queued span holds: its string attribute values (span and events) plus a fixed overhead."""
+    size = SPAN_OVERHEAD_BYTES
+    attributes = span.attributes
+    if attributes:
+        for value in attributes.values():
+            if type(value) is str:
+                size += len(value)
+    for event in span.events:
+        if event.attributes:
+            for value in event.attributes.values():
+                if type(value) is str:
+                    size += len(value)
+    return size
 
 
 class GalteaSpanProcessor(SpanProcessor):
@@ -210,17 +232,20 @@ class BatchExport(SpanProcessor):
         exporter: SpanExporter,
         *,
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         max_export_batch_size: int = DEFAULT_MAX_EXPORT_BATCH_SIZE,
         schedule_delay_millis: float = 1000,
         shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
     ) -> None:
-        for name, value in (("max_queue_size", max_queue_size), ("max_export_batch_size", max_export_batch_size)):
+        for name, value in (("max_queue_size", max_queue_size), ("max_queue_bytes", max_queue_bytes),
+                            ("max_export_batch_size", max_export_batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
         if not schedule_delay_millis > 0 or not shutdown_timeout_s > 0:
             raise ValueError("schedule_delay_millis and shutdown_timeout_s must be positive")
         self.exporter = exporter
         self.max_queue_size = max_queue_size
+        self.max_queue_bytes = max_queue_bytes
         self.max_export_batch_size = min(max_export_batch_size, max_queue_size)
         self.schedule_delay_s = schedule_delay_millis / 1000
         self.shutdown_timeout_s = shutdown_timeout_s
@@ -240,6 +265,8 @@ class BatchExport(SpanProcessor):
         """Fresh state (at construction, and in a forked child): an empty queue, and a worker unless stopped."""
         self._cond = threading.Condition(threading.Lock())
         self._queue: collections.deque[ReadableSpan] = collections.deque()
+        self._sizes: collections.deque[int] = collections.deque()  # each queued span's estimated bytes
+        self._queued_bytes = 0
         self._enqueued = 0  # spans ever queued
         self._handled = 0  # spans ever taken off the queue and through the exporter (succeeded or failed)
         self._failed_batches = 0  # batches the exporter refused or raised on
@@ -272,13 +299,17 @@ class BatchExport(SpanProcessor):
         context = span.context
         if context is None or not context.trace_flags.sampled:
             return
+        size = span_bytes(span)
         with self._cond:
             if self._stopping:
                 reason = "shutdown"
-            elif len(self._queue) >= self.max_queue_size:
+            elif len(self._queue) >= self.max_queue_size or (
+                    self._queued_bytes + size > self.max_queue_bytes and self._queue):  # one span always fits
                 reason = "queue_full"
             else:
                 self._queue.append(span)
+                self._sizes.append(size)
+                self._queued_bytes += size
                 self._enqueued += 1
                 if len(self._queue) == self.max_export_batch_size:
                     self._cond.notify_all()
@@ -304,9 +335,10 @@ class BatchExport(SpanProcessor):
                 return
             counts, total, self._unreported, self._last_report = self._unreported, self._dropped_total, {}, now
         logger.warning(
-            "galtea-otel dropped %d spans: %d with the export queue full (%d spans), %d at shutdown (not exported "
-            "in time); %d in total (galtea_otel.stats()['spans_dropped'])", sum(counts.values()),
-            counts.get("queue_full", 0), self.max_queue_size, counts.get("shutdown", 0), total,
+            "galtea-otel dropped %d spans: %d with the export queue full (%d spans or %d MiB), %d at shutdown (not "
+            "exported in time); %d in total (galtea_otel.stats()['spans_dropped'])", sum(counts.values()),
+            counts.get("queue_full", 0), self.max_queue_size, self.max_queue_bytes >> 20, counts.get("shutdown", 0),
+            total,
         )
 
     # --- the export thread -----------------------------------------------------------------------------------
@@ -322,6 +354,7 @@ class BatchExport(SpanProcessor):
                 if queued and (queued >= self.max_export_batch_size or self._stopping
                                or self._flush_target > self._handled or time.monotonic() >= due):
                     count = min(queued, self.max_export_batch_size)
+                    self._queued_bytes -= sum(self._sizes.popleft() for _ in range(count))
                     return [self._queue.popleft() for _ in range(count)]
                 if self._stopping:
                     return None
@@ -397,6 +430,8 @@ class BatchExport(SpanProcessor):
             self._abandoned = True
             left = len(self._queue)
             self._queue.clear()
+            self._sizes.clear()
+            self._queued_bytes = 0
             in_flight = self._exporting if worker is not None and worker.is_alive() else 0
             self._unconfirmed = in_flight
             if in_flight:  # counted under the lock: the worker settles it under the same lock

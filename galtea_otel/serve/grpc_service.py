@@ -138,6 +138,9 @@ class TraceService:
             raise
         finally:
             timer.cancel()
+        if expired.is_set():  # under load grpcio may end a cancelled call's requests instead of raising
+            self.stats["body_timeout"] += 1
+            context.abort(grpc.StatusCode.CANCELLED, "the message did not arrive within the body timeout")
         if body is None:
             self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, "no request message")
         return body

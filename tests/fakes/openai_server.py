@@ -120,6 +120,7 @@ class Exchange:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True  # TCP_NODELAY: headers and body go in separate writes (else ~40 ms a reply)
     protocol_version = "HTTP/1.1"
     server: _Server
 

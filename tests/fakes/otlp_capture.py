@@ -84,6 +84,7 @@ def decode(body: bytes, content_type: str, encoding: str) -> list[dict[str, Any]
 
 
 class _Handler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True  # TCP_NODELAY: headers and body go in separate writes (else ~40 ms a reply)
     protocol_version = "HTTP/1.1"
     server: _Server
 

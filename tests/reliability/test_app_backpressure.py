@@ -126,3 +126,51 @@ def test_the_sdk_queue_variables_are_honoured(monkeypatch: pytest.MonkeyPatch) -
         assert (export.max_queue_size, export.max_export_batch_size) == (8, 8)  # type: ignore[union-attr]
     finally:
         galtea_otel.shutdown()
+
+
+class Held(SpanExporter):
+    """A backend that holds its first export() until released: the queue behind it fills up."""
+
+    def __init__(self) -> None:
+        self.release, self.entered = threading.Event(), threading.Event()
+        self.received = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.entered.set()
+        self.release.wait(30)
+        self.received += len(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.release.set()
+
+
+def test_the_queue_is_bounded_in_bytes_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spans carrying big captured values fill the byte bound long before the span bound: at most
+    ``GALTEA_OTEL_MAX_QUEUE_BYTES`` of them wait (a lone span bigger than the bound still goes through), and
+    every span is still exported or counted as dropped."""
+    monkeypatch.setenv("GALTEA_OTEL_MAX_QUEUE_BYTES", str(1024 * 1024))
+    galtea_otel.stats.reset()
+    provider = TracerProvider(shutdown_on_exit=False)
+    held = Held()
+    galtea_otel.configure(tracer_provider=provider, exporter=held, schedule_delay_millis=10)
+    try:
+        export = galtea_otel.config._active_processor().export  # type: ignore[union-attr]
+        assert isinstance(export, processor.BatchExport) and export.max_queue_bytes == 1024 * 1024
+        assert export.max_queue_size == processor.DEFAULT_MAX_QUEUE_SIZE == 8192
+        chat("x" * 2_000_000)  # bigger than the whole bound: alone in the queue, it is taken
+        assert held.entered.wait(10)  # the worker holds it inside export(); the queue is empty again
+        big = "y" * 30_000  # captured as input and output: ~60 KB a span, ~17 of them fit in 1 MiB
+        for _ in range(100):
+            chat(big)
+        queued = len(export._queue)
+        assert 10 <= queued <= 1024 * 1024 // 60_000 + 1  # the bytes decided, not the 8,192 spans
+        assert galtea_otel.stats()["spans_dropped.queue_full"] == 100 - queued
+        held.release.set()
+        assert galtea_otel.flush(timeout_s=30)
+        assert held.received == 1 + queued
+        assert export._queued_bytes == 0  # what the bound counts leaves with the spans
+        chat(big)  # room again
+        assert galtea_otel.flush(timeout_s=30) and held.received == 2 + queued
+    finally:
+        galtea_otel.shutdown()

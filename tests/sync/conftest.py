@@ -95,6 +95,44 @@ def pg_url() -> Iterator[Callable[[], str]]:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
+@pytest.fixture(scope="session")
+def pg_demo_template() -> Iterator[str]:
+    """A PostgreSQL schema the demo ran into once (dropped at the end): each test copies it, as SQLite copies
+    ``demo_template`` (running the demo costs a process and ~1.5 s a test)."""
+    error = _pg_reachable()
+    if error:
+        if os.environ.get("CI"):
+            pytest.fail(error)
+        pytest.skip(error)
+    import psycopg
+
+    schema = f"galtea_sync_template_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        sep = "&" if "?" in PG_URL else "?"
+        run_demo_into(f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}', safe='')}")
+        yield schema
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def copy_pg_schema(source: str, target_url: str) -> None:
+    """Every table of ``source`` (columns, defaults, constraints, indexes, rows) into the schema of ``target_url``
+    (the store has no sequences, foreign keys, views or triggers)."""
+    import psycopg
+
+    with psycopg.connect(target_url, autocommit=True) as conn:
+        target = conn.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+        tables = [row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (source,))]
+        assert tables, f"schema {source} holds no tables"
+        with conn.transaction():
+            for table in tables:
+                conn.execute(f'CREATE TABLE {target}."{table}" (LIKE {source}."{table}" INCLUDING ALL)')
+                conn.execute(f'INSERT INTO {target}."{table}" SELECT * FROM {source}."{table}"')
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def demo_store_url(request: pytest.FixtureRequest, tmp_path: Path, demo_template: Path) -> str:
     """A store URL holding the demo's four sessions, never synced."""
@@ -103,7 +141,7 @@ def demo_store_url(request: pytest.FixtureRequest, tmp_path: Path, demo_template
         shutil.copy(demo_template, path)
         return f"sqlite:///{path}"
     url = str(request.getfixturevalue("pg_url")())
-    run_demo_into(url)
+    copy_pg_schema(request.getfixturevalue("pg_demo_template"), url)
     return url
 
 
