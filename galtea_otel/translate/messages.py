@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = [
     "Message", "assistant_output", "dumps", "finish_reason_of", "from_indexed", "from_request", "from_response",
-    "loads", "normalize", "reply_text", "system_message", "tool_value", "user_text",
+    "loads", "normalize", "reply_text", "system_message", "tool_arguments", "tool_result", "user_text",
 ]
 
 Message = dict[str, Any]
@@ -113,7 +113,7 @@ def _parts(content: Any) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     for item in content:
         part = _part(item)
-        if part is not None:
+        if part is not None and not (part.get("type") == "text" and part.get("content") == ""):  # empty text: none
             parts.append(part)
     return parts
 
@@ -130,8 +130,11 @@ def _part(item: Any) -> dict[str, Any] | None:
     if kind is None or kind in _TEXT_TYPES:
         text = _part_text(item)
         return {"type": "text", "content": text} if text is not None else dict(item)
-    if kind == "tool_call":  # GenAI already
-        return dict(item)
+    if kind == "tool_call":  # GenAI already (pydantic-ai gives the arguments as JSON text)
+        part = dict(item)
+        if isinstance(part.get("arguments"), str):
+            part["arguments"] = _arguments(part["arguments"])
+        return part
     if kind == "tool_call_response":
         part = dict(item)
         if "response" not in part and "result" in part:  # pydantic-ai writes "result"
@@ -189,6 +192,9 @@ def _message(item: Any) -> Message | None:
         kwargs = item["kwargs"]
         return _message({**kwargs, "role": role or kwargs.get("role") or kwargs.get("type")})
     kind = item.get("type")
+    data = item.get("data")
+    if isinstance(data, Mapping) and "content" not in item and isinstance(kind, str) and kind in _ROLES:
+        return _message({**data, "role": kind})  # LangChain's messages_to_dict form: {"type": "human", "data": {..}}
     if "role" not in item and kind in ("function_call", "function_call_output"):  # OpenAI Responses items
         part = _part(item)
         return {"role": "assistant" if kind == "function_call" else "tool", "parts": [part] if part else []}
@@ -215,10 +221,16 @@ def _message(item: Any) -> Message | None:
         if isinstance(function_call, Mapping):
             parts.append(_tool_call(None, function_call.get("name"), function_call.get("arguments")))
         message = {"role": role, "parts": parts}
+    if role == "user" and _only_tool_results(message["parts"]):
+        message["role"] = "tool"  # tool results sent back in a user message (pydantic-ai, Anthropic): the tool's
     reason = item.get("finish_reason")
     if isinstance(reason, str) and reason:
         message["finish_reason"] = reason
     return message
+
+
+def _only_tool_results(parts: list[dict[str, Any]]) -> bool:
+    return bool(parts) and all(part.get("type") == "tool_call_response" for part in parts)
 
 
 def _has_typed_parts(content: Any) -> bool:
@@ -239,7 +251,8 @@ def normalize(items: Any) -> list[Message] | None:
         message = _message(item)
         if message is None:
             return None
-        messages.append(message)
+        if message["parts"] or "finish_reason" in message:  # a message with nothing in it (a failed call's
+            messages.append(message)                         # empty reply) is left out
     return messages or None
 
 
@@ -295,7 +308,7 @@ def from_response(value: Any) -> list[Message] | None:
     Responses ``{"output": [...]}``, Anthropic ``{"role": "assistant", "content": [...], "stop_reason"}``,
     LangChain ``{"generations": [[...]]}`` and state ``{"messages": [...]}``."""
     if isinstance(value, list):
-        return normalize(value)
+        return normalize(value) or _responses(value)
     if not isinstance(value, Mapping):
         return None
     choices = value.get("choices")
@@ -347,6 +360,22 @@ def from_response(value: Any) -> list[Message] | None:
             message["finish_reason"] = reason
         return [message]
     return None
+
+
+def _responses(items: list[Any]) -> list[Message] | None:
+    """The messages of a list of response objects (openai-agents records a streamed generation as ``[Response]``)
+    or of LangGraph commands (``[{"update": {"messages": [...]}, "goto": ...}]``, a node's output); None unless
+    every item gives some."""
+    messages: list[Message] = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            return None
+        update = item.get("update")
+        found = from_response(update if isinstance(update, Mapping) else item)
+        if found is None:
+            return None
+        messages += found
+    return messages or None
 
 
 def _merge_assistant(messages: list[Message], reason: Any) -> list[Message]:
@@ -463,19 +492,54 @@ def finish_reason_of(messages: list[Message]) -> str | None:
     return None
 
 
-def tool_value(text: str) -> str:
-    """A tool span's result as the tool returned it: a LangChain ``ToolMessage`` (serialized or as a dict)
-    becomes its content; anything else is kept as it is."""
-    if '"tool"' not in text and "ToolMessage" not in text:
-        return text
+# (keys the JSON object must have, keys it may have besides when they are empty (None: any keys), the field that
+# is the value): the conventions table's TOOL_INPUT_ENVELOPES / TOOL_OUTPUT_ENVELOPES.
+Envelope = tuple[frozenset[str], frozenset[str] | None, str]
+
+
+def _unwrap(text: str, envelopes: tuple[Envelope, ...]) -> tuple[bool, Any]:
+    """The field of the first envelope that the JSON object ``text`` is, if any (no parse unless a field's name
+    occurs in the text)."""
+    if text[:1] != "{" or not any('"' + field + '"' in text for _, _, field in envelopes):
+        return False, None
     decoded = loads(text)
-    if isinstance(decoded, Mapping):
-        message = _message(decoded)
-        if message is not None and message["role"] == "tool":
-            content = decoded.get("kwargs", decoded).get("content") if isinstance(decoded.get("kwargs", decoded),
-                                                                                  Mapping) else None
-            if isinstance(content, str):
-                return content
-            if content is not None:
-                return json.dumps(content, ensure_ascii=False, separators=(",", ":"), default=str)
-    return text
+    if not isinstance(decoded, Mapping):
+        return False, None
+    keys = decoded.keys()
+    for required, others, field in envelopes:
+        if required <= keys and (others is None or all(
+                key in required or (key in others and not decoded[key]) for key in keys)):
+            return True, decoded[field]
+    return False, None
+
+
+def _json_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def tool_arguments(text: str, envelopes: tuple[Envelope, ...]) -> str:
+    """A tool span's input as the call's arguments: a framework's envelope around them (LlamaIndex's
+    ``{"kwargs": {...}}``) is taken off; anything else is kept as it is."""
+    found, value = _unwrap(text, envelopes)
+    return _json_text(value) if found else text
+
+
+def tool_result(text: str, envelopes: tuple[Envelope, ...]) -> tuple[str, Any]:
+    """A tool span's result as the tool returned it, and the tool call id when the result names it: a LangChain
+    ``ToolMessage`` (serialized, as ``messages_to_dict`` writes it, or as a plain dict) becomes its content, a
+    framework's envelope (LlamaIndex's ``ToolOutput``) its result field; anything else is kept as it is."""
+    if '"tool"' in text or "ToolMessage" in text:
+        decoded = loads(text)
+        if isinstance(decoded, Mapping):
+            message = _message(decoded)
+            if message is not None and message["role"] == "tool":
+                inner = decoded.get("kwargs", decoded.get("data", decoded))
+                if isinstance(inner, Mapping) and inner.get("content") is not None:
+                    return _json_text_compact(inner["content"]), inner.get("tool_call_id")
+    found, value = _unwrap(text, envelopes)
+    return (_json_text(value) if found else text), None
+
+
+def _json_text_compact(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"),
+                                                           default=str)

@@ -146,12 +146,17 @@ def _json_fields(attrs: Attrs, missing: set[str]) -> dict[str, Any]:
     return found
 
 
+_NOT_LLM_SUFFIXES = tuple(suffix for suffix, _ in C.NOT_LLM_CALLS)
+
+
 def _kind(attrs: Attrs, name: str = "") -> str:
     if attrs.get(C.SESSION_EVENT[0]):
         return KIND_MARKER
     for key, values in C.LLM_MARKERS:
         value = attrs.get(key)
         if value is not None and (values is None or (isinstance(value, str) and value in values)):
+            if name.endswith(_NOT_LLM_SUFFIXES):
+                return next(kind for suffix, kind in C.NOT_LLM_CALLS if name.endswith(suffix))
             return KIND_LLM
     for key, mapping in C.SPAN_TYPE_SOURCES:
         value = attrs.get(key)
@@ -186,6 +191,8 @@ def error_text(text: str, etype: str | None = None) -> str:
         name, _, rest = text.partition("(")
         if name.isidentifier() and rest[:1] in ("'", '"') and rest[-2:-1] == rest[:1]:
             text = f"{name}: {rest[1:-2]}" if len(rest) > 3 else name
+    if etype and etype.startswith("<class '") and etype.endswith("'>"):  # str(type(exc)), as openai-v2 writes
+        etype = etype[8:-2]
     if etype:
         short = etype.rpartition(".")[2]
         if not (text.startswith(etype) or text.startswith(short + ":") or text == short):
@@ -278,7 +285,7 @@ def _content(attrs: Attrs, concept: str, sources: tuple[C.Source, ...], found: d
     the messages came from when it is small enough to keep beside them."""
     best = found.get(concept)
     best_rank = best[0] if best is not None else len(sources)
-    if indexed:
+    if indexed and (best is None or kind in C.INDEXED_RANKED_KINDS):
         for source_kind, key in sources[:best_rank]:
             if source_kind == "indexed" and key in indexed:
                 messages = M.from_indexed(attrs, key)
@@ -301,9 +308,13 @@ def _content(attrs: Attrs, concept: str, sources: tuple[C.Source, ...], found: d
             if messages is not None:
                 raw = text if source_kind == "value" and len(text) <= C.RAW_VALUE_KEEP_CHARS else None
                 return _pick(concept, messages), messages, raw
+            if source_kind == "value" and isinstance(decoded, dict) and not C.OPAQUE_VALUE_KEYS.isdisjoint(decoded):
+                return None, None, text if len(text) <= C.RAW_VALUE_KEEP_CHARS else None
+        elif source_kind == "value" and text.startswith(C.OPAQUE_VALUE_PREFIXES):
+            return None, None, text if len(text) <= C.RAW_VALUE_KEEP_CHARS else None
     text = content_text(text)
-    if kind == "TOOL" and concept == "output":
-        text = M.tool_value(text)
+    if kind == "TOOL" and concept == "input":
+        text = M.tool_arguments(text, C.TOOL_INPUT_ENVELOPES)
     return text, None, None
 
 
@@ -326,6 +337,27 @@ def _messages(attrs: Attrs, concept: str, sources: tuple[C.Source, ...], found: 
             continue
         if messages is not None:
             return messages
+    return None
+
+
+def _response_model(attrs: Attrs) -> str | None:
+    """The model that replied, from a response envelope (``C.RESPONSE_MODEL_FIELDS``); None when there is none."""
+    for key, needle, paths in C.RESPONSE_MODEL_FIELDS:
+        value = attrs.get(key)
+        if not isinstance(value, str) or needle not in value:
+            continue
+        decoded = M.loads(value)
+        for path in paths:
+            node: Any = decoded
+            for step in path:
+                if isinstance(step, int):
+                    node = node[step] if isinstance(node, list) and len(node) > step else None
+                else:
+                    node = node.get(step) if isinstance(node, dict) else None
+                if node is None:
+                    break
+            if isinstance(node, str) and node:
+                return node
     return None
 
 
@@ -404,6 +436,15 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
     test_case = _text(get("test_case")) or _text(_first(span.resource, C.RESOURCE_TEST_CASE))
     inp, in_messages, in_raw = _content(attrs, "input", C.INPUT, found, indexed, kind)
     out, out_messages, out_raw = _content(attrs, "output", C.OUTPUT, found, indexed, kind)
+    if kind == "TOOL" and out is not None:
+        out, result_call_id = M.tool_result(out, C.TOOL_OUTPUT_ENVELOPES)
+        if result_call_id is not None and "tool_call_id" not in found:
+            found["tool_call_id"] = (0, result_call_id)
+            values["tool_call_id"] = result_call_id
+    if in_raw is not None:
+        extra["input.raw"] = in_raw
+    if out_raw is not None:
+        extra["output.raw"] = out_raw
     input_messages = output_messages = finish = None
     if in_messages is not None or out_messages is not None or indexed or not _RARE.isdisjoint(found):
         if in_messages is None and ("input_messages" in found or indexed):
@@ -416,10 +457,6 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         finish = _finish_reason(get("finish_reason"))
         if finish is None and out_messages:
             finish = M.finish_reason_of(out_messages)
-        if in_raw is not None:
-            extra["input.raw"] = in_raw
-        if out_raw is not None:
-            extra["output.raw"] = out_raw
         tool_name, tool_call_id = get("tool_name"), get("tool_call_id")
         if tool_name is not None:
             extra["tool.name"] = tool_name
@@ -446,6 +483,8 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         total = (input_tokens or 0) + (output_tokens or 0)
     event = _text(get("event"))
     model = get("model")
+    if model is not None and found["model"][0] > 0:  # a key that may hold the requested model
+        model = _response_model(attrs) or model
     row = SpanRow(
         trace_id=span.trace_id,
         span_id=span.span_id,
