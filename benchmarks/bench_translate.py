@@ -3,15 +3,14 @@ baseline revision of the same repository, side by side in one run.
 
     python benchmarks/bench_translate.py [--quick] [--baseline main] [--dumps DIR] [--rounds 9]
 
-The corpus: the galtea-otel spans the other benchmarks use (``_spans.make_spans``: session, markers, inference,
-LLM client and tool spans) and, with ``--dumps DIR``, every ``DIR/<producer>/spans.json`` that the live-package
+The corpus: the galtea-otel spans the other benchmarks use (``_spans.make_spans``: session, markers, inference, LLM
+client and tool spans) and, with ``--dumps DIR``, every ``DIR/<producer>/spans.json`` that the live-package
 conformance tests write (``GALTEA_OTEL_SPAN_DUMPS=DIR pytest -m producers tests/conformance``: what LangChain,
-LlamaIndex, openai-agents, openai-v2, pydantic-ai and the Vercel AI SDK really send). Each side runs in a
-subprocess of its own importing its own ``galtea_otel`` (the baseline is ``git archive``d into a temporary
-folder); rounds alternate which side goes first. Each round translates the whole corpus ``--repeat`` times after
-a warm-up and reports the best repetition's time per span, per corpus group; the figure is the median over rounds
-of new / baseline, with min-max.
-"""
+LlamaIndex, openai-agents, openai-v2, pydantic-ai and the Vercel AI SDK really send). Each side runs in a subprocess
+of its own importing its own ``galtea_otel`` (the baseline is ``git archive``d into a temporary folder); rounds
+alternate which side goes first. Each round translates the whole corpus ``--repeat`` times after a warm-up and
+reports the best repetition's CPU time (``time.process_time``: the machine is shared) per span, per corpus group;
+the figure is the median over rounds of new / baseline, with min-max."""
 
 from __future__ import annotations
 
@@ -81,17 +80,17 @@ def worker(corpus_file: str, repeat: int) -> None:
             events=[EventData(e["name"], e["time_unix_nano"], e["attributes"]) for e in s["events"]],
             resource=s.get("resource", {}), scope=s["scope"]["name"]) for s in raw]
         # Enough passes that one repetition takes about 50 ms.
-        started = time.perf_counter()
+        started = time.process_time()
         for span in spans:
             translate(span, received_ns=0)
-        passes = max(1, int(0.05 / max(time.perf_counter() - started, 1e-6)))
+        passes = max(1, int(0.05 / max(time.process_time() - started, 1e-6)))
         best = float("inf")
         for _ in range(repeat):
-            started = time.perf_counter()
+            started = time.process_time()
             for _ in range(passes):
                 for span in spans:
                     translate(span, received_ns=0)
-            best = min(best, (time.perf_counter() - started) / (passes * len(spans)))
+            best = min(best, (time.process_time() - started) / (passes * len(spans)))
         result[group] = best
     print(json.dumps({"module": galtea_otel.__file__, "times": result}))
 

@@ -122,7 +122,7 @@ def _cost(attrs: Attrs) -> float | None:
     return None
 
 
-def _json_fields(attrs: Attrs, missing: set[str]) -> dict[str, Any]:
+def _json_fields(attrs: Attrs, missing: frozenset[str]) -> dict[str, Any]:
     """Values of the ``missing`` concepts found in fields of JSON object attributes (``C.JSON_FIELDS``)."""
     found: dict[str, Any] = {}
     for key, fields, _ in C.JSON_FIELDS:
@@ -201,10 +201,12 @@ def error_text(text: str, etype: str | None = None) -> str:
 
 
 def _error(span: SpanData, attrs: Attrs) -> tuple[bool, str | None]:
-    failed = span.status_code == STATUS_ERROR
-    level_error = any(attrs.get(key) == value for key, value in C.ERROR_LEVEL)
-    if not (failed or level_error):
-        return False, None
+    if span.status_code != STATUS_ERROR:
+        for key, value in C.ERROR_LEVEL:
+            if attrs.get(key) == value:
+                break
+        else:
+            return False, None
     text = _text(_first(attrs, C.ERROR_TEXT))
     if text is None:  # the last exception event: the one that ended the span
         for event in reversed(span.events):
@@ -243,6 +245,10 @@ for _concept, _sources in (("input", C.INPUT), ("output", C.OUTPUT)):
             _LOOKUP.setdefault(_key, []).append((_concept + "_messages", _rank))
 
 
+_JSON_PRESENT = "json fields"  # a pseudo-concept: one of C.JSON_FIELDS' keys is on the span
+for _key, _fields, _consumed in C.JSON_FIELDS:
+    _LOOKUP.setdefault(_key, []).append((_JSON_PRESENT, 0))
+
 # Concepts that only some spans have: the content model's extra reading runs when one of them was found.
 _RARE = frozenset({"input_messages", "output_messages", "system", "finish_reason", "tool_name", "tool_call_id"})
 _WEAK_RANKS = frozenset(i for i, key in enumerate(C.SESSION_KEY) if key in C.WEAK_SESSION_KEYS)
@@ -256,6 +262,7 @@ def _scan(attrs: Attrs) -> tuple[dict[str, tuple[int, AttrValue]], dict[str, Any
     found: dict[str, tuple[int, AttrValue]] = {}
     extra: dict[str, Any] = {}
     indexed: set[str] = set()
+    last = None  # the prefix of the last indexed key: the keys of one list come together
     for k, v in attrs.items():
         hits = lookup.get(k)
         if hits is not None:
@@ -265,11 +272,17 @@ def _scan(attrs: Attrs) -> tuple[dict[str, tuple[int, AttrValue]], dict[str, Any
                 best = found.get(concept)
                 if best is None or rank < best[0]:
                     found[concept] = (rank, v)
+            if k not in consumed:  # a JSON_FIELDS key that stays in metadata too
+                extra[k] = v
             continue
         if k in consumed:
             continue
         if k.startswith(prefixes):
-            indexed.update(p for p in prefixes if k.startswith(p))
+            if last is None or not k.startswith(last):
+                for prefix in prefixes:
+                    if k.startswith(prefix):
+                        indexed.add(prefix)
+                        last = prefix
             continue
         extra[k] = list(v) if isinstance(v, tuple) else v
     return found, extra, frozenset(indexed)
@@ -380,11 +393,14 @@ def _metadata(extra: dict[str, Any], user: AttrValue) -> str | None:
     return _json_dumps(extra)
 
 
+_METADATA_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)  # made once
+
+
 def _json_dumps(value: dict[str, Any]) -> str:
     """Strict JSON text: NaN and infinities (OTLP allows them in doubles, arrays of doubles included) are kept as
     text ("nan", "inf"), since NaN is not JSON and what reads the metadata (the Galtea sync) refuses it."""
     try:
-        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
+        return _METADATA_JSON.encode(value)
     except ValueError:
         return json.dumps(_finite(value), ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
 
@@ -412,6 +428,20 @@ def check_ids(span: SpanData) -> None:
 
 
 Redactor = Callable[[str], str]
+# The last resource read and what it gave: the spans of one export share their resource object.
+_last_resource: tuple[Attrs, str | None, str | None] | None = None
+
+
+def _resource_fields(resource: Attrs) -> tuple[str | None, str | None]:
+    """The resource's version and test case."""
+    global _last_resource
+    last = _last_resource
+    if last is not None and last[0] is resource:
+        return last[1], last[2]
+    version = _text(_first(resource, C.RESOURCE_VERSION))
+    test_case = _text(_first(resource, C.RESOURCE_TEST_CASE))
+    _last_resource = (resource, version, test_case)
+    return version, test_case
 
 
 def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: int | None = None) -> SpanRow:
@@ -422,18 +452,20 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
     failed, error = _error(span, attrs)
     found, extra, indexed = _scan(attrs)
 
-    missing = set(C.JSON_CONCEPTS - found.keys())
-    if missing:  # concepts no plain key gave: look in JSON object attributes
-        for concept, value in _json_fields(attrs, missing).items():
-            found[concept] = (0, value)
+    if _JSON_PRESENT in found:  # a JSON object attribute with fields: for the concepts no plain key gave
+        del found[_JSON_PRESENT]
+        missing = C.JSON_CONCEPTS - found.keys()
+        if missing:
+            for concept, value in _json_fields(attrs, missing).items():
+                found[concept] = (0, value)
 
     values = {concept: hit[1] for concept, hit in found.items()}  # one pass, then plain lookups
     get = values.get
 
     custom_id = _text(get("custom_id"))
     version = _text(get("version"))
-    resource_version = _text(_first(span.resource, C.RESOURCE_VERSION))
-    test_case = _text(get("test_case")) or _text(_first(span.resource, C.RESOURCE_TEST_CASE))
+    resource_version, resource_test_case = _resource_fields(span.resource)
+    test_case = _text(get("test_case")) or resource_test_case
     inp, in_messages, in_raw = _content(attrs, "input", C.INPUT, found, indexed, kind)
     out, out_messages, out_raw = _content(attrs, "output", C.OUTPUT, found, indexed, kind)
     if kind == "TOOL" and out is not None:
@@ -483,7 +515,7 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         total = (input_tokens or 0) + (output_tokens or 0)
     event = _text(get("event"))
     model = get("model")
-    if model is not None and found["model"][0] > 0:  # a key that may hold the requested model
+    if model is not None and kind == KIND_LLM and found["model"][0] > 0:  # a key that may hold the requested one
         model = _response_model(attrs) or model
     row = SpanRow(
         trace_id=span.trace_id,
