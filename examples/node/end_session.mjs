@@ -23,10 +23,12 @@ const provider = new NodeTracerProvider({
 });
 const tracer = provider.getTracer("end-session-example");
 
+const callModel = () => new Promise((resolve) => setTimeout(resolve, 20)); // stands for the model's answer
+
 // One turn: an LLM call with the OpenTelemetry GenAI attributes (any instrumentation's spans would do).
-function turn(user, reply) {
+async function turn(user, reply) {
   const messages = (role, text) => JSON.stringify([{ role, parts: [{ type: "text", content: text }] }]);
-  tracer.startActiveSpan("chat echo-1", { attributes: {
+  const span = tracer.startSpan("chat echo-1", { attributes: {
     ...session,
     "gen_ai.operation.name": "chat",
     "gen_ai.request.model": "echo-1",
@@ -34,7 +36,9 @@ function turn(user, reply) {
     "gen_ai.output.messages": messages("assistant", reply),
     "gen_ai.usage.input_tokens": user.split(" ").length,
     "gen_ai.usage.output_tokens": reply.split(" ").length,
-  } }, (span) => span.end());
+  } });
+  await callModel();
+  span.end();
 }
 
 // The end marker: ends the session COMPLETED, or FAILED with `error`.
@@ -50,8 +54,8 @@ function endSession(error) {
   span.end(now);
 }
 
-turn("Hi! Where is my order?", "Which order number?");
-turn("A1001, please.", "Order A1001 ships on Thursday.");
+await turn("Hi! Where is my order?", "Which order number?");
+await turn("A1001, please.", "Order A1001 ships on Thursday.");
 endSession(args.includes("--fail") ? "the user gave up" : undefined);
 await provider.shutdown(); // flushes the batch
 console.log(`session ${customId} (version ${version}) ended`);
