@@ -56,6 +56,13 @@ LLM_MARKERS: tuple[tuple[str, frozenset[str] | None], ...] = (
     (VERCEL_OPERATION_ID, frozenset({"ai.generateText.doGenerate", "ai.streamText.doStream",
                                      "ai.generateObject.doGenerate", "ai.streamObject.doStream"})),
 )
+# Span names (suffixes) of spans a marker above makes LLM calls but that call no model, and the kind they are:
+# LlamaIndex's OpenInference instrumentation marks every method of an LLM class ``LLM``, so
+# ``OpenAI._prepare_chat_with_tools`` (it only builds the request, beside the ``OpenAI.astream_chat`` call) would
+# count as a second LLM call per step.
+NOT_LLM_CALLS: tuple[tuple[str, str], ...] = (
+    ("._prepare_chat_with_tools", "SPAN"),
+)
 # The type of a non-LLM span: (key, {value: galtea span type}); values are matched case-insensitively.
 _COMMON_TYPES = {
     "tool": "TOOL", "retriever": "RETRIEVER", "reranker": "RETRIEVER", "chain": "CHAIN", "agent": "AGENT",
@@ -150,6 +157,28 @@ OUTPUT: tuple[Source, ...] = (
 MESSAGE_KINDS = frozenset({"messages", "indexed"})
 # "value" sources are read as messages on these kinds of span only (elsewhere a JSON value is the step's own).
 VALUE_MESSAGE_KINDS = frozenset({"GENERATION", "AGENT", "CHAIN"})
+# "indexed" sources rank where the lists above put them on these kinds of span; on any other span they are read
+# only when no other source is present: OpenInference's LangChain instrumentation writes ``llm.input_messages``
+# on CHAIN spans too, holding only the graph state's first message (the conversation's first user message),
+# where ``input.value`` holds the whole state.
+INDEXED_RANKED_KINDS = frozenset({"GENERATION"})
+# A "value" on those kinds of span that is a framework's own state or event rather than the conversation: no
+# input / output (the turn then takes its LLM calls'), the text kept in metadata as "input.raw" / "output.raw"
+# when at most RAW_VALUE_KEEP_CHARS long. LlamaIndex's workflow run (``FunctionAgent.run``): its input is
+# ``{"init_state": {...}, "start_event": ...}``, its output the repr of the ``StopEvent``, cut short.
+OPAQUE_VALUE_KEYS = frozenset({"init_state"})  # a JSON object with one of these keys
+OPAQUE_VALUE_PREFIXES = ("StopEvent(",)  # text starting so
+# A TOOL span's value wrapped in a framework's envelope, unwrapped to the call's arguments / result:
+# (keys the JSON object must have, keys it may have besides when they are empty (None: any), the field).
+# LlamaIndex's ``FunctionTool.acall`` input is ``{"kwargs": {...}}`` (``"args": []`` beside it when positional
+# arguments were passed: then it is kept whole); its output a ``ToolOutput`` with the tool's return in
+# ``raw_output``. (A LangChain ``ToolMessage`` result becomes its content, and its ``tool_call_id`` the call id.)
+TOOL_INPUT_ENVELOPES: tuple[tuple[frozenset[str], frozenset[str] | None, str], ...] = (
+    (frozenset({"kwargs"}), frozenset({"args"}), "kwargs"),
+)
+TOOL_OUTPUT_ENVELOPES: tuple[tuple[frozenset[str], frozenset[str] | None, str], ...] = (
+    (frozenset({"tool_name", "raw_output"}), None, "raw_output"),
+)
 # System instructions given beside the messages: a leading system message.
 SYSTEM_INSTRUCTIONS = ("gen_ai.system_instructions",)
 VERCEL_TOOL_CALLS = "ai.response.toolCalls"
@@ -165,6 +194,16 @@ TOOL_CALL_ID = ("gen_ai.tool.call.id", "ai.toolCall.id", "tool_call.id", "tool.i
 # ``outputTokens`` since v5); ``model_name``: pydantic-ai's agent span.
 MODEL = (A.GEN_AI_RESPONSE_MODEL, A.GEN_AI_REQUEST_MODEL, "llm.model_name", "langfuse.observation.model.name",
          "mlflow.llm.model", "ai.response.model", "ai.model.id", "model_name")
+# The model that replied, inside a response envelope, for when the model above came from a key that may hold
+# the requested one (any but the first): (key, a needle the text must hold, paths into the decoded JSON; the
+# first path present wins). OpenInference's ``llm.model_name`` on a streamed LangChain call is the requested
+# model; the response's is in its ``output.value`` (the ``LLMResult``).
+RESPONSE_MODEL_FIELDS: tuple[tuple[str, str, tuple[tuple[str | int, ...], ...]], ...] = (
+    ("output.value", '"model_name"', (
+        ("generations", 0, 0, "message", "kwargs", "response_metadata", "model_name"),
+        ("generations", 0, 0, "generation_info", "model_name"),
+    )),
+)
 INPUT_TOKENS = (A.GEN_AI_INPUT_TOKENS, "llm.token_count.prompt", "gen_ai.usage.prompt_tokens",
                 "ai.usage.inputTokens", "ai.usage.promptTokens")
 OUTPUT_TOKENS = (A.GEN_AI_OUTPUT_TOKENS, "llm.token_count.completion", "gen_ai.usage.completion_tokens",

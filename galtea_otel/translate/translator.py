@@ -122,7 +122,7 @@ def _cost(attrs: Attrs) -> float | None:
     return None
 
 
-def _json_fields(attrs: Attrs, missing: set[str]) -> dict[str, Any]:
+def _json_fields(attrs: Attrs, missing: frozenset[str]) -> dict[str, Any]:
     """Values of the ``missing`` concepts found in fields of JSON object attributes (``C.JSON_FIELDS``)."""
     found: dict[str, Any] = {}
     for key, fields, _ in C.JSON_FIELDS:
@@ -146,12 +146,17 @@ def _json_fields(attrs: Attrs, missing: set[str]) -> dict[str, Any]:
     return found
 
 
+_NOT_LLM_SUFFIXES = tuple(suffix for suffix, _ in C.NOT_LLM_CALLS)
+
+
 def _kind(attrs: Attrs, name: str = "") -> str:
     if attrs.get(C.SESSION_EVENT[0]):
         return KIND_MARKER
     for key, values in C.LLM_MARKERS:
         value = attrs.get(key)
         if value is not None and (values is None or (isinstance(value, str) and value in values)):
+            if name.endswith(_NOT_LLM_SUFFIXES):
+                return next(kind for suffix, kind in C.NOT_LLM_CALLS if name.endswith(suffix))
             return KIND_LLM
     for key, mapping in C.SPAN_TYPE_SOURCES:
         value = attrs.get(key)
@@ -186,6 +191,8 @@ def error_text(text: str, etype: str | None = None) -> str:
         name, _, rest = text.partition("(")
         if name.isidentifier() and rest[:1] in ("'", '"') and rest[-2:-1] == rest[:1]:
             text = f"{name}: {rest[1:-2]}" if len(rest) > 3 else name
+    if etype and etype.startswith("<class '") and etype.endswith("'>"):  # str(type(exc)), as openai-v2 writes
+        etype = etype[8:-2]
     if etype:
         short = etype.rpartition(".")[2]
         if not (text.startswith(etype) or text.startswith(short + ":") or text == short):
@@ -194,10 +201,12 @@ def error_text(text: str, etype: str | None = None) -> str:
 
 
 def _error(span: SpanData, attrs: Attrs) -> tuple[bool, str | None]:
-    failed = span.status_code == STATUS_ERROR
-    level_error = any(attrs.get(key) == value for key, value in C.ERROR_LEVEL)
-    if not (failed or level_error):
-        return False, None
+    if span.status_code != STATUS_ERROR:
+        for key, value in C.ERROR_LEVEL:
+            if attrs.get(key) == value:
+                break
+        else:
+            return False, None
     text = _text(_first(attrs, C.ERROR_TEXT))
     if text is None:  # the last exception event: the one that ended the span
         for event in reversed(span.events):
@@ -236,6 +245,10 @@ for _concept, _sources in (("input", C.INPUT), ("output", C.OUTPUT)):
             _LOOKUP.setdefault(_key, []).append((_concept + "_messages", _rank))
 
 
+_JSON_PRESENT = "json fields"  # a pseudo-concept: one of C.JSON_FIELDS' keys is on the span
+for _key, _fields, _consumed in C.JSON_FIELDS:
+    _LOOKUP.setdefault(_key, []).append((_JSON_PRESENT, 0))
+
 # Concepts that only some spans have: the content model's extra reading runs when one of them was found.
 _RARE = frozenset({"input_messages", "output_messages", "system", "finish_reason", "tool_name", "tool_call_id"})
 _WEAK_RANKS = frozenset(i for i, key in enumerate(C.SESSION_KEY) if key in C.WEAK_SESSION_KEYS)
@@ -249,6 +262,7 @@ def _scan(attrs: Attrs) -> tuple[dict[str, tuple[int, AttrValue]], dict[str, Any
     found: dict[str, tuple[int, AttrValue]] = {}
     extra: dict[str, Any] = {}
     indexed: set[str] = set()
+    last = None  # the prefix of the last indexed key: the keys of one list come together
     for k, v in attrs.items():
         hits = lookup.get(k)
         if hits is not None:
@@ -258,11 +272,17 @@ def _scan(attrs: Attrs) -> tuple[dict[str, tuple[int, AttrValue]], dict[str, Any
                 best = found.get(concept)
                 if best is None or rank < best[0]:
                     found[concept] = (rank, v)
+            if k not in consumed:  # a JSON_FIELDS key that stays in metadata too
+                extra[k] = v
             continue
         if k in consumed:
             continue
         if k.startswith(prefixes):
-            indexed.update(p for p in prefixes if k.startswith(p))
+            if last is None or not k.startswith(last):
+                for prefix in prefixes:
+                    if k.startswith(prefix):
+                        indexed.add(prefix)
+                        last = prefix
             continue
         extra[k] = list(v) if isinstance(v, tuple) else v
     return found, extra, frozenset(indexed)
@@ -278,7 +298,7 @@ def _content(attrs: Attrs, concept: str, sources: tuple[C.Source, ...], found: d
     the messages came from when it is small enough to keep beside them."""
     best = found.get(concept)
     best_rank = best[0] if best is not None else len(sources)
-    if indexed:
+    if indexed and (best is None or kind in C.INDEXED_RANKED_KINDS):
         for source_kind, key in sources[:best_rank]:
             if source_kind == "indexed" and key in indexed:
                 messages = M.from_indexed(attrs, key)
@@ -301,9 +321,13 @@ def _content(attrs: Attrs, concept: str, sources: tuple[C.Source, ...], found: d
             if messages is not None:
                 raw = text if source_kind == "value" and len(text) <= C.RAW_VALUE_KEEP_CHARS else None
                 return _pick(concept, messages), messages, raw
+            if source_kind == "value" and isinstance(decoded, dict) and not C.OPAQUE_VALUE_KEYS.isdisjoint(decoded):
+                return None, None, text if len(text) <= C.RAW_VALUE_KEEP_CHARS else None
+        elif source_kind == "value" and text.startswith(C.OPAQUE_VALUE_PREFIXES):
+            return None, None, text if len(text) <= C.RAW_VALUE_KEEP_CHARS else None
     text = content_text(text)
-    if kind == "TOOL" and concept == "output":
-        text = M.tool_value(text)
+    if kind == "TOOL" and concept == "input":
+        text = M.tool_arguments(text, C.TOOL_INPUT_ENVELOPES)
     return text, None, None
 
 
@@ -329,6 +353,27 @@ def _messages(attrs: Attrs, concept: str, sources: tuple[C.Source, ...], found: 
     return None
 
 
+def _response_model(attrs: Attrs) -> str | None:
+    """The model that replied, from a response envelope (``C.RESPONSE_MODEL_FIELDS``); None when there is none."""
+    for key, needle, paths in C.RESPONSE_MODEL_FIELDS:
+        value = attrs.get(key)
+        if not isinstance(value, str) or needle not in value:
+            continue
+        decoded = M.loads(value)
+        for path in paths:
+            node: Any = decoded
+            for step in path:
+                if isinstance(step, int):
+                    node = node[step] if isinstance(node, list) and len(node) > step else None
+                else:
+                    node = node.get(step) if isinstance(node, dict) else None
+                if node is None:
+                    break
+            if isinstance(node, str) and node:
+                return node
+    return None
+
+
 def _finish_reason(value: AttrValue) -> str | None:
     if isinstance(value, (list, tuple)):
         return _text(value[0]) if value else None
@@ -348,11 +393,14 @@ def _metadata(extra: dict[str, Any], user: AttrValue) -> str | None:
     return _json_dumps(extra)
 
 
+_METADATA_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)  # made once
+
+
 def _json_dumps(value: dict[str, Any]) -> str:
     """Strict JSON text: NaN and infinities (OTLP allows them in doubles, arrays of doubles included) are kept as
     text ("nan", "inf"), since NaN is not JSON and what reads the metadata (the Galtea sync) refuses it."""
     try:
-        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
+        return _METADATA_JSON.encode(value)
     except ValueError:
         return json.dumps(_finite(value), ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
 
@@ -380,6 +428,20 @@ def check_ids(span: SpanData) -> None:
 
 
 Redactor = Callable[[str], str]
+# The last resource read and what it gave: the spans of one export share their resource object.
+_last_resource: tuple[Attrs, str | None, str | None] | None = None
+
+
+def _resource_fields(resource: Attrs) -> tuple[str | None, str | None]:
+    """The resource's version and test case."""
+    global _last_resource
+    last = _last_resource
+    if last is not None and last[0] is resource:
+        return last[1], last[2]
+    version = _text(_first(resource, C.RESOURCE_VERSION))
+    test_case = _text(_first(resource, C.RESOURCE_TEST_CASE))
+    _last_resource = (resource, version, test_case)
+    return version, test_case
 
 
 def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: int | None = None) -> SpanRow:
@@ -390,20 +452,31 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
     failed, error = _error(span, attrs)
     found, extra, indexed = _scan(attrs)
 
-    missing = set(C.JSON_CONCEPTS - found.keys())
-    if missing:  # concepts no plain key gave: look in JSON object attributes
-        for concept, value in _json_fields(attrs, missing).items():
-            found[concept] = (0, value)
+    if _JSON_PRESENT in found:  # a JSON object attribute with fields: for the concepts no plain key gave
+        del found[_JSON_PRESENT]
+        missing = C.JSON_CONCEPTS - found.keys()
+        if missing:
+            for concept, value in _json_fields(attrs, missing).items():
+                found[concept] = (0, value)
 
     values = {concept: hit[1] for concept, hit in found.items()}  # one pass, then plain lookups
     get = values.get
 
     custom_id = _text(get("custom_id"))
     version = _text(get("version"))
-    resource_version = _text(_first(span.resource, C.RESOURCE_VERSION))
-    test_case = _text(get("test_case")) or _text(_first(span.resource, C.RESOURCE_TEST_CASE))
+    resource_version, resource_test_case = _resource_fields(span.resource)
+    test_case = _text(get("test_case")) or resource_test_case
     inp, in_messages, in_raw = _content(attrs, "input", C.INPUT, found, indexed, kind)
     out, out_messages, out_raw = _content(attrs, "output", C.OUTPUT, found, indexed, kind)
+    if kind == "TOOL" and out is not None:
+        out, result_call_id = M.tool_result(out, C.TOOL_OUTPUT_ENVELOPES)
+        if result_call_id is not None and "tool_call_id" not in found:
+            found["tool_call_id"] = (0, result_call_id)
+            values["tool_call_id"] = result_call_id
+    if in_raw is not None:
+        extra["input.raw"] = in_raw
+    if out_raw is not None:
+        extra["output.raw"] = out_raw
     input_messages = output_messages = finish = None
     if in_messages is not None or out_messages is not None or indexed or not _RARE.isdisjoint(found):
         if in_messages is None and ("input_messages" in found or indexed):
@@ -416,10 +489,6 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         finish = _finish_reason(get("finish_reason"))
         if finish is None and out_messages:
             finish = M.finish_reason_of(out_messages)
-        if in_raw is not None:
-            extra["input.raw"] = in_raw
-        if out_raw is not None:
-            extra["output.raw"] = out_raw
         tool_name, tool_call_id = get("tool_name"), get("tool_call_id")
         if tool_name is not None:
             extra["tool.name"] = tool_name
@@ -446,6 +515,8 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         total = (input_tokens or 0) + (output_tokens or 0)
     event = _text(get("event"))
     model = get("model")
+    if model is not None and kind == KIND_LLM and found["model"][0] > 0:  # a key that may hold the requested one
+        model = _response_model(attrs) or model
     row = SpanRow(
         trace_id=span.trace_id,
         span_id=span.span_id,

@@ -1,10 +1,11 @@
 """An OTLP/HTTP pass-through on 127.0.0.1 that keeps a decoded copy of every span it forwards.
 
 Apps export to it as to a receiver; it forwards each request's bytes (headers that matter included) to the
-real receiver and answers with the receiver's answer, so the app sees the receiver exactly. Chunked request
-bodies are read whole and forwarded with a Content-Length. :meth:`OtlpCapture.spans` gives every span as plain
-JSON-able data (ids in hex, attribute values decoded), for the span dumps and for tests that look at what a
-producer really sent.
+real receiver and answers with the receiver's answer, so the app sees the receiver exactly. A chunked request
+body (no Content-Length, as the Node.js exporter sends) is forwarded chunked too, so the receiver reads what the
+app sent; :meth:`OtlpCapture.headers` keeps each request's headers as they came. :meth:`OtlpCapture.spans` gives
+every span as plain JSON-able data (ids in hex, attribute values decoded), for the span dumps and for tests that
+look at what a producer really sent.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -106,9 +108,14 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def do_POST(self) -> None:
+        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
         body = self._body()
+        with self.server.lock:
+            self.server.headers.append({k.lower(): v for k, v in self.headers.items()})
         headers = {k: v for k in _FORWARDED if (v := self.headers.get(k)) is not None}
-        request = urllib.request.Request(self.server.upstream + self.path, data=body, headers=headers, method="POST")
+        # An iterable body and no Content-Length: urllib sends it chunked.
+        data: bytes | Iterator[bytes] = iter([body]) if chunked else body
+        request = urllib.request.Request(self.server.upstream + self.path, data=data, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 status, answer = response.status, response.read()
@@ -133,6 +140,7 @@ class _Server(ThreadingHTTPServer):
     upstream: str
     spans: list[dict[str, Any]]
     statuses: list[int]
+    headers: list[dict[str, str]]
     lock: threading.Lock
 
 
@@ -144,6 +152,7 @@ class OtlpCapture:
         self._server.upstream = upstream.rstrip("/")
         self._server.spans = []
         self._server.statuses = []
+        self._server.headers = []
         self._server.lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -162,6 +171,12 @@ class OtlpCapture:
         """The receiver's HTTP status for each export request, in order."""
         with self._server.lock:
             return list(self._server.statuses)
+
+    @property
+    def headers(self) -> list[dict[str, str]]:
+        """Each export request's headers as the app sent them (names in lower case), in order."""
+        with self._server.lock:
+            return list(self._server.headers)
 
     def __enter__(self) -> OtlpCapture:
         self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-capture", daemon=True)

@@ -351,3 +351,167 @@ def test_unknown_shapes_are_not_messages() -> None:
     assert M.from_response({"answer": 1}) is None
     assert M.loads("plain") is None and M.loads('"quoted"') is None
     assert M.user_text([{"role": "user", "parts": [text("a"), text("b")]}]) == "a\nb"
+
+
+# --- LangChain, LlamaIndex and openai-agents through OpenInference (shaped as their captured spans) -----------------
+
+def lc_dict(kind: str, **data: Any) -> dict[str, Any]:
+    """A message as LangChain's ``messages_to_dict`` writes it (LangGraph state in OpenInference's values)."""
+    return {"type": kind, "data": {"type": kind, "additional_kwargs": {}, "response_metadata": {}, **data}}
+
+
+def test_a_langgraph_chain_span_reads_its_state_not_its_partial_llm_input_messages() -> None:
+    # openinference-instrumentation-langchain writes llm.input_messages on CHAIN spans too, holding only the
+    # state's first message: the conversation's first user message, on every later turn.
+    state = [lc_dict("human", content="Weather in Paris?"),
+             lc_dict("ai", content="", tool_calls=[{"name": "get_weather", "args": WEATHER_ARGS, "id": "c1",
+                                                    "type": "tool_call"}]),
+             lc_dict("tool", content="18C", tool_call_id="c1", name="get_weather"),
+             lc_dict("ai", content="It is 18C."),
+             {"role": "user", "content": "And tomorrow?"}]
+    r = row("LangGraph", {
+        "openinference.span.kind": "CHAIN", "input.value": json.dumps({"messages": state}),
+        "output.value": json.dumps({"messages": [*state, lc_dict("ai", content="Rain.")]}),
+        "llm.input_messages.0.message.role": "user", "llm.input_messages.0.message.content": "Weather in Paris?",
+    })
+    assert (r.kind, r.input, r.output) == ("CHAIN", "And tomorrow?", "Rain.")
+    sent = msgs(r.input_messages)
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "assistant", "user"]
+    assert sent[1]["parts"] == [{"type": "tool_call", "id": "c1", "name": "get_weather", "arguments": WEATHER_ARGS}]
+    assert sent[2]["parts"] == [{"type": "tool_call_response", "id": "c1", "response": "18C"}]
+    # Alone, the flattened list is still read.
+    alone = row("LangGraph", {"openinference.span.kind": "CHAIN", "llm.input_messages.0.message.role": "user",
+                              "llm.input_messages.0.message.content": "Weather in Paris?"})
+    assert alone.input == "Weather in Paris?"
+
+
+def test_a_langgraph_node_output_of_commands_gives_its_reply() -> None:
+    update: list[dict[str, Any]] = [{"graph": None, "update": {"messages": [lc_dict("ai", content="It is 18C.")]},
+                                     "resume": None, "goto": []}]
+    r = row("model", {"openinference.span.kind": "CHAIN", "output.value": json.dumps(update)})
+    assert r.output == "It is 18C."
+
+
+def test_a_streamed_langchain_call_names_the_model_that_replied() -> None:
+    # Streamed, OpenInference's llm.model_name is the requested model; the LLMResult names the response's.
+    result = {"generations": [[{"text": "Hi.", "generation_info": {"finish_reason": "stop",
+                                                                    "model_name": "gpt-4o-mini-2024-07-18"},
+                                "type": "ChatGenerationChunk", "message": {
+                                    "lc": 1, "type": "constructor", "id": ["langchain", "schema", "messages",
+                                                                           "AIMessageChunk"],
+                                    "kwargs": {"content": "Hi.", "response_metadata": {
+                                        "finish_reason": "stop", "model_name": "gpt-4o-mini-2024-07-18"}}}}]],
+              "llm_output": None, "type": "LLMResult"}
+    attrs = {"openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini",
+             "output.value": json.dumps(result), "llm.output_messages.0.message.role": "assistant",
+             "llm.output_messages.0.message.content": "Hi."}
+    r = row("ChatOpenAI", attrs)
+    assert (r.model, r.output) == ("gpt-4o-mini-2024-07-18", "Hi.")
+    del result["generations"][0][0]["message"]["kwargs"]["response_metadata"]  # type: ignore[index]
+    assert row("ChatOpenAI", {**attrs, "output.value": json.dumps(result)}).model == "gpt-4o-mini-2024-07-18"
+    # gen_ai.response.model is the response's already; no envelope is read then.
+    assert row("chat", {**attrs, "gen_ai.response.model": "gpt-4o-mini-x"}).model == "gpt-4o-mini-x"
+    assert row("ChatOpenAI", {**attrs, "output.value": "Hi."}).model == "gpt-4o-mini"
+
+
+def test_llama_index_request_building_span_is_no_llm_call() -> None:
+    # OpenInference marks every method of a LlamaIndex LLM class LLM; this one only builds the request.
+    r = row("OpenAI._prepare_chat_with_tools", {
+        "openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini",
+        "input.value": json.dumps({"tools": ["<FunctionTool object>"], "user_msg": None, "chat_history": [
+            "ChatMessage(role=<MessageRole.USER: 'user'>, blocks=[TextBlock(text='Weather?')])"]})})
+    assert r.kind == "SPAN"
+    assert row("OpenAI.astream_chat", {"openinference.span.kind": "LLM"}).kind == KIND_LLM
+
+
+def test_a_llama_index_workflow_run_state_and_stop_event_are_no_content() -> None:
+    stop = ("StopEvent(result=AgentOutput(response=ChatMessage(role=<MessageRole.ASSISTANT: 'assistant'>, "
+            "additional_kwargs={}, blocks=[TextBlock(block_type='text', text='It is 18C in P...")
+    steps = {f"step_{i}": {"accepted_events": ["<ToolCall(*, tool_name: str) -> None>"], "num_workers": 4}
+             for i in range(30)}
+    state = {"init_state": {"is_running": False, "config": {"steps": steps}},
+             "start_event": "AgentWorkflowStartEvent()", "tags": "{}"}
+    r = row("FunctionAgent.run", {"openinference.span.kind": "CHAIN", "input.value": json.dumps(state),
+                                  "input.mime_type": "application/json", "output.value": stop,
+                                  "output.mime_type": "text/plain"})
+    assert (r.kind, r.input, r.output, r.input_messages, r.output_messages) == ("CHAIN", None, None, None, None)
+    assert meta(r)["output.raw"] == stop and "input.raw" not in meta(r)  # small: kept; the state is 1 KB+
+    small = row("FunctionAgent.run", {"openinference.span.kind": "CHAIN",
+                                      "input.value": json.dumps({"init_state": {}, "start_event": "x"})})
+    assert small.input is None and json.loads(meta(small)["input.raw"])["start_event"] == "x"
+
+
+def test_tool_envelopes_are_taken_off() -> None:
+    args = json.dumps(WEATHER_ARGS)
+    output = {"blocks": [{"text": "18C"}], "tool_name": "get_weather",
+              "raw_input": {"args": [], "kwargs": WEATHER_ARGS}, "raw_output": "18C", "is_error": False}
+    llama = row("FunctionTool.acall", {"openinference.span.kind": "TOOL", "tool.name": "get_weather",
+                                       "input.value": json.dumps({"kwargs": WEATHER_ARGS}),
+                                       "output.value": json.dumps(output)})
+    assert (llama.kind, llama.input, llama.output) == ("TOOL", args, "18C")
+    structured = row("FunctionTool.acall", {"openinference.span.kind": "TOOL", "output.value": json.dumps(
+        {**output, "raw_output": {"temp": 18}})})
+    assert json.loads(structured.output or "") == {"temp": 18}
+    positional = json.dumps({"args": ["Paris"], "kwargs": {}})  # kept whole: the kwargs are not the arguments
+    assert row("FunctionTool.acall", {"openinference.span.kind": "TOOL", "input.value": positional}).input == \
+        positional
+    assert row("FunctionTool.acall", {"openinference.span.kind": "TOOL", "input.value": json.dumps(
+        {"args": [], "kwargs": WEATHER_ARGS})}).input == args
+    # A tool's own argument named kwargs, beside others, is the tool's.
+    own = json.dumps({"kwargs": {"a": 1}, "city": "Paris"})
+    assert row("t", {"openinference.span.kind": "TOOL", "input.value": own}).input == own
+    # LangChain's ToolMessage as messages_to_dict writes it: its content, and its tool call id in metadata.
+    lc = row("get_weather", {"openinference.span.kind": "TOOL", "tool.name": "get_weather", "input.value": "Paris",
+                             "output.value": json.dumps(lc_dict("tool", content="18C", tool_call_id="call_1",
+                                                                name="get_weather"))})
+    assert (lc.input, lc.output, meta(lc)["tool.call_id"]) == ("Paris", "18C", "call_1")
+
+
+def test_openai_agents_streamed_generation_output_is_its_reply() -> None:
+    # The SDK records a streamed Chat Completions generation's output as [the Response it assembled].
+    response = {"id": "__fake_id__", "model": "gpt-4o-mini", "object": "response", "status": None, "output": [
+        {"id": "__fake_id__", "type": "message", "role": "assistant", "status": "completed", "content": [
+            {"type": "output_text", "text": "Once upon a time.", "annotations": [], "logprobs": []}]}],
+        "usage": None}
+    r = row("generation", {"openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini",
+                           "input.value": json.dumps([{"role": "user", "content": "A story?"}]),
+                           "output.value": json.dumps([response]), "output.mime_type": "application/json"})
+    assert (r.input, r.output) == ("A story?", "Once upon a time.")
+    assert msgs(r.output_messages) == [{"role": "assistant", "parts": [text("Once upon a time.")]}]
+
+
+def test_tool_results_in_a_user_message_are_a_tool_message() -> None:
+    # pydantic-ai (GenAI parts, arguments as JSON text) and Anthropic send tool results back as user messages.
+    history = [{"role": "user", "parts": [text("Weather?")]},
+               {"role": "assistant", "parts": [{"type": "tool_call", "id": "c1", "name": "get_weather",
+                                                "arguments": json.dumps(WEATHER_ARGS)}]},
+               {"role": "user", "parts": [{"type": "tool_call_response", "id": "c1", "result": "18C"}]}]
+    r = row("chat gpt-4o", {"gen_ai.operation.name": "chat", "gen_ai.input.messages": json.dumps(history)})
+    sent = msgs(r.input_messages)
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+    assert sent[1]["parts"][0]["arguments"] == WEATHER_ARGS
+    assert r.input == "Weather?"
+    # A user message with text beside a tool result stays the user's.
+    mixed = [history[0], {"role": "user", "parts": [text("Also:"), history[2]["parts"][0]]}]
+    r = row("chat gpt-4o", {"gen_ai.operation.name": "chat", "gen_ai.input.messages": json.dumps(mixed)})
+    assert [m["role"] for m in msgs(r.input_messages)] == ["user", "user"]
+
+
+def test_empty_messages_and_parts_are_left_out() -> None:
+    # A failed LangChain call: an empty assistant reply; LlamaIndex: an empty text part beside a tool call.
+    r = row("ChatOpenAI", {"openinference.span.kind": "LLM", "llm.output_messages.0.message.role": "assistant",
+                           "llm.input_messages.0.message.role": "assistant",
+                           "llm.input_messages.0.message.contents.0.message_content.type": "text",
+                           "llm.input_messages.0.message.contents.0.message_content.text": "",
+                           "llm.input_messages.0.message.tool_calls.0.tool_call.id": "c1",
+                           "llm.input_messages.0.message.tool_calls.0.tool_call.function.name": "get_weather"})
+    assert r.output_messages is None
+    assert msgs(r.input_messages) == [{"role": "assistant", "parts": [
+        {"type": "tool_call", "id": "c1", "name": "get_weather", "arguments": None}]}]
+
+
+def test_an_error_type_written_as_a_class_repr() -> None:
+    # openai-v2 (opentelemetry-util-genai) writes error.type as str(type(exc))
+    r = row("chat gpt-4o-mini", {"gen_ai.operation.name": "chat", "error.type": "<class 'openai.InternalServerError'>"},
+            error="Error code: 500 - boom")
+    assert r.error == "openai.InternalServerError: Error code: 500 - boom"
