@@ -364,7 +364,12 @@ class SecretMasker:
             else:
                 runs = [m.span() for m in _CARD.finditer(text)]
             for start, end in runs:
-                if not _blocked(text, start, _DECIMAL):
+                if _blocked(text, start, _DECIMAL):
+                    # the run's first group ends a number glued to what precedes it ("1.0 4111 1111 ..."): that
+                    # group is not a card's, the groups after its separator may still be one
+                    first = _CARD_CHUNK.match(text, start)
+                    start = first.end() + 1 if first else end
+                if end - start >= 13:
                     _card_spans(text, start, end, spans, self._key)
         if self._bearer or self._credential:
             lowered = text.lower()

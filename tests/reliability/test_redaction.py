@@ -708,3 +708,14 @@ def test_a_private_key_cut_off_is_still_masked() -> None:
     cut = PEM_KEY[:70]  # a truncated capture: no END line
     assert PEM_BODY[:20] not in secrets()(f"prompt: {cut}")
     assert secrets()(f"prompt: {cut}").startswith(f"prompt: {mark('private_key')}")
+
+
+@pytest.mark.parametrize("prefix", [".0", "1.0", "a.0", "v2.0-"])
+@pytest.mark.parametrize("card", [VISA, MASTERCARD, AMEX])
+def test_a_card_after_a_number_glued_to_a_dot_is_masked(prefix: str, card: str) -> None:
+    """Found by the property test above: the digit run "0 4111 1111 1111 1111" of "1.0 4111 ..." starts glued to a
+    decimal point, and the whole run was kept; only its first group belongs to the number."""
+    out = secrets()(f"{prefix} {card} ok")
+    assert card.split()[-1] not in out and "[REDACTED:card" in out
+    assert out.startswith(prefix)
+    assert secrets()("pi is 3.4111111111111111") == "pi is 3.4111111111111111"  # a decimal's digits stay
