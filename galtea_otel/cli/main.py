@@ -374,18 +374,18 @@ def reprice(ctx: click.Context, as_json: bool) -> None:
         except PriceFileError as exc:
             raise CliError(f"${ENV_PRICES}: {exc}") from None
     store = _open_store(ctx, must_exist=True)
-    before = {(s.custom_id, s.version): s.cost for s in store.list_sessions(limit=-1)}
-    groups: dict[str, list[tuple[str, str]]] = {}
+    before = {(s.custom_id, s.version, s.project): s.cost for s in store.list_sessions(limit=-1)}
+    groups: dict[str, list[tuple[str, str, str]]] = {}
     for key in sorted(before):
         groups.setdefault(json.dumps(store.session_assembly(key), sort_keys=True), []).append(key)
     for assembly, keys in groups.items():
         pipeline = Pipeline(store, PipelineSettings(**json.loads(assembly)))
         for start in range(0, len(keys), 200):
             pipeline.reassemble(keys[start:start + 200])
-    after = {(s.custom_id, s.version): s.cost for s in store.list_sessions(limit=-1)}
+    after = {(s.custom_id, s.version, s.project): s.cost for s in store.list_sessions(limit=-1)}
     changed = sorted(k for k in after if after[k] != before.get(k))
     summary = {"sessions": len(after), "changed": len(changed), "price_file": price_file or None,
-               "table": table_version(), "changed_sessions": [{"custom_id": c, "version": v} for c, v in changed]}
+               "table": table_version(), "changed_sessions": [{"custom_id": c, "version": v, "project": p} for c, v, p in changed]}
     if as_json:
         _echo_json(summary)
     else:
@@ -454,7 +454,7 @@ def demo(ctx: click.Context) -> None:
     click.echo(f"Running the simulated conversations into {url} ...")
     keys = run_demo(store=url)
     store = _open_store(ctx, must_exist=True)
-    details = [d for d in (read_session(store, key) for key in keys) if d is not None]
+    details = [d for d in (read_session(store, (*key, "default")) for key in keys) if d is not None]
     if len(details) != len(keys):
         raise CliError(f"the demo recorded {len(details)} of its {len(keys)} sessions in {url}")
     renderer = _renderer()
@@ -479,8 +479,10 @@ def demo(ctx: click.Context) -> None:
               help="File holding a token every request must present (open the UI once with ?token=...; a cookie "
                    "keeps it), as for `galtea-otel serve`.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the UI in the default browser.")
+@click.option("--project", default=None, help="Show this project's sessions by default (serve --tokens).")
 @click.pass_context
-def ui(ctx: click.Context, host: str, port: int, token_file: str | None, open_browser: bool) -> None:
+def ui(ctx: click.Context, host: str, port: int, token_file: str | None, open_browser: bool,
+       project: str | None) -> None:
     """Browse the store's sessions in a web browser: live, read-only, local (nothing fetched from outside).
 
     Sessions page with filters in the URL (status, version, user, model, since/until, metadata.KEY, has_error,
@@ -503,7 +505,7 @@ def ui(ctx: click.Context, host: str, port: int, token_file: str | None, open_br
         raise click.UsageError(str(exc)) from None
     store = _open_store(ctx, must_exist=False)
     try:
-        server = make_server(store, host, port, token=token)
+        server = make_server(store, host, port, token=token, project=project)
     except OSError as exc:
         raise CliError(f"cannot start the UI on {host}:{port}: {exc}") from None
     url = server.url
