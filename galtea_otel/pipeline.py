@@ -16,7 +16,7 @@ from galtea_otel.pricing import preload as preload_prices
 from galtea_otel.records import SessionDetail
 from galtea_otel.settings import PipelineSettings
 from galtea_otel.spandata import SpanData
-from galtea_otel.store.base import Store, StoreTx
+from galtea_otel.store.base import AnyKey, Store, StoreTx, full_key
 from galtea_otel.translate.row import DEFAULT_PROJECT, EVENT_IDLE, KIND_LLM, KIND_MARKER, SpanRow
 from galtea_otel.translate.translator import InvalidSpan, Redactor, translate
 
@@ -166,10 +166,10 @@ class Pipeline:
         context = test_case_context(case) if case else None
         return assemble(rows, key[0], key[1], self.settings, context)
 
-    def reassemble(self, keys: Sequence[Key]) -> int:
+    def reassemble(self, keys: Sequence[AnyKey]) -> int:
         """Rebuild these sessions' records from their stored rows (``galtea-otel reprice``: new prices)."""
         with self.store.transaction() as tx:
-            return self._reassemble(tx, set(keys))
+            return self._reassemble(tx, {full_key(k) for k in keys})
 
     # --- housekeeping ---------------------------------------------------------------------------------------------
 
@@ -216,8 +216,10 @@ class Pipeline:
         return read_session(self.store, key, self.settings)
 
 
-def read_session(store: Store, key: Key, settings: PipelineSettings | None = None) -> SessionDetail | None:
-    """Assemble one session's full record from its stored rows, with the settings it was written with."""
+def read_session(store: Store, key: AnyKey, settings: PipelineSettings | None = None) -> SessionDetail | None:
+    """Assemble one session's full record from its stored rows, with the settings it was written with. ``key``:
+    (custom_id, version, project), or (custom_id, version) for the default project's."""
+    key = full_key(key)
     rows = store.read_session_rows(key)
     if settings is None:
         settings = PipelineSettings(**store.session_assembly(key))

@@ -97,6 +97,11 @@ _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM evaluations WHERE custom_id = ? AN
     " ORDER BY created_ns, id"
 
 
+def _full(key: tuple[str, ...]) -> Key:
+    """A Key from a Key or a (custom_id, version) pair (the default project's session)."""
+    return (key[0], key[1], key[2] if len(key) > 2 else "default")
+
+
 def _pg(sql: str) -> str:
     return sql.replace("?", "%s")
 
@@ -300,8 +305,9 @@ def _values(key: Key, e: Evaluation, run_end_ns: int | None) -> tuple[Any, ...]:
     )
 
 
-def save(store: Any, key: Key, evaluations: Sequence[Evaluation]) -> None:
+def save(store: Any, key: tuple[str, ...], evaluations: Sequence[Evaluation]) -> None:
     """Store evaluations of one session (annotations...), in one transaction."""
+    key = _full(key)
     db = _Db(store)
     with db.write() as cur:
         for evaluation in evaluations:
@@ -320,8 +326,9 @@ def _from_row(row: Sequence[Any]) -> Evaluation:
     )
 
 
-def load(store: Any, key: Key) -> list[Evaluation]:
+def load(store: Any, key: tuple[str, ...]) -> list[Evaluation]:
     """A session's evaluations, oldest first."""
+    key = _full(key)
     return [_from_row(r) for r in _Db(store).read(_SELECT, key)]
 
 

@@ -14,10 +14,19 @@ from typing import Any, Protocol
 from galtea_otel.records import TestCase
 from galtea_otel.store.filters import Cursor, SessionFilter, SessionPage
 from galtea_otel.sync.schema import OutboxItem, SyncOverview, SyncState
-from galtea_otel.translate.row import SpanRow
+from galtea_otel.translate.row import DEFAULT_PROJECT, SpanRow
 
 # (custom_id, version, project): the project last, so that ``key[0]`` / ``key[1]`` keep their meaning.
 Key = tuple[str, str, str]
+# What the reading and sync methods take: a Key, or (custom_id, version) as before schema v7, meaning the default
+# project's session (so a single-project caller's code keeps working).
+AnyKey = tuple[str, ...]
+
+
+def full_key(key: AnyKey) -> Key:
+    """A Key from a Key or a (custom_id, version) pair (the default project)."""
+    return (key[0], key[1], key[2] if len(key) > 2 else DEFAULT_PROJECT)
+
 # 2: the Galtea sync outbox (galtea_outbox, galtea_sync_sessions, galtea_sync_turns);
 # 3: galtea_sync_turns.fingerprint (a turn changed after it was sent is updated on the platform);
 # 4: galtea_sync_intents (the body of a turn creation, recorded before it is sent);
@@ -101,9 +110,9 @@ class Store(Protocol):
         """The key of the session with this custom id (the newest one when version is None; in any project when
         project is None)."""
 
-    def read_session_rows(self, key: Key) -> list[SpanRow]: ...
+    def read_session_rows(self, key: AnyKey) -> list[SpanRow]: ...
 
-    def session_assembly(self, key: Key) -> dict[str, Any]:
+    def session_assembly(self, key: AnyKey) -> dict[str, Any]:
         """The assembly settings (turns, late_spans, strict) the session was last written with."""
 
     def counters(self) -> dict[str, int]: ...
@@ -124,23 +133,23 @@ class Store(Protocol):
         """Claim up to ``limit`` due outbox rows (oldest first) for ``lease_ns``; rows claimed by another
         worker whose lease has not run out are skipped."""
 
-    def sync_state(self, key: Key) -> SyncState | None:
+    def sync_state(self, key: AnyKey) -> SyncState | None:
         """What the platform holds of this session; None when the session is no longer in the store."""
 
     def sync_save_session(
-        self, key: Key, platform_id: str | None, version_id: str | None, status: str | None,
+        self, key: AnyKey, platform_id: str | None, version_id: str | None, status: str | None,
         fingerprint: str | None,
     ) -> None: ...
 
     def sync_save_turn(
-        self, key: Key, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
+        self, key: AnyKey, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
     ) -> None:
         """Record what the platform holds of a turn (and end the turn's creation intent, if any)."""
 
-    def sync_save_intent(self, key: Key, turn_id: str, body: dict[str, Any]) -> None:
+    def sync_save_intent(self, key: AnyKey, turn_id: str, body: dict[str, Any]) -> None:
         """Record, before it is sent, the body of the ``POST inferenceResults`` that creates a turn."""
 
-    def sync_forget_turn(self, key: Key, turn_id: str) -> None:
+    def sync_forget_turn(self, key: AnyKey, turn_id: str) -> None:
         """Forget a turn (and its intent): it was deleted from the platform, or never reached it."""
 
     def sync_complete(

@@ -31,7 +31,7 @@ from psycopg_pool import ConnectionPool, PoolClosed
 from galtea_otel.evaluate.storage import ddl as evaluation_ddl
 from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tables
 from galtea_otel.records import TestCase
-from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError
+from galtea_otel.store.base import SCHEMA_VERSION, AnyKey, Key, StoreError, full_key
 from galtea_otel.store.filters import (
     NO_LIMIT,
     POSTGRES,
@@ -390,11 +390,13 @@ class PostgresStore:
         rows = self._all(sql + " ORDER BY started_ns DESC NULLS LAST, version DESC, project LIMIT 1", args)
         return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
-    def read_session_rows(self, key: Key) -> list[SpanRow]:
+    def read_session_rows(self, key: AnyKey) -> list[SpanRow]:
+        key = full_key(key)
         return [row_from_tuple(r) for r in self._all(
             _SELECT + " WHERE custom_id = %s AND version = %s AND project = %s", key)]
 
-    def session_assembly(self, key: Key) -> dict[str, Any]:
+    def session_assembly(self, key: AnyKey) -> dict[str, Any]:
+        key = full_key(key)
         rows = self._all("SELECT assembly FROM sessions WHERE custom_id = %s AND version = %s AND project = %s",
                          key)
         return dict(json.loads(rows[0][0])) if rows else {}
@@ -437,7 +439,8 @@ class PostgresStore:
         rows.sort(key=lambda r: (r[6], r[0], r[1], r[2]))
         return [OutboxItem((r[0], r[1], r[2]), r[3], r[4]) for r in rows]
 
-    def sync_state(self, key: Key) -> SyncState | None:
+    def sync_state(self, key: AnyKey) -> SyncState | None:
+        key = full_key(key)
         rows = self._all(_pg(sync_sql.SESSION_STATE), key)
         if not rows:
             return None
@@ -446,26 +449,30 @@ class PostgresStore:
                                     self._all(_pg(sync_sql.INTENTS_STATE), key))
 
     def sync_save_session(
-        self, key: Key, platform_id: str | None, version_id: str | None, status: str | None,
+        self, key: AnyKey, platform_id: str | None, version_id: str | None, status: str | None,
         fingerprint: str | None,
     ) -> None:
+        key = full_key(key)
         with self._write() as cur:
             cur.execute(_pg(sync_sql.SAVE_SESSION),
                         _params((*key, platform_id, version_id, status, fingerprint, time.time_ns())))
 
     def sync_save_turn(
-        self, key: Key, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
+        self, key: AnyKey, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
     ) -> None:
+        key = full_key(key)
         with self._write() as cur:
             cur.execute(_pg(sync_sql.SAVE_TURN),
                         _params((*key, turn_id, platform_id, json.dumps(sorted(spans_sent)), fingerprint)))
             cur.execute(_pg(sync_sql.FORGET_INTENT), _params((*key, turn_id)))
 
-    def sync_save_intent(self, key: Key, turn_id: str, body: dict[str, Any]) -> None:
+    def sync_save_intent(self, key: AnyKey, turn_id: str, body: dict[str, Any]) -> None:
+        key = full_key(key)
         with self._write() as cur:
             cur.execute(_pg(sync_sql.SAVE_INTENT), _params((*key, turn_id, json.dumps(body, sort_keys=True))))
 
-    def sync_forget_turn(self, key: Key, turn_id: str) -> None:
+    def sync_forget_turn(self, key: AnyKey, turn_id: str) -> None:
+        key = full_key(key)
         with self._write() as cur:
             cur.execute(_pg(sync_sql.FORGET_TURN), _params((*key, turn_id)))
             cur.execute(_pg(sync_sql.FORGET_INTENT), _params((*key, turn_id)))
@@ -519,6 +526,7 @@ def _rekey(conn: psycopg.Connection[Any]) -> None:
     place (their ``project`` column was just added, the default project for every row). Idempotent: a key that
     already has ``project`` is left alone; inside the migration's transaction."""
     for table, key in REKEYED:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS project {_PG_TYPES['project']}")
         found = conn.execute(
             "SELECT c.conname, array_agg(a.attname::text) FROM pg_constraint c"
             " JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)"

@@ -44,8 +44,8 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     # galtea_otel.evaluate.storage.ensure_tables.
     ("spans", "evaluations", "text"),
     # v7 (issue 12): the project; every row of an older store is the default project's.
+    # (The tables keyed by session get theirs with their new key: ``REKEYED``.)
     ("spans", "project", "project"),
-    ("sessions", "project", "project"),
     ("evaluations", "project", "project"),
 )
 # The logical type of a project column: the default project for the rows already there.

@@ -15,7 +15,7 @@ from typing import Any
 from galtea_otel.evaluate.storage import ddl as evaluation_ddl
 from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tables
 from galtea_otel.records import TestCase
-from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError, iter_chunks
+from galtea_otel.store.base import SCHEMA_VERSION, AnyKey, Key, StoreError, full_key, iter_chunks
 from galtea_otel.store.filters import (
     NO_LIMIT,
     SQLITE,
@@ -235,10 +235,12 @@ class SQLiteStore:
             sql + " ORDER BY started_ns DESC, version DESC, project LIMIT 1", args).fetchone()
         return (row[0], row[1], row[2]) if row else None
 
-    def read_session_rows(self, key: Key) -> list[SpanRow]:
+    def read_session_rows(self, key: AnyKey) -> list[SpanRow]:
+        key = full_key(key)
         return _session_rows(self._connect(), key)
 
-    def session_assembly(self, key: Key) -> dict[str, Any]:
+    def session_assembly(self, key: AnyKey) -> dict[str, Any]:
+        key = full_key(key)
         row = self._connect().execute(
             "SELECT assembly FROM sessions WHERE custom_id = ? AND version = ? AND project = ?", key).fetchone()
         return dict(json.loads(row[0])) if row else {}
@@ -291,7 +293,8 @@ class SQLiteStore:
             conn.executemany(sync_sql.LEASE, [(now_ns + lease_ns, *i.key, i.seq) for i in items])
         return items
 
-    def sync_state(self, key: Key) -> SyncState | None:
+    def sync_state(self, key: AnyKey) -> SyncState | None:
+        key = full_key(key)
         conn = self._connect()
         row = conn.execute(sync_sql.SESSION_STATE, key).fetchone()
         if row is None:
@@ -300,25 +303,29 @@ class SQLiteStore:
                                     conn.execute(sync_sql.INTENTS_STATE, key))
 
     def sync_save_session(
-        self, key: Key, platform_id: str | None, version_id: str | None, status: str | None,
+        self, key: AnyKey, platform_id: str | None, version_id: str | None, status: str | None,
         fingerprint: str | None,
     ) -> None:
+        key = full_key(key)
         with self._write() as conn:
             conn.execute(sync_sql.SAVE_SESSION, (*key, platform_id, version_id, status, fingerprint, time.time_ns()))
 
     def sync_save_turn(
-        self, key: Key, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
+        self, key: AnyKey, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
     ) -> None:
+        key = full_key(key)
         with self._write() as conn:
             conn.execute(sync_sql.SAVE_TURN,
                          (*key, turn_id, platform_id, json.dumps(sorted(spans_sent)), fingerprint))
             conn.execute(sync_sql.FORGET_INTENT, (*key, turn_id))
 
-    def sync_save_intent(self, key: Key, turn_id: str, body: dict[str, Any]) -> None:
+    def sync_save_intent(self, key: AnyKey, turn_id: str, body: dict[str, Any]) -> None:
+        key = full_key(key)
         with self._write() as conn:
             conn.execute(sync_sql.SAVE_INTENT, (*key, turn_id, json.dumps(body, sort_keys=True)))
 
-    def sync_forget_turn(self, key: Key, turn_id: str) -> None:
+    def sync_forget_turn(self, key: AnyKey, turn_id: str) -> None:
+        key = full_key(key)
         with self._write() as conn:
             conn.execute(sync_sql.FORGET_TURN, (*key, turn_id))
             conn.execute(sync_sql.FORGET_INTENT, (*key, turn_id))
