@@ -325,3 +325,73 @@ def test_sighup_rereads_the_tokens_file_and_a_bad_one_keeps_the_tokens_in_force(
         assert sorted(s.project for s in store.list_sessions(limit=-1)) == ["bank", "shop"]
     finally:
         store.close()
+
+
+# --- in process, and the CLI ------------------------------------------------------------------------------------
+
+def test_configure_project_stores_the_apps_sessions_under_it(tmp_path: Path) -> None:
+    import galtea_otel
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    provider = TracerProvider(shutdown_on_exit=False)
+    with pytest.raises(ValueError, match="not a project name"):
+        galtea_otel.configure(url, tracer_provider=provider, project="no spaces")
+    galtea_otel.configure(url, tracer_provider=provider, project="shop")
+    try:
+        with galtea_otel.session(custom_id="conv-1", version="1.0"):
+            with galtea_otel.span("step"):
+                pass
+        assert galtea_otel.flush()
+    finally:
+        galtea_otel.shutdown()
+    store = open_store(url)
+    try:
+        [session] = store.list_sessions()
+        assert (session.custom_id, session.project) == ("conv-1", "shop")
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def two_project_store(tmp_path: Path) -> str:
+    from galtea_otel.pipeline import Pipeline
+
+    from ..pipeline.spans import collect, sdk_tracer
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    store = open_store(url)
+    pipeline = Pipeline(store)
+    for project, turns in (("shop", 1), ("bank", 2)):
+        with sdk_tracer() as (tracer, memory):
+            conversation(tracer, "shared", "1.0", turns)
+            pipeline.ingest(collect(memory), project)
+    store.close()
+    return url
+
+
+def _cli(url: str, *args: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from galtea_otel.cli.main import main
+
+    result = CliRunner().invoke(main, ["--store", url, *args])
+    return result.exit_code, result.output
+
+
+def test_sessions_list_and_show_take_project(two_project_store: str) -> None:
+    code, out = _cli(two_project_store, "sessions", "list", "--json")
+    assert code == 0 and sorted(s["project"] for s in json.loads(out)) == ["bank", "shop"]
+    code, out = _cli(two_project_store, "sessions", "list", "--project", "bank", "--json")
+    assert code == 0 and [(s["project"], s["turn_count"]) for s in json.loads(out)] == [("bank", 2)]
+    for project, turns in (("shop", 1), ("bank", 2)):
+        code, out = _cli(two_project_store, "sessions", "show", "shared", "--project", project, "--json")
+        detail = json.loads(out)
+        assert code == 0 and (detail["project"], detail["turn_count"]) == (project, turns)
+    code, out = _cli(two_project_store, "sessions", "show", "shared", "--project", "bank")
+    assert code == 0 and "project bank" in out
+    code, out = _cli(two_project_store, "sessions", "show", "shared", "--project", "nobody")
+    assert code != 0 and "in project 'nobody'" in out
+    code, out = _cli(two_project_store, "annotate", "shared", "--project", "shop", "--name", "ok", "--label", "yes")
+    assert code == 0
+    code, out = _cli(two_project_store, "sessions", "list", "--eval", "ok=yes", "--json")
+    assert code == 0 and [s["project"] for s in json.loads(out)] == ["shop"]
