@@ -338,9 +338,8 @@ def test_configure_project_stores_the_apps_sessions_under_it(tmp_path: Path) -> 
         galtea_otel.configure(url, tracer_provider=provider, project="no spaces")
     galtea_otel.configure(url, tracer_provider=provider, project="shop")
     try:
-        with galtea_otel.session(custom_id="conv-1", version="1.0"):
-            with galtea_otel.span("step"):
-                pass
+        with galtea_otel.session(custom_id="conv-1", version="1.0"), galtea_otel.span("step"):
+            pass
         assert galtea_otel.flush()
     finally:
         galtea_otel.shutdown()
@@ -395,3 +394,43 @@ def test_sessions_list_and_show_take_project(two_project_store: str) -> None:
     assert code == 0
     code, out = _cli(two_project_store, "sessions", "list", "--eval", "ok=yes", "--json")
     assert code == 0 and [s["project"] for s in json.loads(out)] == ["shop"]
+
+
+def test_the_ui_filters_by_project_and_shows_it(two_project_store: str) -> None:
+    import urllib.request
+
+    from galtea_otel.ui.server import serving_in_thread
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+
+    def get(base: str, path: str) -> tuple[int, str, str]:
+        try:
+            with opener.open(base.rstrip("/") + path, timeout=30) as response:
+                return response.status, response.read().decode(), ""
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(), exc.headers.get("Location") or ""
+
+    store = open_store(two_project_store)
+    try:
+        with serving_in_thread(store, port=0) as server:
+            status, page, _ = get(server.url, "/api/sessions?project=bank")
+            assert status == 200 and [s["project"] for s in json.loads(page)["sessions"]] == ["bank"]
+            status, page, _ = get(server.url, "/?project=shop")
+            assert status == 200 and "/sessions/shared/1.0?project=shop" in page and "project=bank" not in page
+            status, page, _ = get(server.url, "/sessions/shared/1.0?project=bank")
+            assert status == 200 and "bank" in page
+            status, page, _ = get(server.url, "/sessions/shared/1.0.json?project=shop")
+            assert status == 200 and json.loads(page)["project"] == "shop"
+            status, page, _ = get(server.url, "/sessions/shared/1.0?project=nobody")
+            assert status == 404
+        with serving_in_thread(store, port=0, project="bank") as server:  # galtea-otel ui --project bank
+            status, _, location = get(server.url, "/")
+            assert status == 303 and location == "/?project=bank"
+            status, page, _ = get(server.url, "/api/sessions")
+            assert [s["project"] for s in json.loads(page)["sessions"]] == ["bank"]
+    finally:
+        store.close()
