@@ -382,7 +382,7 @@ def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
 
 def _set_aside_rekeyed(conn: sqlite3.Connection) -> list[str]:
     """Schema v7 (issue 12), first half of the in-place rebuild of the tables whose key gains ``project``
-    (SQLite cannot change a primary key): rename each such table of an older store to ``<table>__v6`` and drop
+    (SQLite cannot change a primary key): rename each such table of an older store to ``<table>__pre7`` and drop
     its indexes, so that the schema's CREATE statements make the new table and its indexes. Inside the opening
     transaction: a failure leaves the store as it was. Idempotent: a table that has ``project`` is left alone."""
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -390,7 +390,7 @@ def _set_aside_rekeyed(conn: sqlite3.Connection) -> list[str]:
     for table, _key in REKEYED:
         if table not in tables or "project" in _columns(conn, table):
             continue
-        old = f"{table}__v6"
+        old = f"{table}__pre7"
         conn.execute(f"DROP TABLE IF EXISTS {old}")
         conn.execute(f"ALTER TABLE {table} RENAME TO {old}")
         for (index,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?"
@@ -403,7 +403,7 @@ def _set_aside_rekeyed(conn: sqlite3.Connection) -> list[str]:
 def _copy_rekeyed(conn: sqlite3.Connection, tables: Sequence[str]) -> None:
     """Second half: copy the set-aside rows into the new tables (project: the default) and drop the old ones."""
     for table in tables:
-        old = f"{table}__v6"
+        old = f"{table}__pre7"
         kept = [c for c in _columns(conn, old) if c in set(_columns(conn, table))]
         conn.execute(f"INSERT INTO {table} ({', '.join(kept)}) SELECT {', '.join(kept)} FROM {old}")
         conn.execute(f"DROP TABLE {old}")

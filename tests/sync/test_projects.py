@@ -100,7 +100,7 @@ def test_a_v5_sqlite_store_is_rebuilt_in_place_with_project_keys(tmp_path: Path)
                        if r[5]]
             assert primary == [c.strip() for c in key.split(",")], table
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert not any(t.endswith("__v6") for t in tables)
+        assert not any(t.endswith("__pre7") for t in tables)
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {"sessions_by_start_key", "galtea_outbox_due", "evaluation_queue_due",
                 "sessions_by_project_start"} <= indexes
@@ -124,7 +124,7 @@ def test_a_failed_sqlite_migration_leaves_the_v5_store_as_it_was(tmp_path: Path)
     _v5_rows(conn.execute)
     # A view with the name the rebuild sets the outbox aside under makes the migration fail half-way (after the
     # sessions table was already set aside).
-    conn.execute("CREATE VIEW galtea_outbox__v6 AS SELECT 1")
+    conn.execute("CREATE VIEW galtea_outbox__pre7 AS SELECT 1")
     conn.commit()
     conn.close()
     with pytest.raises(StoreError):
