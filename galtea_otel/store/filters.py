@@ -436,11 +436,13 @@ def run_page(query: PageQuery, limit: int, fetch: Callable[[str, list[Any]], Seq
     sessions = [to_session(r[:-4]) for r in page]
     lifecycle: dict[tuple[str, str], str] = {}
     ids = sorted({s.custom_id for s in sessions})
+    shown = {(s.custom_id, s.version, s.project) for s in sessions}
     for start in range(0, len(ids), 500):  # the page's lifecycles: a second query, by primary key
         chunk = ids[start:start + 500]
-        sql = (f"SELECT s.custom_id, s.version, {LIFECYCLE_SQL} FROM sessions s"
+        sql = (f"SELECT s.custom_id, s.version, s.project, {LIFECYCLE_SQL} FROM sessions s"
                f" WHERE s.custom_id IN ({', '.join('?' * len(chunk))})")
-        lifecycle.update({(r[0], r[1]): r[2] for r in fetch(sql, chunk) if r[2]})
+        # Only the page's own sessions (another project may hold the same custom id and version).
+        lifecycle.update({(r[0], r[1]): r[3] for r in fetch(sql, chunk) if r[3] and (r[0], r[1], r[2]) in shown})
     more = len(rows) > limit
     last = Cursor(int(page[-1][-3] or 0), page[-1][-2], page[-1][-1]) if page else None
     if query.window is None or more:
