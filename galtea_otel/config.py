@@ -171,6 +171,7 @@ def configure(
     max_queue_size: int | None = None,
     galtea: bool | GalteaSyncConfig | None = None,
     evaluators: Iterable[Any] | None = None,
+    project: str | None = None,
 ) -> TracerProvider:
     """Attach galtea-otel to a TracerProvider and start exporting session records. Returns that provider.
 
@@ -213,6 +214,8 @@ def configure(
     - ``evaluators``: callables (or ``galtea_otel.evaluate.Evaluator``) run once each session ends (COMPLETED /
       FAILED), on background threads, with the session's full record; their evaluations are stored with it
       (README, "Evaluators"). ``shutdown()`` runs those due within its timeout.
+    - ``project`` (issue 12): the project this application's sessions are stored under (default ``"default"``),
+      as ``galtea-otel serve --tokens`` does by token: a session is (project, custom id, version).
     """
     global _config, _atexit_registered
     if exporter is not None and (store is not None or settings is not None):
@@ -235,6 +238,14 @@ def configure(
         raise TypeError("configure(redact=...) must be a callable taking and returning a str")
     if redact_secrets is not None and not isinstance(redact_secrets, bool):
         raise TypeError(f"configure(redact_secrets=...) must be True or False, not {redact_secrets!r}")
+    if project is not None:
+        from galtea_otel.serve.projects import PROJECT_NAME
+
+        if exporter is not None:
+            raise ValueError("configure(): project= needs the default exporter (a receiver's token decides it)")
+        if not isinstance(project, str) or not PROJECT_NAME.match(project):
+            raise ValueError(f"configure(project=...): {project!r} is not a project name (letters, digits, '.', '_',"
+                             " '-'; 1-100 characters)")
     if capture_content is not None and not isinstance(capture_content, bool):
         raise TypeError(f"configure(capture_content=...) must be True or False, not {capture_content!r}")
     if exporter is None:
@@ -265,11 +276,12 @@ def configure(
         if exporter is None and sync_config is not None:
             from galtea_otel.sync.exporter import SyncingSessionExporter
 
-            exporter = SyncingSessionExporter(store=store, settings=settings, galtea=sync_config, redact=builtin)
+            exporter = SyncingSessionExporter(store=store, settings=settings, galtea=sync_config, redact=builtin,
+                                              project=project)
         elif exporter is None:
             from galtea_otel.export.exporter import SessionExporter
 
-            exporter = SessionExporter(store=store, settings=settings, redact=builtin)
+            exporter = SessionExporter(store=store, settings=settings, redact=builtin, project=project)
         if runner is not None:
             exporter.evaluators = runner  # type: ignore[attr-defined]
         previous = _config.provider

@@ -16,8 +16,8 @@ from galtea_otel.pricing import preload as preload_prices
 from galtea_otel.records import SessionDetail
 from galtea_otel.settings import PipelineSettings
 from galtea_otel.spandata import SpanData
-from galtea_otel.store.base import Store, StoreTx
-from galtea_otel.translate.row import EVENT_IDLE, KIND_LLM, KIND_MARKER, SpanRow
+from galtea_otel.store.base import AnyKey, Store, StoreTx, full_key
+from galtea_otel.translate.row import DEFAULT_PROJECT, EVENT_IDLE, KIND_LLM, KIND_MARKER, SpanRow
 from galtea_otel.translate.translator import InvalidSpan, Redactor, translate
 
 log = logging.getLogger("galtea_otel")
@@ -61,17 +61,21 @@ class Pipeline:
 
     # --- writing -------------------------------------------------------------------------------------------------
 
-    def ingest(self, spans: Sequence[SpanData]) -> IngestResult:
+    def ingest(self, spans: Sequence[SpanData], project: str = DEFAULT_PROJECT) -> IngestResult:
+        """Store these spans as ``project``'s (issue 12: the receiver's token decides it, never the spans)."""
         result = IngestResult()
         received = time.time_ns()
         rows: list[SpanRow] = []
         for span in spans:
             try:
-                rows.append(translate(span, redact=self.redact, received_ns=received))
+                row = translate(span, redact=self.redact, received_ns=received)
             except InvalidSpan as exc:
                 result.rejected += 1
                 if len(result.errors) < 10:
                     result.errors.append(str(exc))
+                continue
+            row.project = project
+            rows.append(row)
         return self.ingest_rows(rows, result)
 
     def ingest_rows(self, translated: Sequence[SpanRow], result: IngestResult | None = None) -> IngestResult:
@@ -103,23 +107,27 @@ class Pipeline:
     def _resolve(self, tx: StoreTx, new: Sequence[SpanRow]) -> set[Key]:
         """Resolve session keys in the traces these rows touch; return the session keys whose rows changed."""
         affected: set[Key] = {
-            (r.custom_id, r.version) for r in new if r.custom_id is not None and r.version is not None}
-        traces = {r.trace_id for r in new if not fully_keyed(r)}
-        traces |= tx.traces_needing_resolution(sorted({r.trace_id for r in new} - traces))
-        if not traces:
-            return affected
+            (r.custom_id, r.version, r.project) for r in new if r.custom_id is not None and r.version is not None}
         by_trace: dict[str, list[SpanRow]] = {}
-        for row in tx.trace_rows(sorted(traces)):
-            by_trace.setdefault(row.trace_id, []).append(row)
+        # Issue 12: a trace is resolved within each project's rows of it, so a span another project sends with
+        # the same trace id cannot lend (or take) a key.
+        for project in sorted({r.project for r in new}):
+            mine = [r for r in new if r.project == project]
+            traces = {r.trace_id for r in mine if not fully_keyed(r)}
+            traces |= tx.traces_needing_resolution(sorted({r.trace_id for r in mine} - traces), project)
+            for row in tx.trace_rows(sorted(traces), project):
+                by_trace.setdefault(f"{project}\0{row.trace_id}", []).append(row)
+        if not by_trace:
+            return affected
         updates = []
         for trace_rows in by_trace.values():
             resolved = resolve_trace(trace_rows, self.settings.default_version)
             for row in trace_rows:
                 key = resolved[row.span_id]
-                if key is None or key == (row.custom_id, row.version):
+                if key is None or key == (row.custom_id, row.version, row.project):
                     continue
                 if row.custom_id is not None and row.version is not None:
-                    affected.add((row.custom_id, row.version))
+                    affected.add((row.custom_id, row.version, row.project))
                 affected.add(key)
                 updates.append((row.trace_id, row.span_id, key[0], key[1]))
         tx.set_keys(updates)
@@ -138,6 +146,7 @@ class Pipeline:
                 tx.delete_session(key)
                 continue
             summary = assembly.summary()
+            summary["project"] = key[2]
             summary["assembly"] = self._assembly_settings
             summaries.append(summary)
             rejected += assembly.late_ignored
@@ -157,10 +166,10 @@ class Pipeline:
         context = test_case_context(case) if case else None
         return assemble(rows, key[0], key[1], self.settings, context)
 
-    def reassemble(self, keys: Sequence[Key]) -> int:
+    def reassemble(self, keys: Sequence[AnyKey]) -> int:
         """Rebuild these sessions' records from their stored rows (``galtea-otel reprice``: new prices)."""
         with self.store.transaction() as tx:
-            return self._reassemble(tx, set(keys))
+            return self._reassemble(tx, {full_key(k) for k in keys})
 
     # --- housekeeping ---------------------------------------------------------------------------------------------
 
@@ -172,17 +181,17 @@ class Pipeline:
         hold_before = now - int(self.settings.hold_seconds * 1e9)
         with self.store.transaction() as tx:
             affected: set[Key] = set()
-            for trace_id in tx.held_traces(hold_before):
+            for project, trace_id in tx.held_traces(hold_before):
                 tx.lock_traces([trace_id])
-                held = tx.unkeyed_rows(trace_id)
+                held = tx.unkeyed_rows(trace_id, project)
                 if self.settings.orphans == "session" and any(r.kind == KIND_LLM for r in held):
                     version = next((r.resource_version for r in held if r.resource_version),
                                    self.settings.default_version)
                     tx.set_keys([(r.trace_id, r.span_id, trace_id, version) for r in held])
-                    affected.add((trace_id, version))
+                    affected.add((trace_id, version, project))
                     counts["orphan_sessions"] += 1
                 else:
-                    counts["orphans_dropped"] += tx.delete_unkeyed(trace_id)
+                    counts["orphans_dropped"] += tx.delete_unkeyed(trace_id, project)
             if affected:  # orphan sessions first, so that the idle rule below sees them too
                 self._reassemble(tx, affected)
             idle = tx.idle_sessions(idle_before)
@@ -197,16 +206,20 @@ class Pipeline:
 
     # --- reading --------------------------------------------------------------------------------------------------
 
-    def session(self, custom_id: str, version: str | None = None) -> SessionDetail | None:
-        """The full record of one session (the newest with this custom id when version is None)."""
-        key = self.store.find_session_key(custom_id, version)
+    def session(self, custom_id: str, version: str | None = None, project: str | None = None
+                ) -> SessionDetail | None:
+        """The full record of one session (the newest with this custom id when version is None; of any project
+        when project is None)."""
+        key = self.store.find_session_key(custom_id, version, project)
         if key is None:
             return None
         return read_session(self.store, key, self.settings)
 
 
-def read_session(store: Store, key: Key, settings: PipelineSettings | None = None) -> SessionDetail | None:
-    """Assemble one session's full record from its stored rows, with the settings it was written with."""
+def read_session(store: Store, key: AnyKey, settings: PipelineSettings | None = None) -> SessionDetail | None:
+    """Assemble one session's full record from its stored rows, with the settings it was written with. ``key``:
+    (custom_id, version, project), or (custom_id, version) for the default project's."""
+    key = full_key(key)
     rows = store.read_session_rows(key)
     if settings is None:
         settings = PipelineSettings(**store.session_assembly(key))
@@ -216,14 +229,19 @@ def read_session(store: Store, key: Key, settings: PipelineSettings | None = Non
         test_case = store.get_test_case(case)
         context = test_case.context if test_case else None
     assembly = assemble(rows, key[0], key[1], settings, context)
-    return with_evaluations(store, key, to_detail(assembly)) if assembly is not None else None
+    if assembly is None:
+        return None
+    return with_evaluations(store, key, to_detail(assembly).model_copy(update={"project": key[2]}))
 
 
 def _idle_marker(key: Key, now_ns: int) -> SpanRow:
     """A synthetic end marker recording that the idle sweep closed this session at ``now_ns``."""
-    digest = hashlib.sha256(f"{key[0]}\0{key[1]}\0{now_ns}".encode()).hexdigest()
+    # The default project's marker ids are those of schema v6 and earlier.
+    scope = "" if key[2] == DEFAULT_PROJECT else f"{key[2]}\0"
+    digest = hashlib.sha256(f"{scope}{key[0]}\0{key[1]}\0{now_ns}".encode()).hexdigest()
     return SpanRow(
         trace_id=digest[:32], span_id=digest[32:48], parent_span_id=None, name="galtea.session.idle_close",
         kind=KIND_MARKER, start_ns=now_ns, end_ns=now_ns, status=0, session_event=EVENT_IDLE,
         own_custom_id=key[0], own_version=key[1], custom_id=key[0], version=key[1], received_ns=now_ns,
+        project=key[2],
     )

@@ -117,10 +117,13 @@ class InferenceResult(_Record):
 
 
 class Session(_Record):
-    """One conversation, identified by (``custom_id``, ``version``)."""
+    """One conversation, identified by (``project``, ``custom_id``, ``version``)."""
 
     custom_id: str
     version: str
+    # Issue 12: the project the session belongs to (``serve --tokens``: the token that wrote it), "default"
+    # without projects.
+    project: str = "default"
     test_case_id: str | None = None
     context: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -161,6 +164,7 @@ class Session(_Record):
         return {
             "custom_id": summary["custom_id"],
             "version": summary["version"],
+            "project": summary.get("project") or "default",
             "test_case_id": summary["test_case_id"],
             "context": summary["context"],
             "metadata": json.loads(metadata) if isinstance(metadata, str) else (metadata or {}),

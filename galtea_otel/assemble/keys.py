@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 
 from galtea_otel.translate.row import SpanRow
 
-Key = tuple[str, str]
+# (custom_id, version, project): the project last, so that ``key[0]`` / ``key[1]`` keep their meaning.
+Key = tuple[str, str, str]
 
 
 def _strong_id(row: SpanRow) -> str | None:
@@ -60,7 +61,8 @@ def _resolver(rows: Sequence[SpanRow], attr: Callable[[SpanRow], str | None],
 
 
 def resolve_trace(rows: Sequence[SpanRow], default_version: str) -> dict[str, Key | None]:
-    """Map span id -> resolved (custom_id, version) for all rows of ONE trace; None where no key is known."""
+    """Map span id -> resolved (custom_id, version, project) for all rows of ONE trace of one project; None where
+    no key is known."""
     strong_line = _resolver(rows, _strong_id, use_trace=False)
     weak_line = _resolver(rows, _weak_id, use_trace=False)
     keyed = [r for r in rows if _strong_id(r)] or [r for r in rows if _weak_id(r)]
@@ -72,7 +74,7 @@ def resolve_trace(rows: Sequence[SpanRow], default_version: str) -> dict[str, Ke
         if custom_id is None:
             result[row.span_id] = None
             continue
-        result[row.span_id] = (custom_id, version(row) or row.resource_version or default_version)
+        result[row.span_id] = (custom_id, version(row) or row.resource_version or default_version, row.project)
     return result
 
 

@@ -201,6 +201,7 @@ def sessions() -> None:
 @click.option("--status", metavar="STATUS",
               help="Only sessions in this status: PENDING, COMPLETED, FAILED, idle-closed or reopened "
                    "(comma-separated for several).")
+@click.option("--project", metavar="P", help="Only sessions of this project (serve --tokens; default: all).")
 @click.option("--version", "version", metavar="V", help="Only sessions of this product version.")
 @click.option("--user", metavar="ID", help="Only sessions of this end user.")
 @click.option("--model", metavar="NAME", help="Only sessions with a turn on this model.")
@@ -231,6 +232,7 @@ def sessions_list(
     since: str | None, until: str | None, metadata: tuple[str, ...], has_error: bool | None,
     production: bool | None, min_cost: float | None, max_cost: float | None, min_turns: int | None,
     max_turns: int | None, search: str | None, limit: int, as_json: bool, evals: tuple[str, ...] = (),
+    project: str | None = None,
 ) -> None:
     """Sessions, newest first (the same filters as the UI's, see `galtea-otel ui`)."""
     from dataclasses import replace
@@ -255,8 +257,8 @@ def sessions_list(
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--metadata")
         pairs.append((key, value))
     try:
-        flt = make_filter(status=status, version=version, user=user, model=model, since=since, until=until,
-                          metadata=pairs, has_error=has_error, production=production, min_cost=min_cost,
+        flt = make_filter(project=project, status=status, version=version, user=user, model=model, since=since,
+                          until=until, metadata=pairs, has_error=has_error, production=production, min_cost=min_cost,
                           max_cost=max_cost, min_turns=min_turns, max_turns=max_turns, q=search)
     except FilterError as exc:
         raise click.UsageError(str(exc)) from None
@@ -282,17 +284,20 @@ def sessions_list(
 @sessions.command("show")
 @click.argument("custom_id")
 @click.option("--version", "version", metavar="V", help="The session's version (default: its newest).")
+@click.option("--project", metavar="P", help="The session's project (serve --tokens; default: the newest of any).")
 @click.option("--json", "as_json", is_flag=True, help="Print one SessionDetail object as JSON.")
 @click.pass_context
-def sessions_show(ctx: click.Context, custom_id: str, version: str | None, as_json: bool) -> None:
+def sessions_show(ctx: click.Context, custom_id: str, version: str | None, as_json: bool,
+                  project: str | None = None) -> None:
     """One session: its header, then the conversation as a transcript (messages, tool calls, a footer per turn)."""
     from galtea_otel.pipeline import read_session
 
     store = _open_store(ctx, must_exist=True)
-    key = store.find_session_key(custom_id, version)
+    key = store.find_session_key(custom_id, version, project)
     detail = read_session(store, key) if key is not None else None
     if detail is None:
-        which = f"{custom_id!r}" + (f" with version {version!r}" if version else "")
+        which = f"{custom_id!r}" + (f" with version {version!r}" if version else "") + (
+            f" in project {project!r}" if project else "")
         raise CliError(f"no session {which} in {store.url} (see `galtea-otel sessions list`)")
     if as_json:
         _echo_json(detail.model_dump(mode="json"))
@@ -309,10 +314,12 @@ def sessions_show(ctx: click.Context, custom_id: str, version: str | None, as_js
 @click.option("--label", default=None, help="A short text (e.g. pass, fail).")
 @click.option("--note", default=None, help="Why: stored as the explanation.")
 @click.option("--by", "author", default=None, help="Who annotates (default: $USER).")
+@click.option("--project", metavar="P", help="The session's project (serve --tokens; default: the newest of any).")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored Evaluation as JSON.")
 @click.pass_context
 def annotate(ctx: click.Context, custom_id: str, version: str | None, turn: int | None, name: str,
-             score: float | None, label: str | None, note: str | None, author: str | None, as_json: bool) -> None:
+             score: float | None, label: str | None, note: str | None, author: str | None, as_json: bool,
+             project: str | None = None) -> None:
     """Record a person's evaluation of a session, or of one of its turns (source: human)."""
     import math
     import time
@@ -330,10 +337,11 @@ def annotate(ctx: click.Context, custom_id: str, version: str | None, turn: int 
     if not name.strip():
         raise click.BadParameter("must not be empty", param_hint="--name")
     store = _open_store(ctx, must_exist=True)
-    key = store.find_session_key(custom_id, version)
+    key = store.find_session_key(custom_id, version, project)
     detail = read_session(store, key) if key is not None else None
     if key is None or detail is None:
-        which = f"{custom_id!r}" + (f" with version {version!r}" if version else "")
+        which = f"{custom_id!r}" + (f" with version {version!r}" if version else "") + (
+            f" in project {project!r}" if project else "")
         raise CliError(f"no session {which} in {store.url} (see `galtea-otel sessions list`)")
     target: dict[str, Any] = {"target": "session"}
     if turn is not None:
@@ -374,18 +382,19 @@ def reprice(ctx: click.Context, as_json: bool) -> None:
         except PriceFileError as exc:
             raise CliError(f"${ENV_PRICES}: {exc}") from None
     store = _open_store(ctx, must_exist=True)
-    before = {(s.custom_id, s.version): s.cost for s in store.list_sessions(limit=-1)}
-    groups: dict[str, list[tuple[str, str]]] = {}
+    before = {(s.custom_id, s.version, s.project): s.cost for s in store.list_sessions(limit=-1)}
+    groups: dict[str, list[tuple[str, str, str]]] = {}
     for key in sorted(before):
         groups.setdefault(json.dumps(store.session_assembly(key), sort_keys=True), []).append(key)
     for assembly, keys in groups.items():
         pipeline = Pipeline(store, PipelineSettings(**json.loads(assembly)))
         for start in range(0, len(keys), 200):
             pipeline.reassemble(keys[start:start + 200])
-    after = {(s.custom_id, s.version): s.cost for s in store.list_sessions(limit=-1)}
+    after = {(s.custom_id, s.version, s.project): s.cost for s in store.list_sessions(limit=-1)}
     changed = sorted(k for k in after if after[k] != before.get(k))
     summary = {"sessions": len(after), "changed": len(changed), "price_file": price_file or None,
-               "table": table_version(), "changed_sessions": [{"custom_id": c, "version": v} for c, v in changed]}
+               "table": table_version(),
+               "changed_sessions": [{"custom_id": c, "version": v, "project": p} for c, v, p in changed]}
     if as_json:
         _echo_json(summary)
     else:
@@ -454,7 +463,7 @@ def demo(ctx: click.Context) -> None:
     click.echo(f"Running the simulated conversations into {url} ...")
     keys = run_demo(store=url)
     store = _open_store(ctx, must_exist=True)
-    details = [d for d in (read_session(store, key) for key in keys) if d is not None]
+    details = [d for d in (read_session(store, (*key, "default")) for key in keys) if d is not None]
     if len(details) != len(keys):
         raise CliError(f"the demo recorded {len(details)} of its {len(keys)} sessions in {url}")
     renderer = _renderer()
@@ -479,8 +488,10 @@ def demo(ctx: click.Context) -> None:
               help="File holding a token every request must present (open the UI once with ?token=...; a cookie "
                    "keeps it), as for `galtea-otel serve`.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the UI in the default browser.")
+@click.option("--project", default=None, help="Show this project's sessions by default (serve --tokens).")
 @click.pass_context
-def ui(ctx: click.Context, host: str, port: int, token_file: str | None, open_browser: bool) -> None:
+def ui(ctx: click.Context, host: str, port: int, token_file: str | None, open_browser: bool,
+       project: str | None) -> None:
     """Browse the store's sessions in a web browser: live, read-only, local (nothing fetched from outside).
 
     Sessions page with filters in the URL (status, version, user, model, since/until, metadata.KEY, has_error,
@@ -503,7 +514,7 @@ def ui(ctx: click.Context, host: str, port: int, token_file: str | None, open_br
         raise click.UsageError(str(exc)) from None
     store = _open_store(ctx, must_exist=False)
     try:
-        server = make_server(store, host, port, token=token)
+        server = make_server(store, host, port, token=token, project=project)
     except OSError as exc:
         raise CliError(f"cannot start the UI on {host}:{port}: {exc}") from None
     url = server.url
@@ -542,6 +553,8 @@ def _sync_config(api_key_file: str | None, api_url: str | None, product_id: str 
                                               else env.get("GALTEA_VERSION_MAP", "")),
                 product_id=product_id or env.get("GALTEA_PRODUCT_ID") or None,
                 create_versions=create_versions,
+                project_products=parse_version_map(env.get("GALTEA_PROJECT_PRODUCTS", ""),
+                                                   "the project products map"),
             )
         return GalteaSyncConfig.from_env(api_key_file=api_key_file, base_url=api_url, versions=versions, **options)
     except SyncConfigError as exc:
@@ -660,7 +673,8 @@ def sync_status(ctx: click.Context, limit: int, as_json: bool) -> None:
     if as_json:
         _echo_json({"pending": overview.pending, "parked": overview.parked,
                     "synced_sessions": overview.synced_sessions,
-                    "parked_sessions": [{"custom_id": p.key[0], "version": p.key[1], "attempts": p.attempts,
+                    "parked_sessions": [{"custom_id": p.key[0], "version": p.key[1], "project": p.key[2],
+                                         "attempts": p.attempts,
                                          "error": p.error} for p in overview.parked_items]})
         return
     click.echo(f"{overview.pending} pending, {overview.parked} parked (refused), "

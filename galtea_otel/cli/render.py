@@ -153,7 +153,8 @@ class Renderer:
 
     def session_detail(self, detail: SessionDetail) -> list[str]:
         """The session's header, then the conversation as a transcript (README, "Reading a session")."""
-        title = f"Session {detail.custom_id}  (version {detail.version})"
+        title = f"Session {detail.custom_id}  (version {detail.version}" + (
+            f", project {detail.project})" if detail.project != "default" else ")")
         lines = [self._styled(title, None, bold=True)]
         pairs: list[tuple[str, Cell]] = [("status", status_cell(detail.status))]
         if detail.error:

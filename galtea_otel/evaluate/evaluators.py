@@ -19,7 +19,7 @@ from typing import Any
 
 from galtea_otel.records import Evaluation, EvaluatorRef, InferenceResult, SessionDetail, SpanRecord
 
-Key = tuple[str, str]
+Key = tuple[str, str, str]  # (custom_id, version, project)
 DEFAULT_TIMEOUT_S = 30.0
 
 
@@ -65,7 +65,10 @@ class Evaluator:
 
 
 def result_id(key: Key, evaluator: str, end_ns: int, n: int) -> str:
-    return hashlib.sha256(f"run\0{key[0]}\0{key[1]}\0{evaluator}\0{end_ns}\0{n}".encode()).hexdigest()[:32]
+    # The default project's ids are those of schema v6 and earlier (a repeated run still replaces its results).
+    scope = "" if key[2] == "default" else f"{key[2]}\0"
+    return hashlib.sha256(
+        f"run\0{scope}{key[0]}\0{key[1]}\0{evaluator}\0{end_ns}\0{n}".encode()).hexdigest()[:32]
 
 
 _FIELDS = {"name", "score", "label", "explanation", "metadata", "error", "turn", "turn_id"}
@@ -76,7 +79,7 @@ def coerce(value: Any, evaluator: Evaluator, detail: SessionDetail, end_ns: int,
     if value is None:
         return []
     items = [value] if isinstance(value, (Evaluation, Mapping)) else list(value)
-    key = (detail.custom_id, detail.version)
+    key = (detail.custom_id, detail.version, detail.project)
     out = []
     for n, item in enumerate(items):
         if isinstance(item, Evaluation):
@@ -123,7 +126,7 @@ def _turn(detail: SessionDetail, index: Any, turn_id: Any) -> InferenceResult | 
 
 def failure(evaluator: Evaluator, detail: SessionDetail, end_ns: int, error: str, now: datetime) -> Evaluation:
     """The evaluation left by an evaluator that raised or timed out."""
-    return Evaluation(id=result_id((detail.custom_id, detail.version), evaluator.name, end_ns, 0),
+    return Evaluation(id=result_id((detail.custom_id, detail.version, detail.project), evaluator.name, end_ns, 0),
                       name=evaluator.name, error=error, evaluator=evaluator.ref, source="evaluator", created_at=now)
 
 

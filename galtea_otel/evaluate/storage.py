@@ -40,11 +40,12 @@ from typing import Any
 from galtea_otel.records import Evaluation, EvaluatorRef, InferenceResult, SessionDetail, SpanRecord
 from galtea_otel.sync import schema as sync_sql
 
-Key = tuple[str, str]
+# (custom_id, version, project): the project last, so that ``key[0]`` / ``key[1]`` keep their meaning.
+Key = tuple[str, str, str]
 TABLES = ("evaluations", "evaluation_queue", "galtea_sync_evaluations")
 _COLUMNS = ("id", "custom_id", "version", "target_trace_id", "target_span_id", "name", "score", "label",
             "explanation", "evaluator_name", "evaluator_version", "source", "created_ns", "error", "superseded",
-            "run_end_ns", "metadata")
+            "run_end_ns", "metadata", "project")
 
 
 def ddl(id_type: str, int_type: str, real_type: str) -> str:
@@ -53,21 +54,24 @@ CREATE TABLE IF NOT EXISTS evaluations (
     id {id_type} PRIMARY KEY, custom_id {id_type} NOT NULL, version {id_type} NOT NULL,
     target_trace_id {id_type}, target_span_id {id_type}, name {id_type} NOT NULL, score {real_type}, label TEXT,
     explanation TEXT, evaluator_name TEXT, evaluator_version TEXT, source TEXT NOT NULL,
-    created_ns {int_type} NOT NULL, error TEXT, superseded INTEGER NOT NULL, run_end_ns {int_type}, metadata TEXT
+    created_ns {int_type} NOT NULL, error TEXT, superseded INTEGER NOT NULL, run_end_ns {int_type}, metadata TEXT,
+    project {id_type} NOT NULL DEFAULT 'default'
 );
 CREATE INDEX IF NOT EXISTS evaluations_by_session ON evaluations (custom_id, version);
 CREATE INDEX IF NOT EXISTS evaluations_by_name ON evaluations (name, score);
 CREATE TABLE IF NOT EXISTS evaluation_queue (
     custom_id {id_type} NOT NULL, version {id_type} NOT NULL, end_ns {int_type} NOT NULL, state TEXT NOT NULL,
     attempts INTEGER NOT NULL, next_attempt_ns {int_type} NOT NULL, enqueued_ns {int_type} NOT NULL,
-    PRIMARY KEY (custom_id, version)
+    project {id_type} NOT NULL DEFAULT 'default',
+    PRIMARY KEY (custom_id, version, project)
 );
 CREATE INDEX IF NOT EXISTS evaluation_queue_due ON evaluation_queue (state, next_attempt_ns);
 CREATE TABLE IF NOT EXISTS galtea_sync_evaluations (
     evaluation_id {id_type} PRIMARY KEY, custom_id {id_type} NOT NULL, version {id_type} NOT NULL,
-    state TEXT NOT NULL, platform_id TEXT, body TEXT, error TEXT
+    state TEXT NOT NULL, platform_id TEXT, body TEXT, error TEXT, project {id_type} NOT NULL DEFAULT 'default'
 );
-CREATE INDEX IF NOT EXISTS galtea_sync_evaluations_by_session ON galtea_sync_evaluations (custom_id, version);
+CREATE INDEX IF NOT EXISTS galtea_sync_evaluations_by_session
+    ON galtea_sync_evaluations (custom_id, version, project);
 """
 
 
@@ -79,36 +83,49 @@ _UPSERT = (
 # A span's events: moved only when the span's session key changed (a replay writes nothing).
 _UPSERT_SPAN_EVENT = (
     f"INSERT INTO evaluations ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-    " ON CONFLICT (id) DO UPDATE SET custom_id = excluded.custom_id, version = excluded.version"
+    " ON CONFLICT (id) DO UPDATE SET custom_id = excluded.custom_id, version = excluded.version,"
+    " project = excluded.project"
     " WHERE evaluations.custom_id <> excluded.custom_id OR evaluations.version <> excluded.version"
+    " OR evaluations.project <> excluded.project"
 )
 _ENQUEUE = (
-    "INSERT INTO evaluation_queue (custom_id, version, end_ns, state, attempts, next_attempt_ns, enqueued_ns)"
-    " VALUES (?, ?, ?, 'pending', 0, ?, ?)"
-    " ON CONFLICT (custom_id, version) DO UPDATE SET end_ns = excluded.end_ns, state = 'pending', attempts = 0,"
+    "INSERT INTO evaluation_queue (custom_id, version, project, end_ns, state, attempts, next_attempt_ns,"
+    " enqueued_ns) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)"
+    " ON CONFLICT (custom_id, version, project) DO UPDATE SET end_ns = excluded.end_ns, state = 'pending',"
+    " attempts = 0,"
     " next_attempt_ns = excluded.next_attempt_ns, enqueued_ns = excluded.enqueued_ns"
     " WHERE evaluation_queue.end_ns <> excluded.end_ns"
 )
 # The session into the Galtea outbox (as ``galtea_otel.sync.schema.ENQUEUE`` does), only when the sync knows it:
 # sent before, or in the outbox now (being sent: its ``seq`` moves, so it is sent again).
-_OUTBOX_HEAD, _, _OUTBOX_TAIL = sync_sql.ENQUEUE.partition(" VALUES (?, ?, 1, 'pending', 0, ?, ?, NULL)")
+_OUTBOX_HEAD, _, _OUTBOX_TAIL = sync_sql.ENQUEUE.partition(" VALUES (?, ?, ?, 1, 'pending', 0, ?, ?, NULL)")
+if not _OUTBOX_TAIL:
+    raise ImportError("galtea_otel.sync.schema.ENQUEUE changed its VALUES clause: update _ENQUEUE_SYNC")
 _ENQUEUE_SYNC = (
-    _OUTBOX_HEAD + " SELECT ?, ?, 1, 'pending', 0, ?, ?, NULL WHERE EXISTS (SELECT 1 FROM galtea_sync_sessions g"
-    " WHERE g.custom_id = ? AND g.version = ?) OR EXISTS (SELECT 1 FROM galtea_outbox o WHERE o.custom_id = ?"
-    " AND o.version = ?)" + _OUTBOX_TAIL
+    _OUTBOX_HEAD + " SELECT ?, ?, ?, 1, 'pending', 0, ?, ?, NULL WHERE EXISTS (SELECT 1 FROM galtea_sync_sessions g"
+    " WHERE g.custom_id = ? AND g.version = ? AND g.project = ?) OR EXISTS (SELECT 1 FROM galtea_outbox o"
+    " WHERE o.custom_id = ? AND o.version = ? AND o.project = ?)" + _OUTBOX_TAIL
 )
-_DUE = ("SELECT custom_id, version, end_ns, attempts, next_attempt_ns FROM evaluation_queue"
-        " WHERE state = 'pending' AND next_attempt_ns <= ? ORDER BY next_attempt_ns, custom_id, version LIMIT ?")
+_DUE = ("SELECT custom_id, version, project, end_ns, attempts, next_attempt_ns FROM evaluation_queue"
+        " WHERE state = 'pending' AND next_attempt_ns <= ? ORDER BY next_attempt_ns, custom_id, version, project"
+        " LIMIT ?")
 _LEASE = ("UPDATE evaluation_queue SET next_attempt_ns = ?, attempts = attempts + 1"
-          " WHERE custom_id = ? AND version = ? AND state = 'pending' AND next_attempt_ns = ? AND end_ns = ?")
+          " WHERE custom_id = ? AND version = ? AND project = ? AND state = 'pending' AND next_attempt_ns = ?"
+          " AND end_ns = ?")
 _DONE = ("UPDATE evaluation_queue SET state = 'done'"
-         " WHERE custom_id = ? AND version = ? AND end_ns = ? AND state = 'pending'")
+         " WHERE custom_id = ? AND version = ? AND project = ? AND end_ns = ? AND state = 'pending'")
 _RELEASE = ("UPDATE evaluation_queue SET next_attempt_ns = ?"
-            " WHERE custom_id = ? AND version = ? AND end_ns = ? AND state = 'pending'")
-_SUPERSEDE = ("UPDATE evaluations SET superseded = 1 WHERE custom_id = ? AND version = ? AND source = 'evaluator'"
-              " AND superseded = 0 AND evaluator_name = ? AND (run_end_ns IS NULL OR run_end_ns <> ?)")
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM evaluations WHERE custom_id = ? AND version = ?" \
+            " WHERE custom_id = ? AND version = ? AND project = ? AND end_ns = ? AND state = 'pending'")
+_SUPERSEDE = ("UPDATE evaluations SET superseded = 1 WHERE custom_id = ? AND version = ? AND project = ?"
+              " AND source = 'evaluator' AND superseded = 0 AND evaluator_name = ?"
+              " AND (run_end_ns IS NULL OR run_end_ns <> ?)")
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM evaluations WHERE custom_id = ? AND version = ? AND project = ?" \
     " ORDER BY created_ns, id"
+
+
+def _full(key: tuple[str, ...]) -> Key:
+    """A Key from a Key or a (custom_id, version) pair (the default project's session)."""
+    return (key[0], key[1], key[2] if len(key) > 2 else "default")
 
 
 def _pg(sql: str) -> str:
@@ -243,7 +260,7 @@ def record_span_evaluations(tx: Any, rows_by_key: Mapping[Key, Sequence[Any]]) -
                     item["name"], item.get("score"), item.get("label"), item.get("explanation"),
                     evaluator.get("name"), evaluator.get("version"), item.get("source") or "ingested",
                     int(item.get("time_ns") or row.end_ns), item.get("error"), 0, None,
-                    json.dumps(metadata) if metadata else None,
+                    json.dumps(metadata) if metadata else None, key[2],
                 ))
     _tx_exec(tx, _UPSERT_SPAN_EVENT, values)
     return len(values)
@@ -252,7 +269,7 @@ def record_span_evaluations(tx: Any, rows_by_key: Mapping[Key, Sequence[Any]]) -
 def enqueue_ended(tx: Any, summaries: Iterable[Mapping[str, Any]], now_ns: int | None = None) -> None:
     """Queue for evaluation the sessions these summaries end (COMPLETED / FAILED), once per end."""
     now = now_ns if now_ns is not None else time.time_ns()
-    rows = [(s["custom_id"], s["version"], s["ended_ns"], now, now) for s in summaries
+    rows = [(s["custom_id"], s["version"], s.get("project") or "default", s["ended_ns"], now, now) for s in summaries
             if s["status"] in ("COMPLETED", "FAILED") and s.get("ended_ns") is not None]
     _tx_exec(tx, _ENQUEUE, rows)
 
@@ -272,9 +289,9 @@ def claim(store: Any, now_ns: int, limit: int, lease_ns: int) -> list[QueueItem]
     due = db.read(_DUE, (now_ns, limit))
     claimed = []
     with db.write() as cur:
-        for custom_id, version, end_ns, attempts, next_ns in due:
-            if cur.execute(_LEASE, (now_ns + lease_ns, custom_id, version, next_ns, end_ns)) == 1:
-                claimed.append(QueueItem((custom_id, version), end_ns, attempts + 1))
+        for custom_id, version, project, end_ns, attempts, next_ns in due:
+            if cur.execute(_LEASE, (now_ns + lease_ns, custom_id, version, project, next_ns, end_ns)) == 1:
+                claimed.append(QueueItem((custom_id, version, project), end_ns, attempts + 1))
     return claimed
 
 
@@ -311,12 +328,13 @@ def _values(key: Key, e: Evaluation, run_end_ns: int | None) -> tuple[Any, ...]:
         e.id, key[0], key[1], e.trace_id if e.span_id else None, e.span_id, e.name, e.score, e.label, e.explanation,
         e.evaluator.name if e.evaluator else None, e.evaluator.version if e.evaluator else None, e.source,
         int(e.created_at.timestamp() * 1e9), e.error, int(e.superseded), run_end_ns,
-        json.dumps(e.metadata, sort_keys=True, default=str) if e.metadata else None,
+        json.dumps(e.metadata, sort_keys=True, default=str) if e.metadata else None, key[2],
     )
 
 
-def save(store: Any, key: Key, evaluations: Sequence[Evaluation]) -> None:
+def save(store: Any, key: tuple[str, ...], evaluations: Sequence[Evaluation]) -> None:
     """Store evaluations of one session (annotations...), in one transaction."""
+    key = _full(key)
     db = _Db(store)
     with db.write() as cur:
         for evaluation in evaluations:
@@ -332,7 +350,7 @@ def enqueue_sync(cur: Any, key: Key, now_ns: int | None = None) -> None:
 
 def _from_row(row: Sequence[Any]) -> Evaluation:
     (eid, _c, _v, trace_id, span_id, name, score, label, explanation, ev_name, ev_version, source, created_ns,
-     error, superseded, _run, metadata) = row
+     error, superseded, _run, metadata, _project) = row
     return Evaluation(
         id=eid, name=name, score=score, label=label, explanation=explanation,
         evaluator=EvaluatorRef(name=ev_name, version=ev_version) if ev_name else None,
@@ -342,8 +360,9 @@ def _from_row(row: Sequence[Any]) -> Evaluation:
     )
 
 
-def load(store: Any, key: Key) -> list[Evaluation]:
+def load(store: Any, key: tuple[str, ...]) -> list[Evaluation]:
     """A session's evaluations, oldest first."""
+    key = _full(key)
     return [_from_row(r) for r in _Db(store).read(_SELECT, key)]
 
 
@@ -416,6 +435,7 @@ def filter_sql(expressions: Sequence[str], mark: str) -> tuple[list[str], list[A
         column = "score" if isinstance(value, float) else "label"
         where.append(
             "EXISTS (SELECT 1 FROM evaluations e WHERE e.custom_id = sessions.custom_id"
+            " AND e.project = sessions.project"
             f" AND e.version = sessions.version AND e.superseded = 0 AND e.error IS NULL AND e.name = {mark}"
             f" AND e.{column} {_OPS[op]} {mark})")
         args += [name, value]

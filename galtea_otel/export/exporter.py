@@ -27,6 +27,7 @@ from galtea_otel.instrument.testcases import registered_test_cases, registry_gen
 from galtea_otel.pipeline import Pipeline
 from galtea_otel.settings import PipelineSettings
 from galtea_otel.store import Store, StoreError, open_store
+from galtea_otel.translate.row import DEFAULT_PROJECT
 from galtea_otel.translate.translator import Redactor
 
 log = logging.getLogger("galtea_otel")
@@ -58,8 +59,10 @@ class SessionExporter(SpanExporter):
         settings: PipelineSettings | None = None,
         *,
         redact: Redactor | None = None,
+        project: str | None = None,
     ) -> None:
         self._store_arg = store
+        self.project = project or DEFAULT_PROJECT  # issue 12: the project this application's sessions belong to
         self._settings = settings or PipelineSettings()
         self._redact = redact
         self._pipeline: Pipeline | None = None
@@ -117,7 +120,7 @@ class SessionExporter(SpanExporter):
         try:
             pipeline = self.pipeline
             self._store_test_cases(pipeline)
-            result = pipeline.ingest(from_sdk_spans(spans))
+            result = pipeline.ingest(from_sdk_spans(spans), self.project)
             _count("spans_exported", result.accepted)
             if result.duplicates:
                 _count("spans_duplicates", result.duplicates)

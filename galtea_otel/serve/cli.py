@@ -47,6 +47,14 @@ from galtea_otel.serve.options import DEFAULT_GRPC, DEFAULT_HTTP, DEFAULT_MAX_BO
     help="File holding the bearer token every request must present (Authorization: Bearer ...).",
 )
 @click.option(
+    "--tokens",
+    "tokens_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help='Projects: a JSON file {"project": ["token", ...]}; each token writes only its project\'s sessions '
+         "(with --token-file, that token is the default project's). Re-read on SIGHUP.",
+)
+@click.option(
     "--allow-insecure-public",
     is_flag=True,
     help="Allow a non-loopback address without a token (logged as a warning).",
@@ -166,6 +174,7 @@ def serve(
     http: str,
     grpc_: str,
     token_file: str | None,
+    tokens_file: str | None,
     allow_insecure_public: bool,
     max_body_bytes: int,
     max_inflight: int,
@@ -208,6 +217,7 @@ def serve(
             http=parse_address(http),
             grpc=parse_address(grpc_),
             token=load_token(token_file) if token_file else None,
+            tokens_file=tokens_file,
             allow_insecure_public=allow_insecure_public,
             max_body_bytes=max_body_bytes,
             max_inflight=max_inflight,
@@ -220,6 +230,10 @@ def serve(
             redact_secrets=redact_secrets,
         )
         options.check()
+        if tokens_file:
+            from galtea_otel.serve.projects import Tokens
+
+            Tokens(options.token, tokens_file)  # a bad file is a usage error now, not a failed start
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     galtea = None

@@ -29,7 +29,6 @@ in grpcio's transport; so at most ``2 x max_inflight + 4`` messages are in memor
 
 from __future__ import annotations
 
-import hmac
 import logging
 import threading
 from collections import Counter
@@ -51,6 +50,7 @@ from galtea_otel.decode.otlp_logs import decode_logs_proto
 from galtea_otel.decode.otlp_proto import DecodeError, decode_proto
 from galtea_otel.serve.ingest import MAX_MESSAGE_CHARS, Ingests, Outcome, export_response, ingest_decoded
 from galtea_otel.serve.options import Address, ServeOptions
+from galtea_otel.serve.projects import Tokens
 
 log = logging.getLogger("galtea_otel.serve")
 
@@ -73,11 +73,11 @@ class TraceService:
     (logs), sharing the token, the reading and ingest slots and the queue. ``stats`` counts answers by gRPC
     status code name (both services; ``logs_OK`` counts the logs calls answered OK)."""
 
-    def __init__(self, pipeline: Ingests, options: ServeOptions) -> None:
+    def __init__(self, pipeline: Ingests, options: ServeOptions, tokens: Tokens | None = None) -> None:
         self.pipeline = pipeline
         self.options = options
         self.stats: Counter[str] = Counter()
-        self._expected = f"Bearer {options.token}".encode() if options.token else None
+        self.tokens = tokens if tokens is not None else Tokens(options.token, options.tokens_file)
         self._slots = threading.BoundedSemaphore(options.max_inflight)
         self._readers = threading.BoundedSemaphore(READERS_PER_SLOT * options.max_inflight + EXTRA_READERS)
         self._queue_lock = threading.Lock()
@@ -95,7 +95,8 @@ class TraceService:
 
     def _export(self, requests: Iterator[bytes], context: grpc.ServicerContext,
                 decode: Callable[[bytes], DecodeResult], respond: Callable[[Outcome], Response]) -> Response:
-        if self._expected is not None and not self._authorized(context):
+        project = self._project(context)
+        if project is None:
             self._abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         if not self._take(self._readers):
             self._overloaded(context)
@@ -109,7 +110,7 @@ class TraceService:
                 except DecodeError as exc:
                     self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc)[:MAX_MESSAGE_CHARS])
                 del body
-                outcome = ingest_decoded(self.pipeline, decoded)
+                outcome = ingest_decoded(self.pipeline, decoded, project)
             finally:
                 self._slots.release()
         finally:
@@ -163,15 +164,13 @@ class TraceService:
         context.set_trailing_metadata(self._retry_metadata)
         self._abort(context, grpc.StatusCode.UNAVAILABLE, "the receiver is overloaded, retry later")
 
-    def _authorized(self, context: grpc.ServicerContext) -> bool:
-        assert self._expected is not None
+    def _project(self, context: grpc.ServicerContext) -> str | None:
+        """The project of the call's bearer token (galtea_otel.serve.projects); None: UNAUTHENTICATED."""
         value = ""
         for key, item in context.invocation_metadata():
             if key == "authorization" and isinstance(item, str):
                 value = item
-        scheme, _, token = value.strip().partition(" ")
-        same = hmac.compare_digest(f"{scheme.capitalize()} {token.strip()}".encode(), self._expected)
-        return same
+        return self.tokens.project_of_header(value.encode("utf-8", "surrogateescape"))
 
     def _abort(self, context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
         self.stats[code.name] += 1
@@ -212,7 +211,7 @@ def grpc_options(options: ServeOptions) -> list[tuple[str, int]]:
 
 
 def start_grpc_server(
-    pipeline: Ingests, options: ServeOptions, address: Address
+    pipeline: Ingests, options: ServeOptions, address: Address, tokens: Tokens | None = None
 ) -> tuple[grpc.Server, TraceService, int]:
     """Start the gRPC server on ``address``; returns it, its servicer and the bound port."""
     # Beyond max_inflight + max_queued calls, grpcio would answer RESOURCE_EXHAUSTED without RetryInfo, which OTLP
@@ -224,7 +223,7 @@ def start_grpc_server(
         maximum_concurrent_rpcs=workers,
         options=grpc_options(options),
     )
-    service = TraceService(pipeline, options)
+    service = TraceService(pipeline, options, tokens)
     handler = grpc.stream_unary_rpc_method_handler(
         service.Export,
         request_deserializer=None,  # raw bytes: parsed only once the RPC holds a slot

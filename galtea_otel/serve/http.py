@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import socket
@@ -54,6 +53,7 @@ from galtea_otel.serve.ingest import (
     success_body,
 )
 from galtea_otel.serve.options import ServeOptions
+from galtea_otel.serve.projects import Tokens
 
 log = logging.getLogger("galtea_otel.serve")
 
@@ -86,7 +86,7 @@ class Route:
     """One OTLP signal on OTLP/HTTP: ``process`` (blocking, run in a worker thread) decompresses, decodes and
     ingests a body and says what to answer; ``success_body`` renders a 200 in the request's format."""
 
-    process: Callable[[bytes, Format, Encoding, int], Outcome]
+    process: Callable[[bytes, Format, Encoding, int, str], Outcome]  # ..., the token's project
     success_body: Callable[[Format, Outcome], bytes]
 
 
@@ -170,11 +170,11 @@ class OtlpHttpServer:
     """OTLP/HTTP over asyncio + h11. ``stats`` counts answers by HTTP status, and connection events by name
     (``evicted``, ``refused``, ``header_timeout``, ``body_timeout``) for tests and operators."""
 
-    def __init__(self, routes: Mapping[str, Route], options: ServeOptions) -> None:
+    def __init__(self, routes: Mapping[str, Route], options: ServeOptions, tokens: Tokens | None = None) -> None:
         self.routes = dict(routes)
         self.options = options
         self.stats: Counter[int | str] = Counter()
-        self._expected_token = options.token.encode() if options.token else None
+        self.tokens = tokens if tokens is not None else Tokens(options.token, options.tokens_file)
         self._slots = asyncio.Semaphore(options.max_inflight)
         self._budget = _Budget(options.buffered_bytes_limit)
         self._queued = 0
@@ -332,7 +332,7 @@ class OtlpHttpServer:
         fmt: Format | None = content_type[0] if content_type else None
         held = 0
         try:
-            route, encoding, declared = self._check_headers(request, headers, fmt)
+            route, encoding, declared, project = self._check_headers(request, headers, fmt)
             assert content_type is not None and fmt is not None and encoding is not None
             if conn.h11.they_are_waiting_for_100_continue:
                 await self._write(conn, conn.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
@@ -342,7 +342,8 @@ class OtlpHttpServer:
                 raise _Reject(503, "the receiver is overloaded, retry later", self._retry_after)
             try:
                 loop = asyncio.get_running_loop()
-                outcome = await loop.run_in_executor(self._executor, route.process, body, fmt, encoding, limit)
+                outcome = await loop.run_in_executor(self._executor, route.process, body, fmt, encoding, limit,
+                                                     project)
             finally:
                 self._slots.release()
             del body
@@ -362,7 +363,7 @@ class OtlpHttpServer:
 
     def _check_headers(
         self, request: h11.Request, headers: dict[bytes, bytes], fmt: Format | None
-    ) -> tuple[Route, Encoding | None, int | None]:
+    ) -> tuple[Route, Encoding | None, int | None, str]:
         path = request.target.split(b"?", 1)[0].decode("latin-1")
         route = self.routes.get(path)
         if route is None:
@@ -370,7 +371,8 @@ class OtlpHttpServer:
             raise _Reject(404, f"not found: OTLP is posted to {paths}")
         if request.method != b"POST":
             raise _Reject(405, "method not allowed: use POST", [(b"allow", b"POST")])
-        if self._expected_token is not None and not self._authorized(headers.get(b"authorization")):
+        project = self.tokens.project_of_header(headers.get(b"authorization"))
+        if project is None:
             raise _Reject(401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")])
         if fmt is None:
             raise _Reject(415, "unsupported content type: use application/x-protobuf or application/json")
@@ -385,7 +387,7 @@ class OtlpHttpServer:
             # The raw body is held to the limit too (a compressed body bigger than the limit is refused).
             if declared > limit:
                 raise _Reject(413, f"the request body is larger than {limit} bytes")
-        return route, encoding, declared
+        return route, encoding, declared, project
 
     async def _read_body(self, conn: _Connection, limit: int, declared: int | None) -> tuple[bytes, int]:
         """The whole body and the budget it holds. Each ``body_timeout`` window must bring at least
@@ -457,13 +459,6 @@ class OtlpHttpServer:
             return False
         finally:
             self._queued -= 1
-
-    def _authorized(self, header: bytes | None) -> bool:
-        assert self._expected_token is not None
-        scheme, _, token = (header or b"").strip().partition(b" ")
-        # compare_digest always runs, so a wrong scheme costs the same time as a wrong token.
-        same = hmac.compare_digest(token.strip(), self._expected_token)
-        return same and scheme.lower() == b"bearer"
 
     # ---------------------------------------------------------------------------------------------- answers
 

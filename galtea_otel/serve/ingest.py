@@ -24,6 +24,7 @@ from galtea_otel.decode.otlp_json import decode_json
 from galtea_otel.decode.otlp_proto import decode_proto
 from galtea_otel.pipeline import IngestResult
 from galtea_otel.spandata import SpanData
+from galtea_otel.translate.row import DEFAULT_PROJECT
 
 log = logging.getLogger("galtea_otel.serve")
 
@@ -49,7 +50,7 @@ _RPC_CODE_OF_HTTP = {
 class Ingests(Protocol):
     """What the receiver needs of a pipeline: :meth:`galtea_otel.pipeline.Pipeline.ingest`."""
 
-    def ingest(self, spans: Sequence[SpanData]) -> IngestResult: ...
+    def ingest(self, spans: Sequence[SpanData], project: str = ...) -> IngestResult: ...
 
 
 class BodyTooLarge(Exception):
@@ -94,7 +95,7 @@ def decompress_bounded(data: bytes, encoding: Encoding, limit: int) -> bytes:
 
 
 def process(pipeline: Ingests, body: bytes, fmt: Format, encoding: Encoding, limit: int,
-            logs: bool = False) -> Outcome:
+            project: str = DEFAULT_PROJECT, logs: bool = False) -> Outcome:
     """Decompress, decode and ingest one request body; the answer is 200 only once ``ingest`` has returned."""
     try:
         if encoding != "identity":
@@ -112,16 +113,19 @@ def process(pipeline: Ingests, body: bytes, fmt: Format, encoding: Encoding, lim
     except DecodeError as exc:
         log.info("400: undecodable OTLP/%s body: %s", fmt, exc)
         return Outcome(400, message=str(exc)[:MAX_MESSAGE_CHARS])
-    return ingest_decoded(pipeline, decoded)
+    return ingest_decoded(pipeline, decoded, project)
 
 
-def ingest_decoded(pipeline: Ingests, decoded: DecodeResult) -> Outcome:
+def ingest_decoded(pipeline: Ingests, decoded: DecodeResult, project: str = DEFAULT_PROJECT) -> Outcome:
     """Ingest decoded spans. A failing store answers 503: the client retries, nothing acknowledged is lost."""
     rejected = decoded.rejected
     errors = list(decoded.errors)
     if decoded.spans:
         try:
-            result = pipeline.ingest(decoded.spans)
+            # The project is the authenticated token's (galtea_otel.serve.projects); the default one's spans go
+            # through the call an older pipeline takes.
+            result = pipeline.ingest(decoded.spans, project) if project != DEFAULT_PROJECT \
+                else pipeline.ingest(decoded.spans)
         except Exception:
             # Not acknowledged, so the client keeps the spans and retries; the traceback is for the operator.
             log.exception("ingest failed for %d spans; answering 503", len(decoded.spans))

@@ -98,6 +98,8 @@ class ServeOptions:
     http: Address | None = field(default_factory=lambda: parse_address(DEFAULT_HTTP))
     grpc: Address | None = field(default_factory=lambda: parse_address(DEFAULT_GRPC))
     token: str | None = field(default=None, repr=False)
+    # Issue 12: ``serve --tokens FILE`` (galtea_otel.serve.projects): each token writes one project's sessions.
+    tokens_file: str | None = None
     allow_insecure_public: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_inflight: int = 4
@@ -135,12 +137,12 @@ class ServeOptions:
             raise ConfigError("--max-connections and --max-connections-per-client must be positive")
         warnings = []
         for name, address in (("HTTP", self.http), ("gRPC", self.grpc)):
-            if address is None or address.is_loopback or self.token:
+            if address is None or address.is_loopback or self.token or self.tokens_file:
                 continue
             if not self.allow_insecure_public:
                 raise ConfigError(
                     f"refusing to serve {name} on the non-loopback address {address} without a token: "
-                    "pass --token-file (or --allow-insecure-public if you really mean it)"
+                    "pass --token-file or --tokens (or --allow-insecure-public if you really mean it)"
                 )
             warnings.append(
                 f"INSECURE: {name} listens on {address} WITHOUT AUTHENTICATION; anyone who can reach it can "

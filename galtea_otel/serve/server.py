@@ -19,6 +19,7 @@ from typing import Any
 from galtea_otel.serve.http import OtlpHttpServer, trace_routes
 from galtea_otel.serve.ingest import Ingests
 from galtea_otel.serve.options import Address, ServeOptions, redact_url
+from galtea_otel.serve.projects import Tokens
 
 log = logging.getLogger("galtea_otel.serve")
 
@@ -66,6 +67,8 @@ class Receiver:
         self.grpc_address: Address | None = None
         self.app: OtlpHttpServer | None = None
         self.grpc_service: Any = None
+        # Issue 12: which project each token writes, shared by OTLP/HTTP and gRPC; re-read on SIGHUP.
+        self.tokens = Tokens(options.token, options.tokens_file)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._grpc: Any = None
@@ -110,11 +113,12 @@ class Receiver:
                 _raise_file_limit(options.max_connections)
                 sock = _bind(options.http)
                 self.http_address = Address(options.http.host, sock.getsockname()[1])
-                self.app = OtlpHttpServer(trace_routes(pipeline), options)
+                self.app = OtlpHttpServer(trace_routes(pipeline), options, self.tokens)
             if options.grpc is not None:
                 from galtea_otel.serve.grpc_service import start_grpc_server
 
-                grpc_server, self.grpc_service, port = start_grpc_server(pipeline, options, options.grpc)
+                grpc_server, self.grpc_service, port = start_grpc_server(pipeline, options, options.grpc,
+                                                                          self.tokens)
                 self._grpc = grpc_server
                 self.grpc_address = Address(options.grpc.host, port)
             sweeper.start()
@@ -155,7 +159,7 @@ class Receiver:
             f"http://{self.http_address}/v1/traces" if self.http_address else "off",
             self.grpc_address or "off",
             redact_url(store_url),
-            "; a bearer token is required" if self.options.token else "",
+            "; a bearer token is required" if self.tokens.required else "",
             f"; syncing to the Galtea platform at {self.galtea.base_url}" if self.galtea is not None else "",
         )
         self.ready.set()
@@ -215,6 +219,8 @@ def run_server(options: ServeOptions, pipeline: Ingests | None = None, *, galtea
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, receiver.request_stop)
+        # Issue 12: SIGHUP re-reads --tokens (a bad file keeps the tokens in force, and says why in the log).
+        loop.add_signal_handler(signal.SIGHUP, receiver.tokens.reload)
         await receiver.serve()
 
     asyncio.run(main())

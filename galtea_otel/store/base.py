@@ -14,14 +14,26 @@ from typing import Any, Protocol
 from galtea_otel.records import TestCase
 from galtea_otel.store.filters import Cursor, SessionFilter, SessionPage
 from galtea_otel.sync.schema import OutboxItem, SyncOverview, SyncState
-from galtea_otel.translate.row import SpanRow
+from galtea_otel.translate.row import DEFAULT_PROJECT, SpanRow
 
-Key = tuple[str, str]
+# (custom_id, version, project): the project last, so that ``key[0]`` / ``key[1]`` keep their meaning.
+Key = tuple[str, str, str]
+# What the reading and sync methods take: a Key, or (custom_id, version) as before schema v7, meaning the default
+# project's session (so a single-project caller's code keeps working).
+AnyKey = tuple[str, ...]
+
+
+def full_key(key: AnyKey) -> Key:
+    """A Key from a Key or a (custom_id, version) pair (the default project)."""
+    return (key[0], key[1], key[2] if len(key) > 2 else DEFAULT_PROJECT)
+
 # 2: the Galtea sync outbox (galtea_outbox, galtea_sync_sessions, galtea_sync_turns);
 # 3: galtea_sync_turns.fingerprint (a turn changed after it was sent is updated on the platform);
 # 4: galtea_sync_intents (the body of a turn creation, recorded before it is sent);
 # 5: the content model and end user on spans, listing columns on sessions (``store.rows.ADDED_COLUMNS``).
-SCHEMA_VERSION = 5
+# 7: projects (issue 12): a ``project`` column on spans and on every table keyed by session, in that key
+# (``store.rows.REKEYED``; SQLite rebuilds those tables in place, PostgreSQL swaps their primary key).
+SCHEMA_VERSION = 7
 
 
 class StoreError(RuntimeError):
@@ -37,11 +49,12 @@ class StoreTx(Protocol):
     def insert_spans(self, rows: Sequence[SpanRow]) -> int:
         """Insert the rows not stored yet (by trace_id, span_id), ignore the others; return how many were new."""
 
-    def traces_needing_resolution(self, trace_ids: Sequence[str]) -> set[str]:
-        """Of these traces, those holding a row that lacks its own custom id or version."""
+    def traces_needing_resolution(self, trace_ids: Sequence[str], project: str) -> set[str]:
+        """Of these traces, those holding a row of ``project`` that lacks its own custom id or version."""
 
-    def trace_rows(self, trace_ids: Sequence[str]) -> list[SpanRow]:
-        """The rows of these traces, with at least ids, parent, start and key columns filled."""
+    def trace_rows(self, trace_ids: Sequence[str], project: str) -> list[SpanRow]:
+        """The rows of ``project`` in these traces, with at least ids, parent, start, key columns and project
+        filled."""
 
     def set_keys(self, updates: Sequence[tuple[str, str, str | None, str | None]]) -> None:
         """Set the resolved (custom_id, version) of rows given as (trace_id, span_id, custom_id, version)."""
@@ -63,12 +76,13 @@ class StoreTx(Protocol):
     def idle_sessions(self, last_activity_before_ns: int) -> list[Key]:
         """PENDING sessions with no activity since the given time."""
 
-    def held_traces(self, received_before_ns: int) -> list[str]:
-        """Traces with rows still unkeyed, the newest of which arrived before the given time."""
+    def held_traces(self, received_before_ns: int) -> list[tuple[str, str]]:
+        """(project, trace id) of the traces with rows still unkeyed, the newest of which arrived before the
+        given time."""
 
-    def unkeyed_rows(self, trace_id: str) -> list[SpanRow]: ...
+    def unkeyed_rows(self, trace_id: str, project: str) -> list[SpanRow]: ...
 
-    def delete_unkeyed(self, trace_id: str) -> int:
+    def delete_unkeyed(self, trace_id: str, project: str) -> int:
         """Drop a held trace's unkeyed rows; return how many."""
 
     def add_counter(self, name: str, amount: int) -> None: ...
@@ -91,12 +105,14 @@ class Store(Protocol):
         ``filter`` keeps (``status`` / ``version`` are shorthands for its fields); see ``store.filters``;
         ``evaluations``: conditions such as ``helpfulness<0.5`` (galtea_otel.evaluate.storage)."""
 
-    def find_session_key(self, custom_id: str, version: str | None = None) -> Key | None:
-        """The key of the session with this custom id (the newest one when version is None)."""
+    def find_session_key(self, custom_id: str, version: str | None = None, project: str | None = None
+                         ) -> Key | None:
+        """The key of the session with this custom id (the newest one when version is None; in any project when
+        project is None)."""
 
-    def read_session_rows(self, key: Key) -> list[SpanRow]: ...
+    def read_session_rows(self, key: AnyKey) -> list[SpanRow]: ...
 
-    def session_assembly(self, key: Key) -> dict[str, Any]:
+    def session_assembly(self, key: AnyKey) -> dict[str, Any]:
         """The assembly settings (turns, late_spans, strict) the session was last written with."""
 
     def counters(self) -> dict[str, int]: ...
@@ -117,23 +133,23 @@ class Store(Protocol):
         """Claim up to ``limit`` due outbox rows (oldest first) for ``lease_ns``; rows claimed by another
         worker whose lease has not run out are skipped."""
 
-    def sync_state(self, key: Key) -> SyncState | None:
+    def sync_state(self, key: AnyKey) -> SyncState | None:
         """What the platform holds of this session; None when the session is no longer in the store."""
 
     def sync_save_session(
-        self, key: Key, platform_id: str | None, version_id: str | None, status: str | None,
+        self, key: AnyKey, platform_id: str | None, version_id: str | None, status: str | None,
         fingerprint: str | None,
     ) -> None: ...
 
     def sync_save_turn(
-        self, key: Key, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
+        self, key: AnyKey, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
     ) -> None:
         """Record what the platform holds of a turn (and end the turn's creation intent, if any)."""
 
-    def sync_save_intent(self, key: Key, turn_id: str, body: dict[str, Any]) -> None:
+    def sync_save_intent(self, key: AnyKey, turn_id: str, body: dict[str, Any]) -> None:
         """Record, before it is sent, the body of the ``POST inferenceResults`` that creates a turn."""
 
-    def sync_forget_turn(self, key: Key, turn_id: str) -> None:
+    def sync_forget_turn(self, key: AnyKey, turn_id: str) -> None:
         """Forget a turn (and its intent): it was deleted from the platform, or never reached it."""
 
     def sync_complete(

@@ -100,6 +100,7 @@ class SessionFilter:
     q: str | None = None  # text search over the first message, the last reply and every turn's input / output
     # Current evaluations that hold, e.g. ``helpfulness<0.5`` (galtea_otel.evaluate.storage.parse_filter).
     evaluations: tuple[str, ...] = ()
+    project: str | None = None  # issue 12: the project's sessions only (``serve --tokens``)
     # The raw since / until text, kept so that a URL written back says what the user wrote ("1h", not a date).
     since_text: str | None = field(default=None, compare=False)
     until_text: str | None = field(default=None, compare=False)
@@ -122,7 +123,7 @@ class SessionFilter:
         if self.status:
             out.append(("status", ",".join(s.lower().replace("_", "-") if s in LIFECYCLE_STATUSES else s
                                            for s in self.status)))
-        for name in ("version", "user", "model", "custom_id"):
+        for name in ("project", "version", "user", "model", "custom_id"):
             value = getattr(self, name)
             if value is not None:
                 out.append((name, value))
@@ -145,8 +146,8 @@ class SessionFilter:
         return out
 
 
-FILTER_PARAMS = ("status", "version", "user", "model", "custom_id", "since", "until", "has_error", "production",
-                 "min_cost", "max_cost", "min_turns", "max_turns", "q")
+FILTER_PARAMS = ("project", "status", "version", "user", "model", "custom_id", "since", "until", "has_error",
+                 "production", "min_cost", "max_cost", "min_turns", "max_turns", "q")
 
 
 def parse_query(params: Mapping[str, Sequence[str]], *, now: datetime | None = None,
@@ -191,7 +192,8 @@ def parse_query(params: Mapping[str, Sequence[str]], *, now: datetime | None = N
     return replace(flt, evaluations=tuple(evaluations)) if evaluations else flt
 
 
-def make_filter(*, status: str | Sequence[str] | None = None, version: str | None = None, user: str | None = None,
+def make_filter(*, project: str | None = None, status: str | Sequence[str] | None = None,
+                version: str | None = None, user: str | None = None,
                 model: str | None = None, custom_id: str | None = None, since: str | None = None,
                 until: str | None = None, metadata: Iterable[tuple[str, str]] = (),
                 has_error: str | bool | None = None, production: str | bool | None = None,
@@ -210,7 +212,7 @@ def make_filter(*, status: str | Sequence[str] | None = None, version: str | Non
         if name not in statuses:
             statuses.append(name)
     result = SessionFilter(
-        status=tuple(statuses), version=version, user=user, model=model, custom_id=custom_id,
+        status=tuple(statuses), version=version, user=user, model=model, custom_id=custom_id, project=project or None,
         since_ns=_time(since, "since", now) if since else None, until_ns=_time(until, "until", now) if until else None,
         since_text=since or None, until_text=until or None,
         metadata=tuple((k, str(v)) for k, v in metadata),
@@ -307,7 +309,7 @@ SQLITE = Dialect(like="LIKE", metadata_text=_sqlite_metadata, metadata_marks=2)
 POSTGRES = Dialect(like="ILIKE", metadata_text=lambda p: f"(s.metadata::jsonb ->> {p})", metadata_marks=1)
 
 _ORDER = " ORDER BY s.started_ns DESC, s.custom_id, s.version"
-_SAME_SESSION = "t.custom_id = s.custom_id AND t.version = s.version"
+_SAME_SESSION = "t.custom_id = s.custom_id AND t.version = s.version AND t.project = s.project"
 _IDLE_CLOSED = (f"(s.status = 'COMPLETED' AND EXISTS (SELECT 1 FROM spans t WHERE {_SAME_SESSION}"
                 " AND t.session_event = 'idle' AND t.end_ns = s.ended_ns))")
 _REOPENED = (f"(s.status = 'PENDING' AND EXISTS (SELECT 1 FROM spans t WHERE {_SAME_SESSION}"
@@ -337,7 +339,8 @@ def _indexed(flt: SessionFilter, after: Cursor | None) -> _Where:
         where.add("s.status = ?", base[0])
     elif base and len(base) < len(BASE_STATUSES):
         where.add(f"s.status IN ({', '.join('?' * len(base))})", *base)
-    for column, value in (("version", flt.version), ("user_id", flt.user), ("custom_id", flt.custom_id)):
+    for column, value in (("project", flt.project), ("version", flt.version), ("user_id", flt.user),
+                          ("custom_id", flt.custom_id)):
         if value is not None:
             where.add(f"s.{column} = ?", value)
     if flt.since_ns is not None:
@@ -433,11 +436,13 @@ def run_page(query: PageQuery, limit: int, fetch: Callable[[str, list[Any]], Seq
     sessions = [to_session(r[:-4]) for r in page]
     lifecycle: dict[tuple[str, str], str] = {}
     ids = sorted({s.custom_id for s in sessions})
+    shown = {(s.custom_id, s.version, s.project) for s in sessions}
     for start in range(0, len(ids), 500):  # the page's lifecycles: a second query, by primary key
         chunk = ids[start:start + 500]
-        sql = (f"SELECT s.custom_id, s.version, {LIFECYCLE_SQL} FROM sessions s"
+        sql = (f"SELECT s.custom_id, s.version, s.project, {LIFECYCLE_SQL} FROM sessions s"
                f" WHERE s.custom_id IN ({', '.join('?' * len(chunk))})")
-        lifecycle.update({(r[0], r[1]): r[2] for r in fetch(sql, chunk) if r[2]})
+        # Only the page's own sessions (another project may hold the same custom id and version).
+        lifecycle.update({(r[0], r[1]): r[3] for r in fetch(sql, chunk) if r[3] and (r[0], r[1], r[2]) in shown})
     more = len(rows) > limit
     last = Cursor(int(page[-1][-3] or 0), page[-1][-2], page[-1][-1]) if page else None
     if query.window is None or more:

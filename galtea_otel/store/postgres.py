@@ -28,9 +28,10 @@ from psycopg import IsolationLevel
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolClosed
 
+from galtea_otel.evaluate.storage import ddl as evaluation_ddl
 from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tables
 from galtea_otel.records import TestCase
-from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError
+from galtea_otel.store.base import SCHEMA_VERSION, AnyKey, Key, StoreError, full_key
 from galtea_otel.store.filters import (
     NO_LIMIT,
     POSTGRES,
@@ -46,6 +47,8 @@ from galtea_otel.store.rows import (
     ADDED_INDEXES,
     LISTING_TEXT_CHARS,
     MESSAGE_COLUMNS,
+    PROJECT_COLUMN_SQL,
+    REKEYED,
     SESSION_COLUMNS,
     row_from_tuple,
     session_from_row,
@@ -80,7 +83,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     last_activity_ns BIGINT NOT NULL,
     turn_count INTEGER NOT NULL, input_tokens BIGINT, output_tokens BIGINT, total_tokens BIGINT,
     cost DOUBLE PRECISION, latency_ms DOUBLE PRECISION, assembly TEXT NOT NULL, updated_ns BIGINT NOT NULL,
-    PRIMARY KEY (custom_id, version)
+    project {_ID} NOT NULL DEFAULT 'default',
+    PRIMARY KEY (custom_id, version, project)
 );
 CREATE INDEX IF NOT EXISTS sessions_by_activity ON sessions (status, last_activity_ns);
 CREATE INDEX IF NOT EXISTS sessions_by_start ON sessions (started_ns);
@@ -88,10 +92,11 @@ CREATE TABLE IF NOT EXISTS test_cases (
     id {_ID} PRIMARY KEY, input TEXT, expected_output TEXT, context TEXT, metadata TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name {_ID} PRIMARY KEY, value BIGINT NOT NULL);
-""" + sync_sql.ddl(_ID, "BIGINT")
+""" + sync_sql.ddl(_ID, "BIGINT") + ";" + evaluation_ddl(_ID, "BIGINT", "DOUBLE PRECISION")
 
 # PostgreSQL array type of each span column, for the one-statement batch insert through unnest().
-_PG_TYPES = {"text": "TEXT", "int": "BIGINT", "float": "DOUBLE PRECISION", "bool": "BOOLEAN"}
+_PG_TYPES = {"text": "TEXT", "int": "BIGINT", "float": "DOUBLE PRECISION", "bool": "BOOLEAN",
+             "project": PROJECT_COLUMN_SQL.replace("TEXT", _ID, 1)}
 _INT_COLUMNS = {"start_ns", "end_ns", "input_tokens", "output_tokens", "cache_read_tokens", "total_tokens",
                 "received_ns"}
 _ARRAY_TYPES = tuple(
@@ -112,8 +117,8 @@ _SELECT_NO_CONTENT = "SELECT " + ", ".join(
 _UPSERT_SESSION = (
     f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}, updated_ns)"
     f" VALUES ({', '.join(['%s'] * len(SESSION_COLUMNS))}, %s)"
-    " ON CONFLICT (custom_id, version) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in (*SESSION_COLUMNS[2:], "updated_ns"))
+    " ON CONFLICT (custom_id, version, project) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in (*SESSION_COLUMNS[2:], "updated_ns") if c != "project")
 )
 
 
@@ -122,16 +127,19 @@ def _pg(sql: str) -> str:
 
 
 _ENQUEUE = (
-    "INSERT INTO galtea_outbox AS o (custom_id, version, seq, state, attempts, next_attempt_ns, enqueued_ns,"
-    " last_error) SELECT k.c, k.v, 1, 'pending', 0, %s, %s, NULL FROM unnest(%b::text[], %b::text[]) AS k(c, v)"
-    + sync_sql.ENQUEUE.partition(" VALUES (?, ?, 1, 'pending', 0, ?, ?, NULL)")[2].replace("galtea_outbox.", "o.")
+    "INSERT INTO galtea_outbox AS o (custom_id, version, project, seq, state, attempts, next_attempt_ns,"
+    " enqueued_ns, last_error) SELECT k.c, k.v, k.p, 1, 'pending', 0, %s, %s, NULL"
+    " FROM unnest(%b::text[], %b::text[], %b::text[]) AS k(c, v, p)"
+    + sync_sql.ENQUEUE.partition(" VALUES (?, ?, ?, 1, 'pending', 0, ?, ?, NULL)")[2].replace("galtea_outbox.", "o.")
 )
 # Due rows, locked with SKIP LOCKED so that concurrent workers (other receivers) never claim the same row.
 _CLAIM = (
     "UPDATE galtea_outbox o SET next_attempt_ns = %s FROM ("
-    + _pg(sync_sql.DUE).replace("SELECT custom_id, version, seq, attempts", "SELECT custom_id, version")
+    + _pg(sync_sql.DUE).replace("SELECT custom_id, version, project, seq, attempts",
+                                "SELECT custom_id, version, project")
     + " FOR UPDATE SKIP LOCKED) d WHERE o.custom_id = d.custom_id AND o.version = d.version"
-    " RETURNING o.custom_id, o.version, o.seq, o.attempts, o.next_attempt_ns, o.enqueued_ns"
+    " AND o.project = d.project"
+    " RETURNING o.custom_id, o.version, o.project, o.seq, o.attempts, o.next_attempt_ns, o.enqueued_ns"
 )
 _LOCK_MANY = ("SELECT pg_advisory_xact_lock(k) FROM unnest(%b::bigint[]) WITH ORDINALITY AS t(k, n)"
               " ORDER BY n")
@@ -169,7 +177,8 @@ def trace_lock_key(trace_id: str) -> int:
 
 def session_lock_key(key: Key) -> int:
     # Cleaned as stored (see _params), so that a key read back from the database locks what it was given as.
-    return _lock_key(f"{_clean(key[0])}\0{_clean(key[1])}", _SESSION_NS)
+    scope = "" if key[2] == "default" else f"\0{_clean(key[2])}"
+    return _lock_key(f"{_clean(key[0])}\0{_clean(key[1])}{scope}", _SESSION_NS)
 
 
 def _unique(values: Iterable[int]) -> list[int]:
@@ -332,6 +341,7 @@ class PostgresStore:
                 added = [*sync_sql.ADDED_COLUMNS, *((t, c, _PG_TYPES[k]) for t, c, k in ADDED_COLUMNS)]
                 for table, column, kind in added:  # a new store, or an older schema: migrated in place
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+                _rekey(conn)
                 for name, table, column in ADDED_INDEXES:
                     conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})")
                 conn.execute(
@@ -368,19 +378,27 @@ class PostgresStore:
         query = page_query(SESSION_COLUMNS, flt, after, count, POSTGRES)
         return run_page(query, count, lambda sql, args: self._all(_pg(sql), args), session_from_row)
 
-    def find_session_key(self, custom_id: str, version: str | None = None) -> Key | None:
-        sql, args = "SELECT custom_id, version FROM sessions WHERE custom_id = %s", [custom_id]
+    def find_session_key(self, custom_id: str, version: str | None = None, project: str | None = None
+                         ) -> Key | None:
+        sql, args = "SELECT custom_id, version, project FROM sessions WHERE custom_id = %s", [custom_id]
         if version is not None:
             sql += " AND version = %s"
             args.append(version)
-        rows = self._all(sql + " ORDER BY started_ns DESC NULLS LAST, version DESC LIMIT 1", args)
-        return (rows[0][0], rows[0][1]) if rows else None
+        if project is not None:
+            sql += " AND project = %s"
+            args.append(project)
+        rows = self._all(sql + " ORDER BY started_ns DESC NULLS LAST, version DESC, project LIMIT 1", args)
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
-    def read_session_rows(self, key: Key) -> list[SpanRow]:
-        return [row_from_tuple(r) for r in self._all(_SELECT + " WHERE custom_id = %s AND version = %s", key)]
+    def read_session_rows(self, key: AnyKey) -> list[SpanRow]:
+        key = full_key(key)
+        return [row_from_tuple(r) for r in self._all(
+            _SELECT + " WHERE custom_id = %s AND version = %s AND project = %s", key)]
 
-    def session_assembly(self, key: Key) -> dict[str, Any]:
-        rows = self._all("SELECT assembly FROM sessions WHERE custom_id = %s AND version = %s", key)
+    def session_assembly(self, key: AnyKey) -> dict[str, Any]:
+        key = full_key(key)
+        rows = self._all("SELECT assembly FROM sessions WHERE custom_id = %s AND version = %s AND project = %s",
+                         key)
         return dict(json.loads(rows[0][0])) if rows else {}
 
     def counters(self) -> dict[str, int]:
@@ -418,10 +436,11 @@ class PostgresStore:
     def sync_claim(self, now_ns: int, limit: int, lease_ns: int) -> list[OutboxItem]:
         with self._write() as cur:
             rows = cur.execute(_CLAIM, (now_ns + lease_ns, now_ns, limit)).fetchall()
-        rows.sort(key=lambda r: (r[5], r[0], r[1]))
-        return [OutboxItem((r[0], r[1]), r[2], r[3]) for r in rows]
+        rows.sort(key=lambda r: (r[6], r[0], r[1], r[2]))
+        return [OutboxItem((r[0], r[1], r[2]), r[3], r[4]) for r in rows]
 
-    def sync_state(self, key: Key) -> SyncState | None:
+    def sync_state(self, key: AnyKey) -> SyncState | None:
+        key = full_key(key)
         rows = self._all(_pg(sync_sql.SESSION_STATE), key)
         if not rows:
             return None
@@ -430,26 +449,30 @@ class PostgresStore:
                                     self._all(_pg(sync_sql.INTENTS_STATE), key))
 
     def sync_save_session(
-        self, key: Key, platform_id: str | None, version_id: str | None, status: str | None,
+        self, key: AnyKey, platform_id: str | None, version_id: str | None, status: str | None,
         fingerprint: str | None,
     ) -> None:
+        key = full_key(key)
         with self._write() as cur:
             cur.execute(_pg(sync_sql.SAVE_SESSION),
                         _params((*key, platform_id, version_id, status, fingerprint, time.time_ns())))
 
     def sync_save_turn(
-        self, key: Key, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
+        self, key: AnyKey, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
     ) -> None:
+        key = full_key(key)
         with self._write() as cur:
             cur.execute(_pg(sync_sql.SAVE_TURN),
                         _params((*key, turn_id, platform_id, json.dumps(sorted(spans_sent)), fingerprint)))
             cur.execute(_pg(sync_sql.FORGET_INTENT), _params((*key, turn_id)))
 
-    def sync_save_intent(self, key: Key, turn_id: str, body: dict[str, Any]) -> None:
+    def sync_save_intent(self, key: AnyKey, turn_id: str, body: dict[str, Any]) -> None:
+        key = full_key(key)
         with self._write() as cur:
             cur.execute(_pg(sync_sql.SAVE_INTENT), _params((*key, turn_id, json.dumps(body, sort_keys=True))))
 
-    def sync_forget_turn(self, key: Key, turn_id: str) -> None:
+    def sync_forget_turn(self, key: AnyKey, turn_id: str) -> None:
+        key = full_key(key)
         with self._write() as cur:
             cur.execute(_pg(sync_sql.FORGET_TURN), _params((*key, turn_id)))
             cur.execute(_pg(sync_sql.FORGET_INTENT), _params((*key, turn_id)))
@@ -478,7 +501,7 @@ class PostgresStore:
     def sync_overview(self, parked_limit: int = 50) -> SyncOverview:
         counts = {r[0]: r[1] for r in self._all(sync_sql.COUNTS)}
         synced = self._all(sync_sql.SYNCED_COUNT)[0][0]
-        parked = [ParkedItem((r[0], r[1]), r[2], r[3], r[4])
+        parked = [ParkedItem((r[0], r[1], r[2]), r[3], r[4], r[5])
                   for r in self._all(_pg(sync_sql.PARKED), (parked_limit,))]
         return SyncOverview(pending=counts.get("pending", 0), parked=counts.get("parked", 0),
                             synced_sessions=synced, parked_items=parked)
@@ -496,6 +519,22 @@ class PostgresStore:
     def list_test_cases(self) -> list[TestCase]:
         return [_test_case(r) for r in self._all(
             "SELECT id, input, expected_output, context, metadata FROM test_cases ORDER BY id")]
+
+
+def _rekey(conn: psycopg.Connection[Any]) -> None:
+    """Schema v7 (issue 12): the tables whose primary key gains ``project`` (``store.rows.REKEYED``) get it in
+    place (their ``project`` column was just added, the default project for every row). Idempotent: a key that
+    already has ``project`` is left alone; inside the migration's transaction."""
+    for table, key in REKEYED:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS project {_PG_TYPES['project']}")
+        found = conn.execute(
+            "SELECT c.conname, array_agg(a.attname::text) FROM pg_constraint c"
+            " JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)"
+            " WHERE c.conrelid = to_regclass(%s) AND c.contype = 'p' GROUP BY c.conname", (table,)).fetchone()
+        if found is not None and "project" in found[1]:
+            continue
+        drop = f'DROP CONSTRAINT "{found[0]}", ' if found is not None else ""
+        conn.execute(f"ALTER TABLE {table} {drop}ADD PRIMARY KEY ({key})")
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -563,24 +602,24 @@ class _PostgresTx:
             inserted += max(self._cur.rowcount, 0)
         return inserted
 
-    def traces_needing_resolution(self, trace_ids: Sequence[str]) -> set[str]:
+    def traces_needing_resolution(self, trace_ids: Sequence[str], project: str) -> set[str]:
         if not trace_ids:
             return set()
         return {r[0] for r in self._all(
-            "SELECT DISTINCT trace_id FROM spans WHERE trace_id = ANY(%b::text[])"
-            " AND (own_custom_id IS NULL OR own_version IS NULL OR key_weak IS TRUE)", (list(trace_ids),))}
+            "SELECT DISTINCT trace_id FROM spans WHERE trace_id = ANY(%b::text[]) AND project = %s"
+            " AND (own_custom_id IS NULL OR own_version IS NULL OR key_weak IS TRUE)", (list(trace_ids), project))}
 
-    def trace_rows(self, trace_ids: Sequence[str]) -> list[SpanRow]:
+    def trace_rows(self, trace_ids: Sequence[str], project: str) -> list[SpanRow]:
         if not trace_ids:
             return []
         return [
             SpanRow(trace_id=r[0], span_id=r[1], parent_span_id=r[2], name="", kind="", start_ns=r[3],
                     end_ns=r[3], status=0, own_custom_id=r[4], own_version=r[5], resource_version=r[6],
-                    custom_id=r[7], version=r[8], key_weak=bool(r[9]))
+                    custom_id=r[7], version=r[8], key_weak=bool(r[9]), project=project)
             for r in self._all(
                 "SELECT trace_id, span_id, parent_span_id, start_ns, own_custom_id, own_version,"
                 " resource_version, custom_id, version, key_weak FROM spans WHERE trace_id = ANY(%b::text[])"
-                " ORDER BY trace_id, span_id", (list(trace_ids),))
+                " AND project = %s ORDER BY trace_id, span_id", (list(trace_ids), project))
         ]
 
     def set_keys(self, updates: Sequence[tuple[str, str, str | None, str | None]]) -> None:
@@ -601,7 +640,7 @@ class _PostgresTx:
         custom_ids = sorted({k[0] for k in keys})
         for values in self._all(select + " WHERE custom_id = ANY(%s)", (custom_ids,)):
             row = row_from_tuple(values)
-            rows = found.get((row.custom_id, row.version))  # type: ignore[arg-type]
+            rows = found.get((row.custom_id, row.version, row.project))  # type: ignore[arg-type]
             if rows is not None:
                 rows.append(row)
         return found
@@ -618,24 +657,25 @@ class _PostgresTx:
             self._exec(_UPSERT_SESSION, (*values, now))  # pipeline mode: sent together, no round trip each
 
     def delete_session(self, key: Key) -> None:
-        self._exec("DELETE FROM sessions WHERE custom_id = %s AND version = %s", key)
+        self._exec("DELETE FROM sessions WHERE custom_id = %s AND version = %s AND project = %s", key)
 
     def idle_sessions(self, last_activity_before_ns: int) -> list[Key]:
+        return [(r[0], r[1], r[2]) for r in self._all(
+            "SELECT custom_id, version, project FROM sessions WHERE status = 'PENDING' AND last_activity_ns < %s"
+            " ORDER BY custom_id, version, project", (last_activity_before_ns,))]
+
+    def held_traces(self, received_before_ns: int) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self._all(
-            "SELECT custom_id, version FROM sessions WHERE status = 'PENDING' AND last_activity_ns < %s"
-            " ORDER BY custom_id, version", (last_activity_before_ns,))]
+            "SELECT project, trace_id FROM spans WHERE custom_id IS NULL GROUP BY project, trace_id"
+            " HAVING max(received_ns) < %s ORDER BY trace_id, project", (received_before_ns,))]
 
-    def held_traces(self, received_before_ns: int) -> list[str]:
-        return [r[0] for r in self._all(
-            "SELECT trace_id FROM spans WHERE custom_id IS NULL GROUP BY trace_id"
-            " HAVING max(received_ns) < %s ORDER BY trace_id", (received_before_ns,))]
-
-    def unkeyed_rows(self, trace_id: str) -> list[SpanRow]:
+    def unkeyed_rows(self, trace_id: str, project: str) -> list[SpanRow]:
         return [row_from_tuple(r) for r in self._all(
-            _SELECT + " WHERE trace_id = %s AND custom_id IS NULL", (trace_id,))]
+            _SELECT + " WHERE trace_id = %s AND project = %s AND custom_id IS NULL", (trace_id, project))]
 
-    def delete_unkeyed(self, trace_id: str) -> int:
-        self._exec("DELETE FROM spans WHERE trace_id = %s AND custom_id IS NULL", (trace_id,))
+    def delete_unkeyed(self, trace_id: str, project: str) -> int:
+        self._exec("DELETE FROM spans WHERE trace_id = %s AND project = %s AND custom_id IS NULL",
+                   (trace_id, project))
         self._pipeline.sync()
         return self._cur.rowcount
 
@@ -646,4 +686,5 @@ class _PostgresTx:
 
     def enqueue_sync(self, keys: Sequence[Key], now_ns: int) -> None:
         if keys:
-            self._exec(_ENQUEUE, (now_ns, now_ns, [k[0] for k in keys], [k[1] for k in keys]))
+            self._exec(_ENQUEUE, (now_ns, now_ns, [k[0] for k in keys], [k[1] for k in keys],
+                                  [k[2] for k in keys]))

@@ -15,6 +15,8 @@ SESSION_COLUMNS: tuple[str, ...] = (
     "assembly",
     # Schema v5: what a session listing shows and filters on without reading the turns.
     "user_id", "first_input", "last_output", "model", "cache_read_tokens",
+    # Schema v7 (issue 12): the project, the third part of the session key.
+    "project",
 )
 _ABANDONED = COLUMNS.index("abandoned")
 # The write path reads input and output cut to this many characters (enough for a listing's first message and
@@ -41,6 +43,24 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     # Issue 11: a span's evaluation events (galtea_otel.evaluate.events); the evaluations tables are created by
     # galtea_otel.evaluate.storage.ensure_tables.
     ("spans", "evaluations", "text"),
+    # v7 (issue 12): the project; every row of an older store is the default project's.
+    # (The tables keyed by session get theirs with their new key: ``REKEYED``.)
+    ("spans", "project", "project"),
+    ("evaluations", "project", "project"),
+)
+# The logical type of a project column: the default project for the rows already there.
+PROJECT_COLUMN_SQL = "TEXT NOT NULL DEFAULT 'default'"
+# Schema v7 (issue 12): the tables whose primary key gains ``project``, as (table, new key). A store of an older
+# schema has them rebuilt (SQLite) or re-keyed (PostgreSQL) in place, in the opening transaction. ``spans``
+# keeps its (trace_id, span_id) key: ids are random, and a span another project sends with a stored span's ids
+# is ignored as a duplicate (counted), never merged into that project.
+REKEYED: tuple[tuple[str, str], ...] = (
+    ("sessions", "custom_id, version, project"),
+    ("galtea_outbox", "custom_id, version, project"),
+    ("galtea_sync_sessions", "custom_id, version, project"),
+    ("galtea_sync_turns", "custom_id, version, project, turn_id"),
+    ("galtea_sync_intents", "custom_id, version, project, turn_id"),
+    ("evaluation_queue", "custom_id, version, project"),
 )
 # Indexes on added columns: created after the columns exist (so also on a migrated store).
 # The session listing (``store.filters``): keyset pages in its order (started_ns DESC, custom_id, version), alone
@@ -51,6 +71,8 @@ ADDED_INDEXES: tuple[tuple[str, str, str], ...] = (
     ("sessions_by_status_start", "sessions", "status, started_ns DESC, custom_id, version"),
     ("sessions_by_version_start", "sessions", "version, started_ns DESC, custom_id, version"),
     ("sessions_by_user_start", "sessions", "user_id, started_ns DESC, custom_id, version"),
+    # v7: a project's listing, and its spans by session.
+    ("sessions_by_project_start", "sessions", "project, started_ns DESC, custom_id, version"),
 )
 
 

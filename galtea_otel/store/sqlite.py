@@ -12,9 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from galtea_otel.evaluate.storage import ddl as evaluation_ddl
 from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tables
 from galtea_otel.records import TestCase
-from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError, iter_chunks
+from galtea_otel.store.base import SCHEMA_VERSION, AnyKey, Key, StoreError, full_key, iter_chunks
 from galtea_otel.store.filters import (
     NO_LIMIT,
     SQLITE,
@@ -30,6 +31,8 @@ from galtea_otel.store.rows import (
     ADDED_INDEXES,
     LISTING_TEXT_CHARS,
     MESSAGE_COLUMNS,
+    PROJECT_COLUMN_SQL,
+    REKEYED,
     SESSION_COLUMNS,
     row_from_tuple,
     row_to_tuple,
@@ -57,8 +60,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     custom_id TEXT NOT NULL, version TEXT NOT NULL, status TEXT NOT NULL, error TEXT, test_case_id TEXT,
     context TEXT, metadata TEXT NOT NULL, started_ns INTEGER, ended_ns INTEGER, last_activity_ns INTEGER NOT NULL,
     turn_count INTEGER NOT NULL, input_tokens INTEGER, output_tokens INTEGER, total_tokens INTEGER, cost REAL,
-    latency_ms REAL, assembly TEXT NOT NULL, updated_ns INTEGER NOT NULL,
-    PRIMARY KEY (custom_id, version)
+    latency_ms REAL, assembly TEXT NOT NULL, updated_ns INTEGER NOT NULL, project TEXT NOT NULL DEFAULT 'default',
+    PRIMARY KEY (custom_id, version, project)
 );
 CREATE INDEX IF NOT EXISTS sessions_by_activity ON sessions (status, last_activity_ns);
 CREATE INDEX IF NOT EXISTS sessions_by_start ON sessions (started_ns);
@@ -66,9 +69,9 @@ CREATE TABLE IF NOT EXISTS test_cases (
     id TEXT PRIMARY KEY, input TEXT, expected_output TEXT, context TEXT, metadata TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-""" + sync_sql.ddl("TEXT", "INTEGER")
+""" + sync_sql.ddl("TEXT", "INTEGER") + ";" + evaluation_ddl("TEXT", "INTEGER", "REAL")
 
-_SQLITE_TYPES = {"text": "TEXT", "int": "INTEGER", "float": "REAL", "bool": "INTEGER"}
+_SQLITE_TYPES = {"text": "TEXT", "int": "INTEGER", "float": "REAL", "bool": "INTEGER", "project": PROJECT_COLUMN_SQL}
 _INSERT = f"INSERT OR IGNORE INTO spans ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM spans"
 # What reassembly reads on the write path: no message lists, and input and output cut to what a session listing
@@ -79,8 +82,8 @@ _SELECT_NO_CONTENT = "SELECT " + ", ".join(
 _UPSERT_SESSION = (
     f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}, updated_ns)"
     f" VALUES ({', '.join('?' * len(SESSION_COLUMNS))}, ?)"
-    f" ON CONFLICT (custom_id, version) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in (*SESSION_COLUMNS[2:], "updated_ns"))
+    f" ON CONFLICT (custom_id, version, project) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in (*SESSION_COLUMNS[2:], "updated_ns") if c != "project")
 )
 
 
@@ -166,12 +169,14 @@ class SQLiteStore:
         try:
             with self._write_lock:
                 conn.execute("BEGIN IMMEDIATE")
+                rebuilt = _set_aside_rekeyed(conn)
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(statement)
                 added = [*sync_sql.ADDED_COLUMNS, *((t, c, _SQLITE_TYPES[k]) for t, c, k in ADDED_COLUMNS)]
                 for table, column, kind in added:  # a new store, or an older schema: migrated in place
                     if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
                         conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                _copy_rekeyed(conn, rebuilt)
                 for name, table, column in ADDED_INDEXES:
                     conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})")
                 conn.execute(
@@ -217,20 +222,27 @@ class SQLiteStore:
         return run_page(query, limit if limit >= 0 else NO_LIMIT,
                         lambda sql, args: conn.execute(sql, args).fetchall(), session_from_row)
 
-    def find_session_key(self, custom_id: str, version: str | None = None) -> Key | None:
-        sql, args = "SELECT custom_id, version FROM sessions WHERE custom_id = ?", [custom_id]
+    def find_session_key(self, custom_id: str, version: str | None = None, project: str | None = None
+                         ) -> Key | None:
+        sql, args = "SELECT custom_id, version, project FROM sessions WHERE custom_id = ?", [custom_id]
         if version is not None:
             sql += " AND version = ?"
             args.append(version)
-        row = self._connect().execute(sql + " ORDER BY started_ns DESC, version DESC LIMIT 1", args).fetchone()
-        return (row[0], row[1]) if row else None
+        if project is not None:
+            sql += " AND project = ?"
+            args.append(project)
+        row = self._connect().execute(
+            sql + " ORDER BY started_ns DESC, version DESC, project LIMIT 1", args).fetchone()
+        return (row[0], row[1], row[2]) if row else None
 
-    def read_session_rows(self, key: Key) -> list[SpanRow]:
+    def read_session_rows(self, key: AnyKey) -> list[SpanRow]:
+        key = full_key(key)
         return _session_rows(self._connect(), key)
 
-    def session_assembly(self, key: Key) -> dict[str, Any]:
+    def session_assembly(self, key: AnyKey) -> dict[str, Any]:
+        key = full_key(key)
         row = self._connect().execute(
-            "SELECT assembly FROM sessions WHERE custom_id = ? AND version = ?", key).fetchone()
+            "SELECT assembly FROM sessions WHERE custom_id = ? AND version = ? AND project = ?", key).fetchone()
         return dict(json.loads(row[0])) if row else {}
 
     def counters(self) -> dict[str, int]:
@@ -276,11 +288,13 @@ class SQLiteStore:
 
     def sync_claim(self, now_ns: int, limit: int, lease_ns: int) -> list[OutboxItem]:
         with self._write() as conn:
-            items = [OutboxItem((r[0], r[1]), r[2], r[3]) for r in conn.execute(sync_sql.DUE, (now_ns, limit))]
+            items = [OutboxItem((r[0], r[1], r[2]), r[3], r[4])
+                     for r in conn.execute(sync_sql.DUE, (now_ns, limit))]
             conn.executemany(sync_sql.LEASE, [(now_ns + lease_ns, *i.key, i.seq) for i in items])
         return items
 
-    def sync_state(self, key: Key) -> SyncState | None:
+    def sync_state(self, key: AnyKey) -> SyncState | None:
+        key = full_key(key)
         conn = self._connect()
         row = conn.execute(sync_sql.SESSION_STATE, key).fetchone()
         if row is None:
@@ -289,25 +303,29 @@ class SQLiteStore:
                                     conn.execute(sync_sql.INTENTS_STATE, key))
 
     def sync_save_session(
-        self, key: Key, platform_id: str | None, version_id: str | None, status: str | None,
+        self, key: AnyKey, platform_id: str | None, version_id: str | None, status: str | None,
         fingerprint: str | None,
     ) -> None:
+        key = full_key(key)
         with self._write() as conn:
             conn.execute(sync_sql.SAVE_SESSION, (*key, platform_id, version_id, status, fingerprint, time.time_ns()))
 
     def sync_save_turn(
-        self, key: Key, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
+        self, key: AnyKey, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
     ) -> None:
+        key = full_key(key)
         with self._write() as conn:
             conn.execute(sync_sql.SAVE_TURN,
                          (*key, turn_id, platform_id, json.dumps(sorted(spans_sent)), fingerprint))
             conn.execute(sync_sql.FORGET_INTENT, (*key, turn_id))
 
-    def sync_save_intent(self, key: Key, turn_id: str, body: dict[str, Any]) -> None:
+    def sync_save_intent(self, key: AnyKey, turn_id: str, body: dict[str, Any]) -> None:
+        key = full_key(key)
         with self._write() as conn:
             conn.execute(sync_sql.SAVE_INTENT, (*key, turn_id, json.dumps(body, sort_keys=True)))
 
-    def sync_forget_turn(self, key: Key, turn_id: str) -> None:
+    def sync_forget_turn(self, key: AnyKey, turn_id: str) -> None:
+        key = full_key(key)
         with self._write() as conn:
             conn.execute(sync_sql.FORGET_TURN, (*key, turn_id))
             conn.execute(sync_sql.FORGET_INTENT, (*key, turn_id))
@@ -336,7 +354,8 @@ class SQLiteStore:
         conn = self._connect()
         counts = dict(conn.execute(sync_sql.COUNTS).fetchall())
         synced = conn.execute(sync_sql.SYNCED_COUNT).fetchone()[0]
-        parked = [ParkedItem((r[0], r[1]), r[2], r[3], r[4]) for r in conn.execute(sync_sql.PARKED, (parked_limit,))]
+        parked = [ParkedItem((r[0], r[1], r[2]), r[3], r[4], r[5])
+                  for r in conn.execute(sync_sql.PARKED, (parked_limit,))]
         return SyncOverview(pending=counts.get("pending", 0), parked=counts.get("parked", 0),
                             synced_sessions=synced, parked_items=parked)
 
@@ -357,6 +376,39 @@ class SQLiteStore:
         return [_test_case(r) for r in rows]
 
 
+def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def _set_aside_rekeyed(conn: sqlite3.Connection) -> list[str]:
+    """Schema v7 (issue 12), first half of the in-place rebuild of the tables whose key gains ``project``
+    (SQLite cannot change a primary key): rename each such table of an older store to ``<table>__pre7`` and drop
+    its indexes, so that the schema's CREATE statements make the new table and its indexes. Inside the opening
+    transaction: a failure leaves the store as it was. Idempotent: a table that has ``project`` is left alone."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    moved = []
+    for table, _key in REKEYED:
+        if table not in tables or "project" in _columns(conn, table):
+            continue
+        old = f"{table}__pre7"
+        conn.execute(f"DROP TABLE IF EXISTS {old}")
+        conn.execute(f"ALTER TABLE {table} RENAME TO {old}")
+        for (index,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?"
+                                     " AND sql IS NOT NULL", (old,)).fetchall():
+            conn.execute(f"DROP INDEX {index}")
+        moved.append(table)
+    return moved
+
+
+def _copy_rekeyed(conn: sqlite3.Connection, tables: Sequence[str]) -> None:
+    """Second half: copy the set-aside rows into the new tables (project: the default) and drop the old ones."""
+    for table in tables:
+        old = f"{table}__pre7"
+        kept = [c for c in _columns(conn, old) if c in set(_columns(conn, table))]
+        conn.execute(f"INSERT INTO {table} ({', '.join(kept)}) SELECT {', '.join(kept)} FROM {old}")
+        conn.execute(f"DROP TABLE {old}")
+
+
 def _test_case(row: Sequence[Any]) -> TestCase:
     return TestCase(id=row[0], input=row[1], expected_output=row[2], context=row[3],
                     metadata=json.loads(row[4] or "{}"))
@@ -364,7 +416,7 @@ def _test_case(row: Sequence[Any]) -> TestCase:
 
 def _session_rows(conn: sqlite3.Connection, key: Key, *, content: bool = True) -> list[SpanRow]:
     select = _SELECT if content else _SELECT_NO_CONTENT
-    cursor = conn.execute(select + " WHERE custom_id = ? AND version = ?", key)
+    cursor = conn.execute(select + " WHERE custom_id = ? AND version = ? AND project = ?", key)
     return [row_from_tuple(r) for r in cursor]
 
 
@@ -392,26 +444,27 @@ class _SQLiteTx:
         self._conn.executemany(_INSERT, [row_to_tuple(r) for r in rows])
         return self._conn.total_changes - before
 
-    def traces_needing_resolution(self, trace_ids: Sequence[str]) -> set[str]:
+    def traces_needing_resolution(self, trace_ids: Sequence[str], project: str) -> set[str]:
         found: set[str] = set()
         for chunk in iter_chunks(sorted(trace_ids), 500):
             marks = ", ".join("?" * len(chunk))
             found.update(r[0] for r in self._conn.execute(
-                f"SELECT DISTINCT trace_id FROM spans WHERE trace_id IN ({marks})"
-                " AND (own_custom_id IS NULL OR own_version IS NULL OR key_weak IS TRUE)", chunk))
+                f"SELECT DISTINCT trace_id FROM spans WHERE trace_id IN ({marks}) AND project = ?"
+                " AND (own_custom_id IS NULL OR own_version IS NULL OR key_weak IS TRUE)", (*chunk, project)))
         return found
 
-    def trace_rows(self, trace_ids: Sequence[str]) -> list[SpanRow]:
+    def trace_rows(self, trace_ids: Sequence[str], project: str) -> list[SpanRow]:
         rows: list[SpanRow] = []
         for chunk in iter_chunks(sorted(trace_ids), 500):
             marks = ", ".join("?" * len(chunk))
             for r in self._conn.execute(
                 "SELECT trace_id, span_id, parent_span_id, start_ns, own_custom_id, own_version,"
-                f" resource_version, custom_id, version, key_weak FROM spans WHERE trace_id IN ({marks})", chunk):
+                f" resource_version, custom_id, version, key_weak FROM spans WHERE trace_id IN ({marks})"
+                " AND project = ?", (*chunk, project)):
                 rows.append(SpanRow(trace_id=r[0], span_id=r[1], parent_span_id=r[2], name="", kind="",
                                     start_ns=r[3], end_ns=r[3], status=0, own_custom_id=r[4], own_version=r[5],
                                     resource_version=r[6], custom_id=r[7], version=r[8],
-                                    key_weak=bool(r[9])))
+                                    key_weak=bool(r[9]), project=project))
         return rows
 
     def set_keys(self, updates: Sequence[tuple[str, str, str | None, str | None]]) -> None:
@@ -427,7 +480,7 @@ class _SQLiteTx:
             marks = ", ".join("?" * len(chunk))
             for values in self._conn.execute(select + f" WHERE custom_id IN ({marks})", chunk):
                 row = row_from_tuple(values)
-                rows = found.get((row.custom_id, row.version))  # type: ignore[arg-type]
+                rows = found.get((row.custom_id, row.version, row.project))  # type: ignore[arg-type]
                 if rows is not None:
                     rows.append(row)
         return found
@@ -441,24 +494,25 @@ class _SQLiteTx:
         self._conn.executemany(_UPSERT_SESSION, [(*_session_values(s), now) for s in summaries])
 
     def delete_session(self, key: Key) -> None:
-        self._conn.execute("DELETE FROM sessions WHERE custom_id = ? AND version = ?", key)
+        self._conn.execute("DELETE FROM sessions WHERE custom_id = ? AND version = ? AND project = ?", key)
 
     def idle_sessions(self, last_activity_before_ns: int) -> list[Key]:
+        return [(r[0], r[1], r[2]) for r in self._conn.execute(
+            "SELECT custom_id, version, project FROM sessions WHERE status = 'PENDING' AND last_activity_ns < ?"
+            " ORDER BY custom_id, version, project", (last_activity_before_ns,))]
+
+    def held_traces(self, received_before_ns: int) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self._conn.execute(
-            "SELECT custom_id, version FROM sessions WHERE status = 'PENDING' AND last_activity_ns < ?"
-            " ORDER BY custom_id, version", (last_activity_before_ns,))]
+            "SELECT project, trace_id FROM spans WHERE custom_id IS NULL GROUP BY project, trace_id"
+            " HAVING max(received_ns) < ? ORDER BY trace_id, project", (received_before_ns,))]
 
-    def held_traces(self, received_before_ns: int) -> list[str]:
-        return [r[0] for r in self._conn.execute(
-            "SELECT trace_id FROM spans WHERE custom_id IS NULL GROUP BY trace_id"
-            " HAVING max(received_ns) < ? ORDER BY trace_id", (received_before_ns,))]
-
-    def unkeyed_rows(self, trace_id: str) -> list[SpanRow]:
+    def unkeyed_rows(self, trace_id: str, project: str) -> list[SpanRow]:
         return [row_from_tuple(r) for r in self._conn.execute(
-            _SELECT + " WHERE trace_id = ? AND custom_id IS NULL", (trace_id,))]
+            _SELECT + " WHERE trace_id = ? AND project = ? AND custom_id IS NULL", (trace_id, project))]
 
-    def delete_unkeyed(self, trace_id: str) -> int:
-        return self._conn.execute("DELETE FROM spans WHERE trace_id = ? AND custom_id IS NULL", (trace_id,)).rowcount
+    def delete_unkeyed(self, trace_id: str, project: str) -> int:
+        return self._conn.execute("DELETE FROM spans WHERE trace_id = ? AND project = ? AND custom_id IS NULL",
+                                  (trace_id, project)).rowcount
 
     def add_counter(self, name: str, amount: int) -> None:
         self._conn.execute(
@@ -466,4 +520,4 @@ class _SQLiteTx:
             " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", (name, amount))
 
     def enqueue_sync(self, keys: Sequence[Key], now_ns: int) -> None:
-        self._conn.executemany(sync_sql.ENQUEUE, [(k[0], k[1], now_ns, now_ns) for k in keys])
+        self._conn.executemany(sync_sql.ENQUEUE, [(*k, now_ns, now_ns) for k in keys])

@@ -16,6 +16,12 @@ A galtea-otel session names its version with a free string (``"1.4.0"``); a plat
    named after the string (``GALTEA_CREATE_VERSIONS=1``).
 
 A version string none of these resolves makes its sessions *parked* (refused), with a message saying so.
+
+Projects (issue 12, ``serve --tokens``): the default project's sessions go as above. Another project's go to the
+Galtea product ``project_products`` maps it to (``GALTEA_PROJECT_PRODUCTS``: ``{"shop": "<product id>"}`` as
+JSON, or ``@path``): its versions are that product's version of the same name (created with ``create_versions``);
+the static ``version_ids`` are not used for it (a version id belongs to one product). A project with no product
+mapped is parked, saying so: it never lands in another project's product.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ ENV_API_URL = "GALTEA_API_URL"
 ENV_PRODUCT_ID = "GALTEA_PRODUCT_ID"
 ENV_VERSION_MAP = "GALTEA_VERSION_MAP"
 ENV_CREATE_VERSIONS = "GALTEA_CREATE_VERSIONS"
+ENV_PROJECT_PRODUCTS = "GALTEA_PROJECT_PRODUCTS"
 VERSION_FACT = "galtea_otel.version"
 
 
@@ -46,13 +53,18 @@ class VersionMapping:
     version_ids: Mapping[str, str] = field(default_factory=dict)
     product_id: str | None = None
     create_versions: bool = False
+    # Issue 12: project -> Galtea product id, for the projects other than the default one.
+    project_products: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.create_versions and not self.product_id:
+        if self.create_versions and not self.product_id and not self.project_products:
             raise SyncConfigError("create_versions needs a product_id (the product to create versions in)")
         for name, value in self.version_ids.items():
             if not isinstance(name, str) or not isinstance(value, str) or not value:
                 raise SyncConfigError("the version map must map version strings to platform version ids")
+        for name, value in self.project_products.items():
+            if not isinstance(name, str) or not isinstance(value, str) or not value:
+                raise SyncConfigError("the project products map must map project names to Galtea product ids")
 
 
 @dataclass(frozen=True)
@@ -122,6 +134,7 @@ class GalteaSyncConfig:
                 version_ids=parse_version_map(env.get(ENV_VERSION_MAP, "")),
                 product_id=env.get(ENV_PRODUCT_ID) or None,
                 create_versions=env.get(ENV_CREATE_VERSIONS, "").strip().lower() in ("1", "true", "yes", "on"),
+                project_products=parse_version_map(env.get(ENV_PROJECT_PRODUCTS, ""), "the project products map"),
             )
         return cls(api_key=api_key, base_url=base_url or env.get(ENV_API_URL) or DEFAULT_API_URL,
                    versions=versions, **options)
@@ -137,12 +150,13 @@ def read_key_file(path: str | os.PathLike[str]) -> str:
     return key
 
 
-def parse_version_map(text: str) -> dict[str, str]:
-    """``{"1.4.0": "ver_..."}`` as JSON text, or ``@path`` to a JSON file holding it; empty: no map."""
+def parse_version_map(text: str, what: str = "the version map") -> dict[str, str]:
+    """``{"1.4.0": "ver_..."}`` as JSON text, or ``@path`` to a JSON file holding it; empty: no map. (Also the
+    project products map, ``{"shop": "<product id>"}``, with ``what`` naming it in errors.)"""
     text = text.strip()
     if not text:
         return {}
-    source = "the version map"
+    source = what
     if text.startswith("@"):
         source = text[1:]
         try:
@@ -154,5 +168,5 @@ def parse_version_map(text: str) -> dict[str, str]:
     except ValueError as exc:
         raise SyncConfigError(f"{source} is not JSON: {exc}") from None
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise SyncConfigError(f"{source} must be a JSON object of version strings to platform version ids")
+        raise SyncConfigError(f"{source} must be a JSON object of strings to platform ids")
     return dict(value)

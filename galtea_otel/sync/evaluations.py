@@ -40,24 +40,25 @@ PAGE = 1000
 METRIC_DESCRIPTION = "Scores recorded with galtea-otel (evaluators, the app, people, other producers)."
 
 _LOAD = ("SELECT evaluation_id, state, platform_id, body, error FROM galtea_sync_evaluations"
-         " WHERE custom_id = ? AND version = ?")
+         " WHERE custom_id = ? AND version = ? AND project = ?")
 _SAVE = (
-    "INSERT INTO galtea_sync_evaluations (evaluation_id, custom_id, version, state, platform_id, body, error)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (evaluation_id) DO UPDATE SET custom_id = excluded.custom_id,"
-    " version = excluded.version, state = excluded.state, platform_id = excluded.platform_id,"
+    "INSERT INTO galtea_sync_evaluations (evaluation_id, custom_id, version, project, state, platform_id, body,"
+    " error) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (evaluation_id) DO UPDATE SET"
+    " custom_id = excluded.custom_id, version = excluded.version, project = excluded.project,"
+    " state = excluded.state, platform_id = excluded.platform_id,"
     " body = excluded.body, error = excluded.error"
 )
 # Sessions the platform holds that have an evaluation not settled there yet (never looked at, an intent, or
 # superseded after it was sent): enqueued by the backfill (evaluations recorded while no sync was running, or
 # by a galtea-otel that did not sync evaluations).
 _BACKFILL = (
-    "INSERT INTO galtea_outbox (custom_id, version, seq, state, attempts, next_attempt_ns, enqueued_ns, last_error)"
-    " SELECT DISTINCT e.custom_id, e.version, 1, 'pending', 0, ?, ?, NULL FROM evaluations e"
-    " JOIN galtea_sync_sessions g ON g.custom_id = e.custom_id AND g.version = e.version"
+    "INSERT INTO galtea_outbox (custom_id, version, project, seq, state, attempts, next_attempt_ns, enqueued_ns,"
+    " last_error) SELECT DISTINCT e.custom_id, e.version, e.project, 1, 'pending', 0, ?, ?, NULL FROM evaluations e"
+    " JOIN galtea_sync_sessions g ON g.custom_id = e.custom_id AND g.version = e.version AND g.project = e.project"
     " AND g.platform_id IS NOT NULL"
     " LEFT JOIN galtea_sync_evaluations x ON x.evaluation_id = e.id"
     " WHERE x.evaluation_id IS NULL OR x.state = 'intent' OR (e.superseded = 1 AND x.state = 'sent')"
-    " ON CONFLICT (custom_id, version) DO NOTHING"
+    " ON CONFLICT (custom_id, version, project) DO NOTHING"
 )
 
 

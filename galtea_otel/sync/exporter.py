@@ -32,8 +32,9 @@ class SyncingSessionExporter(SessionExporter):
         *,
         galtea: GalteaSyncConfig,
         redact: Redactor | None = None,
+        project: str | None = None,
     ) -> None:
-        super().__init__(store, settings, redact=redact)
+        super().__init__(store, settings, redact=redact, project=project)
         self.galtea = galtea
         self.worker: SyncWorker | None = None
 

@@ -24,7 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-Key = tuple[str, str]
+# (custom_id, version, project): the project last, so that ``key[0]`` / ``key[1]`` keep their meaning.
+Key = tuple[str, str, str]
 
 OUTBOX_TABLES = ("galtea_outbox", "galtea_sync_sessions", "galtea_sync_turns", "galtea_sync_intents")
 
@@ -35,23 +36,26 @@ def ddl(id_type: str, int_type: str) -> str:
 CREATE TABLE IF NOT EXISTS galtea_outbox (
     custom_id {id_type} NOT NULL, version {id_type} NOT NULL, seq {int_type} NOT NULL, state TEXT NOT NULL,
     attempts INTEGER NOT NULL, next_attempt_ns {int_type} NOT NULL, enqueued_ns {int_type} NOT NULL,
-    last_error TEXT,
-    PRIMARY KEY (custom_id, version)
+    last_error TEXT, project {id_type} NOT NULL DEFAULT 'default',
+    PRIMARY KEY (custom_id, version, project)
 );
 CREATE INDEX IF NOT EXISTS galtea_outbox_due ON galtea_outbox (state, next_attempt_ns);
 CREATE TABLE IF NOT EXISTS galtea_sync_sessions (
     custom_id {id_type} NOT NULL, version {id_type} NOT NULL, platform_id TEXT, version_id TEXT, status TEXT,
     fingerprint TEXT, synced_updated_ns {int_type}, updated_ns {int_type} NOT NULL,
-    PRIMARY KEY (custom_id, version)
+    project {id_type} NOT NULL DEFAULT 'default',
+    PRIMARY KEY (custom_id, version, project)
 );
 CREATE TABLE IF NOT EXISTS galtea_sync_turns (
     custom_id {id_type} NOT NULL, version {id_type} NOT NULL, turn_id {id_type} NOT NULL,
     platform_id TEXT NOT NULL, spans_sent TEXT NOT NULL, fingerprint TEXT,
-    PRIMARY KEY (custom_id, version, turn_id)
+    project {id_type} NOT NULL DEFAULT 'default',
+    PRIMARY KEY (custom_id, version, project, turn_id)
 );
 CREATE TABLE IF NOT EXISTS galtea_sync_intents (
     custom_id {id_type} NOT NULL, version {id_type} NOT NULL, turn_id {id_type} NOT NULL, body TEXT NOT NULL,
-    PRIMARY KEY (custom_id, version, turn_id)
+    project {id_type} NOT NULL DEFAULT 'default',
+    PRIMARY KEY (custom_id, version, project, turn_id)
 );
 """
 
@@ -61,14 +65,16 @@ CREATE TABLE IF NOT EXISTS galtea_sync_intents (
 # v3: galtea_sync_turns.fingerprint (NULL for a turn sent by an older galtea-otel: updated once, at its
 # session's next sync).
 # v4: the table galtea_sync_intents (created by ``ddl``'s CREATE TABLE IF NOT EXISTS when an older store is opened).
+# v7 (issue 12): ``project`` in every key (``store.rows.REKEYED``: the tables are re-keyed, not altered here).
+# Every statement below takes a session key as (custom_id, version, project), in that order.
 ADDED_COLUMNS = (("galtea_sync_turns", "fingerprint", "TEXT"),)
 
 
 # Statements written with ``?`` placeholders; the PostgreSQL store swaps them for ``%s``.
 ENQUEUE = (
-    "INSERT INTO galtea_outbox (custom_id, version, seq, state, attempts, next_attempt_ns, enqueued_ns, last_error)"
-    " VALUES (?, ?, 1, 'pending', 0, ?, ?, NULL)"
-    " ON CONFLICT (custom_id, version) DO UPDATE SET seq = galtea_outbox.seq + 1,"
+    "INSERT INTO galtea_outbox (custom_id, version, project, seq, state, attempts, next_attempt_ns, enqueued_ns,"
+    " last_error) VALUES (?, ?, ?, 1, 'pending', 0, ?, ?, NULL)"
+    " ON CONFLICT (custom_id, version, project) DO UPDATE SET seq = galtea_outbox.seq + 1,"
     " enqueued_ns = excluded.enqueued_ns,"
     " next_attempt_ns = CASE WHEN galtea_outbox.state = 'parked' THEN excluded.next_attempt_ns"
     " ELSE galtea_outbox.next_attempt_ns END,"
@@ -77,63 +83,71 @@ ENQUEUE = (
 )
 # Sessions never sent, or changed since they were last sent, that are not in the outbox yet (parked stay parked).
 BACKFILL = (
-    "INSERT INTO galtea_outbox (custom_id, version, seq, state, attempts, next_attempt_ns, enqueued_ns, last_error)"
-    " SELECT s.custom_id, s.version, 1, 'pending', 0, ?, ?, NULL FROM sessions s"
+    "INSERT INTO galtea_outbox (custom_id, version, project, seq, state, attempts, next_attempt_ns, enqueued_ns,"
+    " last_error) SELECT s.custom_id, s.version, s.project, 1, 'pending', 0, ?, ?, NULL FROM sessions s"
     " LEFT JOIN galtea_sync_sessions g ON g.custom_id = s.custom_id AND g.version = s.version"
+    " AND g.project = s.project"
     " WHERE g.synced_updated_ns IS NULL OR g.synced_updated_ns < s.updated_ns"
-    " ON CONFLICT (custom_id, version) DO NOTHING"
+    " ON CONFLICT (custom_id, version, project) DO NOTHING"
 )
 DUE = (
-    "SELECT custom_id, version, seq, attempts FROM galtea_outbox WHERE state = 'pending' AND next_attempt_ns <= ?"
-    " ORDER BY next_attempt_ns, enqueued_ns, custom_id, version LIMIT ?"
+    "SELECT custom_id, version, project, seq, attempts FROM galtea_outbox"
+    " WHERE state = 'pending' AND next_attempt_ns <= ?"
+    " ORDER BY next_attempt_ns, enqueued_ns, custom_id, version, project LIMIT ?"
 )
-LEASE = "UPDATE galtea_outbox SET next_attempt_ns = ? WHERE custom_id = ? AND version = ? AND seq = ?"
-DONE = "DELETE FROM galtea_outbox WHERE custom_id = ? AND version = ? AND seq = ?"
+LEASE = "UPDATE galtea_outbox SET next_attempt_ns = ? WHERE custom_id = ? AND version = ? AND project = ? AND seq = ?"
+DONE = "DELETE FROM galtea_outbox WHERE custom_id = ? AND version = ? AND project = ? AND seq = ?"
 # Something changed while it was being sent: due again at once.
 AGAIN = (
     "UPDATE galtea_outbox SET next_attempt_ns = ?, attempts = 0, last_error = NULL"
-    " WHERE custom_id = ? AND version = ?"
+    " WHERE custom_id = ? AND version = ? AND project = ?"
 )
 DEFER = (
     "UPDATE galtea_outbox SET next_attempt_ns = ?, attempts = attempts + 1, last_error = ?"
-    " WHERE custom_id = ? AND version = ? AND state = 'pending'"
+    " WHERE custom_id = ? AND version = ? AND project = ? AND state = 'pending'"
 )
-PARK = "UPDATE galtea_outbox SET state = 'parked', last_error = ? WHERE custom_id = ? AND version = ? AND seq = ?"
-SYNCED = "UPDATE galtea_sync_sessions SET synced_updated_ns = ? WHERE custom_id = ? AND version = ?"
+PARK = ("UPDATE galtea_outbox SET state = 'parked', last_error = ?"
+        " WHERE custom_id = ? AND version = ? AND project = ? AND seq = ?")
+SYNCED = ("UPDATE galtea_sync_sessions SET synced_updated_ns = ?"
+          " WHERE custom_id = ? AND version = ? AND project = ?")
 SESSION_STATE = (
     "SELECT g.platform_id, g.version_id, g.status, g.fingerprint, s.updated_ns FROM sessions s"
     " LEFT JOIN galtea_sync_sessions g ON g.custom_id = s.custom_id AND g.version = s.version"
-    " WHERE s.custom_id = ? AND s.version = ?"
+    " AND g.project = s.project"
+    " WHERE s.custom_id = ? AND s.version = ? AND s.project = ?"
 )
 TURNS_STATE = (
-    "SELECT turn_id, platform_id, spans_sent, fingerprint FROM galtea_sync_turns WHERE custom_id = ? AND version = ?"
+    "SELECT turn_id, platform_id, spans_sent, fingerprint FROM galtea_sync_turns"
+    " WHERE custom_id = ? AND version = ? AND project = ?"
 )
 SAVE_SESSION = (
-    "INSERT INTO galtea_sync_sessions (custom_id, version, platform_id, version_id, status, fingerprint,"
-    " synced_updated_ns, updated_ns) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)"
-    " ON CONFLICT (custom_id, version) DO UPDATE SET platform_id = excluded.platform_id,"
+    "INSERT INTO galtea_sync_sessions (custom_id, version, project, platform_id, version_id, status, fingerprint,"
+    " synced_updated_ns, updated_ns) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)"
+    " ON CONFLICT (custom_id, version, project) DO UPDATE SET platform_id = excluded.platform_id,"
     " version_id = excluded.version_id, status = excluded.status, fingerprint = excluded.fingerprint,"
     " updated_ns = excluded.updated_ns"
 )
 SAVE_TURN = (
-    "INSERT INTO galtea_sync_turns (custom_id, version, turn_id, platform_id, spans_sent, fingerprint)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (custom_id, version, turn_id) DO UPDATE SET platform_id = excluded.platform_id,"
+    "INSERT INTO galtea_sync_turns (custom_id, version, project, turn_id, platform_id, spans_sent, fingerprint)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (custom_id, version, project, turn_id) DO UPDATE SET platform_id = excluded.platform_id,"
     " spans_sent = excluded.spans_sent, fingerprint = excluded.fingerprint"
 )
 # Saving a turn's platform id ends its intent, in the same transaction.
-FORGET_INTENT = "DELETE FROM galtea_sync_intents WHERE custom_id = ? AND version = ? AND turn_id = ?"
-FORGET_TURN = "DELETE FROM galtea_sync_turns WHERE custom_id = ? AND version = ? AND turn_id = ?"
-INTENTS_STATE = "SELECT turn_id, body FROM galtea_sync_intents WHERE custom_id = ? AND version = ?"
+FORGET_INTENT = ("DELETE FROM galtea_sync_intents"
+                 " WHERE custom_id = ? AND version = ? AND project = ? AND turn_id = ?")
+FORGET_TURN = "DELETE FROM galtea_sync_turns WHERE custom_id = ? AND version = ? AND project = ? AND turn_id = ?"
+INTENTS_STATE = ("SELECT turn_id, body FROM galtea_sync_intents"
+                 " WHERE custom_id = ? AND version = ? AND project = ?")
 SAVE_INTENT = (
-    "INSERT INTO galtea_sync_intents (custom_id, version, turn_id, body) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (custom_id, version, turn_id) DO UPDATE SET body = excluded.body"
+    "INSERT INTO galtea_sync_intents (custom_id, version, project, turn_id, body) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (custom_id, version, project, turn_id) DO UPDATE SET body = excluded.body"
 )
 COUNTS = "SELECT state, count(*) FROM galtea_outbox GROUP BY state"
 SYNCED_COUNT = "SELECT count(*) FROM galtea_sync_sessions WHERE platform_id IS NOT NULL"
 PARKED = (
-    "SELECT custom_id, version, attempts, last_error, enqueued_ns FROM galtea_outbox WHERE state = 'parked'"
-    " ORDER BY enqueued_ns DESC, custom_id, version LIMIT ?"
+    "SELECT custom_id, version, project, attempts, last_error, enqueued_ns FROM galtea_outbox"
+    " WHERE state = 'parked' ORDER BY enqueued_ns DESC, custom_id, version, project LIMIT ?"
 )
 REQUEUE_PARKED = "UPDATE galtea_outbox SET state = 'pending', attempts = 0, next_attempt_ns = ? WHERE state = 'parked'"
 

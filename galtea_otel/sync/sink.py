@@ -97,7 +97,9 @@ class VersionResolver:
         self.http = http
         self._cache: dict[str, str] = {}
 
-    def resolve(self, version: str) -> str:
+    def resolve(self, version: str, project: str = "default") -> str:
+        if project != "default":  # issue 12: another project's sessions go to its own product
+            return self._resolve_in_project(version, project)
         found = self.mapping.version_ids.get(version) or self._cache.get(version)
         if found:
             return found
@@ -125,6 +127,32 @@ class VersionResolver:
             raise Refused(0, f"product {product} has no version named {version!r}: create it on the platform, "
                              "map it in GALTEA_VERSION_MAP, or set GALTEA_CREATE_VERSIONS=1")
         self._cache[version] = found
+        return found
+
+    def _resolve_in_project(self, version: str, project: str) -> str:
+        product = self.mapping.project_products.get(project)
+        if not product:
+            raise Refused(0, f"project {project!r} has no Galtea product: map it in GALTEA_PROJECT_PRODUCTS"
+                             f' (e.g. {{"{project}": "<product id>"}})')
+        cache_key = f"{product}\0{version}"
+        found = self._cache.get(cache_key)
+        if found:
+            return found
+        rows = self.http.get("versions", params=[("productIds[]", product), ("names[]", version)])
+        matches = [r for r in rows or [] if isinstance(r, dict) and r.get("id")]
+        if len(matches) > 1:
+            raise Refused(0, f"{len(matches)} versions of product {product} (project {project!r}) are named"
+                             f" {version!r}")
+        if matches:
+            found = str(matches[0]["id"])
+        elif self.mapping.create_versions:
+            created = self.http.post("versions/get-or-create",
+                                     {"productId": product, "facts": {VERSION_FACT: version}, "name": version})
+            found = str(created["id"])
+        else:
+            raise Refused(0, f"product {product} (project {project!r}) has no version named {version!r}: create"
+                             " it on the platform, or set GALTEA_CREATE_VERSIONS=1")
+        self._cache[cache_key] = found
         return found
 
 
@@ -167,7 +195,7 @@ class GalteaSink:
         """Make sure the platform holds the session; True when it was created in this pass."""
         if state.platform_id is not None:
             return False
-        version_id = state.version_id or self.versions.resolve(detail.version)
+        version_id = state.version_id or self.versions.resolve(detail.version, key[2])
         state.version_id = version_id
         found = self._find_session(detail.custom_id, version_id)
         if found is not None:

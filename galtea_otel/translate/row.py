@@ -15,6 +15,9 @@ EVENT_START = "start"
 EVENT_END = "end"
 EVENT_IDLE = "idle"
 
+# Issue 12: the project of a store without ``serve --tokens`` (and of every row written before schema v7).
+DEFAULT_PROJECT = "default"
+
 
 @dataclass(slots=True)
 class SpanRow:
@@ -59,6 +62,9 @@ class SpanRow:
     finish_reason: str | None = None
     # Issue 11: the span's ``gen_ai.evaluation.result`` events (galtea_otel.evaluate.events), JSON list text.
     evaluations: str | None = None
+    # Schema v7 (issue 12): the project that wrote the span (the receiver's token, ``configure(project=...)``);
+    # a session is (custom_id, version, project), and keys resolve within one project's rows of a trace.
+    project: str = DEFAULT_PROJECT
 
     @property
     def is_error(self) -> bool:

@@ -25,8 +25,10 @@ def e(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
-def session_href(custom_id: str, version: str) -> str:
-    return f"/sessions/{quote(custom_id, safe='')}/{quote(version, safe='')}"
+def session_href(custom_id: str, version: str, project: str = "default") -> str:
+    # Issue 12: a session of another project than the default one is addressed with ?project=.
+    scope = "" if project == "default" else f"?project={quote(project, safe='')}"
+    return f"/sessions/{quote(custom_id, safe='')}/{quote(version, safe='')}{scope}"
 
 
 def layout(title: str, body: str, *, live: bool = False, page: str = "page", bare: bool = False) -> str:
@@ -173,7 +175,8 @@ def _kind(session: Session) -> str:
 
 
 def _session_row(session: Session, lifecycle: str | None) -> str:
-    href = session_href(session.custom_id, session.version)
+    href = session_href(session.custom_id, session.version, session.project)
+    project = "" if session.project == "default" else f" <span class=\"muted\">· {e(session.project)}</span>"
     tokens = (f"{number(session.input_tokens)} / {number(session.output_tokens)}"
               f" / {number(session.cache_read_input_tokens)}")
     error = clip(session.error, 80) if session.error else ""
@@ -182,7 +185,8 @@ def _session_row(session: Session, lifecycle: str | None) -> str:
         f"<td>{status_badge(session.status, lifecycle)}</td>"
         f"<td class=\"id\"><a href=\"{e(href)}\">{e(session.custom_id)}</a></td>"
         f"<td class=\"when\">{when(session.started_at, short=True)}</td>"
-        f"<td class=\"ver\">{e(session.version)}</td><td>{e(session.user_id) if session.user_id else '—'}</td>"
+        f"<td class=\"ver\">{e(session.version)}{project}</td>"
+        f"<td>{e(session.user_id) if session.user_id else '—'}</td>"
         f"<td>{_kind(session)}</td>"
         f"<td class=\"msg\">{clip(session.first_input)}</td><td class=\"msg\">{clip(session.last_output)}</td>"
         f"<td class=\"num\">{session.turn_count}</td><td class=\"num\">{duration(session.duration_ms)}</td>"
@@ -393,7 +397,7 @@ def session_page(detail: SessionDetail, *, lifecycle: str | None, sync_state: An
     tokens = (f"{number(s.input_tokens)} in / {number(s.output_tokens)} out"
               f" / {number(s.cache_read_input_tokens)} cached")
     facts = kv_table([
-        ("status", status_badge(s.status, lifecycle)), ("version", e(s.version)),
+        ("status", status_badge(s.status, lifecycle)), ("version", e(s.version)), ("project", e(s.project)),
         ("user", e(s.user_id or "—")),
         ("kind", "production" if s.is_production else f"evaluation of test case {e(s.test_case_id)}"),
         ("started", when(s.started_at)), ("ended", when(s.ended_at)), ("duration", duration(s.duration_ms)),

@@ -90,8 +90,10 @@ def check_bind(host: str, token: str | None) -> None:
 class UIApp:
     """Request handling, independent of the socket server (one instance serves every thread)."""
 
-    def __init__(self, store: Store, *, token: str | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, store: Store, *, token: str | None = None, host: str = "127.0.0.1",
+                 project: str | None = None) -> None:
         self.store = store
+        self.project = project  # issue 12: ``galtea-otel ui --project P``: the listing's default filter
         self.token = token
         self.host = host
         self.store_label = _store_label(store.url)
@@ -169,7 +171,8 @@ class UIApp:
             custom, sep, version = rest.partition("/")
             if not sep or not custom or not version or "/" in version:
                 raise HttpError(404, "Not found", "A session's address is /sessions/<custom id>/<version>.")
-            return self._session(unquote(custom), unquote(version), as_json)
+            return self._session(unquote(custom), unquote(version), as_json,
+                                 query.get("project", [None])[0] or self.project)
         raise HttpError(404, "Not found", f"There is no page at {path[:200]}.")
 
     def _listing(self, query: dict[str, list[str]]) -> tuple[SessionFilter, Cursor | None, int]:
@@ -181,6 +184,8 @@ class UIApp:
                     if not sep or not key:
                         raise FilterError(f"metadata filter {item!r} is not KEY=VALUE")
                     params.setdefault(f"metadata.{key}", []).append(text)
+            if self.project and "project" not in params:
+                params["project"] = [self.project]
             flt = parse_query(params, ignore=PAGE_PARAMS)
             after_text = query.get("after", [""])[0]
             after = Cursor.decode(after_text) if after_text else None
@@ -211,19 +216,21 @@ class UIApp:
                 "next": page.next.encode() if page.next else None, "searched": page.searched}
         return Response(200, json.dumps(data, ensure_ascii=False).encode(), "application/json")
 
-    def _session(self, custom_id: str, version: str, as_json: bool) -> Response:
+    def _session(self, custom_id: str, version: str, as_json: bool, project: str | None = None) -> Response:
         from galtea_otel.pipeline import read_session
 
-        key = (custom_id, version)
-        detail = read_session(self.store, key)
-        if detail is None:
+        # Issue 12: ``?project=P`` (links carry it when not the default); without it, the newest of any project.
+        found_key = self.store.find_session_key(custom_id, version, project)
+        detail = read_session(self.store, found_key) if found_key is not None else None
+        if detail is None or found_key is None:
             raise HttpError(404, "Unknown session", f"There is no session {custom_id!r} with version {version!r}"
                                                     f" in {self.store_label}.")
         if as_json:
             return Response(200, detail.model_dump_json(indent=2).encode(), "application/json")
-        found = self.store.list_sessions(filter=SessionFilter(custom_id=custom_id, version=version), limit=1)
-        lifecycle = found.lifecycle.get(key)
-        sync_state = self.store.sync_state(key)
+        found = self.store.list_sessions(
+            filter=SessionFilter(custom_id=custom_id, version=version, project=found_key[2]), limit=1)
+        lifecycle = found.lifecycle.get((custom_id, version))
+        sync_state = self.store.sync_state(found_key)
         if sync_state is not None and sync_state.platform_id is None and not sync_state.turns:
             sync_state = None
         test_case = self.store.get_test_case(detail.test_case_id) if detail.test_case_id else None
@@ -336,18 +343,18 @@ class UIServer(ThreadingMixIn, HTTPServer):
 
 
 def make_server(store: Store, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
-                token: str | None = None) -> UIServer:
+                token: str | None = None, project: str | None = None) -> UIServer:
     """A UI server bound to ``host:port`` (port 0: a free one); call ``serve_forever``. Refuses a public
-    ``host`` without a token."""
+    ``host`` without a token. ``project``: the sessions listing's default project filter (issue 12)."""
     check_bind(host, token)
-    return UIServer((host, port), UIApp(store, token=token, host=host))
+    return UIServer((host, port), UIApp(store, token=token, host=host, project=project))
 
 
 @contextlib.contextmanager
 def serving_in_thread(store: Store, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
-                      token: str | None = None) -> Iterator[UIServer]:
+                      token: str | None = None, project: str | None = None) -> Iterator[UIServer]:
     """Serve the UI from a background thread for the ``with`` block (``galtea-otel serve --ui``, tests)."""
-    server = make_server(store, host, port, token=token)
+    server = make_server(store, host, port, token=token, project=project)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                               name="galtea-otel-ui", daemon=True)
     thread.start()

@@ -25,6 +25,7 @@ SESSION_FIELDS = {
     "custom_id", "version", "test_case_id", "is_production", "context", "metadata", "status", "error",
     "started_at", "ended_at", "turn_count", "input_tokens", "output_tokens", "total_tokens", "cost",
     "latency_ms", "user_id", "cache_read_input_tokens", "model", "first_input", "last_output", "duration_ms",
+    "project",  # issue 12 (an addition)
 }
 TURN_FIELDS = {
     "id", "trace_id", "index", "input", "output", "model", "status", "error", "started_at", "ended_at",

@@ -104,6 +104,7 @@ def test_a_schema_v4_store_is_migrated_in_place(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT value FROM galtea_meta WHERE key = 'schema_version'").fetchone() == (
         str(SCHEMA_VERSION),)
-    columns = {(t, r[1]) for t in ("spans", "sessions") for r in conn.execute(f"PRAGMA table_info({t})")}
+    columns = {(t, r[1]) for t in ("spans", "sessions", "evaluations")
+               for r in conn.execute(f"PRAGMA table_info({t})")}
     assert {(t, c) for t, c, _ in ADDED_COLUMNS} <= columns
     conn.close()

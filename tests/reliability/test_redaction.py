@@ -613,7 +613,7 @@ def _masked_user_ids(store_url: str) -> set[str | None]:
     store = open_store(store_url)
     try:
         with store.transaction() as tx:
-            keys = [(s.custom_id, s.version) for s in store.list_sessions()]
+            keys = [(s.custom_id, s.version, s.project) for s in store.list_sessions()]
             rows = [row for found in tx.session_rows(keys, content=True).values() for row in found]
     finally:
         store.close()

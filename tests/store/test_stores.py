@@ -339,7 +339,7 @@ def test_unkeyed_child_before_keyed_root_gets_its_key(store: Store, maker: SpanM
     assert store.find_session_key("late-key") is None
     assert store.list_sessions() == []
     pipeline.ingest([root])
-    assert store.find_session_key("late-key") == ("late-key", "v1")
+    assert store.find_session_key("late-key") == ("late-key", "v1", "default")
     rows = store.read_session_rows(("late-key", "v1"))
     assert sorted(r.span_id for r in rows) == sorted([tool.span_id, chat.span_id, root.span_id])
     detail = pipeline.session("late-key")
@@ -434,7 +434,7 @@ def test_sweep_settles_held_orphan_traces(store: Store, maker: SpanMaker, orphan
         assert counts == {"idle_closed": 0, "orphan_sessions": 1, "orphans_dropped": 2}
         [session] = store.list_sessions()
         assert (session.custom_id, session.version, session.turn_count) == (trace_id, "7.1", 1)
-        assert store.find_session_key(trace_id) == (trace_id, "7.1")
+        assert store.find_session_key(trace_id) == (trace_id, "7.1", "default")
         assert row_counts(store)["spans"] == 2
         assert store.counters() == {"orphan_sessions": 1, "orphans_dropped": 2}
     else:
@@ -524,11 +524,11 @@ def test_find_session_key(store: Store, maker: SpanMaker) -> None:
     with tracer.start_as_current_span("chat", attributes=llm(2, **keyed("other", "x"))):
         pass
     Pipeline(store).ingest(maker.take())
-    assert store.find_session_key("same") == ("same", "new")
-    assert store.find_session_key("same", "old") == ("same", "old")
+    assert store.find_session_key("same") == ("same", "new", "default")
+    assert store.find_session_key("same", "old") == ("same", "old", "default")
     assert store.find_session_key("same", "missing") is None
     assert store.find_session_key("nobody") is None
-    assert store.find_session_key("other") == ("other", "x")
+    assert store.find_session_key("other") == ("other", "x", "default")
 
 
 def test_counters(store: Store, maker: SpanMaker) -> None:

@@ -194,14 +194,14 @@ def test_the_pipeline_enqueues_in_the_same_transaction_only_when_sync_is_on(tmp_
         Pipeline(store, sync=True).ingest(collect(exporter))
     assert store.sync_overview().pending == 1
     [item] = store.sync_claim(time.time_ns(), 10, 10**9)
-    assert item.key == ("conv-on", "1.0")
+    assert item.key == ("conv-on", "1.0", "default")
 
     # A failure in the transaction leaves neither the records nor the outbox row.
     class Boom(Exception):
         pass
 
     with pytest.raises(Boom), store.transaction() as tx:
-        tx.enqueue_sync([("conv-x", "1.0")], time.time_ns())
+        tx.enqueue_sync([("conv-x", "1.0", "default")], time.time_ns())
         raise Boom
     assert store.sync_overview().pending == 1
     store.close()

@@ -86,7 +86,7 @@ def writes(api: FakeGaltea, method: str | None = None, path: str | None = None) 
 def enqueue_again(store: Store, custom_id: str) -> None:
     """As if something had touched the session: it is in the outbox again, though nothing changed."""
     with store.transaction() as tx:
-        tx.enqueue_sync([(custom_id, VERSION)], time.time_ns())
+        tx.enqueue_sync([(custom_id, VERSION, "default")], time.time_ns())
 
 
 def only_turn(api: FakeGaltea, custom_id: str) -> dict[str, Any]:
