@@ -487,7 +487,7 @@ def ui(ctx: click.Context, host: str, port: int, token_file: str | None, open_br
     cost and turn ranges, a text search), a session page with the conversation, each turn's footer, a timeline
     of spans and "copy as JSON". New sessions and turns appear without a reload.
     """
-    from galtea_otel.ui.server import UIError, check_bind, make_server
+    from galtea_otel.ui.server import UIError, check_bind, make_server, start_warm_up
 
     token = None
     if token_file:
@@ -511,6 +511,7 @@ def ui(ctx: click.Context, host: str, port: int, token_file: str | None, open_br
     if token:
         click.echo(f"  guarded by the token in {token_file}: open {url}?token=<token> once")
     sys.stdout.flush()
+    start_warm_up()  # the records (pydantic) load now, not on the path to the address line
     if open_browser:
         import webbrowser
 

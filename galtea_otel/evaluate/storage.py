@@ -26,9 +26,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from galtea_otel.records import Evaluation, EvaluatorRef, InferenceResult, SessionDetail, SpanRecord
+if TYPE_CHECKING:  # the stores import this module to open; the records (pydantic) load when one is made
+    from galtea_otel.records import Evaluation, InferenceResult, SessionDetail, SpanRecord
 
 Key = tuple[str, str]
 TABLES = ("evaluations", "evaluation_queue")
@@ -300,6 +301,8 @@ def save(store: Any, key: Key, evaluations: Sequence[Evaluation]) -> None:
 
 
 def _from_row(row: Sequence[Any]) -> Evaluation:
+    from galtea_otel.records import Evaluation, EvaluatorRef
+
     (eid, _c, _v, trace_id, span_id, name, score, label, explanation, ev_name, ev_version, source, created_ns,
      error, superseded, _run, metadata) = row
     return Evaluation(

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from galtea_otel.records import TestCase
 from galtea_otel.store.filters import Cursor, SessionFilter, SessionPage
 from galtea_otel.sync.schema import OutboxItem, SyncOverview, SyncState
 from galtea_otel.translate.row import SpanRow
+
+if TYPE_CHECKING:  # the records (pydantic) are imported where one is made, not to open a store
+    from galtea_otel.records import TestCase
 
 Key = tuple[str, str]
 # 2: the Galtea sync outbox (galtea_outbox, galtea_sync_sessions, galtea_sync_turns);

@@ -22,9 +22,10 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from galtea_otel.records import Session
+if TYPE_CHECKING:  # pydantic stays unimported until a record is made (the UI starts without it)
+    from galtea_otel.records import Session
 
 BASE_STATUSES = ("PENDING", "COMPLETED", "FAILED")
 # Derived from the session's lifecycle markers: COMPLETED by the idle sweep, or PENDING again after an end.
@@ -66,7 +67,7 @@ class Cursor(NamedTuple):
 
 
 
-class SessionPage(list[Session]):
+class SessionPage(list["Session"]):
     """One page of a listing: a list of sessions, plus where the next page starts (None: nothing older),
     how many sessions a bounded scan looked at (None: the page came from an index alone), and each
     session's lifecycle ("idle-closed", "reopened") when it has one."""

@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -29,7 +29,6 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolClosed
 
 from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tables
-from galtea_otel.records import TestCase
 from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError
 from galtea_otel.store.filters import (
     NO_LIMIT,
@@ -53,6 +52,9 @@ from galtea_otel.store.rows import (
 from galtea_otel.sync import schema as sync_sql
 from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, sync_state_from_rows
 from galtea_otel.translate.row import COLUMNS, SpanRow
+
+if TYPE_CHECKING:  # the records (pydantic) are imported where one is made, not to open a store
+    from galtea_otel.records import TestCase
 
 # Identifiers compare byte-wise (COLLATE "C"), as in SQLite: the same ORDER BY gives the same order in both
 # stores, whatever the database's locale.
@@ -503,6 +505,8 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
 
 
 def _test_case(row: Sequence[Any]) -> TestCase:
+    from galtea_otel.records import TestCase
+
     return TestCase(id=row[0], input=row[1], expected_output=row[2], context=row[3],
                     metadata=json.loads(row[4] or "{}"))
 

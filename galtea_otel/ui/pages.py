@@ -10,11 +10,13 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-from galtea_otel.records import InferenceResult, Session, SessionDetail, SpanRecord
 from galtea_otel.store.filters import LIFECYCLE_STATUSES, SessionFilter, SessionPage
+
+if TYPE_CHECKING:  # pages render records, but importing this module does not import pydantic
+    from galtea_otel.records import InferenceResult, Session, SessionDetail, SpanRecord
 
 _NO_IO = "<p class=\"muted\">no input or output</p>"
 _NONE = "<p class=\"muted\">none</p>"

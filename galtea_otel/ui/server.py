@@ -343,6 +343,24 @@ def make_server(store: Store, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
     return UIServer((host, port), UIApp(store, token=token, host=host))
 
 
+def warm_up() -> None:
+    """Import what pages need (the records, on pydantic; the pipeline's reader) ahead of the first request, off
+    the thread that serves: ``galtea-otel ui`` starts without them, then loads them while the browser opens."""
+    import importlib
+
+    try:
+        for module in ("galtea_otel.records", "galtea_otel.pipeline"):
+            importlib.import_module(module)
+    except Exception:  # pragma: no cover - the first request imports them again and reports what fails
+        log.debug("the UI's warm-up import failed", exc_info=True)
+
+
+def start_warm_up() -> threading.Thread:
+    thread = threading.Thread(target=warm_up, name="galtea-otel-ui-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 @contextlib.contextmanager
 def serving_in_thread(store: Store, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
                       token: str | None = None) -> Iterator[UIServer]:
