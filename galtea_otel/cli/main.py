@@ -315,13 +315,10 @@ def annotate(ctx: click.Context, custom_id: str, version: str | None, turn: int 
              score: float | None, label: str | None, note: str | None, author: str | None, as_json: bool) -> None:
     """Record a person's evaluation of a session, or of one of its turns (source: human)."""
     import math
-    import time
-    import uuid
-    from datetime import datetime, timezone
 
-    from galtea_otel.evaluate import storage
+    from galtea_otel.evaluate.human import AnnotationError
+    from galtea_otel.evaluate.human import annotate as store_annotation
     from galtea_otel.pipeline import read_session
-    from galtea_otel.records import Evaluation, EvaluatorRef
 
     if (score is None) == (label is None):
         raise click.UsageError("give exactly one of --score and --label")
@@ -335,18 +332,12 @@ def annotate(ctx: click.Context, custom_id: str, version: str | None, turn: int 
     if key is None or detail is None:
         which = f"{custom_id!r}" + (f" with version {version!r}" if version else "")
         raise CliError(f"no session {which} in {store.url} (see `galtea-otel sessions list`)")
-    target: dict[str, Any] = {"target": "session"}
-    if turn is not None:
-        if turn >= len(detail.inference_results):
-            raise CliError(f"session {custom_id!r} has {len(detail.inference_results)} turn(s): no turn {turn}")
-        chosen = detail.inference_results[turn]
-        target = {"target": "turn", "turn_id": chosen.id, "span_id": chosen.id, "trace_id": chosen.trace_id}
     who = author or os.environ.get("USER") or "human"
-    evaluation = Evaluation(
-        id=uuid.uuid4().hex, name=name.strip(), score=score, label=label, explanation=note,
-        evaluator=EvaluatorRef(name=who), source="human", created_at=datetime.fromtimestamp(
-            time.time(), tz=timezone.utc), **target)
-    storage.save(store, key, [evaluation])
+    try:
+        evaluation = store_annotation(store, key, detail, name=name, score=score, label=label, note=note,
+                                      turn=turn, author=who)
+    except AnnotationError as exc:
+        raise CliError(str(exc)) from None
     if as_json:
         _echo_json(evaluation.model_dump(mode="json"))
     else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,6 +34,7 @@ from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError
 from galtea_otel.store.filters import (
     NO_LIMIT,
     POSTGRES,
+    POSTGRES_TRIGRAM,
     Cursor,
     SessionFilter,
     SessionPage,
@@ -142,6 +144,12 @@ _MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(1734828641, %s)"  # 1734828641 =
 _MAX_CHUNK = 5000  # rows per INSERT statement
 _DEFAULT_POOL_SIZE = 8
 _DEFAULT_CONNECT_TIMEOUT = 10  # seconds; libpq waits forever by default
+# The text search over the turns' input and output (``q``, issue 10) reads these pg_trgm GIN indexes (partial: the
+# LLM spans it searches) when the store could create them. ``CREATE EXTENSION pg_trgm`` needs a privilege some
+# servers do not grant: then the store keeps the plain query (a pass over the spans) and says so once.
+TRIGRAM_INDEXES = (("spans_input_trgm", "input"), ("spans_output_trgm", "output"))
+log = logging.getLogger("galtea_otel.store")
+_trigram_refused_logged = False
 
 
 class RetryableStoreError(StoreError):
@@ -266,6 +274,7 @@ class PostgresStore:
             name="galtea-otel",
         )
         self._pool.open(wait=False)
+        self._dialect = POSTGRES_TRIGRAM if self._has_trigram_indexes() else POSTGRES
 
     # --- connections ----------------------------------------------------------------------------------------
 
@@ -336,6 +345,7 @@ class PostgresStore:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
                 for name, table, column in ADDED_INDEXES:
                     conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})")
+                self._add_trigram_indexes(conn)
                 conn.execute(
                     "INSERT INTO galtea_meta (key, value) VALUES ('schema_version', %s)"
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
@@ -344,6 +354,32 @@ class PostgresStore:
                              f" {self._clean(exc)}") from exc
         finally:
             conn.close()
+
+    def _add_trigram_indexes(self, conn: psycopg.Connection[Any]) -> None:
+        """Create the pg_trgm extension (unless there) and the text search's indexes, in a savepoint of the
+        migration: refused (no privilege, no extension on the server), the migration goes on without them."""
+        global _trigram_refused_logged
+        try:
+            with conn.transaction():
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+                found = conn.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n"
+                                     " ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'").fetchone()
+                opclass = f'"{found[0]}".gin_trgm_ops' if found else "gin_trgm_ops"
+                for name, column in TRIGRAM_INDEXES:
+                    conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON spans USING gin ({column} {opclass})"
+                                 " WHERE kind = 'GENERATION'")
+        except psycopg.Error as exc:
+            if not _trigram_refused_logged:
+                _trigram_refused_logged = True
+                log.warning("galtea-otel: PostgreSQL store %s: no pg_trgm index for the text search (%s); the"
+                            " search reads the turns' text instead (slower on large stores)", self.url,
+                            self._clean(exc))
+
+    def _has_trigram_indexes(self) -> bool:
+        with self._conn() as conn:
+            row = conn.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema()"
+                               " AND indexname = ANY(%s)", ([n for n, _ in TRIGRAM_INDEXES],)).fetchone()
+        return bool(row and row[0] == len(TRIGRAM_INDEXES))
 
     @contextmanager
     def transaction(self) -> Iterator[_PostgresTx]:
@@ -367,7 +403,7 @@ class PostgresStore:
     ) -> SessionPage:
         flt = legacy_filter(filter, status, version, evaluations)
         count = limit if limit >= 0 else NO_LIMIT  # SQLite: a negative LIMIT means none
-        query = page_query(SESSION_COLUMNS, flt, after, count, POSTGRES)
+        query = page_query(SESSION_COLUMNS, flt, after, count, self._dialect)
         return run_page(query, count, lambda sql, args: self._all(_pg(sql), args), session_from_row)
 
     def find_session_key(self, custom_id: str, version: str | None = None) -> Key | None:
