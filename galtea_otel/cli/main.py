@@ -470,9 +470,14 @@ def demo(ctx: click.Context) -> None:
               help="File holding a token every request must present (open the UI once with ?token=...; a cookie "
                    "keeps it), as for `galtea-otel serve`.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the UI in the default browser.")
+@click.option("--annotate", is_flag=True,
+              help="Allow annotating: the session page gets a form that stores a score or label (and a note) of "
+                   "the session or one turn, as an evaluation with source human (as `galtea-otel annotate`).")
 @click.pass_context
-def ui(ctx: click.Context, host: str, port: int, token_file: str | None, open_browser: bool) -> None:
-    """Browse the store's sessions in a web browser: live, read-only, local (nothing fetched from outside).
+def ui(ctx: click.Context, host: str, port: int, token_file: str | None, open_browser: bool,
+       annotate: bool) -> None:
+    """Browse the store's sessions in a web browser: live, local (nothing fetched from outside), read-only
+    unless --annotate.
 
     Sessions page with filters in the URL (status, version, user, model, since/until, metadata.KEY, has_error,
     cost and turn ranges, a text search), a session page with the conversation, each turn's footer, a timeline
@@ -494,11 +499,12 @@ def ui(ctx: click.Context, host: str, port: int, token_file: str | None, open_br
         raise click.UsageError(str(exc)) from None
     store = _open_store(ctx, must_exist=False)
     try:
-        server = make_server(store, host, port, token=token)
+        server = make_server(store, host, port, token=token, annotate=annotate)
     except OSError as exc:
         raise CliError(f"cannot start the UI on {host}:{port}: {exc}") from None
     url = server.url
-    click.echo(f"galtea-otel UI on {url} (store: {server.app.store_label}); Ctrl-C to stop")
+    click.echo(f"galtea-otel UI on {url} (store: {server.app.store_label}"
+               f"{'; annotation allowed' if annotate else ''}); Ctrl-C to stop")
     if token:
         click.echo(f"  guarded by the token in {token_file}: open {url}?token=<token> once")
     sys.stdout.flush()

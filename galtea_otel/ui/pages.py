@@ -390,7 +390,33 @@ def _sync(state: Any) -> str:
     return kv_table(items)
 
 
-def session_page(detail: SessionDetail, *, lifecycle: str | None, sync_state: Any, test_case: Any) -> str:
+def _annotate_form(detail: SessionDetail, csrf: str) -> str:
+    """The annotation form (``galtea-otel ui --annotate``): a score or a label, and a note, of the session or of
+    one turn; posted to ``.../annotate``, stored as an evaluation with source ``human``."""
+    turns = "".join(f"<option value=\"{t.index + 1}\">turn {t.index + 1}</option>" for t in detail.inference_results)
+    action = session_href(detail.custom_id, detail.version) + "/annotate"
+    return (
+        f"<h3 id=\"annotate\">Annotate</h3><form class=\"annotate\" method=\"post\" action=\"{e(action)}\">"
+        f"<input type=\"hidden\" name=\"csrf\" value=\"{e(csrf)}\">"
+        f"<label class=\"f\"><span>Of</span><select name=\"turn\"><option value=\"\">the session</option>{turns}"
+        "</select></label>"
+        "<label class=\"f\"><span>Name</span><input type=\"text\" name=\"name\" required maxlength=\"200\""
+        " placeholder=\"helpfulness\"></label>"
+        "<label class=\"f n\"><span>Score</span><input type=\"text\" inputmode=\"decimal\" name=\"score\""
+        " placeholder=\"0.8\"></label>"
+        "<label class=\"f\"><span>or label</span><input type=\"text\" name=\"label\" maxlength=\"200\""
+        " placeholder=\"pass\"></label>"
+        "<label class=\"f wide\"><span>Note</span><textarea name=\"note\" rows=\"2\" maxlength=\"10000\""
+        " placeholder=\"why (optional)\"></textarea></label>"
+        "<label class=\"f\"><span>By</span><input type=\"text\" name=\"by\" maxlength=\"100\""
+        " placeholder=\"your name (optional)\"></label>"
+        "<div class=\"actions\"><button type=\"submit\">Save annotation</button></div></form>"
+    )
+
+
+def session_page(detail: SessionDetail, *, lifecycle: str | None, sync_state: Any, test_case: Any,
+                 csrf: str | None = None) -> str:
+    """The session's page; ``csrf`` (the server's token) adds the annotation form (``ui --annotate``)."""
     s = detail
     tokens = (f"{number(s.input_tokens)} in / {number(s.output_tokens)} out"
               f" / {number(s.cache_read_input_tokens)} cached")
@@ -414,7 +440,9 @@ def session_page(detail: SessionDetail, *, lifecycle: str | None, sync_state: An
                         for k, v in s.metadata.items())
     data = json.dumps(detail.model_dump(mode="json"), ensure_ascii=False, indent=2)
     data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    evals = _evaluations(getattr(detail, "evaluations", None))
+    evals = f"<div id=\"evaluations\">{_evaluations(getattr(detail, 'evaluations', None))}</div>"
+    if csrf is not None:
+        evals += _annotate_form(detail, csrf)
     return (
         f"<main id=\"main\" data-view=\"session\"><nav class=\"crumbs\"><a href=\"/\" data-back>← sessions</a></nav>"
         f"<h1 class=\"sid\">{e(s.custom_id)} {status_badge(s.status, lifecycle)}</h1>{error}"
