@@ -303,6 +303,8 @@ def _span_steps(spans: Sequence[SpanRecord]) -> str:
 
 
 def _evaluations(items: Any) -> str:
+    """Evaluations, one line each: the name, the score or label, who made it (source, evaluator), when; then the
+    explanation and any error. Superseded ones (a reopened session evaluated again) are struck through."""
     if not items:
         return ""
     rows = []
@@ -311,11 +313,18 @@ def _evaluations(items: Any) -> str:
         if not isinstance(data, Mapping):
             data = {"value": data}
         name = data.get("name") or "evaluation"
-        score = data.get("score")
-        label = data.get("label")
-        rest = {k: v for k, v in data.items() if k not in ("name", "score", "label") and v not in (None, "", {})}
-        rows.append(f"<li><b>{e(name)}</b> {e('' if score is None else score)} {e(label or '')}"
-                    f"{' ' + kv_table(((k, v) for k, v in rest.items())) if rest else ''}</li>")
+        value = " ".join(e(v) for v in (data.get("score"), data.get("label")) if v is not None)
+        evaluator = data.get("evaluator") if isinstance(data.get("evaluator"), Mapping) else {}
+        by = " ".join(str(v) for v in (evaluator.get("name"), evaluator.get("version")) if v)
+        made = " · ".join(x for x in (str(data.get("source") or ""), f"by {by}" if by else "") if x)
+        created = data.get("created_at")
+        moment = when(datetime.fromisoformat(created.replace("Z", "+00:00"))) if isinstance(created, str) else ""
+        explanation = (f"<div class=\"eval-why\">{e(data['explanation'])}</div>"
+                       if data.get("explanation") else "")
+        error = f"<div class=\"error\">{e(data['error'])}</div>" if data.get("error") else ""
+        rows.append(f"<li class=\"eval{' superseded' if data.get('superseded') else ''}\"><b>{e(name)}</b>"
+                    f" <span class=\"eval-value\">{value or '—'}</span>"
+                    f" <span class=\"muted small\">{e(made)} {moment}</span>{explanation}{error}</li>")
     return f"<div class=\"evals\"><h3>Evaluations</h3><ul>{''.join(rows)}</ul></div>"
 
 
