@@ -361,7 +361,11 @@ class PostgresStore:
         global _trigram_refused_logged
         try:
             with conn.transaction():
-                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+                try:  # in public, so that dropping one store's schema never drops another store's indexes
+                    with conn.transaction():
+                        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public")
+                except psycopg.Error:  # no public schema, or no right to create in it: the store's own schema
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
                 found = conn.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n"
                                      " ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'").fetchone()
                 opclass = f'"{found[0]}".gin_trgm_ops' if found else "gin_trgm_ops"

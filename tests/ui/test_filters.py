@@ -11,6 +11,7 @@ import json
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.trace import Status, StatusCode
@@ -269,3 +270,44 @@ def test_a_filter_round_trips_through_its_url() -> None:
         with pytest.raises(FilterError):
             Cursor.decode(bad)
 
+
+
+def test_postgres_text_search_reads_its_trigram_indexes_and_finds_what_the_plain_query_finds(
+        pg_schemas: Any, maker: SpanMaker) -> None:
+    """A new PostgreSQL store creates the pg_trgm indexes (postgres.TRIGRAM_INDEXES) and its ``q`` search reads
+    them; with them dropped (a server that refused the extension), the plain query finds the same sessions."""
+    import psycopg
+
+    from galtea_otel.store.filters import POSTGRES_TRIGRAM
+    from galtea_otel.store.postgres import TRIGRAM_INDEXES, PostgresStore
+
+    url = pg_schemas()
+    store = open_store(url)
+    assert isinstance(store, PostgresStore)
+    _fill(store, maker)
+    conninfo = store._conninfo
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        names = {r[0] for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")}
+        assert {n for n, _ in TRIGRAM_INDEXES} <= names
+        query = page_query(SESSION_COLUMNS, make_filter(q="refunds"), None, 50, POSTGRES_TRIGRAM)
+        conn.execute("SET enable_seqscan = off")  # 30 sessions: the planner would read the table otherwise
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + query.rows.replace("?", "%s"), query.rows_args))
+    assert "spans_input_trgm" in plan and "spans_output_trgm" in plan, plan
+    searches = ("REFUNDS", "question 1", "ue", "no such text", "100%_")
+
+    def found(s: Store) -> dict[str, list[str]]:
+        return {q: [x.custom_id for x in _all_pages(s, make_filter(q=q), 7)[0]] for q in searches}
+
+    with_index = found(store)
+    assert with_index["REFUNDS"] and with_index["ue"] and not with_index["no such text"]
+    store.close()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for name, _ in TRIGRAM_INDEXES:
+            conn.execute(f"DROP INDEX {name}")
+    plain = open_store(url)
+    try:
+        assert not plain._dialect.text_index  # type: ignore[attr-defined]
+        assert found(plain) == with_index
+    finally:
+        plain.close()
