@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--before", default="3da7e23", help="the git revision to compare with")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--import-rounds", type=int, default=31,
+                        help="interleaved rounds of the two import measures (cheap, and noisier than a start)")
     args = parser.parse_args()
 
     from bench_ui import fill
@@ -152,17 +154,24 @@ def main() -> None:
                 r, f = start_once(tree, url, tmp)
                 ready[name].append(r)
                 first[name].append(f)
+        for _ in range(args.import_rounds):
+            for name, tree in trees.items():
                 ui_ms, ui_sdk, ui_pyd = import_ms(tree, UI_IMPORT, tmp)
                 api_ms, api_sdk, api_pyd = import_ms(tree, API_IMPORT, tmp)
                 ui_imp[name].append(ui_ms)
                 api_imp[name].append(api_ms)
                 loaded[name] = (ui_sdk, ui_pyd, api_sdk, api_pyd)
+        modules = {name: subprocess.run(
+            [sys.executable, "-c", API_IMPORT + "; import sys; print('\\n'.join(sorted(sys.modules)))"], cwd=tmp,
+            env=env_for(tree), capture_output=True, text=True, check=True).stdout.split()
+            for name, tree in trees.items()}
 
     def ratio(table: dict[str, list[float]]) -> str:
         return f"**{statistics.median(table['after']) / statistics.median(table['before']):.2f}x**"
 
     print(f"Python {platform.python_version()}, {os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.1f}; before = {args.before}, {args.rounds} rounds, {args.sessions:,} sessions")
+          f"{os.getloadavg()[0]:.1f}; before = {args.before}, {args.rounds} start rounds,"
+          f" {args.import_rounds} import rounds, {args.sessions:,} sessions")
     print("| median (min-max) | before | after | after / before |")
     print("|---|---:|---:|---:|")
     print(f"| `galtea-otel ui`: spawn to address line (ms) | {fmt(ready['before'], 1000)} |"
@@ -173,6 +182,8 @@ def main() -> None:
           f" {ratio(ui_imp)} |")
     print(f"| `-X importtime` `{API_IMPORT}` (ms) | {fmt(api_imp['before'])} | {fmt(api_imp['after'])} |"
           f" {ratio(api_imp)} |")
+    same = modules["before"] == modules["after"]
+    print(f"instrumentation path: the same {len(modules['after'])} modules loaded before and after: {same}")
     for name in trees:
         ui_sdk, ui_pyd, api_sdk, api_pyd = loaded[name]
         print(f"{name}: UI path loads SDK={ui_sdk} pydantic={ui_pyd}; instrumentation path SDK={api_sdk}"
