@@ -12,7 +12,16 @@
   a done row pending again. Runners claim rows with a lease (a crashed runner's row is taken over when it runs
   out), and mark them done only if the end did not move meanwhile.
 
-Both tables are created by :func:`ensure_tables` when a store is opened (CREATE TABLE IF NOT EXISTS, so a store
+- ``galtea_sync_evaluations``: what the Galtea platform holds of each evaluation (``galtea_otel.sync.evaluations``):
+  its state (``intent``: the body about to be sent, committed before the request; ``sent`` with its platform id;
+  ``deleted``: superseded after it was sent, and deleted there; ``skipped``: nothing the platform can hold;
+  ``refused``), so that every evaluation is sent once.
+
+Writing evaluations outside the pipeline (an evaluator run, an annotation) also puts the session in the Galtea
+outbox, in the same transaction, when the sync knows the session (it was sent, or it is in the outbox): an
+evaluation recorded after its session was synced is sent too.
+
+The tables are created by :func:`ensure_tables` when a store is opened (CREATE TABLE IF NOT EXISTS, so a store
 of an older schema gets them in place), together with the ``spans.evaluations`` column.
 """
 
@@ -28,11 +37,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from galtea_otel.sync import schema as sync_sql
+
 if TYPE_CHECKING:  # the stores import this module to open; the records (pydantic) load when one is made
     from galtea_otel.records import Evaluation, InferenceResult, SessionDetail, SpanRecord
 
 Key = tuple[str, str]
-TABLES = ("evaluations", "evaluation_queue")
+TABLES = ("evaluations", "evaluation_queue", "galtea_sync_evaluations")
 _COLUMNS = ("id", "custom_id", "version", "target_trace_id", "target_span_id", "name", "score", "label",
             "explanation", "evaluator_name", "evaluator_version", "source", "created_ns", "error", "superseded",
             "run_end_ns", "metadata")
@@ -54,6 +65,11 @@ CREATE TABLE IF NOT EXISTS evaluation_queue (
     PRIMARY KEY (custom_id, version)
 );
 CREATE INDEX IF NOT EXISTS evaluation_queue_due ON evaluation_queue (state, next_attempt_ns);
+CREATE TABLE IF NOT EXISTS galtea_sync_evaluations (
+    evaluation_id {id_type} PRIMARY KEY, custom_id {id_type} NOT NULL, version {id_type} NOT NULL,
+    state TEXT NOT NULL, platform_id TEXT, body TEXT, error TEXT
+);
+CREATE INDEX IF NOT EXISTS galtea_sync_evaluations_by_session ON galtea_sync_evaluations (custom_id, version);
 """
 
 
@@ -74,6 +90,14 @@ _ENQUEUE = (
     " ON CONFLICT (custom_id, version) DO UPDATE SET end_ns = excluded.end_ns, state = 'pending', attempts = 0,"
     " next_attempt_ns = excluded.next_attempt_ns, enqueued_ns = excluded.enqueued_ns"
     " WHERE evaluation_queue.end_ns <> excluded.end_ns"
+)
+# The session into the Galtea outbox (as ``galtea_otel.sync.schema.ENQUEUE`` does), only when the sync knows it:
+# sent before, or in the outbox now (being sent: its ``seq`` moves, so it is sent again).
+_OUTBOX_HEAD, _, _OUTBOX_TAIL = sync_sql.ENQUEUE.partition(" VALUES (?, ?, 1, 'pending', 0, ?, ?, NULL)")
+_ENQUEUE_SYNC = (
+    _OUTBOX_HEAD + " SELECT ?, ?, 1, 'pending', 0, ?, ?, NULL WHERE EXISTS (SELECT 1 FROM galtea_sync_sessions g"
+    " WHERE g.custom_id = ? AND g.version = ?) OR EXISTS (SELECT 1 FROM galtea_outbox o WHERE o.custom_id = ?"
+    " AND o.version = ?)" + _OUTBOX_TAIL
 )
 _DUE = ("SELECT custom_id, version, end_ns, attempts, next_attempt_ns FROM evaluation_queue"
         " WHERE state = 'pending' AND next_attempt_ns <= ? ORDER BY next_attempt_ns, custom_id, version LIMIT ?")
@@ -266,6 +290,7 @@ def complete(store: Any, item: QueueItem, results: Sequence[Evaluation], run_end
             cur.execute(_SUPERSEDE, (*item.key, name, run_end_ns))
         for evaluation in results:
             cur.execute(_UPSERT, _values(item.key, evaluation, run_end_ns))
+        enqueue_sync(cur, item.key)
         return bool(cur.execute(_DONE, (*item.key, item.end_ns)) == 1)
 
 
@@ -298,6 +323,13 @@ def save(store: Any, key: Key, evaluations: Sequence[Evaluation]) -> None:
     with db.write() as cur:
         for evaluation in evaluations:
             cur.execute(_UPSERT, _values(key, evaluation, None))
+        enqueue_sync(cur, key)
+
+
+def enqueue_sync(cur: Any, key: Key, now_ns: int | None = None) -> None:
+    """Inside a write (``_Db.write``): put the session in the Galtea outbox if the sync knows it."""
+    now = now_ns if now_ns is not None else time.time_ns()
+    cur.execute(_ENQUEUE_SYNC, (*key, now, now, *key, *key))
 
 
 def _from_row(row: Sequence[Any]) -> Evaluation:

@@ -1,4 +1,10 @@
-"""OTLP/gRPC ``opentelemetry.proto.collector.trace.v1.TraceService/Export`` on grpcio.
+"""OTLP/gRPC ``opentelemetry.proto.collector.trace.v1.TraceService/Export`` and
+``opentelemetry.proto.collector.logs.v1.LogsService/Export`` on grpcio.
+
+The logs service (issue 11) takes ``gen_ai.evaluation.result`` log records (``galtea_otel.decode.otlp_logs``) with
+the same contract as traces: the same token, limits and ingest slots (shared by both services), OK only after
+commit, ``partial_success.rejected_log_records`` for records that cannot be placed, UNAVAILABLE + ``RetryInfo``
+when the store fails.
 
 grpcio enforces the size limit (``grpc.max_receive_message_length``, after decompression: RESOURCE_EXHAUSTED)
 and gzip. The servicer checks the token (UNAUTHENTICATED) on the call's headers, reads the message, takes one of
@@ -27,27 +33,45 @@ import hmac
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.rpc.error_details_pb2 import RetryInfo
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from galtea_otel.decode.common import DecodeResult
+from galtea_otel.decode.otlp_logs import decode_logs_proto
 from galtea_otel.decode.otlp_proto import DecodeError, decode_proto
-from galtea_otel.serve.ingest import MAX_MESSAGE_CHARS, Ingests, export_response, ingest_decoded
+from galtea_otel.serve.ingest import MAX_MESSAGE_CHARS, Ingests, Outcome, export_response, ingest_decoded
 from galtea_otel.serve.options import Address, ServeOptions
 
 log = logging.getLogger("galtea_otel.serve")
 
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+Response = TypeVar("Response", ExportTraceServiceResponse, ExportLogsServiceResponse)
+
+
+def logs_response(outcome: Outcome) -> ExportLogsServiceResponse:
+    """The protobuf ``ExportLogsServiceResponse`` for an outcome (rejected records as a partial success)."""
+    if not outcome.rejected:
+        return ExportLogsServiceResponse()
+    partial = ExportLogsPartialSuccess(rejected_log_records=outcome.rejected, error_message=outcome.message)
+    return ExportLogsServiceResponse(partial_success=partial)
 
 
 class TraceService:
-    """The Export RPC (raw request bytes in). ``stats`` counts answers by gRPC status code name."""
+    """The Export RPCs of both services (raw request bytes in): :meth:`Export` (traces) and :meth:`ExportLogs`
+    (logs), sharing the token, the reading and ingest slots and the queue. ``stats`` counts answers by gRPC
+    status code name (both services; ``logs_OK`` counts the logs calls answered OK)."""
 
     def __init__(self, pipeline: Ingests, options: ServeOptions) -> None:
         self.pipeline = pipeline
@@ -62,6 +86,15 @@ class TraceService:
         self._retry_metadata = (("google.rpc.retryinfo-bin", retry.SerializeToString()),)
 
     def Export(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> ExportTraceServiceResponse:
+        return self._export(requests, context, decode_proto, export_response)
+
+    def ExportLogs(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> ExportLogsServiceResponse:
+        response = self._export(requests, context, decode_logs_proto, logs_response)
+        self.stats["logs_OK"] += 1
+        return response
+
+    def _export(self, requests: Iterator[bytes], context: grpc.ServicerContext,
+                decode: Callable[[bytes], DecodeResult], respond: Callable[[Outcome], Response]) -> Response:
         if self._expected is not None and not self._authorized(context):
             self._abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         if not self._take(self._readers):
@@ -72,7 +105,7 @@ class TraceService:
                 self._overloaded(context)
             try:
                 try:
-                    decoded = decode_proto(body)
+                    decoded = decode(body)
                 except DecodeError as exc:
                     self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc)[:MAX_MESSAGE_CHARS])
                 del body
@@ -85,7 +118,7 @@ class TraceService:
             context.set_trailing_metadata(self._retry_metadata)
             self._abort(context, grpc.StatusCode.UNAVAILABLE, outcome.message)
         self.stats["OK"] += 1
-        return export_response(outcome)
+        return respond(outcome)
 
     def _read(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
         """The call's message; the call is cancelled if it does not arrive within ``body_timeout``."""
@@ -194,7 +227,13 @@ def start_grpc_server(
         request_deserializer=None,  # raw bytes: parsed only once the RPC holds a slot
         response_serializer=ExportTraceServiceResponse.SerializeToString,
     )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
+    logs_handler = grpc.stream_unary_rpc_method_handler(
+        service.ExportLogs,
+        request_deserializer=None,
+        response_serializer=ExportLogsServiceResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),
+                                     grpc.method_handlers_generic_handler(LOGS_SERVICE, {"Export": logs_handler})))
     port = server.add_insecure_port(str(address))
     if port == 0:
         raise OSError(f"cannot listen for gRPC on {address}")

@@ -24,7 +24,9 @@ hold (``Store.sync_state``), then:
 4. the spans of each turn not sent yet (also those arriving after the turn was created), by ``traces/batch``
    with their own ids (``trace_<span id>``); for a turn not created in this pass, the spans the platform already
    holds are listed first and skipped;
-5. the status: COMPLETED / FAILED with ``PATCH sessions/{id}/finish`` (FAILED carries the error), back to PENDING
+5. its evaluations (:mod:`galtea_otel.sync.evaluations`): each once, on the session or on its turn, superseded
+   ones deleted;
+6. the status: COMPLETED / FAILED with ``PATCH sessions/{id}/finish`` (FAILED carries the error), back to PENDING
    (reopened) with ``PATCH sessions/{id}``; changed context or metadata with ``PATCH sessions/{id}``.
 
 Spans outside any turn have no place on the platform (a Galtea span belongs to a turn) and are not sent.
@@ -42,6 +44,7 @@ from galtea_otel.store.base import Key, Store
 from galtea_otel.sync import payloads
 from galtea_otel.sync.client import GalteaHttp, Refused
 from galtea_otel.sync.config import VERSION_FACT, GalteaSyncConfig
+from galtea_otel.sync.evaluations import EvaluationSync, MetricResolver
 from galtea_otel.sync.schema import SyncState, TurnState
 
 log = logging.getLogger("galtea_otel.sync")
@@ -61,12 +64,17 @@ class Outcome:
     spans_created: int = 0
     spans_found: int = 0
     status_updates: int = 0
+    evaluations_created: int = 0
+    evaluations_found: int = 0
+    evaluations_deleted: int = 0
+    evaluations_skipped: int = 0
     rejected_spans: list[str] = field(default_factory=list)
+    rejected_evaluations: list[str] = field(default_factory=list)
 
     @property
     def sent(self) -> int:
         return (self.sessions_created + self.turns_created + self.turns_updated + self.turns_deleted
-                + self.spans_created + self.status_updates)
+                + self.spans_created + self.status_updates + self.evaluations_created + self.evaluations_deleted)
 
     @property
     def already_there(self) -> bool:
@@ -74,9 +82,11 @@ class Outcome:
 
     def add(self, other: Outcome) -> None:
         for name in ("sessions_created", "sessions_found", "turns_created", "turns_found", "turns_updated",
-                     "turns_deleted", "spans_created", "spans_found", "status_updates"):
+                     "turns_deleted", "spans_created", "spans_found", "status_updates", "evaluations_created",
+                     "evaluations_found", "evaluations_deleted", "evaluations_skipped"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.rejected_spans += other.rejected_spans
+        self.rejected_evaluations += other.rejected_evaluations
 
 
 class VersionResolver:
@@ -124,6 +134,7 @@ class GalteaSink:
         self.config = config
         self.http = http
         self.versions = VersionResolver(config, http)
+        self.evaluations = EvaluationSync(store, http, MetricResolver(http))
 
     def sync_session(self, key: Key) -> tuple[Outcome, int | None]:
         """Send what the platform lacks of this session. Returns what was done and the session's
@@ -140,6 +151,7 @@ class GalteaSink:
         fresh_turns = self._turns(key, detail, state, fresh, outcome)
         self._update_turns(key, detail, state, outcome)
         self._spans(key, detail, state, fresh_turns, outcome)
+        self._evaluations(key, detail, state, outcome)
         self._status(key, detail, state, outcome)
         return outcome, state.session_updated_ns
 
@@ -312,6 +324,16 @@ class GalteaSink:
                 # A refused span is not sent again by later passes (it would be refused again); it is reported.
                 tstate.spans_sent.update(b["id"] for b in chunk)
                 self._save_turn(key, tkey, tstate)
+
+    def _evaluations(self, key: Key, detail: SessionDetail, state: SyncState, outcome: Outcome) -> None:
+        assert state.platform_id is not None
+        turn_ids = {t.id: state.turns[payloads.turn_key(t)].platform_id for t in detail.inference_results}
+        done = self.evaluations.run(key, detail, state.platform_id, turn_ids)
+        outcome.evaluations_created += done.created
+        outcome.evaluations_found += done.found
+        outcome.evaluations_deleted += done.deleted
+        outcome.evaluations_skipped += done.skipped
+        outcome.rejected_evaluations += done.refused
 
     def _status(self, key: Key, detail: SessionDetail, state: SyncState, outcome: Outcome) -> None:
         sid = state.platform_id

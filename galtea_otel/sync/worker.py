@@ -71,7 +71,12 @@ class SyncRunner:
         self.http.close()
 
     def backfill(self) -> int:
+        """Enqueue the sessions never sent or changed since, and the synced ones whose evaluations are not all
+        settled on the platform (recorded while no sync was running)."""
+        from galtea_otel.sync.evaluations import backfill as backfill_evaluations
+
         count = self.store.sync_backfill(time.time_ns())
+        count += backfill_evaluations(self.store, time.time_ns())
         self.summary.backfilled += count
         return count
 
@@ -139,10 +144,15 @@ class SyncRunner:
                                      error=summary.last_error)
             return delay
         summary.totals.add(outcome)
+        refusals = []
         if outcome.rejected_spans:
-            message = (f"the platform refused {len(outcome.rejected_spans)} span(s): "
-                       + "; ".join(outcome.rejected_spans[:5]))
-            self._park(item, message, updated_ns)
+            refusals.append(f"the platform refused {len(outcome.rejected_spans)} span(s): "
+                            + "; ".join(outcome.rejected_spans[:5]))
+        if outcome.rejected_evaluations:
+            refusals.append(f"the platform refused {len(outcome.rejected_evaluations)} evaluation(s): "
+                            + "; ".join(outcome.rejected_evaluations[:5]))
+        if refusals:
+            self._park(item, "; ".join(refusals), updated_ns)
             return None
         if outcome.already_there:
             summary.already_there += 1

@@ -8,7 +8,12 @@ to (``../shared/docs/GALTEA_PLATFORM.md``): a custom id is unique per version (4
 ``finish`` closes it COMPLETED (FAILED with an error), a turn for a closed session reopens it, a turn is updated by
 ``PATCH inferenceResults/{id}`` (the fields sent, as the SDK's ``traces.update`` sends them) and deleted with its
 spans by ``DELETE inferenceResults/{id}`` (the SDK's ``traces.delete``; 404 when it is gone), span batches answer
-``partialSuccess`` for refused spans.
+``partialSuccess`` for refused spans. Evaluations (issue 11): metrics are found by name and created
+(``GET``/``POST metrics``, ``MetricBase``; a name is unique: 409); an evaluation with a pre-computed score is created
+by ``POST evaluations/fromSession`` / ``evaluations/fromInferenceResult`` (the bodies the SDK's
+``evaluations.create`` sends; a self-hosted metric needs a score from 0 to 1), listed by session
+(``GET evaluations?sessionIds[]=``, a turn's included) and deleted (``DELETE evaluations/{id}``); replies are read
+back with the SDK's ``Metric`` and ``Evaluation`` models.
 
 It can be told to fail (:meth:`FakeGaltea.fail`): an HTTP status (429 with ``Retry-After``, 500, 400...) before
 doing anything, a hang *after* committing (the client times out though the write happened), a dropped
@@ -34,6 +39,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from galtea.domain.models.evaluation import Evaluation
+from galtea.domain.models.metric import Metric, MetricBase
 from galtea.domain.models.session import Session, SessionBase, SessionUpdate
 from galtea.domain.models.span import Span, SpanBase
 from galtea.domain.models.trace import Trace, TraceBase, TraceUpdate
@@ -100,6 +107,9 @@ class FakeGaltea:
     conflicts: int = 0  # POST sessions refused because the custom id exists in that version
     duplicate_spans: int = 0  # spans posted again with an id already stored
     deleted_turns: list[dict[str, Any]] = field(default_factory=list)  # turns removed by DELETE inferenceResults
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deleted_evaluations: list[dict[str, Any]] = field(default_factory=list)
     fail_every: int = 0  # with N > 0, every Nth write request fails with a 500 before doing anything
     delay_s: float = 0.0  # every request waits this long first (a slow platform)
     # Cleared: every request waits until it is set again (a platform that answers nothing for now).
@@ -131,6 +141,12 @@ class FakeGaltea:
     def spans_of(self, turn_id: str) -> list[dict[str, Any]]:
         return [s for s in self.spans.values() if s["inferenceResultId"] == turn_id]
 
+    def evaluations_of(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's evaluations (its turns' included), as (metric name, turn id or None, score) dicts."""
+        names = {m["id"]: m["name"] for m in self.metrics.values()}
+        return [{**e, "metric": names[e["metricId"]]} for e in self.evaluations.values()
+                if e["sessionId"] == session_id]
+
     # --- dispatch ---------------------------------------------------------------------------------------------
 
     def _id(self, prefix: str) -> str:
@@ -161,6 +177,28 @@ class FakeGaltea:
             return 200, self._page([s for s in self.spans.values()
                                     if s["inferenceResultId"] in query.get("inferenceResultIds[]", [])], query,
                                    "startTime")
+        if method == "GET" and path == "metrics":
+            names = query.get("names[]", [])
+            found = [m for m in self.metrics.values() if m["name"] in names]
+            for metric in found:
+                Metric(**metric)
+            return 200, found
+        if method == "POST" and path == "metrics":
+            return 200, self._create_metric(body)
+        if method == "POST" and path in ("evaluations/fromSession", "evaluations/fromInferenceResult"):
+            return 200, self._create_evaluations(path.split("/")[1], body)
+        if method == "GET" and path == "evaluations":
+            session_ids = query.get("sessionIds[]")
+            if not session_ids:
+                raise ApiError(400, "At least one ID filter parameter must be provided.")
+            return 200, self._page([e for e in self.evaluations.values() if e["sessionId"] in session_ids], query,
+                                   "createdAt")
+        if method == "DELETE" and len(parts) == 2 and parts[0] == "evaluations":
+            found = self.evaluations.pop(parts[1], None)
+            if found is None:
+                raise ApiError(404, f"Evaluation {parts[1]} not found")
+            self.deleted_evaluations.append(found)
+            return 200, found
         if method == "GET" and path == "versions":
             found = [v for v in self.versions.values()
                      if v["productId"] in query.get("productIds[]", []) and v["name"] in query.get("names[]", [])]
@@ -327,6 +365,55 @@ class FakeGaltea:
         if errors:
             reply["partialSuccess"] = {"rejectedSpans": len(errors), "errors": errors}
         return reply
+
+    def _create_metric(self, body: Any) -> dict[str, Any]:
+        model = validate(MetricBase, body)
+        assert isinstance(model, MetricBase)
+        if any(m["name"] == model.name for m in self.metrics.values()):
+            raise ApiError(409, f"a metric named {model.name} already exists")
+        metric: dict[str, Any] = model.model_dump(by_alias=True, exclude_none=True, mode="json")
+        metric.update(id=self._id("metric"), createdAt=_now())
+        Metric(**json.loads(json.dumps(metric)))
+        self.metrics[metric["id"]] = metric
+        return metric
+
+    def _create_evaluations(self, kind: str, body: Any) -> list[dict[str, Any]]:
+        """``evaluations/fromSession`` / ``fromInferenceResult`` with pre-computed scores of self-hosted metrics."""
+        anchor = "sessionId" if kind == "fromSession" else "inferenceResultId"
+        if not isinstance(body, dict) or anchor not in body or set(body) - {anchor, "metrics", "specificationIds",
+                                                                             "runId"}:
+            raise ApiError(400, f"{kind} takes {anchor}, metrics, specificationIds and runId")
+        if kind == "fromSession":
+            session_id, turn_id = str(body["sessionId"]), None
+            self._session(session_id)
+        else:
+            turn = self.turns.get(str(body["inferenceResultId"]))
+            if turn is None:
+                raise ApiError(404, f"Inference result {body['inferenceResultId']} not found")
+            session_id, turn_id = turn["sessionId"], turn["id"]
+        metrics = body.get("metrics")
+        if not isinstance(metrics, list) or not metrics:
+            raise ApiError(400, "metrics must be a non-empty list here (no specifications in the stand-in)")
+        created = []
+        for item in metrics:
+            if not isinstance(item, dict) or set(item) - {"id", "name", "score"}:
+                raise ApiError(400, "a metric is {id?, name?, score?}")
+            metric = self.metrics.get(str(item.get("id"))) or next(
+                (m for m in self.metrics.values() if m["name"] == item.get("name")), None)
+            if metric is None:
+                raise ApiError(404, f"Metric {item.get('id') or item.get('name')} not found")
+            score = item.get("score")
+            if str(metric.get("source")).upper() == "SELF_HOSTED" and (
+                    isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 1):
+                raise ApiError(400, f"a self-hosted metric needs a score from 0 to 1, not {score!r}")
+            evaluation = {"id": self._id("evaluation"), "metricId": metric["id"], "sessionId": session_id,
+                          "inferenceResultId": turn_id, "score": score, "status": "SUCCESS", "createdAt": _now(),
+                          "evaluatedAt": _now()}
+            Evaluation(**evaluation)
+            created.append(evaluation)
+        for evaluation in created:
+            self.evaluations[evaluation["id"]] = evaluation
+        return created
 
     def _version_get_or_create(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or set(body) - {"productId", "facts", "name"} or "productId" not in body:

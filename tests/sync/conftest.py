@@ -18,6 +18,7 @@ import pytest
 from galtea_otel.pipeline import read_session
 from galtea_otel.store import Store, open_store
 from galtea_otel.sync.config import GalteaSyncConfig, VersionMapping
+from galtea_otel.sync.evaluations import all_evaluations, unsendable
 from galtea_otel.sync.payloads import flatten, platform_span_id
 from tests.fakes.galtea_api import FakeGaltea, running
 
@@ -114,14 +115,14 @@ def demo_store(demo_store_url: str) -> Iterator[Store]:
 
 
 def assert_delivered_exactly_once(api: FakeGaltea, store: Store) -> None:
-    """The platform holds every session of the store once, with its status, turns (in order) and spans, and
-    nothing else."""
+    """The platform holds every session of the store once, with its status, turns (in order), spans and current
+    evaluations, and nothing else."""
     sessions = store.list_sessions(limit=1000)
     assert sessions
     assert api.conflicts == 0, "a session was created twice"
     assert api.duplicate_spans == 0, "a span was posted twice"
     assert len(api.sessions) == len(sessions)
-    turn_total = span_total = 0
+    turn_total = span_total = evaluation_total = 0
     for summary in sessions:
         detail = read_session(store, (summary.custom_id, summary.version))
         assert detail is not None
@@ -146,5 +147,14 @@ def assert_delivered_exactly_once(api: FakeGaltea, store: Store) -> None:
             assert {s["id"] for s in api.spans_of(sent["id"])} == {platform_span_id(s) for s in flatten(local.spans)}
             span_total += len(list(flatten(local.spans)))
         turn_total += len(detail.inference_results)
+        # Its current evaluations that the platform can hold (a score in 0..1, no error), each once, on the
+        # session or on its turn.
+        platform_turn = {local.id: sent["id"] for local, sent in zip(detail.inference_results, turns, strict=True)}
+        expected = sorted((e.name, platform_turn[turn.id] if turn is not None else None, e.score)
+                          for e, turn in all_evaluations(detail) if not e.superseded and unsendable(e) is None)
+        held = sorted((e["metric"], e["inferenceResultId"], e["score"]) for e in api.evaluations_of(remote["id"]))
+        assert held == expected, detail.custom_id
+        evaluation_total += len(expected)
     assert len(api.turns) == turn_total
     assert len(api.spans) == span_total
+    assert len(api.evaluations) == evaluation_total
