@@ -11,6 +11,10 @@ one LLM span per session, so that the text search has turns to read), then every
 - *model=m3*, *q=needle* (checked row by row over the bounded 5,000-session window; "needle" is in 1%).
 
 Also the UI's own answer time (``GET /`` and ``GET /?q=needle`` through ``galtea_otel.ui.server``, in process).
+
+On PostgreSQL the text search reads the pg_trgm indexes the store creates (``postgres.TRIGRAM_INDEXES``); the
+same run then drops them, reopens the store and times the ``q`` rows again with the plain query, side by side.
+``galtea-otel ui``'s start is ``bench_ui_start.py``.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def median_ms(call: Callable[[], Any]) -> float:
     return statistics.median(times)
 
 
-def bench(store: Store, n: int) -> dict[str, float]:
+def bench(store: Store, n: int, only: tuple[str, ...] = ()) -> dict[str, float]:
     deep_i = n - int(n * 0.9)  # listing order is newest first: index 90% down
     deep = Cursor(BASE_NS + deep_i * 10**9, f"bench-{deep_i:06d}", f"v{deep_i % 3}")
     cases: dict[str, tuple[Any, Cursor | None]] = {
@@ -89,6 +93,8 @@ def bench(store: Store, n: int) -> dict[str, float]:
         "q=needle, deep (scan)": (make_filter(q="needle"), deep),
     }
     out = {}
+    if only:
+        cases = {k: v for k, v in cases.items() if k in only}
     for name, (flt, after) in cases.items():
         page = store.list_sessions(filter=flt, after=after, limit=50)
         assert page, name
@@ -98,6 +104,8 @@ def bench(store: Store, n: int) -> dict[str, float]:
     app = UIApp(store)
     headers = {"Host": "127.0.0.1:7007"}
     for name, target in (("UI GET /", "/"), ("UI GET /?q=needle", "/?q=needle")):
+        if only and name not in only:
+            continue
         assert app.handle("GET", target, headers).status == 200
         out[name] = median_ms(lambda t=target: app.handle("GET", t, headers))
     return out
@@ -108,15 +116,20 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=100_000)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test",
                         help="PostgreSQL database (a schema of its own is made and dropped); 'off' to skip")
+    parser.add_argument("--no-sqlite", action="store_true", help="only PostgreSQL")
     args = parser.parse_args()
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as folder:
-        store = open_store(f"sqlite:///{Path(folder) / 'bench.db'}")
-        begin = time.perf_counter()
-        fill(store, args.sessions)
-        print(f"sqlite: filled {args.sessions:,} sessions in {time.perf_counter() - begin:.1f} s", file=sys.stderr)
-        results["SQLite"] = bench(store, args.sessions)
-        store.close()
+        if args.no_sqlite:
+            folder = ""
+        if folder:
+            store = open_store(f"sqlite:///{Path(folder) / 'bench.db'}")
+            begin = time.perf_counter()
+            fill(store, args.sessions)
+            print(f"sqlite: filled {args.sessions:,} sessions in {time.perf_counter() - begin:.1f} s",
+                  file=sys.stderr)
+            results["SQLite"] = bench(store, args.sessions)
+            store.close()
     if args.postgres != "off":
         import psycopg
 
@@ -132,8 +145,20 @@ def main() -> None:
             with psycopg.connect(args.postgres, autocommit=True) as admin:
                 admin.execute(f"ANALYZE {schema}.sessions")
                 admin.execute(f"ANALYZE {schema}.spans")
-            results["PostgreSQL"] = bench(store, args.sessions)
+            from galtea_otel.store.postgres import TRIGRAM_INDEXES
+
+            trigram = getattr(store, "_dialect", None) is not None and store._dialect.text_index  # type: ignore[attr-defined]
+            label = "PostgreSQL" + (" (pg_trgm)" if trigram else "")
+            results[label] = bench(store, args.sessions)
             store.close()
+            if trigram:  # the same store, the same run, without the indexes: the plain query
+                with psycopg.connect(args.postgres, autocommit=True) as admin:
+                    for name, _ in TRIGRAM_INDEXES:
+                        admin.execute(f"DROP INDEX {schema}.{name}")
+                store = open_store(f"{args.postgres}{sep}options=-csearch_path%3D{schema}")
+                searches = tuple(k for k in results[label] if "q=" in k)
+                results["PostgreSQL, no index"] = bench(store, args.sessions, only=searches)
+                store.close()
         finally:
             with psycopg.connect(args.postgres, autocommit=True) as admin:
                 admin.execute(f"DROP SCHEMA {schema} CASCADE")
@@ -141,7 +166,8 @@ def main() -> None:
     print(f"| listing, {args.sessions:,} sessions, 50 per page | " + " | ".join(f"{k} (ms)" for k in results) + " |")
     print("|---|" + "---:|" * len(results))
     for name in names:
-        print(f"| {name} | " + " | ".join(f"{results[k][name]:.2f}" for k in results) + " |")
+        print(f"| {name} | " + " | ".join(f"{results[k][name]:.2f}" if name in results[k] else "" for k in results)
+              + " |")
     print(json.dumps(results), file=sys.stderr)
 
 

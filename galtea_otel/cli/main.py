@@ -322,13 +322,10 @@ def annotate(ctx: click.Context, custom_id: str, version: str | None, turn: int 
              project: str | None = None) -> None:
     """Record a person's evaluation of a session, or of one of its turns (source: human)."""
     import math
-    import time
-    import uuid
-    from datetime import datetime, timezone
 
-    from galtea_otel.evaluate import storage
+    from galtea_otel.evaluate.human import AnnotationError
+    from galtea_otel.evaluate.human import annotate as store_annotation
     from galtea_otel.pipeline import read_session
-    from galtea_otel.records import Evaluation, EvaluatorRef
 
     if (score is None) == (label is None):
         raise click.UsageError("give exactly one of --score and --label")
@@ -343,18 +340,12 @@ def annotate(ctx: click.Context, custom_id: str, version: str | None, turn: int 
         which = f"{custom_id!r}" + (f" with version {version!r}" if version else "") + (
             f" in project {project!r}" if project else "")
         raise CliError(f"no session {which} in {store.url} (see `galtea-otel sessions list`)")
-    target: dict[str, Any] = {"target": "session"}
-    if turn is not None:
-        if turn >= len(detail.inference_results):
-            raise CliError(f"session {custom_id!r} has {len(detail.inference_results)} turn(s): no turn {turn}")
-        chosen = detail.inference_results[turn]
-        target = {"target": "turn", "turn_id": chosen.id, "span_id": chosen.id, "trace_id": chosen.trace_id}
     who = author or os.environ.get("USER") or "human"
-    evaluation = Evaluation(
-        id=uuid.uuid4().hex, name=name.strip(), score=score, label=label, explanation=note,
-        evaluator=EvaluatorRef(name=who), source="human", created_at=datetime.fromtimestamp(
-            time.time(), tz=timezone.utc), **target)
-    storage.save(store, key, [evaluation])
+    try:
+        evaluation = store_annotation(store, key, detail, name=name, score=score, label=label, note=note,
+                                      turn=turn, author=who)
+    except AnnotationError as exc:
+        raise CliError(str(exc)) from None
     if as_json:
         _echo_json(evaluation.model_dump(mode="json"))
     else:
@@ -489,16 +480,20 @@ def demo(ctx: click.Context) -> None:
                    "keeps it), as for `galtea-otel serve`.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the UI in the default browser.")
 @click.option("--project", default=None, help="Show this project's sessions by default (serve --tokens).")
+@click.option("--annotate", is_flag=True,
+              help="Allow annotating: the session page gets a form that stores a score or label (and a note) of "
+                   "the session or one turn, as an evaluation with source human (as `galtea-otel annotate`).")
 @click.pass_context
 def ui(ctx: click.Context, host: str, port: int, token_file: str | None, open_browser: bool,
-       project: str | None) -> None:
-    """Browse the store's sessions in a web browser: live, read-only, local (nothing fetched from outside).
+       project: str | None, annotate: bool) -> None:
+    """Browse the store's sessions in a web browser: live, local (nothing fetched from outside), read-only
+    unless --annotate.
 
     Sessions page with filters in the URL (status, version, user, model, since/until, metadata.KEY, has_error,
     cost and turn ranges, a text search), a session page with the conversation, each turn's footer, a timeline
     of spans and "copy as JSON". New sessions and turns appear without a reload.
     """
-    from galtea_otel.ui.server import UIError, check_bind, make_server
+    from galtea_otel.ui.server import UIError, check_bind, make_server, start_warm_up
 
     token = None
     if token_file:
@@ -514,14 +509,16 @@ def ui(ctx: click.Context, host: str, port: int, token_file: str | None, open_br
         raise click.UsageError(str(exc)) from None
     store = _open_store(ctx, must_exist=False)
     try:
-        server = make_server(store, host, port, token=token, project=project)
+        server = make_server(store, host, port, token=token, project=project, annotate=annotate)
     except OSError as exc:
         raise CliError(f"cannot start the UI on {host}:{port}: {exc}") from None
     url = server.url
-    click.echo(f"galtea-otel UI on {url} (store: {server.app.store_label}); Ctrl-C to stop")
+    click.echo(f"galtea-otel UI on {url} (store: {server.app.store_label}"
+               f"{'; annotation allowed' if annotate else ''}); Ctrl-C to stop")
     if token:
         click.echo(f"  guarded by the token in {token_file}: open {url}?token=<token> once")
     sys.stdout.flush()
+    start_warm_up()  # the records (pydantic) load now, not on the path to the address line
     if open_browser:
         import webbrowser
 

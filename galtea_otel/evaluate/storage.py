@@ -35,10 +35,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from galtea_otel.records import Evaluation, EvaluatorRef, InferenceResult, SessionDetail, SpanRecord
 from galtea_otel.sync import schema as sync_sql
+
+if TYPE_CHECKING:  # the stores import this module to open; the records (pydantic) load when one is made
+    from galtea_otel.records import Evaluation, InferenceResult, SessionDetail, SpanRecord
 
 # (custom_id, version, project): the project last, so that ``key[0]`` / ``key[1]`` keep their meaning.
 Key = tuple[str, str, str]
@@ -349,6 +351,8 @@ def enqueue_sync(cur: Any, key: Key, now_ns: int | None = None) -> None:
 
 
 def _from_row(row: Sequence[Any]) -> Evaluation:
+    from galtea_otel.records import Evaluation, EvaluatorRef
+
     (eid, _c, _v, trace_id, span_id, name, score, label, explanation, ev_name, ev_version, source, created_ns,
      error, superseded, _run, metadata, _project) = row
     return Evaluation(

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from galtea_otel.records import TestCase
 from galtea_otel.store.filters import Cursor, SessionFilter, SessionPage
 from galtea_otel.sync.schema import OutboxItem, SyncOverview, SyncState
 from galtea_otel.translate.row import DEFAULT_PROJECT, SpanRow
@@ -26,6 +25,10 @@ AnyKey = tuple[str, ...]
 def full_key(key: AnyKey) -> Key:
     """A Key from a Key or a (custom_id, version) pair (the default project)."""
     return (key[0], key[1], key[2] if len(key) > 2 else DEFAULT_PROJECT)
+
+
+if TYPE_CHECKING:  # the records (pydantic) are imported where one is made, not to open a store
+    from galtea_otel.records import TestCase
 
 # 2: the Galtea sync outbox (galtea_outbox, galtea_sync_sessions, galtea_sync_turns);
 # 3: galtea_sync_turns.fingerprint (a turn changed after it was sent is updated on the platform);

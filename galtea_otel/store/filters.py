@@ -22,9 +22,10 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from galtea_otel.records import Session
+if TYPE_CHECKING:  # pydantic stays unimported until a record is made (the UI starts without it)
+    from galtea_otel.records import Session
 
 BASE_STATUSES = ("PENDING", "COMPLETED", "FAILED")
 # Derived from the session's lifecycle markers: COMPLETED by the idle sweep, or PENDING again after an end.
@@ -66,7 +67,7 @@ class Cursor(NamedTuple):
 
 
 
-class SessionPage(list[Session]):
+class SessionPage(list["Session"]):
     """One page of a listing: a list of sessions, plus where the next page starts (None: nothing older),
     how many sessions a bounded scan looked at (None: the page came from an index alone), and each
     session's lifecycle ("idle-closed", "reopened") when it has one."""
@@ -297,6 +298,9 @@ class Dialect:
     like: str  # "LIKE" (SQLite, case-insensitive for ASCII) / "ILIKE"
     metadata_text: Callable[[str], str]  # SQL of metadata[KEY] as text, for a placeholder ``?`` holding the key
     metadata_marks: int  # how many times that SQL uses the placeholder
+    # The turns' text is searched through a trigram index (PostgreSQL with pg_trgm): ask for the matching spans
+    # once (an index scan), not session by session.
+    text_index: bool = False
 
 
 def _sqlite_metadata(placeholder: str) -> str:
@@ -307,6 +311,8 @@ def _sqlite_metadata(placeholder: str) -> str:
 
 SQLITE = Dialect(like="LIKE", metadata_text=_sqlite_metadata, metadata_marks=2)
 POSTGRES = Dialect(like="ILIKE", metadata_text=lambda p: f"(s.metadata::jsonb ->> {p})", metadata_marks=1)
+POSTGRES_TRIGRAM = replace(POSTGRES, text_index=True)
+TRIGRAM_MIN = 3  # a shorter search has no trigram to look up: the index would be read whole
 
 _ORDER = " ORDER BY s.started_ns DESC, s.custom_id, s.version"
 _SAME_SESSION = "t.custom_id = s.custom_id AND t.version = s.version AND t.project = s.project"
@@ -391,9 +397,13 @@ def _residual(flt: SessionFilter, dialect: Dialect) -> _Where:
     if flt.q:
         pattern = "%" + re.sub(r"([\\%_])", r"\\\1", flt.q) + "%"
         like = f"{dialect.like} ? ESCAPE '\\'"
-        where.add(f"(s.first_input {like} OR s.last_output {like} OR EXISTS (SELECT 1 FROM spans t WHERE"
-                  f" {_SAME_SESSION} AND t.kind = 'GENERATION' AND (t.input {like} OR t.output {like})))",
-                  pattern, pattern, pattern, pattern)
+        if dialect.text_index and len(flt.q) >= TRIGRAM_MIN:
+            turns = ("(s.custom_id, s.version) IN (SELECT t.custom_id, t.version FROM spans t WHERE"
+                     f" t.kind = 'GENERATION' AND (t.input {like} OR t.output {like}))")
+        else:
+            turns = (f"EXISTS (SELECT 1 FROM spans t WHERE {_SAME_SESSION} AND t.kind = 'GENERATION'"
+                     f" AND (t.input {like} OR t.output {like}))")
+        where.add(f"(s.first_input {like} OR s.last_output {like} OR {turns})", pattern, pattern, pattern, pattern)
     return where
 
 

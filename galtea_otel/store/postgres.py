@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -30,11 +31,11 @@ from psycopg_pool import ConnectionPool, PoolClosed
 
 from galtea_otel.evaluate.storage import ddl as evaluation_ddl
 from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tables
-from galtea_otel.records import TestCase
 from galtea_otel.store.base import SCHEMA_VERSION, AnyKey, Key, StoreError, full_key
 from galtea_otel.store.filters import (
     NO_LIMIT,
     POSTGRES,
+    POSTGRES_TRIGRAM,
     Cursor,
     SessionFilter,
     SessionPage,
@@ -56,6 +57,9 @@ from galtea_otel.store.rows import (
 from galtea_otel.sync import schema as sync_sql
 from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, sync_state_from_rows
 from galtea_otel.translate.row import COLUMNS, SpanRow
+
+if TYPE_CHECKING:  # the records (pydantic) are imported where one is made, not to open a store
+    from galtea_otel.records import TestCase
 
 # Identifiers compare byte-wise (COLLATE "C"), as in SQLite: the same ORDER BY gives the same order in both
 # stores, whatever the database's locale.
@@ -148,6 +152,12 @@ _MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(1734828641, %s)"  # 1734828641 =
 _MAX_CHUNK = 5000  # rows per INSERT statement
 _DEFAULT_POOL_SIZE = 8
 _DEFAULT_CONNECT_TIMEOUT = 10  # seconds; libpq waits forever by default
+# The text search over the turns' input and output (``q``, issue 10) reads these pg_trgm GIN indexes (partial: the
+# LLM spans it searches) when the store could create them. ``CREATE EXTENSION pg_trgm`` needs a privilege some
+# servers do not grant: then the store keeps the plain query (a pass over the spans) and says so once.
+TRIGRAM_INDEXES = (("spans_input_trgm", "input"), ("spans_output_trgm", "output"))
+log = logging.getLogger("galtea_otel.store")
+_trigram_refused_logged = False
 
 
 class RetryableStoreError(StoreError):
@@ -273,6 +283,7 @@ class PostgresStore:
             name="galtea-otel",
         )
         self._pool.open(wait=False)
+        self._dialect = POSTGRES_TRIGRAM if self._has_trigram_indexes() else POSTGRES
 
     # --- connections ----------------------------------------------------------------------------------------
 
@@ -344,6 +355,7 @@ class PostgresStore:
                 _rekey(conn)
                 for name, table, column in ADDED_INDEXES:
                     conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})")
+                self._add_trigram_indexes(conn)
                 conn.execute(
                     "INSERT INTO galtea_meta (key, value) VALUES ('schema_version', %s)"
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
@@ -352,6 +364,36 @@ class PostgresStore:
                              f" {self._clean(exc)}") from exc
         finally:
             conn.close()
+
+    def _add_trigram_indexes(self, conn: psycopg.Connection[Any]) -> None:
+        """Create the pg_trgm extension (unless there) and the text search's indexes, in a savepoint of the
+        migration: refused (no privilege, no extension on the server), the migration goes on without them."""
+        global _trigram_refused_logged
+        try:
+            with conn.transaction():
+                try:  # in public, so that dropping one store's schema never drops another store's indexes
+                    with conn.transaction():
+                        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public")
+                except psycopg.Error:  # no public schema, or no right to create in it: the store's own schema
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+                found = conn.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n"
+                                     " ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'").fetchone()
+                opclass = f'"{found[0]}".gin_trgm_ops' if found else "gin_trgm_ops"
+                for name, column in TRIGRAM_INDEXES:
+                    conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON spans USING gin ({column} {opclass})"
+                                 " WHERE kind = 'GENERATION'")
+        except psycopg.Error as exc:
+            if not _trigram_refused_logged:
+                _trigram_refused_logged = True
+                log.warning("galtea-otel: PostgreSQL store %s: no pg_trgm index for the text search (%s); the"
+                            " search reads the turns' text instead (slower on large stores)", self.url,
+                            self._clean(exc))
+
+    def _has_trigram_indexes(self) -> bool:
+        with self._conn() as conn:
+            row = conn.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema()"
+                               " AND indexname = ANY(%s)", ([n for n, _ in TRIGRAM_INDEXES],)).fetchone()
+        return bool(row and row[0] == len(TRIGRAM_INDEXES))
 
     @contextmanager
     def transaction(self) -> Iterator[_PostgresTx]:
@@ -375,7 +417,7 @@ class PostgresStore:
     ) -> SessionPage:
         flt = legacy_filter(filter, status, version, evaluations)
         count = limit if limit >= 0 else NO_LIMIT  # SQLite: a negative LIMIT means none
-        query = page_query(SESSION_COLUMNS, flt, after, count, POSTGRES)
+        query = page_query(SESSION_COLUMNS, flt, after, count, self._dialect)
         return run_page(query, count, lambda sql, args: self._all(_pg(sql), args), session_from_row)
 
     def find_session_key(self, custom_id: str, version: str | None = None, project: str | None = None
@@ -542,6 +584,8 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
 
 
 def _test_case(row: Sequence[Any]) -> TestCase:
+    from galtea_otel.records import TestCase
+
     return TestCase(id=row[0], input=row[1], expected_output=row[2], context=row[3],
                     metadata=json.loads(row[4] or "{}"))
 

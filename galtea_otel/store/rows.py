@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from galtea_otel.records import Session
 from galtea_otel.translate.row import COLUMNS, SpanRow
+
+if TYPE_CHECKING:
+    from galtea_otel.records import Session
 
 SESSION_COLUMNS: tuple[str, ...] = (
     "custom_id", "version", "status", "error", "test_case_id", "context", "metadata", "started_ns", "ended_ns",
@@ -91,4 +93,6 @@ def row_from_tuple(values: Sequence[Any]) -> SpanRow:
 
 
 def session_from_row(values: Sequence[Any]) -> Session:
+    from galtea_otel.records import Session  # on first use: opening a store does not import pydantic
+
     return Session(**Session.summary_fields(dict(zip(SESSION_COLUMNS, values, strict=False))))

@@ -10,11 +10,10 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from galtea_otel.evaluate.storage import ddl as evaluation_ddl
 from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tables
-from galtea_otel.records import TestCase
 from galtea_otel.store.base import SCHEMA_VERSION, AnyKey, Key, StoreError, full_key, iter_chunks
 from galtea_otel.store.filters import (
     NO_LIMIT,
@@ -41,6 +40,9 @@ from galtea_otel.store.rows import (
 from galtea_otel.sync import schema as sync_sql
 from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, sync_state_from_rows
 from galtea_otel.translate.row import COLUMNS, SpanRow
+
+if TYPE_CHECKING:  # the records (pydantic) are imported where one is made, not to open a store
+    from galtea_otel.records import TestCase
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS galtea_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -410,6 +412,8 @@ def _copy_rekeyed(conn: sqlite3.Connection, tables: Sequence[str]) -> None:
 
 
 def _test_case(row: Sequence[Any]) -> TestCase:
+    from galtea_otel.records import TestCase
+
     return TestCase(id=row[0], input=row[1], expected_output=row[2], context=row[3],
                     metadata=json.loads(row[4] or "{}"))
 

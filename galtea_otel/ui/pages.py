@@ -10,11 +10,13 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-from galtea_otel.records import InferenceResult, Session, SessionDetail, SpanRecord
 from galtea_otel.store.filters import LIFECYCLE_STATUSES, SessionFilter, SessionPage
+
+if TYPE_CHECKING:  # pages render records, but importing this module does not import pydantic
+    from galtea_otel.records import InferenceResult, Session, SessionDetail, SpanRecord
 
 _NO_IO = "<p class=\"muted\">no input or output</p>"
 _NONE = "<p class=\"muted\">none</p>"
@@ -305,6 +307,8 @@ def _span_steps(spans: Sequence[SpanRecord]) -> str:
 
 
 def _evaluations(items: Any) -> str:
+    """Evaluations, one line each: the name, the score or label, who made it (source, evaluator), when; then the
+    explanation and any error. Superseded ones (a reopened session evaluated again) are struck through."""
     if not items:
         return ""
     rows = []
@@ -313,11 +317,18 @@ def _evaluations(items: Any) -> str:
         if not isinstance(data, Mapping):
             data = {"value": data}
         name = data.get("name") or "evaluation"
-        score = data.get("score")
-        label = data.get("label")
-        rest = {k: v for k, v in data.items() if k not in ("name", "score", "label") and v not in (None, "", {})}
-        rows.append(f"<li><b>{e(name)}</b> {e('' if score is None else score)} {e(label or '')}"
-                    f"{' ' + kv_table(((k, v) for k, v in rest.items())) if rest else ''}</li>")
+        value = " ".join(e(v) for v in (data.get("score"), data.get("label")) if v is not None)
+        evaluator = data.get("evaluator") if isinstance(data.get("evaluator"), Mapping) else {}
+        by = " ".join(str(v) for v in (evaluator.get("name"), evaluator.get("version")) if v)
+        made = " · ".join(x for x in (str(data.get("source") or ""), f"by {by}" if by else "") if x)
+        created = data.get("created_at")
+        moment = when(datetime.fromisoformat(created.replace("Z", "+00:00"))) if isinstance(created, str) else ""
+        explanation = (f"<div class=\"eval-why\">{e(data['explanation'])}</div>"
+                       if data.get("explanation") else "")
+        error = f"<div class=\"error\">{e(data['error'])}</div>" if data.get("error") else ""
+        rows.append(f"<li class=\"eval{' superseded' if data.get('superseded') else ''}\"><b>{e(name)}</b>"
+                    f" <span class=\"eval-value\">{value or '—'}</span>"
+                    f" <span class=\"muted small\">{e(made)} {moment}</span>{explanation}{error}</li>")
     return f"<div class=\"evals\"><h3>Evaluations</h3><ul>{''.join(rows)}</ul></div>"
 
 
@@ -392,7 +403,34 @@ def _sync(state: Any) -> str:
     return kv_table(items)
 
 
-def session_page(detail: SessionDetail, *, lifecycle: str | None, sync_state: Any, test_case: Any) -> str:
+def _annotate_form(detail: SessionDetail, csrf: str) -> str:
+    """The annotation form (``galtea-otel ui --annotate``): a score or a label, and a note, of the session or of
+    one turn; posted to ``.../annotate``, stored as an evaluation with source ``human``."""
+    turns = "".join(f"<option value=\"{t.index + 1}\">turn {t.index + 1}</option>" for t in detail.inference_results)
+    action = session_href(detail.custom_id, detail.version).rstrip("/") + "/annotate"
+    return (
+        f"<h3 id=\"annotate\">Annotate</h3><form class=\"annotate\" method=\"post\" action=\"{e(action)}\">"
+        f"<input type=\"hidden\" name=\"csrf\" value=\"{e(csrf)}\">"
+        f"<input type=\"hidden\" name=\"project\" value=\"{e(detail.project)}\">"
+        f"<label class=\"f\"><span>Of</span><select name=\"turn\"><option value=\"\">the session</option>{turns}"
+        "</select></label>"
+        "<label class=\"f\"><span>Name</span><input type=\"text\" name=\"name\" required maxlength=\"200\""
+        " placeholder=\"helpfulness\"></label>"
+        "<label class=\"f n\"><span>Score</span><input type=\"text\" inputmode=\"decimal\" name=\"score\""
+        " placeholder=\"0.8\"></label>"
+        "<label class=\"f\"><span>or label</span><input type=\"text\" name=\"label\" maxlength=\"200\""
+        " placeholder=\"pass\"></label>"
+        "<label class=\"f wide\"><span>Note</span><textarea name=\"note\" rows=\"2\" maxlength=\"10000\""
+        " placeholder=\"why (optional)\"></textarea></label>"
+        "<label class=\"f\"><span>By</span><input type=\"text\" name=\"by\" maxlength=\"100\""
+        " placeholder=\"your name (optional)\"></label>"
+        "<div class=\"actions\"><button type=\"submit\">Save annotation</button></div></form>"
+    )
+
+
+def session_page(detail: SessionDetail, *, lifecycle: str | None, sync_state: Any, test_case: Any,
+                 csrf: str | None = None) -> str:
+    """The session's page; ``csrf`` (the server's token) adds the annotation form (``ui --annotate``)."""
     s = detail
     tokens = (f"{number(s.input_tokens)} in / {number(s.output_tokens)} out"
               f" / {number(s.cache_read_input_tokens)} cached")
@@ -416,7 +454,9 @@ def session_page(detail: SessionDetail, *, lifecycle: str | None, sync_state: An
                         for k, v in s.metadata.items())
     data = json.dumps(detail.model_dump(mode="json"), ensure_ascii=False, indent=2)
     data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    evals = _evaluations(getattr(detail, "evaluations", None))
+    evals = f"<div id=\"evaluations\">{_evaluations(getattr(detail, 'evaluations', None))}</div>"
+    if csrf is not None:
+        evals += _annotate_form(detail, csrf)
     return (
         f"<main id=\"main\" data-view=\"session\"><nav class=\"crumbs\"><a href=\"/\" data-back>← sessions</a></nav>"
         f"<h1 class=\"sid\">{e(s.custom_id)} {status_badge(s.status, lifecycle)}</h1>{error}"

@@ -1,6 +1,7 @@
 """The UI's HTTP server: the standard library's ``http.server`` on a fixed pool of threads, read-only.
 
-Routes (GET and HEAD only; anything else is 405):
+Routes (GET and HEAD; POST only for annotations, and only when started with ``annotate=True``
+(``galtea-otel ui --annotate``); anything else is 405):
 
 - ``/``: the sessions page; the filters are the URL query (``store.filters.parse_query``), ``after`` the page
   cursor, ``limit`` the page size (1-1000, default 50).
@@ -9,6 +10,11 @@ Routes (GET and HEAD only; anything else is 405):
 - ``/api/sessions``: the sessions page as JSON (the same query), ``{"sessions": [...], "next": cursor}``.
 - ``/static/...``: the CSS, JS and icon in ``galtea_otel/ui/static`` (package data).
 - ``/healthz``: ``ok``.
+- ``POST /sessions/<custom_id>/<version>/annotate`` (``--annotate`` only): a form (``name``, ``score`` or
+  ``label``, ``note``, ``turn``: a turn's index or empty for the session, ``by``, ``csrf``) stored as an
+  evaluation with source ``human`` (``evaluate.human``, as ``galtea-otel annotate``), then 303 back to the page.
+  The form carries this server's CSRF token (random per process) and a POST whose ``Origin`` names another
+  origin is refused (403); bad input gets a 400 page that says what to change.
 
 Live updates are a short poll by ``app.js`` (the page fetches itself every couple of seconds while visible and
 swaps in what changed), so no connection stays open and a page costs one indexed query per poll.
@@ -49,6 +55,7 @@ _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; cha
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self';"
         " base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+MAX_FORM_BYTES = 64 * 1024
 
 
 class UIError(ValueError):
@@ -91,20 +98,30 @@ class UIApp:
     """Request handling, independent of the socket server (one instance serves every thread)."""
 
     def __init__(self, store: Store, *, token: str | None = None, host: str = "127.0.0.1",
-                 project: str | None = None) -> None:
+                 project: str | None = None, annotate: bool = False) -> None:
+        import secrets
+
         self.store = store
         self.project = project  # issue 12: ``galtea-otel ui --project P``: the listing's default filter
         self.token = token
         self.host = host
+        self.annotate = annotate
+        self.csrf = secrets.token_urlsafe(24)  # in every annotation form; a POST without it is refused
         self.store_label = _store_label(store.url)
 
     # --- entry --------------------------------------------------------------------------------------------------
 
-    def handle(self, method: str, target: str, headers: Any) -> Response:
+    def handle(self, method: str, target: str, headers: Any, body: bytes = b"") -> Response:
         try:
-            if method not in ("GET", "HEAD"):
-                raise HttpError(405, "Method not allowed", "This UI is read-only: only GET requests are served.")
             parts = urlsplit(target)
+            if method == "POST" and self.annotate and parts.path.endswith("/annotate"):
+                self._check_host(headers)
+                self._check_token(parts.path, {}, headers)
+                return self._annotate(parts.path, headers, body)
+            if method not in ("GET", "HEAD"):
+                why = ("only GET requests and annotations are served" if self.annotate else
+                       "only GET requests are served (start it with --annotate to annotate sessions)")
+                raise HttpError(405, "Method not allowed", f"This UI is read-only: {why}.")
             query = parse_qs(parts.query, keep_blank_values=True)
             self._check_host(headers)
             redirect = self._check_token(parts.path, query, headers)
@@ -216,6 +233,57 @@ class UIApp:
                 "next": page.next.encode() if page.next else None, "searched": page.searched}
         return Response(200, json.dumps(data, ensure_ascii=False).encode(), "application/json")
 
+    def _annotate(self, path: str, headers: Any, body: bytes) -> Response:
+        from galtea_otel.evaluate.human import AnnotationError, annotate
+        from galtea_otel.pipeline import read_session
+
+        origin = headers.get("Origin")
+        if origin and origin != "null" and urlsplit(origin).netloc.lower() != (headers.get("Host") or "").lower():
+            raise HttpError(403, "Forbidden", f"An annotation must come from this UI's own page, not {origin[:100]!r}.")
+        kind = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if kind != "application/x-www-form-urlencoded":
+            raise HttpError(400, "Bad annotation", "An annotation is a form (application/x-www-form-urlencoded).")
+        try:
+            form = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True,
+                                                 strict_parsing=bool(body)).items()}
+        except (UnicodeDecodeError, ValueError):
+            raise HttpError(400, "Bad annotation", "The form could not be read (not URL-encoded UTF-8).") from None
+        if not _same(form.get("csrf", ""), self.csrf):
+            raise HttpError(403, "Forbidden", "This form is stale or did not come from this UI (its CSRF token does"
+                                              " not match): reload the session's page and annotate again.")
+        rest = path[len("/sessions/"):-len("/annotate")] if path.startswith("/sessions/") else ""
+        custom, sep, version = rest.partition("/")
+        if not sep or not custom or not version or "/" in version:
+            raise HttpError(404, "Not found", "Annotate at /sessions/<custom id>/<version>/annotate.")
+        # Issue 12: the form names the session's project (its page's ``?project=``).
+        found = self.store.find_session_key(unquote(custom), unquote(version), form.get("project") or "default")
+        detail = read_session(self.store, found) if found is not None else None
+        key = found or (unquote(custom), unquote(version), form.get("project") or "default")
+        if detail is None:
+            raise HttpError(404, "Unknown session", f"There is no session {key[0]!r} with version {key[1]!r}"
+                                                    f" in {self.store_label}.")
+        score_text = form.get("score", "").strip()
+        turn_text = form.get("turn", "").strip()
+        try:
+            score = float(score_text) if score_text else None
+        except ValueError:
+            raise HttpError(400, "Bad annotation", f"The score must be a number, not {score_text[:50]!r}.") from None
+        if turn_text and not turn_text.isdigit():
+            raise HttpError(400, "Bad annotation", f"The turn must be a turn's number, not {turn_text[:50]!r}.")
+        if turn_text and not 1 <= int(turn_text) <= len(detail.inference_results):
+            raise HttpError(400, "Bad annotation", f"Not stored: this session has {len(detail.inference_results)}"
+                                                   f" turn(s), there is no turn {int(turn_text)}.")
+        try:
+            evaluation = annotate(self.store, key, detail, name=form.get("name", ""), score=score,
+                                  label=form.get("label") or None, note=form.get("note") or None,
+                                  turn=int(turn_text) - 1 if turn_text else None,
+                                  author=form.get("by", "").strip()[:100] or "human")
+        except AnnotationError as exc:
+            raise HttpError(400, "Bad annotation", f"Not stored: {exc}.") from None
+        anchor = f"#turn-{int(turn_text) - 1}" if turn_text else "#evaluations"
+        log.info("annotated %s %s: %s (%s)", key[0], key[1], evaluation.name, evaluation.id)
+        return Response(303, b"", headers=(("Location", pages.session_href(*key) + anchor),))
+
     def _session(self, custom_id: str, version: str, as_json: bool, project: str | None = None) -> Response:
         from galtea_otel.pipeline import read_session
 
@@ -234,7 +302,8 @@ class UIApp:
         if sync_state is not None and sync_state.platform_id is None and not sync_state.turns:
             sync_state = None
         test_case = self.store.get_test_case(detail.test_case_id) if detail.test_case_id else None
-        body = pages.session_page(detail, lifecycle=lifecycle, sync_state=sync_state, test_case=test_case)
+        body = pages.session_page(detail, lifecycle=lifecycle, sync_state=sync_state, test_case=test_case,
+                                  csrf=self.csrf if self.annotate else None)
         return _html(200, custom_id, pages.layout(custom_id, body, live=True, page="session"))
 
 
@@ -279,7 +348,20 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def _answer(self) -> None:
-        response = self.server.app.handle(self.command, self.path, self.headers)
+        body = b""
+        if self.command == "POST":
+            length_text = self.headers.get("Content-Length") or "0"
+            length = int(length_text) if length_text.isdigit() else -1
+            if not 0 <= length <= MAX_FORM_BYTES:
+                self.close_connection = True
+                if length > MAX_FORM_BYTES:
+                    return self._send(_refusal(413, "Too large", f"An annotation form holds at most"
+                                                                 f" {MAX_FORM_BYTES // 1024} KB."))
+                return self._send(_refusal(411, "Length required", "A POST needs its Content-Length."))
+            body = self.rfile.read(length)
+        self._send(self.server.app.handle(self.command, self.path, self.headers, body))
+
+    def _send(self, response: Response) -> None:
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
@@ -299,6 +381,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
+
+
+def _refusal(status: int, title: str, message: str) -> Response:
+    return _html(status, title, pages.layout(title, pages.error_page(status, title, message)))
+
 
 
 class UIServer(ThreadingMixIn, HTTPServer):
@@ -343,11 +430,30 @@ class UIServer(ThreadingMixIn, HTTPServer):
 
 
 def make_server(store: Store, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
-                token: str | None = None, project: str | None = None) -> UIServer:
+                token: str | None = None, project: str | None = None, annotate: bool = False) -> UIServer:
     """A UI server bound to ``host:port`` (port 0: a free one); call ``serve_forever``. Refuses a public
-    ``host`` without a token. ``project``: the sessions listing's default project filter (issue 12)."""
+    ``host`` without a token. ``project``: the sessions listing's default project filter (issue 12).
+    ``annotate``: the session page's annotation form is shown and served."""
     check_bind(host, token)
-    return UIServer((host, port), UIApp(store, token=token, host=host, project=project))
+    return UIServer((host, port), UIApp(store, token=token, host=host, project=project, annotate=annotate))
+
+
+def warm_up() -> None:
+    """Import what pages need (the records, on pydantic; the pipeline's reader) ahead of the first request, off
+    the thread that serves: ``galtea-otel ui`` starts without them, then loads them while the browser opens."""
+    import importlib
+
+    try:
+        for module in ("galtea_otel.records", "galtea_otel.pipeline"):
+            importlib.import_module(module)
+    except Exception:  # pragma: no cover - the first request imports them again and reports what fails
+        log.debug("the UI's warm-up import failed", exc_info=True)
+
+
+def start_warm_up() -> threading.Thread:
+    thread = threading.Thread(target=warm_up, name="galtea-otel-ui-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 @contextlib.contextmanager

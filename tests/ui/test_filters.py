@@ -11,6 +11,7 @@ import json
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.trace import Status, StatusCode
@@ -269,3 +270,85 @@ def test_a_filter_round_trips_through_its_url() -> None:
         with pytest.raises(FilterError):
             Cursor.decode(bad)
 
+
+
+def test_postgres_text_search_reads_its_trigram_indexes_and_finds_what_the_plain_query_finds(
+        pg_schemas: Any, maker: SpanMaker) -> None:
+    """A new PostgreSQL store creates the pg_trgm indexes (postgres.TRIGRAM_INDEXES) and its ``q`` search reads
+    them; with them dropped (a server that refused the extension), the plain query finds the same sessions."""
+    import psycopg
+
+    from galtea_otel.store.filters import POSTGRES_TRIGRAM
+    from galtea_otel.store.postgres import TRIGRAM_INDEXES, PostgresStore
+
+    url = pg_schemas()
+    store = open_store(url)
+    assert isinstance(store, PostgresStore)
+    _fill(store, maker)
+    conninfo = store._conninfo
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        names = {r[0] for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")}
+        assert {n for n, _ in TRIGRAM_INDEXES} <= names
+        query = page_query(SESSION_COLUMNS, make_filter(q="refunds"), None, 50, POSTGRES_TRIGRAM)
+        conn.execute("SET enable_seqscan = off")  # 30 sessions: the planner would read the table otherwise
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + query.rows.replace("?", "%s"), query.rows_args))
+    assert "spans_input_trgm" in plan and "spans_output_trgm" in plan, plan
+    searches = ("REFUNDS", "question 1", "ue", "no such text", "100%_")
+
+    def found(s: Store) -> dict[str, list[str]]:
+        return {q: [x.custom_id for x in _all_pages(s, make_filter(q=q), 7)[0]] for q in searches}
+
+    with_index = found(store)
+    assert with_index["REFUNDS"] and with_index["ue"] and not with_index["no such text"]
+    store.close()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for name, _ in TRIGRAM_INDEXES:
+            conn.execute(f"DROP INDEX {name}")
+    plain = open_store(url)
+    try:
+        assert not plain._dialect.text_index  # type: ignore[attr-defined]
+        assert found(plain) == with_index
+    finally:
+        plain.close()
+
+
+def test_postgres_without_the_right_to_create_pg_trgm_searches_with_the_plain_query(
+        pg_schemas: Any, maker: SpanMaker, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A role that may not CREATE EXTENSION (no CREATE on a database that lacks pg_trgm): the store opens, says
+    so once in the log, and its ``q`` search still finds what it should (the plain query)."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    from galtea_otel.store import postgres
+    from tests.store.test_stores import PG_URL, _pg_admin
+
+    monkeypatch.setattr(postgres, "_trigram_refused_logged", False)  # logged once per process: this test's time
+    pg_schemas()  # skips when PostgreSQL is not reachable
+    name = f"galtea_notrgm_{uuid.uuid4().hex[:10]}"
+    with _pg_admin() as admin:
+        admin.execute(f"CREATE ROLE {name} LOGIN")
+        admin.execute(f"CREATE DATABASE {name} OWNER postgres TEMPLATE template0")  # surely without pg_trgm
+        admin.execute(f"REVOKE CREATE ON DATABASE {name} FROM PUBLIC")
+    try:
+        with psycopg.connect(urlunsplit(urlsplit(PG_URL)._replace(path=f"/{name}")), autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA app AUTHORIZATION {name}")
+        parts = urlsplit(PG_URL)
+        url = urlunsplit(parts._replace(netloc=f"{name}@{parts.hostname}:{parts.port or 5432}", path=f"/{name}",
+                                        query="options=-csearch_path%3Dapp"))
+        with caplog.at_level("WARNING", logger="galtea_otel.store"):
+            store = open_store(url)
+        try:
+            assert not store._dialect.text_index  # type: ignore[attr-defined]
+            assert any("no pg_trgm index for the text search" in r.getMessage() for r in caplog.records)
+            _fill(store, maker)
+            found = [s.custom_id for s in _all_pages(store, make_filter(q="refunds"), 7)[0]]
+            assert found and all(int(c[1:]) % 7 == 0 for c in found)
+        finally:
+            store.close()
+    finally:
+        with _pg_admin() as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            admin.execute(f"DROP ROLE IF EXISTS {name}")

@@ -28,6 +28,30 @@
       all.forEach(function (d, i) { d.open = open.indexOf(i) >= 0 || d.classList.contains("failed"); });
     }
   }
+  // The annotation form (ui --annotate) keeps what is being typed when a new turn swaps the page in.
+  function formValues(root) {
+    var form = root.querySelector("form.annotate");
+    if (!form) return null;
+    var values = {};
+    form.querySelectorAll("input, select, textarea").forEach(function (f) {
+      if (f.name && f.type !== "hidden") values[f.name] = f.value;
+    });
+    var active = document.activeElement;
+    return { values: values, focus: active && form.contains(active) ? active.name : null };
+  }
+  function restoreForm(root, typed) {
+    var form = root.querySelector("form.annotate");
+    if (!form || !typed) return;
+    form.querySelectorAll("input, select, textarea").forEach(function (f) {
+      if (f.name && f.type !== "hidden" && Object.prototype.hasOwnProperty.call(typed.values, f.name)) {
+        f.value = typed.values[f.name];
+      }
+    });
+    if (typed.focus) {
+      var again = form.querySelector("[name=\"" + typed.focus + "\"]");
+      if (again) again.focus();
+    }
+  }
   function swap(doc) {
     var fresh = doc.getElementById("main");
     var current = main();
@@ -49,8 +73,10 @@
       var count = current.querySelectorAll("details").length;
       var open = openDetails(current);
       var scroll = window.scrollY;
+      var typed = formValues(current);
       current.innerHTML = fresh.innerHTML;
       restoreDetails(current, open, count);
+      restoreForm(current, typed);
       window.scrollTo(0, scroll);
     }
   }
