@@ -6,10 +6,23 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
 
-from galtea_otel.assemble.assembler import Assembly, assemble, to_detail
+from galtea_otel.assemble.assembler import (
+    _ends,
+    _json_object,
+    assemble,
+    detail_from_records,
+    latency_total,
+    make_turns,
+    order_key,
+    round_cost,
+    to_detail,
+    turn_record,
+)
 from galtea_otel.assemble.keys import Key, fully_keyed, resolve_trace
 from galtea_otel.evaluate.storage import enqueue_ended, record_span_evaluations, with_evaluations
 from galtea_otel.pricing import preload as preload_prices
@@ -17,7 +30,17 @@ from galtea_otel.records import SessionDetail
 from galtea_otel.settings import PipelineSettings
 from galtea_otel.spandata import SpanData
 from galtea_otel.store.base import Store, StoreTx
-from galtea_otel.translate.row import EVENT_IDLE, KIND_LLM, KIND_MARKER, SpanRow
+from galtea_otel.store.rows import row_from_tuple
+from galtea_otel.store.turns import CONTRIB_COLUMNS
+from galtea_otel.translate.row import (
+    COLUMNS,
+    EVENT_IDLE,
+    EVENT_START,
+    KIND_LLM,
+    KIND_MARKER,
+    KIND_SESSION,
+    SpanRow,
+)
 from galtea_otel.translate.translator import InvalidSpan, Redactor, translate
 
 log = logging.getLogger("galtea_otel")
@@ -96,18 +119,21 @@ class Pipeline:
             if inserted:
                 # Resolving and reassembling from the whole batch (replayed rows included) gives the same
                 # records as from the new rows alone, and spares the store telling which rows were new.
-                affected = self._resolve(tx, batch)
-                result.sessions = self._reassemble(tx, affected)
+                result.sessions = self._apply(tx, self._resolve(tx, batch), batch)
         return result
 
-    def _resolve(self, tx: StoreTx, new: Sequence[SpanRow]) -> set[Key]:
-        """Resolve session keys in the traces these rows touch; return the session keys whose rows changed."""
-        affected: set[Key] = {
-            (r.custom_id, r.version) for r in new if r.custom_id is not None and r.version is not None}
+    def _resolve(self, tx: StoreTx, new: Sequence[SpanRow]) -> Dirty:
+        """Resolve session keys in the traces these rows touch; return what changed: per session key, the traces
+        whose rows in it changed (None: a row left the session, which is then rebuilt whole)."""
+        dirty: Dirty = {}
+        for r in new:
+            key = _row_key(r)
+            if key is not None:
+                _mark(dirty, key, r.trace_id)
         traces = {r.trace_id for r in new if not fully_keyed(r)}
         traces |= tx.traces_needing_resolution(sorted({r.trace_id for r in new} - traces))
         if not traces:
-            return affected
+            return dirty
         by_trace: dict[str, list[SpanRow]] = {}
         for row in tx.trace_rows(sorted(traces)):
             by_trace.setdefault(row.trace_id, []).append(row)
@@ -116,46 +142,137 @@ class Pipeline:
             resolved = resolve_trace(trace_rows, self.settings.default_version)
             for row in trace_rows:
                 key = resolved[row.span_id]
-                if key is None or key == (row.custom_id, row.version):
+                old = _row_key(row)
+                if key is None or key == old:
                     continue
-                if row.custom_id is not None and row.version is not None:
-                    affected.add((row.custom_id, row.version))
-                affected.add(key)
+                if old is not None:
+                    dirty[old] = None
+                _mark(dirty, key, row.trace_id)
                 updates.append((row.trace_id, row.span_id, key[0], key[1]))
         tx.set_keys(updates)
-        return affected
+        return dirty
 
     def _reassemble(self, tx: StoreTx, keys: set[Key]) -> int:
-        ordered = sorted(keys)
+        """Rebuild these sessions whole from their rows."""
+        return self._apply(tx, dict.fromkeys(keys))
+
+    def _apply(self, tx: StoreTx, dirty: Dirty, batch: Sequence[SpanRow] = ()) -> int:
+        """Incremental assembly: recompute the turns of the (session, trace) pairs that changed from their rows
+        alone, and update the sessions' exact aggregates by the difference; a session's status comes from its
+        few start / end events. A session is rebuilt whole (``traces`` None) when a row left it, when it was
+        written with other settings or by a v5 store (no ``agg``), or, for ``late_spans`` ignore / reject, when
+        its end moved (which spans are late changed). Every step is a function of the set of rows, so any order,
+        batching or duplication gives the same records."""
+        ordered = sorted(dirty)
         tx.lock_sessions(ordered)
-        summaries = []
-        rejected = 0
-        rows_by_key = tx.session_rows(ordered, content=False)
+        states = tx.session_states(ordered)
+        events = {k: sorted((row_from_tuple(v) for v in vs), key=order_key)
+                  for k, vs in tx.session_events(ordered, COLUMNS).items()}
+        aggs: dict[Key, dict[str, Any]] = {}
+        full: list[Key] = []
+        pairs: list[tuple[Key, str]] = []
+        for key in ordered:
+            ends = _ends([r for r in events[key] if r.kind == KIND_SESSION],
+                         [r for r in events[key] if r.kind == KIND_MARKER])
+            excl = ends[-1][0] if ends and self.settings.late_spans != "reopen" else None
+            state = states.get(key)
+            traces = dirty[key]
+            whole = traces is None or (state is not None and (state[0] is None or state[1] != self._assembly_settings))
+            agg = _new_agg() if whole or state is None or state[0] is None else json.loads(state[0])
+            if agg["excl"] != excl:
+                whole, agg = True, _new_agg()
+            agg["excl"] = excl
+            aggs[key] = agg
+            if whole:
+                full.append(key)
+                dirty[key] = None
+            else:
+                pairs.extend((key, t) for t in sorted(traces or ()))
+        rows_by_key: dict[Key, list[SpanRow]] = {k: [] for k in ordered}
+        if full:
+            rows_by_key.update(tx.session_rows(full, content=True))
+        if pairs:
+            for values in tx.pair_rows(pairs, COLUMNS):
+                row = row_from_tuple(values)
+                rows_by_key[_row_key(row)].append(row)  # type: ignore[index]
+            for key, contrib in tx.turn_contribs(pairs):
+                _add(aggs[key], contrib, -1)
         record_span_evaluations(tx, rows_by_key)  # issue 11: gen_ai.evaluation.result events of these spans
-        for key, rows in rows_by_key.items():
-            assembly = self._assemble(rows, key, tx.test_case_context)
-            if assembly is None:
+        batch_ids = {(r.trace_id, r.span_id) for r in batch}
+        summaries = []
+        late_new = 0
+        for key in ordered:
+            rows, agg = rows_by_key[key], aggs[key]
+            traces = dirty[key]
+            if traces is None and not rows:
+                tx.replace_turns(key, None, [])
                 tx.delete_session(key)
                 continue
-            summary = assembly.summary()
-            summary["assembly"] = self._assembly_settings
-            summaries.append(summary)
-            rejected += assembly.late_ignored
+            excl = agg["excl"]
+            work = [r for r in rows if r.kind not in (KIND_SESSION, KIND_MARKER)]
+            if excl is not None:
+                late = [r for r in work if r.start_ns > excl]
+                late_new += sum(1 for r in late if (r.trace_id, r.span_id) in batch_ids)
+                work = [r for r in work if r.start_ns <= excl]
+            turns, _ = make_turns(work, self.settings)
+            records = [turn_record(t) for t in turns]
+            for record in records:
+                _add(agg, tuple(record[c] for c in CONTRIB_COLUMNS), 1)
+            _observe(agg, rows)
+            tx.replace_turns(key, None if traces is None else sorted(traces), records)
+            summaries.append(self._summary(tx, key, agg, events[key]))
         tx.upsert_sessions(summaries)
         if self.evaluate:  # issue 11
             enqueue_ended(tx, summaries)
-        if rejected and self.settings.late_spans == "reject":
-            tx.add_counter("late_spans_rejected", rejected)
+        if late_new and self.settings.late_spans == "reject":
+            tx.add_counter("late_spans_rejected", late_new)
         if self.sync and ordered:
             tx.enqueue_sync(ordered, time.time_ns())
         return len(ordered)
 
-    def _assemble(
-        self, rows: Sequence[SpanRow], key: Key, test_case_context: Callable[[str], str | None]
-    ) -> Assembly | None:
-        case = next((r.test_case_id for r in rows if r.test_case_id), None)
-        context = test_case_context(case) if case else None
-        return assemble(rows, key[0], key[1], self.settings, context)
+    def _summary(self, tx: StoreTx, key: Key, agg: dict[str, Any], events: Sequence[SpanRow]) -> dict[str, Any]:
+        """The sessions row from the aggregates, the session's events and index lookups on its stored turns
+        (the same values ``Assembly.summary`` gives from all rows)."""
+        sessions = [r for r in events if r.kind == KIND_SESSION]
+        markers = [r for r in events if r.kind == KIND_MARKER]
+        starts = [r for r in markers if r.session_event == EVENT_START]
+        ends = _ends(sessions, markers)
+        status, error, ended_ns = "PENDING", None, None
+        if ends:
+            end_ns, failed, message = ends[-1]
+            if not (self.settings.late_spans == "reopen" and agg["astart"] is not None and agg["astart"] > end_ns):
+                status, ended_ns = ("FAILED" if failed else "COMPLETED"), end_ns
+                error = (message or None) if failed else None
+        facts = tx.turn_facts(key, self.settings.strict and status == "COMPLETED")
+        if facts["failed"] is not None:
+            status, error = "FAILED", f"turn {facts['failed'][0]} failed: {facts['failed'][1]}"
+        described = [*reversed(sessions), *reversed(starts)]
+
+        def pick(attr: str, name: str) -> Any:
+            found = next((getattr(r, attr) for r in described if getattr(r, attr)), None)
+            return found or (agg[name][1] if agg[name] else None)
+
+        test_case_id = pick("test_case_id", "tc")
+        head = sessions[-1] if sessions else (starts[-1] if starts else None)
+        first, last, n = facts["first"], facts["last"], agg["n"]
+        cost = agg["cost"]
+        return {
+            "custom_id": key[0], "version": key[1], "status": status, "error": error,
+            "test_case_id": test_case_id,
+            "context": pick("context", "ctx") or (tx.test_case_context(test_case_id) if test_case_id else None),
+            "metadata": _json_object(head.metadata) if head is not None else {},
+            "started_ns": agg["start"], "ended_ns": ended_ns, "last_activity_ns": agg["act"],
+            "turn_count": n,
+            **{column: agg[name][0] if agg[name][1] else None for column, name in _SUMS},
+            "cost": round_cost(float(Fraction(cost[0]))) if cost[1] else None,
+            "latency_ms": latency_total(agg["lat"]) if n else None,
+            "user_id": pick("user_id", "user"),
+            "first_input": first["input"] if first else None,
+            "last_output": last["output"] if last else None,
+            "model": facts["model"],
+            "assembly": self._assembly_settings,
+            "agg": json.dumps(agg, sort_keys=True),
+        }
 
     def reassemble(self, keys: Sequence[Key]) -> int:
         """Rebuild these sessions' records from their stored rows (``galtea-otel reprice``: new prices)."""
@@ -206,10 +323,20 @@ class Pipeline:
 
 
 def read_session(store: Store, key: Key, settings: PipelineSettings | None = None) -> SessionDetail | None:
-    """Assemble one session's full record from its stored rows, with the settings it was written with."""
+    """One session's full record: its stored turns and summary with the span trees of its rows (no
+    reassembly); a session not materialized yet (a v5 store's, untouched since) or asked for with other
+    settings than it was written with is assembled from its rows, as before."""
+    summary = store.read_session_summary(key)
+    if summary is None:
+        return None
+    stored = PipelineSettings(**json.loads(summary["assembly"] or "{}"))
+    if summary.get("agg") is not None and (settings is None or _same_assembly(settings, stored)):
+        detail = detail_from_records(summary, store.read_turns(key), store.read_session_rows(key),
+                                     summary["ended_ns"])
+        return with_evaluations(store, key, detail)
     rows = store.read_session_rows(key)
     if settings is None:
-        settings = PipelineSettings(**store.session_assembly(key))
+        settings = stored
     case = next((r.test_case_id for r in rows if r.test_case_id), None)
     context = None
     if case:
@@ -217,6 +344,63 @@ def read_session(store: Store, key: Key, settings: PipelineSettings | None = Non
         context = test_case.context if test_case else None
     assembly = assemble(rows, key[0], key[1], settings, context)
     return with_evaluations(store, key, to_detail(assembly)) if assembly is not None else None
+
+
+def _same_assembly(a: PipelineSettings, b: PipelineSettings) -> bool:
+    return (a.turns, a.late_spans, a.strict) == (b.turns, b.late_spans, b.strict)
+
+
+Dirty = dict[Key, "set[str] | None"]
+_SUMS = (("input_tokens", "in"), ("output_tokens", "out"), ("total_tokens", "tot"), ("cache_read_tokens", "cache"))
+
+
+def _row_key(row: SpanRow) -> Key | None:
+    """The session key a row is resolved to (None while it is held)."""
+    return (row.custom_id, row.version) if row.custom_id is not None and row.version is not None else None
+
+
+def _mark(dirty: Dirty, key: Key, trace_id: str) -> None:
+    if key not in dirty:
+        dirty[key] = {trace_id}
+    else:
+        traces = dirty[key]
+        if traces is not None:
+            traces.add(trace_id)
+
+
+def _new_agg() -> dict[str, Any]:
+    """A session's exact aggregates: turn count, [sum, how many turns had a value] of each token count, the cost
+    as an exact fraction, latency in ns; min start / max end / max activity start over its rows; the earliest
+    row's test case, context and user ([order, value]); ``excl``: the end after which spans were left out."""
+    return {"n": 0, "in": [0, 0], "out": [0, 0], "tot": [0, 0], "cache": [0, 0], "cost": ["0", 0], "lat": 0,
+            "start": None, "act": None, "astart": None, "tc": None, "ctx": None, "user": None, "excl": None}
+
+
+def _add(agg: dict[str, Any], contrib: Sequence[Any], sign: int) -> None:
+    """Add (sign 1) or take away (-1) one turn's ``CONTRIB_COLUMNS``: exact integer and fraction sums, so the
+    result never depends on the order turns came and went in."""
+    agg["n"] += sign
+    for (_, name), value in zip(_SUMS, contrib[:4], strict=True):
+        if value is not None:
+            agg[name] = [agg[name][0] + sign * int(value), agg[name][1] + sign]
+    if contrib[4] is not None:
+        cost = Fraction(agg["cost"][0]) + sign * Fraction(float(contrib[4]))
+        agg["cost"] = [str(cost), agg["cost"][1] + sign]
+    agg["lat"] += sign * int(contrib[5])
+
+
+def _observe(agg: dict[str, Any], rows: Sequence[SpanRow]) -> None:
+    """Fold rows into the order-independent extremes of ``agg`` (a min or a max never depends on order)."""
+    for r in rows:
+        agg["start"] = r.start_ns if agg["start"] is None else min(agg["start"], r.start_ns)
+        agg["act"] = r.end_ns if agg["act"] is None else max(agg["act"], r.end_ns)
+        if r.kind not in (KIND_SESSION, KIND_MARKER) or r.session_event == EVENT_START:
+            agg["astart"] = r.start_ns if agg["astart"] is None else max(agg["astart"], r.start_ns)
+        for name, value in (("tc", r.test_case_id), ("ctx", r.context), ("user", r.user_id)):
+            if value:
+                order = list(order_key(r))
+                if agg[name] is None or order < agg[name][0]:
+                    agg[name] = [order, value]
 
 
 def _idle_marker(key: Key, now_ns: int) -> SpanRow:

@@ -20,8 +20,10 @@ Key = tuple[str, str]
 # 2: the Galtea sync outbox (galtea_outbox, galtea_sync_sessions, galtea_sync_turns);
 # 3: galtea_sync_turns.fingerprint (a turn changed after it was sent is updated on the platform);
 # 4: galtea_sync_intents (the body of a turn creation, recorded before it is sent);
-# 5: the content model and end user on spans, listing columns on sessions (``store.rows.ADDED_COLUMNS``).
-SCHEMA_VERSION = 5
+# 5: the content model and end user on spans, listing columns on sessions (``store.rows.ADDED_COLUMNS``);
+# 6: stored turns (``store.turns``) and ``sessions.agg``, for incremental assembly; a v5 session's turns are
+#    materialized the first time a batch touches it (until then it is read by reassembling, as before).
+SCHEMA_VERSION = 6
 
 
 class StoreError(RuntimeError):
@@ -54,6 +56,25 @@ class StoreTx(Protocol):
         ``content=False`` input and output are left None. Every key is in the result, maybe with no rows."""
 
     def test_case_context(self, test_case_id: str) -> str | None: ...
+
+    # Schema v6, incremental assembly (shared by both stores: ``store.turns.TurnsTx``).
+    def session_states(self, keys: Sequence[Key]) -> dict[Key, tuple[str | None, str]]:
+        """(agg, assembly) of the stored sessions among these keys."""
+
+    def session_events(self, keys: Sequence[Key], columns: Sequence[str]) -> dict[Key, list[tuple[Any, ...]]]:
+        """The session spans and markers of these sessions (a few rows each), as tuples of ``columns``."""
+
+    def pair_rows(self, pairs: Sequence[tuple[Key, str]], columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        """The rows of these (session key, trace id) pairs, as tuples of ``columns``."""
+
+    def turn_contribs(self, pairs: Sequence[tuple[Key, str]]) -> list[tuple[Key, tuple[Any, ...]]]:
+        """(session key, aggregate columns) of the stored turns of these pairs."""
+
+    def replace_turns(self, key: Key, trace_ids: Sequence[str] | None, records: Sequence[dict[str, Any]]) -> None:
+        """Drop the stored turns of these traces of the session (None: all), then store ``records``."""
+
+    def turn_facts(self, key: Key, first_failed: bool) -> dict[str, Any]:
+        """First and last turn, first model, first failed turn (index lookups on the stored turns)."""
 
     def upsert_sessions(self, summaries: Sequence[dict[str, Any]]) -> None:
         """Write the sessions' summary rows (``Assembly.summary()``)."""
@@ -95,6 +116,12 @@ class Store(Protocol):
         """The key of the session with this custom id (the newest one when version is None)."""
 
     def read_session_rows(self, key: Key) -> list[SpanRow]: ...
+
+    def read_session_summary(self, key: Key) -> dict[str, Any] | None:
+        """The stored sessions row (``store.rows.SESSION_COLUMNS``) of this key, None when there is none."""
+
+    def read_turns(self, key: Key) -> list[dict[str, Any]]:
+        """The stored turn records of a session (``assemble.assembler.turn_record``), in conversation order."""
 
     def session_assembly(self, key: Key) -> dict[str, Any]:
         """The assembly settings (turns, late_spans, strict) the session was last written with."""

@@ -30,6 +30,7 @@ from psycopg_pool import ConnectionPool, PoolClosed
 
 from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tables
 from galtea_otel.records import TestCase
+from galtea_otel.store import turns as turns_sql
 from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError
 from galtea_otel.store.filters import (
     NO_LIMIT,
@@ -50,6 +51,7 @@ from galtea_otel.store.rows import (
     row_from_tuple,
     session_from_row,
 )
+from galtea_otel.store.turns import TurnsTx
 from galtea_otel.sync import schema as sync_sql
 from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, sync_state_from_rows
 from galtea_otel.translate.row import COLUMNS, SpanRow
@@ -57,7 +59,7 @@ from galtea_otel.translate.row import COLUMNS, SpanRow
 # Identifiers compare byte-wise (COLLATE "C"), as in SQLite: the same ORDER BY gives the same order in both
 # stores, whatever the database's locale.
 _ID = 'TEXT COLLATE "C"'
-_TABLES = ("galtea_meta", "spans", "sessions", "test_cases", "counters", *sync_sql.OUTBOX_TABLES)
+_TABLES = ("galtea_meta", "spans", "sessions", "test_cases", "counters", "turns", *sync_sql.OUTBOX_TABLES)
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS galtea_meta (key {_ID} PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS spans (
@@ -88,7 +90,7 @@ CREATE TABLE IF NOT EXISTS test_cases (
     id {_ID} PRIMARY KEY, input TEXT, expected_output TEXT, context TEXT, metadata TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name {_ID} PRIMARY KEY, value BIGINT NOT NULL);
-""" + sync_sql.ddl(_ID, "BIGINT")
+""" + sync_sql.ddl(_ID, "BIGINT") + ";" + turns_sql.ddl(_ID, "BIGINT", "DOUBLE PRECISION")
 
 # PostgreSQL array type of each span column, for the one-statement batch insert through unnest().
 _PG_TYPES = {"text": "TEXT", "int": "BIGINT", "float": "DOUBLE PRECISION", "bool": "BOOLEAN"}
@@ -379,6 +381,13 @@ class PostgresStore:
     def read_session_rows(self, key: Key) -> list[SpanRow]:
         return [row_from_tuple(r) for r in self._all(_SELECT + " WHERE custom_id = %s AND version = %s", key)]
 
+    def read_session_summary(self, key: Key) -> dict[str, Any] | None:
+        rows = self._all(_pg(f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE {turns_sql.KEY_EQ}"), key)
+        return dict(zip(SESSION_COLUMNS, rows[0], strict=True)) if rows else None
+
+    def read_turns(self, key: Key) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in self._all(_pg(turns_sql.READ), key)]
+
     def session_assembly(self, key: Key) -> dict[str, Any]:
         rows = self._all("SELECT assembly FROM sessions WHERE custom_id = %s AND version = %s", key)
         return dict(json.loads(rows[0][0])) if rows else {}
@@ -528,13 +537,25 @@ def _params(args: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(_clean(a) for a in args)
 
 
-class _PostgresTx:
+class _PostgresTx(TurnsTx):
     """Statements run in pipeline mode: those whose results are not needed (locks, updates, upserts) are sent
     without waiting, and go to the server together with the next query that returns rows."""
 
     def __init__(self, cur: psycopg.Cursor[Any], pipeline: psycopg.Pipeline) -> None:
         self._cur = cur
         self._pipeline = pipeline
+
+    def _q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._all(_pg(sql), args)
+
+    def _x(self, sql: str, args: Sequence[Any] = ()) -> None:
+        self._exec(_pg(sql), args)
+
+    def _xmany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._cur.executemany(_pg(sql), [_params(r) for r in rows])
+
+    def _in(self, column: str, values: Sequence[Any]) -> list[tuple[str, list[Any]]]:
+        return [(f"{column} = ANY(?::text[])", [list(values)])] if values else []
 
     def _all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._cur.execute(sql, _params(args)).fetchall()

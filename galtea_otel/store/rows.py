@@ -15,6 +15,8 @@ SESSION_COLUMNS: tuple[str, ...] = (
     "assembly",
     # Schema v5: what a session listing shows and filters on without reading the turns.
     "user_id", "first_input", "last_output", "model", "cache_read_tokens",
+    # Schema v6: the exact aggregates incremental assembly keeps (JSON; NULL: turns not materialized yet).
+    "agg",
 )
 _ABANDONED = COLUMNS.index("abandoned")
 # The write path reads input and output cut to this many characters (enough for a listing's first message and
@@ -41,6 +43,8 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     # Issue 11: a span's evaluation events (galtea_otel.evaluate.events); the evaluations tables are created by
     # galtea_otel.evaluate.storage.ensure_tables.
     ("spans", "evaluations", "text"),
+    # v6: incremental assembly (the turns table: ``store.turns``).
+    ("sessions", "agg", "text"),
 )
 # Indexes on added columns: created after the columns exist (so also on a migrated store).
 # The session listing (``store.filters``): keyset pages in its order (started_ns DESC, custom_id, version), alone

@@ -14,6 +14,7 @@ from typing import Any
 
 from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tables
 from galtea_otel.records import TestCase
+from galtea_otel.store import turns as turns_sql
 from galtea_otel.store.base import SCHEMA_VERSION, Key, StoreError, iter_chunks
 from galtea_otel.store.filters import (
     NO_LIMIT,
@@ -35,6 +36,7 @@ from galtea_otel.store.rows import (
     row_to_tuple,
     session_from_row,
 )
+from galtea_otel.store.turns import TurnsTx
 from galtea_otel.sync import schema as sync_sql
 from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, sync_state_from_rows
 from galtea_otel.translate.row import COLUMNS, SpanRow
@@ -66,7 +68,7 @@ CREATE TABLE IF NOT EXISTS test_cases (
     id TEXT PRIMARY KEY, input TEXT, expected_output TEXT, context TEXT, metadata TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-""" + sync_sql.ddl("TEXT", "INTEGER")
+""" + sync_sql.ddl("TEXT", "INTEGER") + ";" + turns_sql.ddl("TEXT", "INTEGER", "REAL")
 
 _SQLITE_TYPES = {"text": "TEXT", "int": "INTEGER", "float": "REAL", "bool": "INTEGER"}
 _INSERT = f"INSERT OR IGNORE INTO spans ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -228,6 +230,14 @@ class SQLiteStore:
     def read_session_rows(self, key: Key) -> list[SpanRow]:
         return _session_rows(self._connect(), key)
 
+    def read_session_summary(self, key: Key) -> dict[str, Any] | None:
+        row = self._connect().execute(
+            f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE {turns_sql.KEY_EQ}", key).fetchone()
+        return dict(zip(SESSION_COLUMNS, row, strict=True)) if row else None
+
+    def read_turns(self, key: Key) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in self._connect().execute(turns_sql.READ, key)]
+
     def session_assembly(self, key: Key) -> dict[str, Any]:
         row = self._connect().execute(
             "SELECT assembly FROM sessions WHERE custom_id = ? AND version = ?", key).fetchone()
@@ -377,9 +387,21 @@ def _session_values(summary: dict[str, Any]) -> list[Any]:
 _METADATA_COLUMN = SESSION_COLUMNS.index("metadata")
 
 
-class _SQLiteTx:
+class _SQLiteTx(TurnsTx):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+
+    def _q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, args).fetchall()
+
+    def _x(self, sql: str, args: Sequence[Any] = ()) -> None:
+        self._conn.execute(sql, args)
+
+    def _xmany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._conn.executemany(sql, rows)
+
+    def _in(self, column: str, values: Sequence[Any]) -> list[tuple[str, list[Any]]]:
+        return [(f"{column} IN ({', '.join('?' * len(chunk))})", list(chunk)) for chunk in iter_chunks(values, 500)]
 
     def lock_traces(self, trace_ids: Sequence[str]) -> None:
         return None  # BEGIN IMMEDIATE already made this the only writer
