@@ -371,11 +371,14 @@ def ends_with_tool_result(row: SpanRow) -> bool:
         messages[-1].get("role") == "tool")
 
 
-def _continuations(heads: dict[Id, list[SpanRow]], tree: _Tree, work: Sequence[SpanRow]) -> None:
+def _continuations(heads: dict[Id, list[SpanRow]], tree: _Tree, work: Sequence[SpanRow],
+                   loose: list[SpanRow]) -> None:
     """The user-turn rule for a tool round trip without an agent: in a trace with no agent or chain span, a
     top-level LLM call whose input ends with a tool result continues the previous turn of its trace (its head and
-    members join that turn). Changes ``heads`` in place."""
+    members join that turn, and so do the spans outside any turn that are its siblings and started between the
+    turn's first call and this one: the tool that ran in between). Changes ``heads`` and ``loose`` in place."""
     agent_traces = {r.trace_id for r in work if r.kind in (KIND_AGENT, KIND_CHAIN)}
+    spans: list[tuple[Id, SpanRow, SpanRow]] = []  # (turn, its first call, the continuing call)
     by_trace: dict[str, list[SpanRow]] = {}
     for head_id in heads:
         if head_id[0] not in agent_traces:
@@ -389,8 +392,32 @@ def _continuations(heads: dict[Id, list[SpanRow]], tree: _Tree, work: Sequence[S
             if row.kind == KIND_LLM and ends_with_tool_result(row):
                 members = heads.pop((row.trace_id, row.span_id))
                 heads[(current.trace_id, current.span_id)].extend([row, *members])
+                spans.append(((current.trace_id, current.span_id), current, row))
             else:
                 current = row
+    if not spans or not loose:
+        return
+    taken: dict[Id, Id] = {}  # a loose sibling -> the turn it joins
+    for turn, first, call in spans:
+        for row in loose:
+            if (row.trace_id == first.trace_id and row.parent_span_id == call.parent_span_id
+                    and order_key(first) < order_key(row) < order_key(call)):
+                taken.setdefault((row.trace_id, row.span_id), turn)
+    if not taken:
+        return
+    kept = []
+    for row in loose:
+        current_row: SpanRow | None = row
+        seen: set[str] = set()
+        while current_row is not None and (current_row.trace_id, current_row.span_id) not in taken:
+            seen.add(current_row.span_id)
+            parent = tree.parent(current_row)
+            current_row = parent if parent is not None and parent.span_id not in seen else None
+        if current_row is None:
+            kept.append(row)
+        else:
+            heads[taken[(current_row.trace_id, current_row.span_id)]].append(row)
+    loose[:] = kept
 
 
 def _turns_by_head(work: Sequence[SpanRow], mode: str) -> tuple[list[Turn], list[SpanRow]]:
@@ -408,7 +435,7 @@ def _turns_by_head(work: Sequence[SpanRow], mode: str) -> tuple[list[Turn], list
         else:
             heads.setdefault((row.trace_id, row.span_id), [])
     if mode == "user":
-        _continuations(heads, tree, work)
+        _continuations(heads, tree, work, loose)
     turns = []
     for key, members in heads.items():
         turn = build_turn(tree.by_id[key], members)
