@@ -12,10 +12,14 @@ from fractions import Fraction
 from typing import Any
 
 from galtea_otel.assemble.assembler import (
+    KIND_AGENT,
+    KIND_CHAIN,
     _ends,
     _json_object,
     assemble,
+    component_roots,
     detail_from_records,
+    ends_with_tool_result,
     latency_total,
     make_turns,
     order_key,
@@ -31,7 +35,7 @@ from galtea_otel.settings import PipelineSettings
 from galtea_otel.spandata import SpanData
 from galtea_otel.store.base import Store, StoreTx
 from galtea_otel.store.rows import row_from_tuple
-from galtea_otel.store.turns import CONTRIB_COLUMNS
+from galtea_otel.store.turns import CONTRIB_COLUMNS, EXTRA_COLUMNS, FLAG_CONTINUES
 from galtea_otel.translate.row import (
     COLUMNS,
     EVENT_IDLE,
@@ -123,13 +127,13 @@ class Pipeline:
         return result
 
     def _resolve(self, tx: StoreTx, new: Sequence[SpanRow]) -> Dirty:
-        """Resolve session keys in the traces these rows touch; return what changed: per session key, the traces
-        whose rows in it changed (None: a row left the session, which is then rebuilt whole)."""
+        """Resolve session keys in the traces these rows touch; return what changed: per session key, per trace,
+        the spans that joined it (None: a row left the session, which is then rebuilt whole)."""
         dirty: Dirty = {}
         for r in new:
             key = _row_key(r)
             if key is not None:
-                _mark(dirty, key, r.trace_id)
+                _mark(dirty, key, r.trace_id, r.span_id)
         traces = {r.trace_id for r in new if not fully_keyed(r)}
         traces |= tx.traces_needing_resolution(sorted({r.trace_id for r in new} - traces))
         if not traces:
@@ -147,7 +151,7 @@ class Pipeline:
                     continue
                 if old is not None:
                     dirty[old] = None
-                _mark(dirty, key, row.trace_id)
+                _mark(dirty, key, row.trace_id, row.span_id)
                 updates.append((row.trace_id, row.span_id, key[0], key[1]))
         tx.set_keys(updates)
         return dirty
@@ -157,78 +161,171 @@ class Pipeline:
         return self._apply(tx, dict.fromkeys(keys))
 
     def _apply(self, tx: StoreTx, dirty: Dirty, batch: Sequence[SpanRow] = ()) -> int:
-        """Incremental assembly: recompute the turns of the (session, trace) pairs that changed from their rows
-        alone, and update the sessions' exact aggregates by the difference; a session's status comes from its
-        few start / end events. A session is rebuilt whole (``traces`` None) when a row left it, when it was
-        written with other settings or by a v5 store (no ``agg``), or, for ``late_spans`` ignore / reject, when
-        its end moved (which spans are late changed). Every step is a function of the set of rows, so any order,
-        batching or duplication gives the same records."""
+        """Incremental assembly. For each (session, trace) a batch touches, only the components of the trace
+        that its spans join are recomputed (a component: the session's spans of the trace under one topmost
+        span; a late parent merges its children's components into its own), then the session's exact
+        aggregates change by the difference, and its status comes from its few start / end events.
+
+        A trace is recomputed whole in ``trace`` turn mode, and while the tool round trip rule may join turns
+        of different components (it has an LLM call continuing a turn and had no agent or chain span). A
+        session is rebuilt whole when a row left it, when it was written with other settings or by a v5 store
+        (no ``agg``), or, for ``late_spans`` ignore / reject, when its end moved (which spans are late changed).
+        Every step is a function of the set of rows, so any order, batching or duplication gives the same
+        records."""
         ordered = sorted(dirty)
         tx.lock_sessions(ordered)
         states = tx.session_states(ordered)
         events = {k: sorted((row_from_tuple(v) for v in vs), key=order_key)
                   for k, vs in tx.session_events(ordered, COLUMNS).items()}
         aggs: dict[Key, dict[str, Any]] = {}
-        full: list[Key] = []
-        pairs: list[tuple[Key, str]] = []
         for key in ordered:
             ends = _ends([r for r in events[key] if r.kind == KIND_SESSION],
                          [r for r in events[key] if r.kind == KIND_MARKER])
             excl = ends[-1][0] if ends and self.settings.late_spans != "reopen" else None
             state = states.get(key)
-            traces = dirty[key]
-            whole = traces is None or (state is not None and (state[0] is None or state[1] != self._assembly_settings))
+            whole = dirty[key] is None or (
+                state is not None and (state[0] is None or state[1] != self._assembly_settings))
             agg = _new_agg() if whole or state is None or state[0] is None else json.loads(state[0])
             if agg["excl"] != excl:
                 whole, agg = True, _new_agg()
             agg["excl"] = excl
             aggs[key] = agg
             if whole:
-                full.append(key)
                 dirty[key] = None
-            else:
-                pairs.extend((key, t) for t in sorted(traces or ()))
-        rows_by_key: dict[Key, list[SpanRow]] = {k: [] for k in ordered}
-        if full:
-            rows_by_key.update(tx.session_rows(full, content=True))
-        if pairs:
-            for values in tx.pair_rows(pairs, COLUMNS):
-                row = row_from_tuple(values)
-                rows_by_key[_row_key(row)].append(row)  # type: ignore[index]
-            for key, contrib in tx.turn_contribs(pairs):
-                _add(aggs[key], contrib, -1)
-        record_span_evaluations(tx, rows_by_key)  # issue 11: gen_ai.evaluation.result events of these spans
+        full = [k for k in ordered if dirty[k] is None]
+        rows_full = tx.session_rows(full, content=True) if full else {}
         batch_ids = {(r.trace_id, r.span_id) for r in batch}
         summaries = []
-        late_new = 0
+        seen: dict[Key, list[SpanRow]] = {}
+        late = 0
         for key in ordered:
-            rows, agg = rows_by_key[key], aggs[key]
-            traces = dirty[key]
-            if traces is None and not rows:
-                tx.replace_turns(key, None, [])
-                tx.delete_session(key)
-                continue
-            excl = agg["excl"]
-            work = [r for r in rows if r.kind not in (KIND_SESSION, KIND_MARKER)]
-            if excl is not None:
-                late = [r for r in work if r.start_ns > excl]
-                late_new += sum(1 for r in late if (r.trace_id, r.span_id) in batch_ids)
-                work = [r for r in work if r.start_ns <= excl]
-            turns, _ = make_turns(work, self.settings)
-            records = [turn_record(t) for t in turns]
-            for record in records:
-                _add(agg, tuple(record[c] for c in CONTRIB_COLUMNS), 1)
-            _observe(agg, rows)
-            tx.replace_turns(key, None if traces is None else sorted(traces), records)
+            agg, traces = aggs[key], dirty[key]
+            if traces is None:
+                rows = rows_full.get(key, [])
+                if not rows:
+                    tx.replace_turns(key, None, None, [])
+                    tx.delete_session(key)
+                    continue
+                seen[key] = rows
+                _observe(agg, rows)
+                work = [r for r in rows if r.kind not in _EVENT_KINDS]
+                roots = component_roots(work)
+                tx.set_roots([(roots[(r.trace_id, r.span_id)], _flags(r), r.trace_id, r.span_id) for r in work])
+                records, n = self._records(work, agg["excl"], roots, batch_ids)
+                late += n
+                for record in records:
+                    _add(agg, _contrib(record), 1)
+                tx.replace_turns(key, None, None, records)
+            else:
+                seen[key] = []
+                for trace_id, span_ids in sorted(traces.items()):
+                    new, n = self._apply_trace(tx, key, trace_id, span_ids, agg, batch_ids)
+                    seen[key].extend(new)
+                    late += n
             summaries.append(self._summary(tx, key, agg, events[key]))
+        record_span_evaluations(tx, seen)  # issue 11: gen_ai.evaluation.result events of these spans
         tx.upsert_sessions(summaries)
         if self.evaluate:  # issue 11
             enqueue_ended(tx, summaries)
-        if late_new and self.settings.late_spans == "reject":
-            tx.add_counter("late_spans_rejected", late_new)
+        if late and self.settings.late_spans == "reject":
+            tx.add_counter("late_spans_rejected", late)
         if self.sync and ordered:
             tx.enqueue_sync(ordered, time.time_ns())
         return len(ordered)
+
+    def _records(self, work: Sequence[SpanRow], excl: int | None, roots: dict[tuple[str, str], str],
+                 batch_ids: set[tuple[str, str]]) -> tuple[list[dict[str, Any]], int]:
+        """The turn records of these work rows (late ones left out after ``excl``), each with its component's
+        root, and how many of the batch's spans were left out as late."""
+        late = 0
+        if excl is not None:
+            late = sum(1 for r in work if r.start_ns > excl and (r.trace_id, r.span_id) in batch_ids)
+            work = [r for r in work if r.start_ns <= excl]
+        turns, _ = make_turns(work, self.settings)
+        records = []
+        for turn in turns:
+            record = turn_record(turn)
+            record["root_id"] = roots.get((turn.head.trace_id, turn.head.span_id))
+            records.append(record)
+        return records, late
+
+    def _apply_trace(self, tx: StoreTx, key: Key, trace_id: str, span_ids: set[str], agg: dict[str, Any],
+                     batch_ids: set[tuple[str, str]]) -> tuple[list[SpanRow], int]:
+        """Recompute what the spans ``span_ids`` joining the session's part of this trace change; return those
+        spans and how many of the batch's were left out as late."""
+        stored: dict[str, tuple[SpanRow, str | None, int | None]] = {}
+        for values in tx.trace_context(trace_id, sorted(span_ids), (), _ROW_COLUMNS):
+            row = _parse(values)
+            stored[row[0].span_id] = row
+        parents = {r.parent_span_id for r, _, _ in stored.values() if r.span_id in span_ids and r.parent_span_id}
+        missing = sorted(p for p in parents if p not in stored)
+        if missing:
+            for values in tx.trace_context(trace_id, (), missing, _ROW_COLUMNS):
+                row = _parse(values)
+                stored.setdefault(row[0].span_id, row)
+
+        def in_tree(r: SpanRow) -> bool:
+            return r.kind not in _EVENT_KINDS and _row_key(r) == key
+
+        new = [stored[i][0] for i in sorted(span_ids) if i in stored and _row_key(stored[i][0]) == key]
+        _observe(agg, new)
+        work_new = [r for r in new if in_tree(r)]
+        if not work_new:
+            return new, 0
+        mode = self.settings.turns
+        whole = mode == "trace"
+        if mode == "user" and not whole and (
+                any(_flags(r) for r in work_new) or tx.trace_has(key, trace_id, "continuing")):
+            agents = [r.span_id for r in work_new if r.kind in (KIND_AGENT, KIND_CHAIN)]
+            whole = not tx.trace_has(key, trace_id, "agents", agents)
+        roots: dict[str, str] = {}
+        new_ids = {r.span_id for r in work_new}
+
+        def root_of(row: SpanRow, depth: int = 0) -> str | None:
+            if row.span_id in roots:
+                return roots[row.span_id]
+            parent = stored.get(row.parent_span_id) if row.parent_span_id else None
+            if parent is None or not in_tree(parent[0]) or depth > 1000:
+                found: str | None = row.span_id
+            elif parent[0].span_id in new_ids:
+                found = root_of(parent[0], depth + 1)
+            else:
+                found = parent[1]
+            if found is not None:
+                roots[row.span_id] = found
+            return found
+
+        if not whole:
+            whole = any(root_of(r) is None for r in work_new)  # a stored parent without a root: recompute
+        if whole:
+            rows = [_parse(v) for v in tx.pair_rows([(key, trace_id)], _ROW_COLUMNS)]
+            work = [r for r, _, _ in rows if in_tree(r)]
+            all_roots = component_roots(work)
+            tx.set_roots([(all_roots[(r.trace_id, r.span_id)], _flags(r), r.trace_id, r.span_id)
+                          for r, root, flags in rows if in_tree(r)
+                          and (root, flags) != (all_roots[(r.trace_id, r.span_id)], _flags(r))])
+            for contrib in tx.turn_contribs(key, trace_id, None):
+                _add(agg, contrib, -1)
+            records, late = self._records(work, agg["excl"], all_roots, batch_ids)
+            tx.replace_turns(key, trace_id, None, records)
+        else:
+            merges = sorted({(roots[r.parent_span_id], root) for r, root, _ in stored.values()
+                             if r.span_id not in new_ids and r.parent_span_id in new_ids and in_tree(r)
+                             and root is not None and root != roots[r.parent_span_id]})
+            tx.set_roots([(roots[r.span_id], _flags(r), trace_id, r.span_id) for r in work_new])
+            tx.merge_roots(key, trace_id, merges)
+            affected = set(roots.values()) | {new_root for new_root, _ in merges}
+            gone = affected | {old for _, old in merges}
+            component = [_parse(v) for v in tx.component_rows(key, trace_id, sorted(affected), _ROW_COLUMNS)]
+            work = [r for r, _, _ in component if in_tree(r)]
+            component_of = {(r.trace_id, r.span_id): root for r, root, _ in component if root is not None}
+            for contrib in tx.turn_contribs(key, trace_id, sorted(gone)):
+                _add(agg, contrib, -1)
+            records, late = self._records(work, agg["excl"], component_of, batch_ids)
+            tx.replace_turns(key, trace_id, sorted(gone), records)
+        for record in records:
+            _add(agg, _contrib(record), 1)
+        return new, late
 
     def _summary(self, tx: StoreTx, key: Key, agg: dict[str, Any], events: Sequence[SpanRow]) -> dict[str, Any]:
         """The sessions row from the aggregates, the session's events and index lookups on its stored turns
@@ -304,8 +401,9 @@ class Pipeline:
                 self._reassemble(tx, affected)
             idle = tx.idle_sessions(idle_before)
             if idle:
-                tx.insert_spans([_idle_marker(key, now) for key in idle])
-                self._reassemble(tx, set(idle))
+                markers = [_idle_marker(key, now) for key in idle]
+                tx.insert_spans(markers)
+                self._apply(tx, {key: {m.trace_id: {m.span_id}} for key, m in zip(idle, markers, strict=True)})
                 counts["idle_closed"] = len(idle)
             for name, value in counts.items():
                 if value:
@@ -350,7 +448,23 @@ def _same_assembly(a: PipelineSettings, b: PipelineSettings) -> bool:
     return (a.turns, a.late_spans, a.strict) == (b.turns, b.late_spans, b.strict)
 
 
-Dirty = dict[Key, "set[str] | None"]
+Dirty = dict[Key, "dict[str, set[str]] | None"]
+_EVENT_KINDS = (KIND_SESSION, KIND_MARKER)
+_ROW_COLUMNS = (*COLUMNS, *EXTRA_COLUMNS)
+_WIDTH = len(COLUMNS)
+
+
+def _parse(values: Sequence[Any]) -> tuple[SpanRow, str | None, int | None]:
+    """A stored span row with its store-managed ``root_id`` and ``flags``."""
+    return row_from_tuple(values[:_WIDTH]), values[_WIDTH], values[_WIDTH + 1]
+
+
+def _flags(row: SpanRow) -> int:
+    return FLAG_CONTINUES if row.kind == KIND_LLM and ends_with_tool_result(row) else 0
+
+
+def _contrib(record: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(record[c] for c in CONTRIB_COLUMNS)
 _SUMS = (("input_tokens", "in"), ("output_tokens", "out"), ("total_tokens", "tot"), ("cache_read_tokens", "cache"))
 
 
@@ -359,13 +473,10 @@ def _row_key(row: SpanRow) -> Key | None:
     return (row.custom_id, row.version) if row.custom_id is not None and row.version is not None else None
 
 
-def _mark(dirty: Dirty, key: Key, trace_id: str) -> None:
-    if key not in dirty:
-        dirty[key] = {trace_id}
-    else:
-        traces = dirty[key]
-        if traces is not None:
-            traces.add(trace_id)
+def _mark(dirty: Dirty, key: Key, trace_id: str, span_id: str) -> None:
+    traces = dirty.setdefault(key, {})
+    if traces is not None:
+        traces.setdefault(trace_id, set()).add(span_id)
 
 
 def _new_agg() -> dict[str, Any]:

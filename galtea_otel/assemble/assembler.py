@@ -463,6 +463,32 @@ def _turns_by_trace(work: Sequence[SpanRow]) -> tuple[list[Turn], list[SpanRow]]
     return turns, loose
 
 
+def component_roots(work: Sequence[SpanRow]) -> dict[Id, str]:
+    """Each work row's topmost ancestor among these rows (its own id when its parent is not among them): turns
+    never reach across these components, but for the tool round trip rule (``_continuations``)."""
+    by_id = {(r.trace_id, r.span_id): r for r in work}
+    roots: dict[Id, str] = {}
+    for row in work:
+        chain: list[Id] = []
+        current = row
+        seen: set[str] = set()
+        while True:
+            ident = (current.trace_id, current.span_id)
+            if ident in roots:
+                root = roots[ident]
+                break
+            chain.append(ident)
+            seen.add(current.span_id)
+            parent = by_id.get((current.trace_id, current.parent_span_id)) if current.parent_span_id else None
+            if parent is None or parent.span_id in seen:
+                root = current.span_id
+                break
+            current = parent
+        for ident in chain:
+            roots[ident] = root
+    return roots
+
+
 def make_turns(work: Sequence[SpanRow], settings: PipelineSettings) -> tuple[list[Turn], list[SpanRow]]:
     """The priced turns (in conversation order) and loose spans of these work rows (no session spans or markers,
     late spans left out). Turns never reach across traces, so the rows of some whole traces of a session give

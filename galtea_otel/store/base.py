@@ -67,11 +67,29 @@ class StoreTx(Protocol):
     def pair_rows(self, pairs: Sequence[tuple[Key, str]], columns: Sequence[str]) -> list[tuple[Any, ...]]:
         """The rows of these (session key, trace id) pairs, as tuples of ``columns``."""
 
-    def turn_contribs(self, pairs: Sequence[tuple[Key, str]]) -> list[tuple[Key, tuple[Any, ...]]]:
-        """(session key, aggregate columns) of the stored turns of these pairs."""
+    def trace_context(self, trace_id: str, span_ids: Sequence[str], parent_ids: Sequence[str],
+                      columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Rows of one trace with these span ids or parent ids, and the children of ``span_ids``."""
 
-    def replace_turns(self, key: Key, trace_ids: Sequence[str] | None, records: Sequence[dict[str, Any]]) -> None:
-        """Drop the stored turns of these traces of the session (None: all), then store ``records``."""
+    def component_rows(self, key: Key, trace_id: str, roots: Sequence[str], columns: Sequence[str]
+                       ) -> list[tuple[Any, ...]]:
+        """The session's rows in this trace whose ``root_id`` is one of ``roots``."""
+
+    def trace_has(self, key: Key, trace_id: str, what: str, exclude: Sequence[str] = ()) -> bool:
+        """Whether the session's part of the trace has ``agents`` or ``continuing`` LLM calls (not in exclude)."""
+
+    def set_roots(self, updates: Sequence[tuple[str | None, int, str, str]]) -> None:
+        """Set (root_id, flags) of span rows given as (root_id, flags, trace_id, span_id)."""
+
+    def merge_roots(self, key: Key, trace_id: str, merges: Sequence[tuple[str, str]]) -> None:
+        """Move the session's spans of each component (new root, old root) of this trace to the new root."""
+
+    def turn_contribs(self, key: Key, trace_id: str, roots: Sequence[str] | None) -> list[tuple[Any, ...]]:
+        """The aggregate columns of the session's stored turns in this trace (of these components)."""
+
+    def replace_turns(self, key: Key, trace_id: str | None, roots: Sequence[str] | None,
+                      records: Sequence[dict[str, Any]]) -> None:
+        """Drop the session's stored turns (of a trace, of components of it), then store ``records``."""
 
     def turn_facts(self, key: Key, first_failed: bool) -> dict[str, Any]:
         """First and last turn, first model, first failed turn (index lookups on the stored turns)."""

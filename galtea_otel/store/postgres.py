@@ -336,6 +336,8 @@ class PostgresStore:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
                 for name, table, column in ADDED_INDEXES:
                     conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})")
+                for statement in turns_sql.PARTIAL_INDEXES:
+                    conn.execute(statement)
                 conn.execute(
                     "INSERT INTO galtea_meta (key, value) VALUES ('schema_version', %s)"
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
@@ -587,9 +589,9 @@ class _PostgresTx(TurnsTx):
     def traces_needing_resolution(self, trace_ids: Sequence[str]) -> set[str]:
         if not trace_ids:
             return set()
-        return {r[0] for r in self._all(
-            "SELECT DISTINCT trace_id FROM spans WHERE trace_id = ANY(%b::text[])"
-            " AND (own_custom_id IS NULL OR own_version IS NULL OR key_weak IS TRUE)", (list(trace_ids),))}
+        return {r[0] for r in self._all(turns_sql.UNRESOLVED.format(
+            cond="trace_id = ANY(%b::text[])", unresolved="", weak=""),
+                                        (list(trace_ids), list(trace_ids)))}
 
     def trace_rows(self, trace_ids: Sequence[str]) -> list[SpanRow]:
         if not trace_ids:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from galtea_otel.records import Session
+from galtea_otel.store.turns import SPAN_INDEXES
 from galtea_otel.translate.row import COLUMNS, SpanRow
 
 SESSION_COLUMNS: tuple[str, ...] = (
@@ -45,6 +46,8 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("spans", "evaluations", "text"),
     # v6: incremental assembly (the turns table: ``store.turns``).
     ("sessions", "agg", "text"),
+    ("spans", "root_id", "text"),
+    ("spans", "flags", "int"),
 )
 # Indexes on added columns: created after the columns exist (so also on a migrated store).
 # The session listing (``store.filters``): keyset pages in its order (started_ns DESC, custom_id, version), alone
@@ -55,6 +58,7 @@ ADDED_INDEXES: tuple[tuple[str, str, str], ...] = (
     ("sessions_by_status_start", "sessions", "status, started_ns DESC, custom_id, version"),
     ("sessions_by_version_start", "sessions", "version, started_ns DESC, custom_id, version"),
     ("sessions_by_user_start", "sessions", "user_id, started_ns DESC, custom_id, version"),
+    *SPAN_INDEXES,  # v6: incremental assembly's lookups (store.turns)
 )
 
 

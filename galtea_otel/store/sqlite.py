@@ -176,6 +176,8 @@ class SQLiteStore:
                         conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
                 for name, table, column in ADDED_INDEXES:
                     conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})")
+                for statement in turns_sql.PARTIAL_INDEXES:
+                    conn.execute(statement)
                 conn.execute(
                     "INSERT OR REPLACE INTO galtea_meta (key, value) VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
@@ -419,8 +421,9 @@ class _SQLiteTx(TurnsTx):
         for chunk in iter_chunks(sorted(trace_ids), 500):
             marks = ", ".join("?" * len(chunk))
             found.update(r[0] for r in self._conn.execute(
-                f"SELECT DISTINCT trace_id FROM spans WHERE trace_id IN ({marks})"
-                " AND (own_custom_id IS NULL OR own_version IS NULL OR key_weak IS TRUE)", chunk))
+                turns_sql.UNRESOLVED.format(
+                    cond=f"trace_id IN ({marks})", unresolved=" INDEXED BY spans_unresolved",
+                    weak=" INDEXED BY spans_weak"), [*chunk, *chunk]))
         return found
 
     def trace_rows(self, trace_ids: Sequence[str]) -> list[SpanRow]:
