@@ -309,9 +309,30 @@ class Pipeline:
             records, late = self._records(work, agg["excl"], all_roots, batch_ids)
             tx.replace_turns(key, trace_id, None, records)
         else:
-            merges = sorted({(roots[r.parent_span_id], root) for r, root, _ in stored.values()
-                             if r.span_id not in new_ids and r.parent_span_id in new_ids and in_tree(r)
-                             and root is not None and root != roots[r.parent_span_id]})
+            # Components that join a new span's: its stored children's (a late parent), and its own former one
+            # (a span replayed, or re-keyed, after its parent came).
+            joins: set[tuple[str, str]] = set()
+            for r, root, _ in stored.values():
+                if root is None or not in_tree(r):
+                    continue
+                if r.span_id in new_ids:
+                    joins.add((roots[r.span_id], root))
+                elif r.parent_span_id in new_ids:
+                    joins.add((roots[r.parent_span_id], root))
+            merges = sorted((new, old) for new, old in joins if new != old)
+            # A root that is itself merged away (its component's top got a new parent in this batch) is followed
+            # to where it goes, so the updates below do not depend on their order.
+            moved = dict((old, new) for new, old in merges)
+
+            def final(root: str) -> str:
+                for _ in range(len(moved) + 1):
+                    if root not in moved:
+                        break
+                    root = moved[root]
+                return root
+
+            roots = {span_id: final(root) for span_id, root in roots.items()}
+            merges = sorted({(final(new), old) for new, old in merges if final(new) != old})
             tx.set_roots([(roots[r.span_id], _flags(r), trace_id, r.span_id) for r in work_new])
             tx.merge_roots(key, trace_id, merges)
             affected = set(roots.values()) | {new_root for new_root, _ in merges}

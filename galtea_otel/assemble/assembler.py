@@ -493,6 +493,7 @@ def make_turns(work: Sequence[SpanRow], settings: PipelineSettings) -> tuple[lis
     """The priced turns (in conversation order) and loose spans of these work rows (no session spans or markers,
     late spans left out). Turns never reach across traces, so the rows of some whole traces of a session give
     exactly those traces' turns: what incremental assembly recomputes."""
+    work = sorted(work, key=order_key)
     if settings.turns == "trace":
         turns, loose = _turns_by_trace(work)
     else:
