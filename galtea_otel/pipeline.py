@@ -253,19 +253,22 @@ class Pipeline:
                      batch_ids: set[tuple[str, str]]) -> tuple[list[SpanRow], int]:
         """Recompute what the spans ``span_ids`` joining the session's part of this trace change; return those
         spans and how many of the batch's were left out as late."""
-        stored: dict[str, tuple[SpanRow, str | None, int | None]] = {}
-        for values in tx.trace_context(trace_id, sorted(span_ids), (), _ROW_COLUMNS):
-            row = _parse(values)
-            stored[row[0].span_id] = row
-        parents = {r.parent_span_id for r, _, _ in stored.values() if r.span_id in span_ids and r.parent_span_id}
-        missing = sorted(p for p in parents if p not in stored)
-        if missing:
-            for values in tx.trace_context(trace_id, (), missing, _ROW_COLUMNS):
-                row = _parse(values)
-                stored.setdefault(row[0].span_id, row)
-
         def in_tree(r: SpanRow) -> bool:
             return r.kind not in _EVENT_KINDS and _row_key(r) == key
+
+        stored: dict[str, tuple[SpanRow, str | None, int | None]] = {}
+        for values in tx.trace_context(trace_id, (), sorted(span_ids), _ROW_COLUMNS):
+            row = _parse(values)
+            stored[row[0].span_id] = row
+        # Parents and children of the new spans that are in the session's tree (not of a session span: its
+        # children are every turn of a huge trace).
+        tree_ids = sorted(i for i in span_ids if i in stored and in_tree(stored[i][0]))
+        parents = {stored[i][0].parent_span_id for i in tree_ids} - {None}
+        missing = sorted(p for p in parents if p is not None and p not in stored)
+        if tree_ids:
+            for values in tx.trace_context(trace_id, tree_ids, missing, _ROW_COLUMNS):
+                row = _parse(values)
+                stored.setdefault(row[0].span_id, row)
 
         new = [stored[i][0] for i in sorted(span_ids) if i in stored and _row_key(stored[i][0]) == key]
         _observe(agg, new)
