@@ -234,14 +234,15 @@ class Pipeline:
         return len(ordered)
 
     def _records(self, work: Sequence[SpanRow], excl: int | None, roots: dict[tuple[str, str], str],
-                 batch_ids: set[tuple[str, str]]) -> tuple[list[dict[str, Any]], int]:
+                 batch_ids: set[tuple[str, str]], *, continuations: bool = True
+                 ) -> tuple[list[dict[str, Any]], int]:
         """The turn records of these work rows (late ones left out after ``excl``), each with its component's
         root, and how many of the batch's spans were left out as late."""
         late = 0
         if excl is not None:
             late = sum(1 for r in work if r.start_ns > excl and (r.trace_id, r.span_id) in batch_ids)
             work = [r for r in work if r.start_ns <= excl]
-        turns, _ = make_turns(work, self.settings)
+        turns, _ = make_turns(work, self.settings, continuations=continuations)
         records = []
         for turn in turns:
             record = turn_record(turn)
@@ -345,7 +346,8 @@ class Pipeline:
             component_of = {(r.trace_id, r.span_id): root for r, root, _ in component if root is not None}
             for contrib in tx.turn_contribs(key, trace_id, sorted(gone)):
                 _add(agg, contrib, -1)
-            records, late = self._records(work, agg["excl"], component_of, batch_ids)
+            # Components of a trace where the tool round trip rule is off (whole traces are recomputed otherwise).
+            records, late = self._records(work, agg["excl"], component_of, batch_ids, continuations=False)
             tx.replace_turns(key, trace_id, sorted(gone), records)
         for record in records:
             _add(agg, _contrib(record), 1)

@@ -420,7 +420,8 @@ def _continuations(heads: dict[Id, list[SpanRow]], tree: _Tree, work: Sequence[S
     loose[:] = kept
 
 
-def _turns_by_head(work: Sequence[SpanRow], mode: str) -> tuple[list[Turn], list[SpanRow]]:
+def _turns_by_head(work: Sequence[SpanRow], mode: str, continuations: bool = True
+                   ) -> tuple[list[Turn], list[SpanRow]]:
     """One turn per head: the outermost span that may head a turn (``is_head_kind``) enclosing each span; in
     ``user`` mode a tool round trip without an agent is one turn (``_continuations``)."""
     tree = _Tree(work)
@@ -434,7 +435,7 @@ def _turns_by_head(work: Sequence[SpanRow], mode: str) -> tuple[list[Turn], list
             heads.setdefault((head.trace_id, head.span_id), []).append(row)
         else:
             heads.setdefault((row.trace_id, row.span_id), [])
-    if mode == "user":
+    if mode == "user" and continuations:
         _continuations(heads, tree, work, loose)
     turns = []
     for key, members in heads.items():
@@ -489,15 +490,18 @@ def component_roots(work: Sequence[SpanRow]) -> dict[Id, str]:
     return roots
 
 
-def make_turns(work: Sequence[SpanRow], settings: PipelineSettings) -> tuple[list[Turn], list[SpanRow]]:
+def make_turns(work: Sequence[SpanRow], settings: PipelineSettings, *, continuations: bool = True
+               ) -> tuple[list[Turn], list[SpanRow]]:
     """The priced turns (in conversation order) and loose spans of these work rows (no session spans or markers,
     late spans left out). Turns never reach across traces, so the rows of some whole traces of a session give
-    exactly those traces' turns: what incremental assembly recomputes."""
+    exactly those traces' turns: what incremental assembly recomputes. ``continuations=False``: the caller knows
+    the tool round trip rule is off for these rows (their traces have an agent, or no call that continues a
+    turn), as it cannot tell from a part of a trace."""
     work = sorted(work, key=order_key)
     if settings.turns == "trace":
         turns, loose = _turns_by_trace(work)
     else:
-        turns, loose = _turns_by_head(work, settings.turns)
+        turns, loose = _turns_by_head(work, settings.turns, continuations)
     turns.sort(key=lambda t: order_key(t.head))
     for t in turns:  # galtea_otel.pricing: a reported cost, else the price file, else the bundled table
         t.cost, t.cost_source, t.price_version = decide_cost(

@@ -240,6 +240,22 @@ def long_corpus() -> list[SpanData]:
             pass
         _round_trip_without_agent(tracer, 3)
         _tool_round_trips(tracer, 3)
+        # One trace with an agent run and, beside it, a round trip without one: the rule is off in that trace.
+        m = key("mixed", "1")
+        tool_result = json.dumps([{"role": "user", "parts": [{"type": "text", "content": "hi"}]},
+                                  {"role": "tool", "parts": [{"type": "tool_call_response", "response": "x"}]}])
+        with tracer.start_as_current_span("request", attributes=m):
+            agent = {**m, "gen_ai.operation.name": "invoke_agent"}
+            with tracer.start_as_current_span("invoke_agent", attributes=agent), \
+                    tracer.start_as_current_span("chat", attributes={**m, "gen_ai.operation.name": "chat"}):
+                pass
+            with tracer.start_as_current_span("step", attributes=m):
+                for messages in (None, tool_result):
+                    attributes = {**m, "gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 3}
+                    if messages:
+                        attributes["gen_ai.input.messages"] = messages
+                    with tracer.start_as_current_span("chat", attributes=attributes):
+                        pass
         return collect(exporter)
 
 
