@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -194,7 +194,7 @@ class Pipeline:
                 dirty[key] = None
         full = [k for k in ordered if dirty[k] is None]
         rows_full = tx.session_rows(full, content=True) if full else {}
-        batch_ids = {(r.trace_id, r.span_id) for r in batch}
+        batch_ids = {(r.trace_id, r.span_id): r for r in batch}
         summaries = []
         seen: dict[Key, list[SpanRow]] = {}
         late = 0
@@ -234,7 +234,7 @@ class Pipeline:
         return len(ordered)
 
     def _records(self, work: Sequence[SpanRow], excl: int | None, roots: dict[tuple[str, str], str],
-                 batch_ids: set[tuple[str, str]], *, continuations: bool = True
+                 batch_ids: Container[tuple[str, str]], *, continuations: bool = True
                  ) -> tuple[list[dict[str, Any]], int]:
         """The turn records of these work rows (late ones left out after ``excl``), each with its component's
         root, and how many of the batch's spans were left out as late."""
@@ -251,23 +251,29 @@ class Pipeline:
         return records, late
 
     def _apply_trace(self, tx: StoreTx, key: Key, trace_id: str, span_ids: set[str], agg: dict[str, Any],
-                     batch_ids: set[tuple[str, str]]) -> tuple[list[SpanRow], int]:
+                     batch: dict[tuple[str, str], SpanRow]) -> tuple[list[SpanRow], int]:
         """Recompute what the spans ``span_ids`` joining the session's part of this trace change; return those
         spans and how many of the batch's were left out as late."""
         def in_tree(r: SpanRow) -> bool:
             return r.kind not in _EVENT_KINDS and _row_key(r) == key
 
+        # The new spans, their parents and the children of those that may be in the session's tree (not of a
+        # session span: its children are every turn of a huge trace), in one look-up when the batch tells the
+        # kinds and parents; a span that joined by resolution (not in the batch) is looked up first.
         stored: dict[str, tuple[SpanRow, str | None, int | None]] = {}
-        for values in tx.trace_context(trace_id, (), sorted(span_ids), _ROW_COLUMNS):
-            row = _parse(values)
-            stored[row[0].span_id] = row
-        # Parents and children of the new spans that are in the session's tree (not of a session span: its
-        # children are every turn of a huge trace).
-        tree_ids = sorted(i for i in span_ids if i in stored and in_tree(stored[i][0]))
-        parents = {stored[i][0].parent_span_id for i in tree_ids} - {None}
-        missing = sorted(p for p in parents if p is not None and p not in stored)
-        if tree_ids:
-            for values in tx.trace_context(trace_id, tree_ids, missing, _ROW_COLUMNS):
+        unknown = sorted(i for i in span_ids if (trace_id, i) not in batch)
+        if unknown:
+            for values in tx.trace_context(trace_id, (), unknown, _ROW_COLUMNS):
+                row = _parse(values)
+                stored[row[0].span_id] = row
+        known = {i: batch[(trace_id, i)] for i in span_ids if (trace_id, i) in batch}
+        candidates = sorted({*(i for i, r in known.items() if r.kind not in _EVENT_KINDS),
+                             *(i for i in unknown if i in stored and in_tree(stored[i][0]))})
+        parents = {r.parent_span_id for r in known.values()} | {
+            stored[i][0].parent_span_id for i in candidates if i in stored}
+        others = sorted({*known, *(p for p in parents if p is not None)} - set(candidates) - set(stored))
+        if candidates or others:
+            for values in tx.trace_context(trace_id, candidates, others, _ROW_COLUMNS):
                 row = _parse(values)
                 stored.setdefault(row[0].span_id, row)
 
@@ -310,7 +316,7 @@ class Pipeline:
                           and (root, flags) != (all_roots[(r.trace_id, r.span_id)], _flags(r))])
             for contrib in tx.turn_contribs(key, trace_id, None):
                 _add(agg, contrib, -1)
-            records, late = self._records(work, agg["excl"], all_roots, batch_ids)
+            records, late = self._records(work, agg["excl"], all_roots, batch)
             tx.replace_turns(key, trace_id, None, records)
         else:
             # Components that join a new span's: its stored children's (a late parent), and its own former one
@@ -341,14 +347,24 @@ class Pipeline:
             tx.merge_roots(key, trace_id, merges)
             affected = set(roots.values()) | {new_root for new_root, _ in merges}
             gone = affected | {old for _, old in merges}
-            component = [_parse(v) for v in tx.component_rows(key, trace_id, sorted(affected), _ROW_COLUMNS)]
-            work = [r for r, _, _ in component if in_tree(r)]
-            component_of = {(r.trace_id, r.span_id): root for r, root, _ in component if root is not None}
-            for contrib in tx.turn_contribs(key, trace_id, sorted(gone)):
-                _add(agg, contrib, -1)
-            # Components of a trace where the tool round trip rule is off (whole traces are recomputed otherwise).
-            records, late = self._records(work, agg["excl"], component_of, batch_ids, continuations=False)
-            tx.replace_turns(key, trace_id, sorted(gone), records)
+            fresh = {r.span_id for r in work_new if stored[r.span_id][1] is None}
+            if not merges and gone <= fresh:
+                # Components made only of spans never placed before: nothing stored has their roots, so there are
+                # no turns to take away and the batch holds all their spans.
+                work = [r for r in work_new if roots[r.span_id] in gone]
+                component_of = {(r.trace_id, r.span_id): roots[r.span_id] for r in work}
+                records, late = self._records(work, agg["excl"], component_of, batch, continuations=False)
+                tx.replace_turns(key, trace_id, [], records)
+            else:
+                component = [_parse(v) for v in tx.component_rows(key, trace_id, sorted(affected), _ROW_COLUMNS)]
+                work = [r for r, _, _ in component if in_tree(r)]
+                component_of = {(r.trace_id, r.span_id): root for r, root, _ in component if root is not None}
+                for contrib in tx.turn_contribs(key, trace_id, sorted(gone)):
+                    _add(agg, contrib, -1)
+                # Components of a trace where the tool round trip rule is off (whole traces are recomputed
+                # otherwise).
+                records, late = self._records(work, agg["excl"], component_of, batch, continuations=False)
+                tx.replace_turns(key, trace_id, sorted(gone), records)
         for record in records:
             _add(agg, _contrib(record), 1)
         return new, late
