@@ -6,10 +6,27 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
 
-from galtea_otel.assemble.assembler import Assembly, assemble, to_detail
+from galtea_otel.assemble.assembler import (
+    KIND_AGENT,
+    KIND_CHAIN,
+    _ends,
+    _json_object,
+    assemble,
+    component_roots,
+    detail_from_records,
+    ends_with_tool_result,
+    latency_total,
+    make_turns,
+    order_key,
+    round_cost,
+    to_detail,
+    turn_record,
+)
 from galtea_otel.assemble.keys import Key, fully_keyed, resolve_trace
 from galtea_otel.evaluate.storage import enqueue_ended, record_span_evaluations, with_evaluations
 from galtea_otel.pricing import preload as preload_prices
@@ -17,7 +34,18 @@ from galtea_otel.records import SessionDetail
 from galtea_otel.settings import PipelineSettings
 from galtea_otel.spandata import SpanData
 from galtea_otel.store.base import AnyKey, Store, StoreTx, full_key
-from galtea_otel.translate.row import DEFAULT_PROJECT, EVENT_IDLE, KIND_LLM, KIND_MARKER, SpanRow
+from galtea_otel.store.rows import row_from_tuple
+from galtea_otel.store.turns import CONTRIB_COLUMNS, EXTRA_COLUMNS, FLAG_CONTINUES
+from galtea_otel.translate.row import (
+    COLUMNS,
+    DEFAULT_PROJECT,
+    EVENT_IDLE,
+    EVENT_START,
+    KIND_LLM,
+    KIND_MARKER,
+    KIND_SESSION,
+    SpanRow,
+)
 from galtea_otel.translate.translator import InvalidSpan, Redactor, translate
 
 log = logging.getLogger("galtea_otel")
@@ -100,14 +128,17 @@ class Pipeline:
             if inserted:
                 # Resolving and reassembling from the whole batch (replayed rows included) gives the same
                 # records as from the new rows alone, and spares the store telling which rows were new.
-                affected = self._resolve(tx, batch)
-                result.sessions = self._reassemble(tx, affected)
+                result.sessions = self._apply(tx, self._resolve(tx, batch), batch)
         return result
 
-    def _resolve(self, tx: StoreTx, new: Sequence[SpanRow]) -> set[Key]:
-        """Resolve session keys in the traces these rows touch; return the session keys whose rows changed."""
-        affected: set[Key] = {
-            (r.custom_id, r.version, r.project) for r in new if r.custom_id is not None and r.version is not None}
+    def _resolve(self, tx: StoreTx, new: Sequence[SpanRow]) -> Dirty:
+        """Resolve session keys in the traces these rows touch; return what changed: per session key, per trace,
+        the spans that joined it (None: a row left the session, which is then rebuilt whole)."""
+        dirty: Dirty = {}
+        for r in new:
+            key = _row_key(r)
+            if key is not None:
+                _mark(dirty, key, r.trace_id, r.span_id)
         by_trace: dict[str, list[SpanRow]] = {}
         # Issue 12: a trace is resolved within each project's rows of it, so a span another project sends with
         # the same trace id cannot lend (or take) a key.
@@ -115,56 +146,283 @@ class Pipeline:
             mine = [r for r in new if r.project == project]
             traces = {r.trace_id for r in mine if not fully_keyed(r)}
             traces |= tx.traces_needing_resolution(sorted({r.trace_id for r in mine} - traces), project)
+            if not traces:
+                continue
             for row in tx.trace_rows(sorted(traces), project):
                 by_trace.setdefault(f"{project}\0{row.trace_id}", []).append(row)
         if not by_trace:
-            return affected
+            return dirty
         updates = []
         for trace_rows in by_trace.values():
             resolved = resolve_trace(trace_rows, self.settings.default_version)
             for row in trace_rows:
                 key = resolved[row.span_id]
-                if key is None or key == (row.custom_id, row.version, row.project):
+                old = _row_key(row)
+                if key is None or key == old:
                     continue
-                if row.custom_id is not None and row.version is not None:
-                    affected.add((row.custom_id, row.version, row.project))
-                affected.add(key)
+                if old is not None:
+                    dirty[old] = None
+                _mark(dirty, key, row.trace_id, row.span_id)
                 updates.append((row.trace_id, row.span_id, key[0], key[1]))
         tx.set_keys(updates)
-        return affected
+        return dirty
 
     def _reassemble(self, tx: StoreTx, keys: set[Key]) -> int:
-        ordered = sorted(keys)
+        """Rebuild these sessions whole from their rows."""
+        return self._apply(tx, dict.fromkeys(keys))
+
+    def _apply(self, tx: StoreTx, dirty: Dirty, batch: Sequence[SpanRow] = ()) -> int:
+        """Incremental assembly. For each (session, trace) a batch touches, only the components of the trace
+        that its spans join are recomputed (a component: the session's spans of the trace under one topmost
+        span; a late parent merges its children's components into its own), then the session's exact
+        aggregates change by the difference, and its status comes from its few start / end events.
+
+        A trace is recomputed whole in ``trace`` turn mode, and while the tool round trip rule may join turns
+        of different components (it has an LLM call continuing a turn and had no agent or chain span). A
+        session is rebuilt whole when a row left it, when it was written with other settings or by a v5 store
+        (no ``agg``), or, for ``late_spans`` ignore / reject, when its end moved (which spans are late changed).
+        Every step is a function of the set of rows, so any order, batching or duplication gives the same
+        records."""
+        ordered = sorted(dirty)
         tx.lock_sessions(ordered)
+        states = tx.session_states(ordered)
+        events = {k: sorted((row_from_tuple(v) for v in vs), key=order_key)
+                  for k, vs in tx.session_events(ordered, COLUMNS).items()}
+        aggs: dict[Key, dict[str, Any]] = {}
+        for key in ordered:
+            ends = _ends([r for r in events[key] if r.kind == KIND_SESSION],
+                         [r for r in events[key] if r.kind == KIND_MARKER])
+            excl = ends[-1][0] if ends and self.settings.late_spans != "reopen" else None
+            state = states.get(key)
+            whole = dirty[key] is None or (
+                state is not None and (state[0] is None or state[1] != self._assembly_settings))
+            agg = _new_agg() if whole or state is None or state[0] is None else json.loads(state[0])
+            if agg["excl"] != excl:
+                whole, agg = True, _new_agg()
+            agg["excl"] = excl
+            aggs[key] = agg
+            if whole:
+                dirty[key] = None
+        full = [k for k in ordered if dirty[k] is None]
+        rows_full = tx.session_rows(full, content=True) if full else {}
+        batch_ids = {(r.trace_id, r.span_id): r for r in batch}
         summaries = []
-        rejected = 0
-        rows_by_key = tx.session_rows(ordered, content=False)
-        record_span_evaluations(tx, rows_by_key)  # issue 11: gen_ai.evaluation.result events of these spans
-        for key, rows in rows_by_key.items():
-            assembly = self._assemble(rows, key, tx.test_case_context)
-            if assembly is None:
-                tx.delete_session(key)
-                continue
-            summary = assembly.summary()
-            summary["project"] = key[2]
-            summary["assembly"] = self._assembly_settings
-            summaries.append(summary)
-            rejected += assembly.late_ignored
+        seen: dict[Key, list[SpanRow]] = {}
+        late = 0
+        for key in ordered:
+            agg, traces = aggs[key], dirty[key]
+            if traces is None:
+                rows = rows_full.get(key, [])
+                if not rows:
+                    tx.replace_turns(key, None, None, [])
+                    tx.delete_session(key)
+                    continue
+                seen[key] = rows
+                _observe(agg, rows)
+                work = [r for r in rows if r.kind not in _EVENT_KINDS]
+                roots = component_roots(work)
+                tx.set_roots([(roots[(r.trace_id, r.span_id)], _flags(r), r.trace_id, r.span_id) for r in work])
+                records, n = self._records(work, agg["excl"], roots, batch_ids)
+                late += n
+                for record in records:
+                    _add(agg, _contrib(record), 1)
+                tx.replace_turns(key, None, None, records)
+            else:
+                seen[key] = []
+                for trace_id, span_ids in sorted(traces.items()):
+                    new, n = self._apply_trace(tx, key, trace_id, span_ids, agg, batch_ids)
+                    seen[key].extend(new)
+                    late += n
+            summaries.append(self._summary(tx, key, agg, events[key]))
+        record_span_evaluations(tx, seen)  # issue 11: gen_ai.evaluation.result events of these spans
         tx.upsert_sessions(summaries)
         if self.evaluate:  # issue 11
             enqueue_ended(tx, summaries)
-        if rejected and self.settings.late_spans == "reject":
-            tx.add_counter("late_spans_rejected", rejected)
+        if late and self.settings.late_spans == "reject":
+            tx.add_counter("late_spans_rejected", late)
         if self.sync and ordered:
             tx.enqueue_sync(ordered, time.time_ns())
         return len(ordered)
 
-    def _assemble(
-        self, rows: Sequence[SpanRow], key: Key, test_case_context: Callable[[str], str | None]
-    ) -> Assembly | None:
-        case = next((r.test_case_id for r in rows if r.test_case_id), None)
-        context = test_case_context(case) if case else None
-        return assemble(rows, key[0], key[1], self.settings, context)
+    def _records(self, work: Sequence[SpanRow], excl: int | None, roots: dict[tuple[str, str], str],
+                 batch_ids: Container[tuple[str, str]], *, continuations: bool = True
+                 ) -> tuple[list[dict[str, Any]], int]:
+        """The turn records of these work rows (late ones left out after ``excl``), each with its component's
+        root, and how many of the batch's spans were left out as late."""
+        late = 0
+        if excl is not None:
+            late = sum(1 for r in work if r.start_ns > excl and (r.trace_id, r.span_id) in batch_ids)
+            work = [r for r in work if r.start_ns <= excl]
+        turns, _ = make_turns(work, self.settings, continuations=continuations)
+        records = []
+        for turn in turns:
+            record = turn_record(turn)
+            record["root_id"] = roots.get((turn.head.trace_id, turn.head.span_id))
+            records.append(record)
+        return records, late
+
+    def _apply_trace(self, tx: StoreTx, key: Key, trace_id: str, span_ids: set[str], agg: dict[str, Any],
+                     batch: dict[tuple[str, str], SpanRow]) -> tuple[list[SpanRow], int]:
+        """Recompute what the spans ``span_ids`` joining the session's part of this trace change; return those
+        spans and how many of the batch's were left out as late."""
+        def in_tree(r: SpanRow) -> bool:
+            return r.kind not in _EVENT_KINDS and _row_key(r) == key
+
+        # The new spans, their parents and the children of those that may be in the session's tree (not of a
+        # session span: its children are every turn of a huge trace), in one look-up when the batch tells the
+        # kinds and parents; a span that joined by resolution (not in the batch) is looked up first.
+        stored: dict[str, tuple[SpanRow, str | None, int | None]] = {}
+        unknown = sorted(i for i in span_ids if (trace_id, i) not in batch)
+        if unknown:
+            for values in tx.trace_context(trace_id, (), unknown, _ROW_COLUMNS):
+                row = _parse(values)
+                stored[row[0].span_id] = row
+        known = {i: batch[(trace_id, i)] for i in span_ids if (trace_id, i) in batch}
+        candidates = sorted({*(i for i, r in known.items() if r.kind not in _EVENT_KINDS),
+                             *(i for i in unknown if i in stored and in_tree(stored[i][0]))})
+        parents = {r.parent_span_id for r in known.values()} | {
+            stored[i][0].parent_span_id for i in candidates if i in stored}
+        others = sorted({*known, *(p for p in parents if p is not None)} - set(candidates) - set(stored))
+        if candidates or others:
+            for values in tx.trace_context(trace_id, candidates, others, _ROW_COLUMNS):
+                row = _parse(values)
+                stored.setdefault(row[0].span_id, row)
+
+        new = [stored[i][0] for i in sorted(span_ids) if i in stored and _row_key(stored[i][0]) == key]
+        _observe(agg, new)
+        work_new = [r for r in new if in_tree(r)]
+        if not work_new:
+            return new, 0
+        mode = self.settings.turns
+        whole = mode == "trace"
+        if mode == "user" and not whole and (
+                any(_flags(r) for r in work_new) or tx.trace_has(key, trace_id, "continuing")):
+            agents = [r.span_id for r in work_new if r.kind in (KIND_AGENT, KIND_CHAIN)]
+            whole = not tx.trace_has(key, trace_id, "agents", agents)
+        roots: dict[str, str] = {}
+        new_ids = {r.span_id for r in work_new}
+
+        def root_of(row: SpanRow, depth: int = 0) -> str | None:
+            if row.span_id in roots:
+                return roots[row.span_id]
+            parent = stored.get(row.parent_span_id) if row.parent_span_id else None
+            if parent is None or not in_tree(parent[0]) or depth > 1000:
+                found: str | None = row.span_id
+            elif parent[0].span_id in new_ids:
+                found = root_of(parent[0], depth + 1)
+            else:
+                found = parent[1]
+            if found is not None:
+                roots[row.span_id] = found
+            return found
+
+        if not whole:
+            whole = any(root_of(r) is None for r in work_new)  # a stored parent without a root: recompute
+        if whole:
+            rows = [_parse(v) for v in tx.pair_rows([(key, trace_id)], _ROW_COLUMNS)]
+            work = [r for r, _, _ in rows if in_tree(r)]
+            all_roots = component_roots(work)
+            tx.set_roots([(all_roots[(r.trace_id, r.span_id)], _flags(r), r.trace_id, r.span_id)
+                          for r, root, flags in rows if in_tree(r)
+                          and (root, flags) != (all_roots[(r.trace_id, r.span_id)], _flags(r))])
+            for contrib in tx.turn_contribs(key, trace_id, None):
+                _add(agg, contrib, -1)
+            records, late = self._records(work, agg["excl"], all_roots, batch)
+            tx.replace_turns(key, trace_id, None, records)
+        else:
+            # Components that join a new span's: its stored children's (a late parent), and its own former one
+            # (a span replayed, or re-keyed, after its parent came).
+            joins: set[tuple[str, str]] = set()
+            for r, root, _ in stored.values():
+                if root is None or not in_tree(r):
+                    continue
+                if r.span_id in new_ids:
+                    joins.add((roots[r.span_id], root))
+                elif r.parent_span_id in new_ids:
+                    joins.add((roots[r.parent_span_id], root))
+            merges = sorted((new, old) for new, old in joins if new != old)
+            # A root that is itself merged away (its component's top got a new parent in this batch) is followed
+            # to where it goes, so the updates below do not depend on their order.
+            moved = dict((old, new) for new, old in merges)
+
+            def final(root: str) -> str:
+                for _ in range(len(moved) + 1):
+                    if root not in moved:
+                        break
+                    root = moved[root]
+                return root
+
+            roots = {span_id: final(root) for span_id, root in roots.items()}
+            merges = sorted({(final(new), old) for new, old in merges if final(new) != old})
+            tx.set_roots([(roots[r.span_id], _flags(r), trace_id, r.span_id) for r in work_new])
+            tx.merge_roots(key, trace_id, merges)
+            affected = set(roots.values()) | {new_root for new_root, _ in merges}
+            gone = affected | {old for _, old in merges}
+            fresh = {r.span_id for r in work_new if stored[r.span_id][1] is None}
+            if not merges and gone <= fresh:
+                # Components made only of spans never placed before: nothing stored has their roots, so there are
+                # no turns to take away and the batch holds all their spans.
+                work = [r for r in work_new if roots[r.span_id] in gone]
+                component_of = {(r.trace_id, r.span_id): roots[r.span_id] for r in work}
+                records, late = self._records(work, agg["excl"], component_of, batch, continuations=False)
+                tx.replace_turns(key, trace_id, [], records)
+            else:
+                component = [_parse(v) for v in tx.component_rows(key, trace_id, sorted(affected), _ROW_COLUMNS)]
+                work = [r for r, _, _ in component if in_tree(r)]
+                component_of = {(r.trace_id, r.span_id): root for r, root, _ in component if root is not None}
+                for contrib in tx.turn_contribs(key, trace_id, sorted(gone)):
+                    _add(agg, contrib, -1)
+                # Components of a trace where the tool round trip rule is off (whole traces are recomputed
+                # otherwise).
+                records, late = self._records(work, agg["excl"], component_of, batch, continuations=False)
+                tx.replace_turns(key, trace_id, sorted(gone), records)
+        for record in records:
+            _add(agg, _contrib(record), 1)
+        return new, late
+
+    def _summary(self, tx: StoreTx, key: Key, agg: dict[str, Any], events: Sequence[SpanRow]) -> dict[str, Any]:
+        """The sessions row from the aggregates, the session's events and index lookups on its stored turns
+        (the same values ``Assembly.summary`` gives from all rows)."""
+        sessions = [r for r in events if r.kind == KIND_SESSION]
+        markers = [r for r in events if r.kind == KIND_MARKER]
+        starts = [r for r in markers if r.session_event == EVENT_START]
+        ends = _ends(sessions, markers)
+        status, error, ended_ns = "PENDING", None, None
+        if ends:
+            end_ns, failed, message = ends[-1]
+            if not (self.settings.late_spans == "reopen" and agg["astart"] is not None and agg["astart"] > end_ns):
+                status, ended_ns = ("FAILED" if failed else "COMPLETED"), end_ns
+                error = (message or None) if failed else None
+        facts = tx.turn_facts(key, self.settings.strict and status == "COMPLETED")
+        if facts["failed"] is not None:
+            status, error = "FAILED", f"turn {facts['failed'][0]} failed: {facts['failed'][1]}"
+        described = [*reversed(sessions), *reversed(starts)]
+
+        def pick(attr: str, name: str) -> Any:
+            found = next((getattr(r, attr) for r in described if getattr(r, attr)), None)
+            return found or (agg[name][1] if agg[name] else None)
+
+        test_case_id = pick("test_case_id", "tc")
+        head = sessions[-1] if sessions else (starts[-1] if starts else None)
+        first, last, n = facts["first"], facts["last"], agg["n"]
+        cost = agg["cost"]
+        return {
+            "custom_id": key[0], "version": key[1], "project": key[2], "status": status, "error": error,
+            "test_case_id": test_case_id,
+            "context": pick("context", "ctx") or (tx.test_case_context(test_case_id) if test_case_id else None),
+            "metadata": _json_object(head.metadata) if head is not None else {},
+            "started_ns": agg["start"], "ended_ns": ended_ns, "last_activity_ns": agg["act"],
+            "turn_count": n,
+            **{column: agg[name][0] if agg[name][1] else None for column, name in _SUMS},
+            "cost": round_cost(float(Fraction(cost[0]))) if cost[1] else None,
+            "latency_ms": latency_total(agg["lat"]) if n else None,
+            "user_id": pick("user_id", "user"),
+            "first_input": first["input"] if first else None,
+            "last_output": last["output"] if last else None,
+            "model": facts["model"],
+            "assembly": self._assembly_settings,
+            "agg": json.dumps(agg, sort_keys=True),
+        }
 
     def reassemble(self, keys: Sequence[AnyKey]) -> int:
         """Rebuild these sessions' records from their stored rows (``galtea-otel reprice``: new prices)."""
@@ -196,8 +454,9 @@ class Pipeline:
                 self._reassemble(tx, affected)
             idle = tx.idle_sessions(idle_before)
             if idle:
-                tx.insert_spans([_idle_marker(key, now) for key in idle])
-                self._reassemble(tx, set(idle))
+                markers = [_idle_marker(key, now) for key in idle]
+                tx.insert_spans(markers)
+                self._apply(tx, {key: {m.trace_id: {m.span_id}} for key, m in zip(idle, markers, strict=True)})
                 counts["idle_closed"] = len(idle)
             for name, value in counts.items():
                 if value:
@@ -217,12 +476,22 @@ class Pipeline:
 
 
 def read_session(store: Store, key: AnyKey, settings: PipelineSettings | None = None) -> SessionDetail | None:
-    """Assemble one session's full record from its stored rows, with the settings it was written with. ``key``:
-    (custom_id, version, project), or (custom_id, version) for the default project's."""
+    """One session's full record: its stored turns and summary with the span trees of its rows (no
+    reassembly); a session not materialized yet (a v5 store's, untouched since) or asked for with other
+    settings than it was written with is assembled from its rows, as before. ``key``: (custom_id, version,
+    project), or (custom_id, version) for the default project's."""
     key = full_key(key)
+    summary = store.read_session_summary(key)
+    if summary is None:
+        return None
+    stored = PipelineSettings(**json.loads(summary["assembly"] or "{}"))
+    if summary.get("agg") is not None and (settings is None or _same_assembly(settings, stored)):
+        detail = detail_from_records(summary, store.read_turns(key), store.read_session_rows(key),
+                                     summary["ended_ns"])
+        return with_evaluations(store, key, detail)
     rows = store.read_session_rows(key)
     if settings is None:
-        settings = PipelineSettings(**store.session_assembly(key))
+        settings = stored
     case = next((r.test_case_id for r in rows if r.test_case_id), None)
     context = None
     if case:
@@ -232,6 +501,77 @@ def read_session(store: Store, key: AnyKey, settings: PipelineSettings | None = 
     if assembly is None:
         return None
     return with_evaluations(store, key, to_detail(assembly).model_copy(update={"project": key[2]}))
+
+
+def _same_assembly(a: PipelineSettings, b: PipelineSettings) -> bool:
+    return (a.turns, a.late_spans, a.strict) == (b.turns, b.late_spans, b.strict)
+
+
+Dirty = dict[Key, "dict[str, set[str]] | None"]
+_EVENT_KINDS = (KIND_SESSION, KIND_MARKER)
+_ROW_COLUMNS = (*COLUMNS, *EXTRA_COLUMNS)
+_WIDTH = len(COLUMNS)
+
+
+def _parse(values: Sequence[Any]) -> tuple[SpanRow, str | None, int | None]:
+    """A stored span row with its store-managed ``root_id`` and ``flags``."""
+    return row_from_tuple(values[:_WIDTH]), values[_WIDTH], values[_WIDTH + 1]
+
+
+def _flags(row: SpanRow) -> int:
+    return FLAG_CONTINUES if row.kind == KIND_LLM and ends_with_tool_result(row) else 0
+
+
+def _contrib(record: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(record[c] for c in CONTRIB_COLUMNS)
+_SUMS = (("input_tokens", "in"), ("output_tokens", "out"), ("total_tokens", "tot"), ("cache_read_tokens", "cache"))
+
+
+def _row_key(row: SpanRow) -> Key | None:
+    """The session key a row is resolved to (None while it is held)."""
+    return ((row.custom_id, row.version, row.project)
+            if row.custom_id is not None and row.version is not None else None)
+
+
+def _mark(dirty: Dirty, key: Key, trace_id: str, span_id: str) -> None:
+    traces = dirty.setdefault(key, {})
+    if traces is not None:
+        traces.setdefault(trace_id, set()).add(span_id)
+
+
+def _new_agg() -> dict[str, Any]:
+    """A session's exact aggregates: turn count, [sum, how many turns had a value] of each token count, the cost
+    as an exact fraction, latency in ns; min start / max end / max activity start over its rows; the earliest
+    row's test case, context and user ([order, value]); ``excl``: the end after which spans were left out."""
+    return {"n": 0, "in": [0, 0], "out": [0, 0], "tot": [0, 0], "cache": [0, 0], "cost": ["0", 0], "lat": 0,
+            "start": None, "act": None, "astart": None, "tc": None, "ctx": None, "user": None, "excl": None}
+
+
+def _add(agg: dict[str, Any], contrib: Sequence[Any], sign: int) -> None:
+    """Add (sign 1) or take away (-1) one turn's ``CONTRIB_COLUMNS``: exact integer and fraction sums, so the
+    result never depends on the order turns came and went in."""
+    agg["n"] += sign
+    for (_, name), value in zip(_SUMS, contrib[:4], strict=True):
+        if value is not None:
+            agg[name] = [agg[name][0] + sign * int(value), agg[name][1] + sign]
+    if contrib[4] is not None:
+        cost = Fraction(agg["cost"][0]) + sign * Fraction(float(contrib[4]))
+        agg["cost"] = [str(cost), agg["cost"][1] + sign]
+    agg["lat"] += sign * int(contrib[5])
+
+
+def _observe(agg: dict[str, Any], rows: Sequence[SpanRow]) -> None:
+    """Fold rows into the order-independent extremes of ``agg`` (a min or a max never depends on order)."""
+    for r in rows:
+        agg["start"] = r.start_ns if agg["start"] is None else min(agg["start"], r.start_ns)
+        agg["act"] = r.end_ns if agg["act"] is None else max(agg["act"], r.end_ns)
+        if r.kind not in (KIND_SESSION, KIND_MARKER) or r.session_event == EVENT_START:
+            agg["astart"] = r.start_ns if agg["astart"] is None else max(agg["astart"], r.start_ns)
+        for name, value in (("tc", r.test_case_id), ("ctx", r.context), ("user", r.user_id)):
+            if value:
+                order = list(order_key(r))
+                if agg[name] is None or order < agg[name][0]:
+                    agg[name] = [order, value]
 
 
 def _idle_marker(key: Key, now_ns: int) -> SpanRow:

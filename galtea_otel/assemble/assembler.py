@@ -9,10 +9,10 @@ gives the same records (SESSION_MODEL section 4).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from fractions import Fraction
 from typing import Any
 
 from galtea_otel.pricing import CostSource, decide_cost
@@ -50,10 +50,15 @@ class Turn:
     cost_source: CostSource | None = None  # galtea_otel.pricing: reported / table / override
     price_version: str | None = None
     abandoned: bool = False
+    end_ns: int | None = None  # a continued turn (LLM -> tool -> LLM) ends with its last call, not its head
+
+    @property
+    def latency_ns(self) -> int:
+        return (self.end_ns if self.end_ns is not None else self.head.end_ns) - self.head.start_ns
 
     @property
     def latency_ms(self) -> float:
-        return (self.head.end_ns - self.head.start_ns) / 1e6
+        return self.latency_ns / 1e6
 
 
 @dataclass
@@ -93,13 +98,18 @@ class Assembly:
             "output_tokens": _sum(t.output_tokens for t in turns),
             "total_tokens": _sum(t.total_tokens for t in turns),
             "cost": _fsum(t.cost for t in turns),
-            "latency_ms": round(math.fsum(t.latency_ms for t in turns), 6) if turns else None,
+            "latency_ms": latency_total(sum(t.latency_ns for t in turns)) if turns else None,
             "user_id": self.user_id,
             "first_input": turns[0].input if turns else None,
             "last_output": turns[-1].output if turns else None,
             "model": next((t.model for t in turns if t.model), None),
             "cache_read_tokens": _sum(t.cache_read_tokens for t in turns),
         }
+
+
+def latency_total(latency_ns: int) -> float:
+    """A session's ``latency_ms`` from the exact sum of its turns' latencies in nanoseconds."""
+    return round(latency_ns / 1e6, 6)
 
 
 def _sum(values: Iterable[int | None]) -> int | None:
@@ -114,7 +124,7 @@ def round_cost(value: float) -> float:
 
 def _fsum(values: Iterable[float | None]) -> float | None:
     present = [v for v in values if v is not None]
-    return round_cost(math.fsum(present)) if present else None
+    return round_cost(float(sum((Fraction(v) for v in present), Fraction(0)))) if present else None
 
 
 def _json_object(text: str | None) -> dict[str, Any]:
@@ -307,9 +317,17 @@ def build_turn(head: SpanRow, members: Sequence[SpanRow], *, require_call: bool 
         summed = (_fsum if attr == "cost" else _sum)(getattr(c, attr) for c in calls)
         return summed if summed is not None else getattr(head, attr)
 
+    end_ns = None
     if head.kind == KIND_LLM and last is not None and last.row is head:
         source = last
         input_text, output_text, model = source.input, source.output, source.model
+    elif head.kind == KIND_LLM and calls and calls[0].row is head:
+        # A continued turn (``continues_turn``): the user's message went to the first call, the reply came from
+        # the last one that made text.
+        input_text = calls[0].input
+        output_text = next((c.output for c in reversed(calls) if c.output), None)
+        model = next((c.model for c in reversed(calls) if c.model), None)
+        end_ns = max(c.row.end_ns for c in calls)
     else:
         input_text = head.input if head.input is not None else next(
             (c.input for c in calls if c.input), None)
@@ -336,11 +354,76 @@ def build_turn(head: SpanRow, members: Sequence[SpanRow], *, require_call: bool 
             head.input_messages, head.output_messages),
         finish_reason=last.finish_reason if last is not None else head.finish_reason,
         abandoned=head.abandoned or (last is not None and last.row.abandoned),
+        end_ns=end_ns,
     )
 
 
-def _turns_by_head(work: Sequence[SpanRow], mode: str) -> tuple[list[Turn], list[SpanRow]]:
-    """One turn per head: the outermost span that may head a turn (``is_head_kind``) enclosing each span."""
+def ends_with_tool_result(row: SpanRow) -> bool:
+    """Whether an LLM call's input messages end with a tool result (the call after a tool ran)."""
+    text = row.input_messages
+    if not text or '"tool"' not in text:
+        return False
+    try:
+        messages = json.loads(text)
+    except ValueError:
+        return False
+    return bool(messages) and isinstance(messages, list) and isinstance(messages[-1], dict) and (
+        messages[-1].get("role") == "tool")
+
+
+def _continuations(heads: dict[Id, list[SpanRow]], tree: _Tree, work: Sequence[SpanRow],
+                   loose: list[SpanRow]) -> None:
+    """The user-turn rule for a tool round trip without an agent: in a trace with no agent or chain span, a
+    top-level LLM call whose input ends with a tool result continues the previous turn of its trace (its head and
+    members join that turn, and so do the spans outside any turn that are its siblings and started between the
+    turn's first call and this one: the tool that ran in between). Changes ``heads`` and ``loose`` in place."""
+    agent_traces = {r.trace_id for r in work if r.kind in (KIND_AGENT, KIND_CHAIN)}
+    spans: list[tuple[Id, SpanRow, SpanRow]] = []  # (turn, its first call, the continuing call)
+    by_trace: dict[str, list[SpanRow]] = {}
+    for head_id in heads:
+        if head_id[0] not in agent_traces:
+            by_trace.setdefault(head_id[0], []).append(tree.by_id[head_id])
+    for rows in by_trace.values():
+        if len(rows) < 2:
+            continue
+        rows.sort(key=order_key)
+        current = rows[0]
+        for row in rows[1:]:
+            if row.kind == KIND_LLM and ends_with_tool_result(row):
+                members = heads.pop((row.trace_id, row.span_id))
+                heads[(current.trace_id, current.span_id)].extend([row, *members])
+                spans.append(((current.trace_id, current.span_id), current, row))
+            else:
+                current = row
+    if not spans or not loose:
+        return
+    taken: dict[Id, Id] = {}  # a loose sibling -> the turn it joins
+    for turn, first, call in spans:
+        for row in loose:
+            if (row.trace_id == first.trace_id and row.parent_span_id == call.parent_span_id
+                    and order_key(first) < order_key(row) < order_key(call)):
+                taken.setdefault((row.trace_id, row.span_id), turn)
+    if not taken:
+        return
+    kept = []
+    for row in loose:
+        current_row: SpanRow | None = row
+        seen: set[str] = set()
+        while current_row is not None and (current_row.trace_id, current_row.span_id) not in taken:
+            seen.add(current_row.span_id)
+            parent = tree.parent(current_row)
+            current_row = parent if parent is not None and parent.span_id not in seen else None
+        if current_row is None:
+            kept.append(row)
+        else:
+            heads[taken[(current_row.trace_id, current_row.span_id)]].append(row)
+    loose[:] = kept
+
+
+def _turns_by_head(work: Sequence[SpanRow], mode: str, continuations: bool = True
+                   ) -> tuple[list[Turn], list[SpanRow]]:
+    """One turn per head: the outermost span that may head a turn (``is_head_kind``) enclosing each span; in
+    ``user`` mode a tool round trip without an agent is one turn (``_continuations``)."""
     tree = _Tree(work)
     heads: dict[Id, list[SpanRow]] = {}
     loose: list[SpanRow] = []
@@ -352,6 +435,8 @@ def _turns_by_head(work: Sequence[SpanRow], mode: str) -> tuple[list[Turn], list
             heads.setdefault((head.trace_id, head.span_id), []).append(row)
         else:
             heads.setdefault((row.trace_id, row.span_id), [])
+    if mode == "user" and continuations:
+        _continuations(heads, tree, work, loose)
     turns = []
     for key, members in heads.items():
         turn = build_turn(tree.by_id[key], members)
@@ -379,6 +464,53 @@ def _turns_by_trace(work: Sequence[SpanRow]) -> tuple[list[Turn], list[SpanRow]]
     return turns, loose
 
 
+def component_roots(work: Sequence[SpanRow]) -> dict[Id, str]:
+    """Each work row's topmost ancestor among these rows (its own id when its parent is not among them): turns
+    never reach across these components, but for the tool round trip rule (``_continuations``)."""
+    by_id = {(r.trace_id, r.span_id): r for r in work}
+    roots: dict[Id, str] = {}
+    for row in work:
+        chain: list[Id] = []
+        current = row
+        seen: set[str] = set()
+        while True:
+            ident = (current.trace_id, current.span_id)
+            if ident in roots:
+                root = roots[ident]
+                break
+            chain.append(ident)
+            seen.add(current.span_id)
+            parent = by_id.get((current.trace_id, current.parent_span_id)) if current.parent_span_id else None
+            if parent is None or parent.span_id in seen:
+                root = current.span_id
+                break
+            current = parent
+        for ident in chain:
+            roots[ident] = root
+    return roots
+
+
+def make_turns(work: Sequence[SpanRow], settings: PipelineSettings, *, continuations: bool = True
+               ) -> tuple[list[Turn], list[SpanRow]]:
+    """The priced turns (in conversation order) and loose spans of these work rows (no session spans or markers,
+    late spans left out). Turns never reach across traces, so the rows of some whole traces of a session give
+    exactly those traces' turns: what incremental assembly recomputes. ``continuations=False``: the caller knows
+    the tool round trip rule is off for these rows (their traces have an agent, or no call that continues a
+    turn), as it cannot tell from a part of a trace."""
+    work = sorted(work, key=order_key)
+    if settings.turns == "trace":
+        turns, loose = _turns_by_trace(work)
+    else:
+        turns, loose = _turns_by_head(work, settings.turns, continuations)
+    turns.sort(key=lambda t: order_key(t.head))
+    for t in turns:  # galtea_otel.pricing: a reported cost, else the price file, else the bundled table
+        t.cost, t.cost_source, t.price_version = decide_cost(
+            t.cost, t.model, t.input_tokens, t.output_tokens, t.cache_read_tokens, t.head.start_ns)
+        if t.cost is not None:
+            t.cost = round_cost(t.cost)
+    return turns, loose
+
+
 def assemble(
     rows: Sequence[SpanRow],
     custom_id: str,
@@ -398,16 +530,7 @@ def assemble(
     if late:
         dropped = {(r.trace_id, r.span_id) for r in late}
         work = [r for r in work if (r.trace_id, r.span_id) not in dropped]
-    if settings.turns == "trace":
-        turns, loose = _turns_by_trace(work)
-    else:
-        turns, loose = _turns_by_head(work, settings.turns)
-    turns.sort(key=lambda t: order_key(t.head))
-    for t in turns:  # galtea_otel.pricing: a reported cost, else the price file, else the bundled table
-        t.cost, t.cost_source, t.price_version = decide_cost(
-            t.cost, t.model, t.input_tokens, t.output_tokens, t.cache_read_tokens, t.head.start_ns)
-        if t.cost is not None:
-            t.cost = round_cost(t.cost)
+    turns, loose = make_turns(work, settings)
     if settings.strict and status != "PENDING":
         failed_turn = next((i for i, t in enumerate(turns) if t.failed), None)
         if failed_turn is not None and status == "COMPLETED":
@@ -467,6 +590,73 @@ def _span_tree(rows: Sequence[SpanRow]) -> list[SpanRecord]:
         )
 
     return [build(r) for r in children.get(None, [])]
+
+
+def turn_record(turn: Turn) -> dict[str, Any]:
+    """What the turns table keeps of a turn (``data``: JSON), enough to give its ``InferenceResult`` without
+    reassembling: every field but the index (a position, computed at read time) and the span tree (built from
+    the stored spans named by ``members``)."""
+    return {
+        "trace_id": turn.head.trace_id, "span_id": turn.head.span_id, "start_ns": turn.head.start_ns,
+        "end_ns": turn.head.end_ns, "latency_ns": turn.latency_ns, "input": turn.input, "output": turn.output,
+        "model": turn.model, "failed": turn.failed, "error": turn.error, "input_tokens": turn.input_tokens,
+        "output_tokens": turn.output_tokens, "cache_read_tokens": turn.cache_read_tokens,
+        "total_tokens": turn.total_tokens, "cost": turn.cost, "cost_source": turn.cost_source,
+        "price_version": turn.price_version, "abandoned": turn.abandoned, "messages": turn.messages,
+        "finish_reason": turn.finish_reason, "metadata": turn.head.metadata,
+        "members": sorted(r.span_id for r in turn.members),
+    }
+
+
+def result_from_record(record: dict[str, Any], index: int, members: Sequence[SpanRow]) -> InferenceResult:
+    """A stored turn (``turn_record``) as the ``index``-th inference result, with the span tree of ``members``."""
+    return InferenceResult(
+        id=record["span_id"],
+        trace_id=record["trace_id"],
+        index=index,
+        input=record["input"],
+        output=record["output"],
+        model=record["model"],
+        status="FAILED" if record["failed"] else "GENERATED",
+        error=record["error"],
+        started_at=_dt(record["start_ns"]),
+        ended_at=_dt(record["end_ns"]),
+        latency_ms=record["latency_ns"] / 1e6,
+        input_tokens=record["input_tokens"],
+        output_tokens=record["output_tokens"],
+        cache_read_input_tokens=record["cache_read_tokens"],
+        total_tokens=record["total_tokens"],
+        cost=record["cost"],
+        cost_source=record["cost_source"],
+        price_version=record["price_version"],
+        abandoned=record["abandoned"],
+        messages=record["messages"],
+        finish_reason=record["finish_reason"],
+        metadata=_json_object(record["metadata"]),
+        spans=_span_tree(members),
+    )
+
+
+def detail_from_records(
+    summary: dict[str, Any], records: Sequence[dict[str, Any]], rows: Sequence[SpanRow], late_after_ns: int | None,
+) -> SessionDetail:
+    """A session's full record from its stored summary, its stored turns (any order) and its span rows, without
+    reassembling: the spans outside every turn (and not left out as late: started after ``late_after_ns``)
+    are the session's."""
+    by_id = {(r.trace_id, r.span_id): r for r in rows}
+    ordered = sorted(records, key=lambda t: (t["start_ns"], t["end_ns"], t["trace_id"], t["span_id"]))
+    taken: set[tuple[str, str]] = set()
+    results = []
+    for index, record in enumerate(ordered):
+        trace = record["trace_id"]
+        taken.add((trace, record["span_id"]))
+        members = [by_id[(trace, m)] for m in record["members"] if (trace, m) in by_id]
+        taken.update((trace, m) for m in record["members"])
+        results.append(result_from_record(record, index, members))
+    loose = [r for r in rows if (r.trace_id, r.span_id) not in taken and r.kind not in (KIND_SESSION, KIND_MARKER)
+             and (late_after_ns is None or r.start_ns <= late_after_ns)]
+    return SessionDetail(**SessionDetail.summary_fields(summary), inference_results=results,
+                         spans=_span_tree(loose))
 
 
 def to_detail(assembly: Assembly) -> SessionDetail:

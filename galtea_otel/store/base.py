@@ -33,10 +33,14 @@ if TYPE_CHECKING:  # the records (pydantic) are imported where one is made, not 
 # 2: the Galtea sync outbox (galtea_outbox, galtea_sync_sessions, galtea_sync_turns);
 # 3: galtea_sync_turns.fingerprint (a turn changed after it was sent is updated on the platform);
 # 4: galtea_sync_intents (the body of a turn creation, recorded before it is sent);
-# 5: the content model and end user on spans, listing columns on sessions (``store.rows.ADDED_COLUMNS``).
+# 5: the content model and end user on spans, listing columns on sessions (``store.rows.ADDED_COLUMNS``);
+# 6: stored turns (``store.turns``) and ``sessions.agg``, for incremental assembly; a v5 session's turns are
+#    materialized the first time a batch touches it (until then it is read by reassembling, as before);
 # 7: projects (issue 12): a ``project`` column on spans and on every table keyed by session, in that key
 # (``store.rows.REKEYED``; SQLite rebuilds those tables in place, PostgreSQL swaps their primary key).
-SCHEMA_VERSION = 7
+# 8: 6 and 7 together (both were written beside each other; 8 makes every store of 6 or 7 migrate to both), and
+#    the pg_trgm text-search indexes of PostgreSQL.
+SCHEMA_VERSION = 8
 
 
 class StoreError(RuntimeError):
@@ -70,6 +74,43 @@ class StoreTx(Protocol):
         ``content=False`` input and output are left None. Every key is in the result, maybe with no rows."""
 
     def test_case_context(self, test_case_id: str) -> str | None: ...
+
+    # Schema v6, incremental assembly (shared by both stores: ``store.turns.TurnsTx``).
+    def session_states(self, keys: Sequence[Key]) -> dict[Key, tuple[str | None, str]]:
+        """(agg, assembly) of the stored sessions among these keys."""
+
+    def session_events(self, keys: Sequence[Key], columns: Sequence[str]) -> dict[Key, list[tuple[Any, ...]]]:
+        """The session spans and markers of these sessions (a few rows each), as tuples of ``columns``."""
+
+    def pair_rows(self, pairs: Sequence[tuple[Key, str]], columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        """The rows of these (session key, trace id) pairs, as tuples of ``columns``."""
+
+    def trace_context(self, trace_id: str, span_ids: Sequence[str], parent_ids: Sequence[str],
+                      columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Rows of one trace with these span ids or parent ids, and the children of ``span_ids``."""
+
+    def component_rows(self, key: Key, trace_id: str, roots: Sequence[str], columns: Sequence[str]
+                       ) -> list[tuple[Any, ...]]:
+        """The session's rows in this trace whose ``root_id`` is one of ``roots``."""
+
+    def trace_has(self, key: Key, trace_id: str, what: str, exclude: Sequence[str] = ()) -> bool:
+        """Whether the session's part of the trace has ``agents`` or ``continuing`` LLM calls (not in exclude)."""
+
+    def set_roots(self, updates: Sequence[tuple[str | None, int, str, str]]) -> None:
+        """Set (root_id, flags) of span rows given as (root_id, flags, trace_id, span_id)."""
+
+    def merge_roots(self, key: Key, trace_id: str, merges: Sequence[tuple[str, str]]) -> None:
+        """Move the session's spans of each component (new root, old root) of this trace to the new root."""
+
+    def turn_contribs(self, key: Key, trace_id: str, roots: Sequence[str] | None) -> list[tuple[Any, ...]]:
+        """The aggregate columns of the session's stored turns in this trace (of these components)."""
+
+    def replace_turns(self, key: Key, trace_id: str | None, roots: Sequence[str] | None,
+                      records: Sequence[dict[str, Any]]) -> None:
+        """Drop the session's stored turns (of a trace, of components of it), then store ``records``."""
+
+    def turn_facts(self, key: Key, first_failed: bool) -> dict[str, Any]:
+        """First and last turn, first model, first failed turn (index lookups on the stored turns)."""
 
     def upsert_sessions(self, summaries: Sequence[dict[str, Any]]) -> None:
         """Write the sessions' summary rows (``Assembly.summary()``)."""
@@ -114,6 +155,12 @@ class Store(Protocol):
         project is None)."""
 
     def read_session_rows(self, key: AnyKey) -> list[SpanRow]: ...
+
+    def read_session_summary(self, key: AnyKey) -> dict[str, Any] | None:
+        """The stored sessions row (``store.rows.SESSION_COLUMNS``) of this key, None when there is none."""
+
+    def read_turns(self, key: AnyKey) -> list[dict[str, Any]]:
+        """The stored turn records of a session (``assemble.assembler.turn_record``), in conversation order."""
 
     def session_assembly(self, key: AnyKey) -> dict[str, Any]:
         """The assembly settings (turns, late_spans, strict) the session was last written with."""

@@ -31,6 +31,7 @@ from psycopg_pool import ConnectionPool, PoolClosed
 
 from galtea_otel.evaluate.storage import ddl as evaluation_ddl
 from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tables
+from galtea_otel.store import turns as turns_sql
 from galtea_otel.store.base import SCHEMA_VERSION, AnyKey, Key, StoreError, full_key
 from galtea_otel.store.filters import (
     NO_LIMIT,
@@ -54,6 +55,7 @@ from galtea_otel.store.rows import (
     row_from_tuple,
     session_from_row,
 )
+from galtea_otel.store.turns import TurnsTx
 from galtea_otel.sync import schema as sync_sql
 from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, sync_state_from_rows
 from galtea_otel.translate.row import COLUMNS, SpanRow
@@ -64,7 +66,7 @@ if TYPE_CHECKING:  # the records (pydantic) are imported where one is made, not 
 # Identifiers compare byte-wise (COLLATE "C"), as in SQLite: the same ORDER BY gives the same order in both
 # stores, whatever the database's locale.
 _ID = 'TEXT COLLATE "C"'
-_TABLES = ("galtea_meta", "spans", "sessions", "test_cases", "counters", *sync_sql.OUTBOX_TABLES)
+_TABLES = ("galtea_meta", "spans", "sessions", "test_cases", "counters", "turns", *sync_sql.OUTBOX_TABLES)
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS galtea_meta (key {_ID} PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS spans (
@@ -96,7 +98,8 @@ CREATE TABLE IF NOT EXISTS test_cases (
     id {_ID} PRIMARY KEY, input TEXT, expected_output TEXT, context TEXT, metadata TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name {_ID} PRIMARY KEY, value BIGINT NOT NULL);
-""" + sync_sql.ddl(_ID, "BIGINT") + ";" + evaluation_ddl(_ID, "BIGINT", "DOUBLE PRECISION")
+""" + sync_sql.ddl(_ID, "BIGINT") + ";" + evaluation_ddl(_ID, "BIGINT", "DOUBLE PRECISION") + ";" + turns_sql.ddl(
+    _ID, "BIGINT", "DOUBLE PRECISION")
 
 # PostgreSQL array type of each span column, for the one-statement batch insert through unnest().
 _PG_TYPES = {"text": "TEXT", "int": "BIGINT", "float": "DOUBLE PRECISION", "bool": "BOOLEAN",
@@ -355,6 +358,8 @@ class PostgresStore:
                 _rekey(conn)
                 for name, table, column in ADDED_INDEXES:
                     conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})")
+                for statement in turns_sql.PARTIAL_INDEXES:
+                    conn.execute(statement)
                 self._add_trigram_indexes(conn)
                 conn.execute(
                     "INSERT INTO galtea_meta (key, value) VALUES ('schema_version', %s)"
@@ -436,6 +441,14 @@ class PostgresStore:
         key = full_key(key)
         return [row_from_tuple(r) for r in self._all(
             _SELECT + " WHERE custom_id = %s AND version = %s AND project = %s", key)]
+
+    def read_session_summary(self, key: AnyKey) -> dict[str, Any] | None:
+        rows = self._all(_pg(f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE {turns_sql.KEY_EQ}"),
+                         full_key(key))
+        return dict(zip(SESSION_COLUMNS, rows[0], strict=True)) if rows else None
+
+    def read_turns(self, key: AnyKey) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in self._all(_pg(turns_sql.READ), full_key(key))]
 
     def session_assembly(self, key: AnyKey) -> dict[str, Any]:
         key = full_key(key)
@@ -611,13 +624,25 @@ def _params(args: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(_clean(a) for a in args)
 
 
-class _PostgresTx:
+class _PostgresTx(TurnsTx):
     """Statements run in pipeline mode: those whose results are not needed (locks, updates, upserts) are sent
     without waiting, and go to the server together with the next query that returns rows."""
 
     def __init__(self, cur: psycopg.Cursor[Any], pipeline: psycopg.Pipeline) -> None:
         self._cur = cur
         self._pipeline = pipeline
+
+    def _q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._all(_pg(sql), args)
+
+    def _x(self, sql: str, args: Sequence[Any] = ()) -> None:
+        self._exec(_pg(sql), args)
+
+    def _xmany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._cur.executemany(_pg(sql), [_params(r) for r in rows])
+
+    def _in(self, column: str, values: Sequence[Any]) -> list[tuple[str, list[Any]]]:
+        return [(f"{column} = ANY(?::text[])", [list(values)])] if values else []
 
     def _all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._cur.execute(sql, _params(args)).fetchall()
@@ -649,9 +674,9 @@ class _PostgresTx:
     def traces_needing_resolution(self, trace_ids: Sequence[str], project: str) -> set[str]:
         if not trace_ids:
             return set()
-        return {r[0] for r in self._all(
-            "SELECT DISTINCT trace_id FROM spans WHERE trace_id = ANY(%b::text[]) AND project = %s"
-            " AND (own_custom_id IS NULL OR own_version IS NULL OR key_weak IS TRUE)", (list(trace_ids), project))}
+        return {r[0] for r in self._all(turns_sql.UNRESOLVED.format(
+            cond="trace_id = ANY(%b::text[]) AND project = %s", unresolved="", weak=""),
+                                        (list(trace_ids), project, list(trace_ids), project))}
 
     def trace_rows(self, trace_ids: Sequence[str], project: str) -> list[SpanRow]:
         if not trace_ids:

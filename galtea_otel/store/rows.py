@@ -6,6 +6,7 @@ import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from galtea_otel.store.turns import SPAN_INDEXES
 from galtea_otel.translate.row import COLUMNS, SpanRow
 
 if TYPE_CHECKING:
@@ -19,6 +20,8 @@ SESSION_COLUMNS: tuple[str, ...] = (
     "user_id", "first_input", "last_output", "model", "cache_read_tokens",
     # Schema v7 (issue 12): the project, the third part of the session key.
     "project",
+    # Schema v6: the exact aggregates incremental assembly keeps (JSON; NULL: turns not materialized yet).
+    "agg",
 )
 _ABANDONED = COLUMNS.index("abandoned")
 # The write path reads input and output cut to this many characters (enough for a listing's first message and
@@ -45,6 +48,10 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     # Issue 11: a span's evaluation events (galtea_otel.evaluate.events); the evaluations tables are created by
     # galtea_otel.evaluate.storage.ensure_tables.
     ("spans", "evaluations", "text"),
+    # v6: incremental assembly (the turns table: ``store.turns``).
+    ("sessions", "agg", "text"),
+    ("spans", "root_id", "text"),
+    ("spans", "flags", "int"),
     # v7 (issue 12): the project; every row of an older store is the default project's.
     # (The tables keyed by session get theirs with their new key: ``REKEYED``.)
     ("spans", "project", "project"),
@@ -75,6 +82,7 @@ ADDED_INDEXES: tuple[tuple[str, str, str], ...] = (
     ("sessions_by_user_start", "sessions", "user_id, started_ns DESC, custom_id, version"),
     # v7: a project's listing, and its spans by session.
     ("sessions_by_project_start", "sessions", "project, started_ns DESC, custom_id, version"),
+    *SPAN_INDEXES,  # v6: incremental assembly's lookups (store.turns)
 )
 
 

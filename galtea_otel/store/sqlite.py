@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from galtea_otel.evaluate.storage import ddl as evaluation_ddl
 from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tables
+from galtea_otel.store import turns as turns_sql
 from galtea_otel.store.base import SCHEMA_VERSION, AnyKey, Key, StoreError, full_key, iter_chunks
 from galtea_otel.store.filters import (
     NO_LIMIT,
@@ -37,6 +38,7 @@ from galtea_otel.store.rows import (
     row_to_tuple,
     session_from_row,
 )
+from galtea_otel.store.turns import TurnsTx
 from galtea_otel.sync import schema as sync_sql
 from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, sync_state_from_rows
 from galtea_otel.translate.row import COLUMNS, SpanRow
@@ -71,7 +73,8 @@ CREATE TABLE IF NOT EXISTS test_cases (
     id TEXT PRIMARY KEY, input TEXT, expected_output TEXT, context TEXT, metadata TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-""" + sync_sql.ddl("TEXT", "INTEGER") + ";" + evaluation_ddl("TEXT", "INTEGER", "REAL")
+""" + sync_sql.ddl("TEXT", "INTEGER") + ";" + evaluation_ddl("TEXT", "INTEGER", "REAL") + ";" + turns_sql.ddl(
+    "TEXT", "INTEGER", "REAL")
 
 _SQLITE_TYPES = {"text": "TEXT", "int": "INTEGER", "float": "REAL", "bool": "INTEGER", "project": PROJECT_COLUMN_SQL}
 _INSERT = f"INSERT OR IGNORE INTO spans ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -181,6 +184,8 @@ class SQLiteStore:
                 _copy_rekeyed(conn, rebuilt)
                 for name, table, column in ADDED_INDEXES:
                     conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})")
+                for statement in turns_sql.PARTIAL_INDEXES:
+                    conn.execute(statement)
                 conn.execute(
                     "INSERT OR REPLACE INTO galtea_meta (key, value) VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
@@ -240,6 +245,14 @@ class SQLiteStore:
     def read_session_rows(self, key: AnyKey) -> list[SpanRow]:
         key = full_key(key)
         return _session_rows(self._connect(), key)
+
+    def read_session_summary(self, key: AnyKey) -> dict[str, Any] | None:
+        row = self._connect().execute(
+            f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE {turns_sql.KEY_EQ}", full_key(key)).fetchone()
+        return dict(zip(SESSION_COLUMNS, row, strict=True)) if row else None
+
+    def read_turns(self, key: AnyKey) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in self._connect().execute(turns_sql.READ, full_key(key))]
 
     def session_assembly(self, key: AnyKey) -> dict[str, Any]:
         key = full_key(key)
@@ -433,9 +446,21 @@ def _session_values(summary: dict[str, Any]) -> list[Any]:
 _METADATA_COLUMN = SESSION_COLUMNS.index("metadata")
 
 
-class _SQLiteTx:
+class _SQLiteTx(TurnsTx):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+
+    def _q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, args).fetchall()
+
+    def _x(self, sql: str, args: Sequence[Any] = ()) -> None:
+        self._conn.execute(sql, args)
+
+    def _xmany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._conn.executemany(sql, rows)
+
+    def _in(self, column: str, values: Sequence[Any]) -> list[tuple[str, list[Any]]]:
+        return [(f"{column} IN ({', '.join('?' * len(chunk))})", list(chunk)) for chunk in iter_chunks(values, 500)]
 
     def lock_traces(self, trace_ids: Sequence[str]) -> None:
         return None  # BEGIN IMMEDIATE already made this the only writer
@@ -453,8 +478,9 @@ class _SQLiteTx:
         for chunk in iter_chunks(sorted(trace_ids), 500):
             marks = ", ".join("?" * len(chunk))
             found.update(r[0] for r in self._conn.execute(
-                f"SELECT DISTINCT trace_id FROM spans WHERE trace_id IN ({marks}) AND project = ?"
-                " AND (own_custom_id IS NULL OR own_version IS NULL OR key_weak IS TRUE)", (*chunk, project)))
+                turns_sql.UNRESOLVED.format(
+                    cond=f"trace_id IN ({marks}) AND project = ?", unresolved=" INDEXED BY spans_unresolved",
+                    weak=" INDEXED BY spans_weak"), [*chunk, project, *chunk, project]))
         return found
 
     def trace_rows(self, trace_ids: Sequence[str], project: str) -> list[SpanRow]:

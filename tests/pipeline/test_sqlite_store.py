@@ -13,6 +13,7 @@ from galtea_otel.store import StoreError, open_store
 from galtea_otel.store.base import SCHEMA_VERSION
 from galtea_otel.store.rows import ADDED_COLUMNS, ADDED_INDEXES
 from galtea_otel.store.sqlite import SQLiteStore
+from galtea_otel.store.turns import PARTIAL_INDEXES
 
 from .spans import collect, conversation, sdk_tracer
 
@@ -87,6 +88,9 @@ def test_a_schema_v4_store_is_migrated_in_place(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     for name, _, _ in ADDED_INDEXES:  # indexes on the added columns go first
         conn.execute(f"DROP INDEX {name}")
+    for statement in PARTIAL_INDEXES:
+        conn.execute(f"DROP INDEX {statement.split()[5]}")
+    conn.execute("DROP TABLE turns")
     for table, column, _ in ADDED_COLUMNS:  # back to the v4 tables
         conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     conn.execute("UPDATE galtea_meta SET value = '4' WHERE key = 'schema_version'")

@@ -270,3 +270,65 @@ def test_a_turn_reports_the_model_that_replied_not_the_one_the_agent_asked_for(t
         spans = collect(exporter)
     [turn] = _ingest(tmp_path, spans).inference_results
     assert (turn.input, turn.output, turn.model) == ("hi", "hello", "gpt-test")
+
+
+def _messages(*messages: tuple[str, dict[str, Any]]) -> str:
+    return json.dumps([{"role": role, "parts": [part]} for role, part in messages])
+
+
+USER = ("user", {"type": "text", "content": "weather in Paris?"})
+CALL = ("assistant", {"type": "tool_call", "id": "c1", "name": "weather", "arguments": {"city": "Paris"}})
+RESULT = ("tool", {"type": "tool_call_response", "id": "c1", "response": "sunny"})
+
+
+def _round_trip_without_agent(tracer: Tracer, turns: int, *, agent: bool = False) -> None:
+    """openai-v2 style: each user turn its own trace under a plain app span, LLM -> tool -> LLM, no agent span;
+    the second call's input messages end with the tool result."""
+    for i in range(turns):
+        root = {**K, **({A.GEN_AI_OPERATION_NAME: "invoke_agent"} if agent else {})}
+        with tracer.start_as_current_span("handle request", attributes=root):
+            with tracer.start_as_current_span("chat", attributes=chat(0, **{
+                    "gen_ai.input.messages": _messages(USER),
+                    "gen_ai.output.messages": _messages(CALL)})):
+                pass
+            with tracer.start_as_current_span("execute_tool weather", attributes={
+                    **TOOL, "gen_ai.tool.name": "weather"}):
+                pass
+            with tracer.start_as_current_span("chat", attributes=chat(1, **{
+                    "gen_ai.input.messages": _messages(USER, CALL, RESULT),
+                    "gen_ai.output.messages": _messages(("assistant", {"type": "text", "content": f"sunny {i}"}))})):
+                pass
+
+
+def test_a_tool_round_trip_without_an_agent_continues_its_turn(tmp_path: Path) -> None:
+    """The second LLM call of a round trip (its last input message a tool result), in a trace with no agent or
+    chain span, continues the previous turn of its trace: one turn per user message, in any arrival order."""
+    with sdk_tracer() as (tracer, exporter):
+        _round_trip_without_agent(tracer, 2)
+        spans = collect(exporter)
+    detail = _ingest(tmp_path, spans)
+    assert detail.turn_count == 2
+    first = detail.inference_results[0]
+    assert (first.input, first.output) == ("weather in Paris?", "sunny 0")
+    assert (first.input_tokens, first.output_tokens, first.cost) == (201, 21, 2e-05)
+    assert [s.type for s in first.spans] == ["TOOL", "GENERATION"]
+    assert first.latency_ms >= (first.ended_at - first.started_at).total_seconds() * 1000
+    assert detail.input_tokens == 402
+    for n, order in enumerate([spans[::-1], random.Random(3).sample(spans, len(spans))]):
+        (tmp_path / str(n)).mkdir()
+        pipeline = Pipeline(SQLiteStore(f"sqlite:///{tmp_path / str(n) / 's.db'}"), PipelineSettings())
+        for span in order:
+            pipeline.ingest([span])
+        again = read_session(pipeline.store, ("conv", "1"))
+        assert again is not None and again.model_dump() == detail.model_dump()
+    # Per LLM call, each call is still its own result.
+    (tmp_path / "per-call").mkdir()
+    assert _ingest(tmp_path / "per-call", spans, turns="llm-call").turn_count == 4
+
+
+def test_with_an_agent_span_the_agent_is_the_turn(tmp_path: Path) -> None:
+    with sdk_tracer() as (tracer, exporter):
+        _round_trip_without_agent(tracer, 1, agent=True)
+        spans = collect(exporter)
+    [turn] = _ingest(tmp_path, spans).inference_results
+    assert turn.output == "sunny 0" and turn.input_tokens == 201

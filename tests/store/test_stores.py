@@ -875,3 +875,62 @@ def test_postgres_store_survives_lost_connections(pg_schemas: Callable[[], str],
         assert session.turn_count == 2
     finally:
         store.close()
+
+
+def _sql(store: Store, statements: Sequence[str]) -> None:
+    if store.url.startswith("sqlite"):
+        conn = sqlite3.connect(store.path)  # type: ignore[attr-defined]
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+        conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(store._conninfo, autocommit=True) as conn:  # type: ignore[attr-defined]
+            for statement in statements:
+                conn.execute(statement)
+
+
+def test_a_schema_v5_store_materializes_its_turns_on_first_touch(make_store: Callable[[], Store]) -> None:
+    """Schema v6 (incremental assembly): a v5 store, with no turns table and no ``agg``, opens and migrates in
+    place; its sessions read as before (assembled from their rows) until a batch touches them, which rebuilds
+    them whole into stored turns; the records are those of a store that had v6 from the start."""
+    from galtea_otel.pipeline import Pipeline, read_session
+    from galtea_otel.store import turns as turns_sql
+    from galtea_otel.store.rows import ADDED_COLUMNS
+
+    from ..pipeline.spans import collect, conversation, sdk_tracer
+
+    with sdk_tracer() as (tracer, exporter):
+        conversation(tracer, "old", "1", 3)
+        old = collect(exporter)
+        exporter.clear()
+        conversation(tracer, "old", "1", 1)  # another trace of the same session, after the upgrade
+        later = collect(exporter)
+    reference = make_store()
+    Pipeline(reference).ingest(old + later)
+    store = make_store()
+    Pipeline(store).ingest(old)
+    before = read_session(store, ("old", "1"))
+    added = [c for t, c, _ in ADDED_COLUMNS]
+    assert {"agg", "root_id", "flags"} <= set(added)  # v6's, taken away below
+    _sql(store, [
+        *(f"DROP INDEX {s.split()[5]}" for s in turns_sql.PARTIAL_INDEXES),
+        *(f"DROP INDEX {name}" for name, _, _ in turns_sql.SPAN_INDEXES),
+        "DROP TABLE turns", "ALTER TABLE sessions DROP COLUMN agg", "ALTER TABLE spans DROP COLUMN root_id",
+        "ALTER TABLE spans DROP COLUMN flags", "UPDATE galtea_meta SET value = '5' WHERE key = 'schema_version'"])
+    url = store.url if store.url.startswith("sqlite") else store._conninfo  # type: ignore[attr-defined]
+    store.close()
+    migrated = open_store(url)
+    try:
+        assert migrated.read_session_summary(("old", "1"))["agg"] is None  # type: ignore[index]
+        assert read_session(migrated, ("old", "1")) == before  # read by reassembling, as in v5
+        Pipeline(migrated).ingest(later)
+        assert migrated.read_session_summary(("old", "1"))["agg"] is not None  # type: ignore[index]
+        assert len(migrated.read_turns(("old", "1"))) == 4
+        got, want = read_session(migrated, ("old", "1")), read_session(reference, ("old", "1"))
+        assert got is not None and want is not None and got.turn_count == 4
+        assert got.model_dump() == want.model_dump()
+    finally:
+        migrated.close()
