@@ -564,7 +564,40 @@ def _dt(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
 
 
-def _span_tree(rows: Sequence[SpanRow]) -> list[SpanRecord]:
+def _tool_arguments(messages: Sequence[dict[str, Any]] | None) -> dict[str, Any]:
+    """Tool call id -> the arguments the model gave it, from a turn's messages."""
+    found: dict[str, Any] = {}
+    for message in messages or ():
+        for part in message.get("parts") or ():
+            if isinstance(part, dict) and part.get("type") == "tool_call" and part.get("id"):
+                found[str(part["id"])] = part.get("arguments")
+    return found
+
+
+def _is_json_object(text: str | None) -> bool:
+    if not text or not text.startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def _tool_input(row: SpanRow, calls: dict[str, Any]) -> str | None:
+    """A tool span's input: as recorded, unless it is not the call's arguments object and the model's call
+    (matched by ``tool.call_id``) says what they were; OpenInference's LangChain spans record a tool called with
+    one string argument as the bare value (``"Paris"`` for ``{"city": "Paris"}``)."""
+    if row.kind != "TOOL" or not calls or _is_json_object(row.input):
+        return row.input
+    call_id = _json_object(row.metadata).get("tool.call_id")
+    arguments = calls.get(str(call_id)) if call_id is not None else None
+    if not isinstance(arguments, dict):
+        return row.input
+    return json.dumps(arguments, ensure_ascii=False)
+
+
+def _span_tree(rows: Sequence[SpanRow], messages: Sequence[dict[str, Any]] | None = None) -> list[SpanRecord]:
+    calls = _tool_arguments(messages)
     ids = {(r.trace_id, r.span_id) for r in rows}
     children: dict[tuple[str, str] | None, list[SpanRow]] = {}
     for row in sorted(rows, key=order_key):
@@ -578,7 +611,7 @@ def _span_tree(rows: Sequence[SpanRow]) -> list[SpanRecord]:
             parent_id=row.parent_span_id,
             name=row.name,
             type=row.kind,
-            input=row.input,
+            input=_tool_input(row, calls),
             output=row.output,
             status="ERROR" if row.is_error else "OK",
             error=row.error,
@@ -633,7 +666,7 @@ def result_from_record(record: dict[str, Any], index: int, members: Sequence[Spa
         messages=record["messages"],
         finish_reason=record["finish_reason"],
         metadata=_json_object(record["metadata"]),
-        spans=_span_tree(members),
+        spans=_span_tree(members, record["messages"]),
     )
 
 
@@ -686,7 +719,7 @@ def to_detail(assembly: Assembly) -> SessionDetail:
             messages=t.messages,
             finish_reason=t.finish_reason,
             metadata=_json_object(t.head.metadata),
-            spans=_span_tree(t.members),
+            spans=_span_tree(t.members, t.messages),
         )
         for index, t in enumerate(assembly.turns)
     ]
