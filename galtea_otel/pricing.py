@@ -34,7 +34,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -104,7 +104,7 @@ def _start_ns(value: Any, where: str) -> int:
     except ValueError:
         raise PriceFileError(f"{where}: start {value!r} is not an ISO date (YYYY-MM-DD) or date-time") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp()) * 10**9
 
 
@@ -260,7 +260,7 @@ def _table_price(model: str, input_tokens: int, output_tokens: int, cached: int,
     try:
         result = snapshot.calc(
             Usage(input_tokens=input_tokens, cache_read_tokens=cached or None, output_tokens=output_tokens),
-            model, None, None, datetime.fromtimestamp(day * 86_400, tz=timezone.utc), None)
+            model, None, None, datetime.fromtimestamp(day * 86_400, tz=UTC), None)
     except LookupError:
         return None  # unknown model
     except Exception as exc:  # a table that cannot price this usage: unpriced, never a guess

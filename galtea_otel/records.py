@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
@@ -20,7 +20,7 @@ TurnStatus = Literal["GENERATED", "FAILED"]
 
 
 def _utc(ns: int | None) -> datetime | None:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc) if ns is not None else None
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC) if ns is not None else None
 
 
 class _Record(BaseModel):

@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -663,7 +664,7 @@ def sync(ctx: click.Context, api_key_file: str | None, api_url: str | None, prod
 @click.pass_context
 def sync_status(ctx: click.Context, limit: int, as_json: bool) -> None:
     """The outbox: how many sessions wait to be sent, and those the platform refused (parked), with its error."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     store = _open_store(ctx, must_exist=True)
     overview = store.sync_overview(limit)
@@ -677,7 +678,7 @@ def sync_status(ctx: click.Context, limit: int, as_json: bool) -> None:
     click.echo(f"{overview.pending} pending, {overview.parked} parked (refused), "
                f"{overview.synced_sessions} sessions on the platform")
     for item in overview.parked_items:
-        when = datetime.fromtimestamp(item.enqueued_ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        when = datetime.fromtimestamp(item.enqueued_ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         click.echo(f"  PARKED  {item.key[0]}  {item.key[1]}  (since {when}): {item.error}")
     if overview.parked:
         click.echo("Fix the cause, then: galtea-otel sync --retry-parked")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def human_evaluation(detail: SessionDetail, *, name: str, score: float | None = 
     return Evaluation(
         id=uuid.uuid4().hex, name=name, score=score, label=label or None, explanation=note or None,
         evaluator=EvaluatorRef(name=author or "human"), source="human",
-        created_at=datetime.fromtimestamp(time.time(), tz=timezone.utc), **target)
+        created_at=datetime.fromtimestamp(time.time(), tz=UTC), **target)
 
 
 def annotate(store: Any, key: tuple[str, ...], detail: SessionDetail, **fields: Any) -> Evaluation:

@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from galtea_otel.sync import schema as sync_sql
@@ -359,7 +359,7 @@ def _from_row(row: Sequence[Any]) -> Evaluation:
         id=eid, name=name, score=score, label=label, explanation=explanation,
         evaluator=EvaluatorRef(name=ev_name, version=ev_version) if ev_name else None,
         source=source, target="session" if span_id is None else "turn", span_id=span_id, trace_id=trace_id,
-        created_at=datetime.fromtimestamp(created_ns / 1e9, tz=timezone.utc), error=error,
+        created_at=datetime.fromtimestamp(created_ns / 1e9, tz=UTC), error=error,
         superseded=bool(superseded), metadata=json.loads(metadata) if metadata else {},
     )
 

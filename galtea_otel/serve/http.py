@@ -309,7 +309,7 @@ class OtlpHttpServer:
                 return None
             try:
                 data = await asyncio.wait_for(conn.reader.read(READ_SIZE), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             if data and not started:  # a kept-alive connection's next request begins: its headers' deadline
                 started = True
@@ -436,7 +436,7 @@ class OtlpHttpServer:
                     window_end, window_bytes = now + window, 0
                 try:
                     data = await asyncio.wait_for(conn.reader.read(READ_SIZE), window_end - now)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
                 window_bytes += len(data)
                 conn.h11.receive_data(data)
@@ -455,7 +455,7 @@ class OtlpHttpServer:
         try:
             await asyncio.wait_for(self._slots.acquire(), self.options.queue_timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         finally:
             self._queued -= 1
@@ -495,7 +495,7 @@ class OtlpHttpServer:
                 deadline, window_bytes = now + options.body_timeout, 0
             try:
                 data = await asyncio.wait_for(conn.reader.read(READ_SIZE), deadline - now)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             if not data:
                 return
@@ -539,6 +539,6 @@ class OtlpHttpServer:
         conn.writer.write(data)
         try:
             await asyncio.wait_for(conn.writer.drain(), self.options.body_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise _Closed from None  # the client does not read its answer
 

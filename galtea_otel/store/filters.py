@@ -21,7 +21,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # pydantic stays unimported until a record is made (the UI starts without it)
@@ -268,7 +268,7 @@ def _time(text: str, name: str, now: datetime | None) -> int:
     value = text.strip()
     match = _RELATIVE.match(value.lower())
     if match:
-        moment = (now or datetime.now(timezone.utc)) - timedelta(**{_UNITS[match[2]]: float(match[1])})
+        moment = (now or datetime.now(UTC)) - timedelta(**{_UNITS[match[2]]: float(match[1])})
     else:
         try:
             moment = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value)
@@ -276,12 +276,12 @@ def _time(text: str, name: str, now: datetime | None) -> int:
             raise FilterError(f"{name} must be an ISO 8601 time (2026-12-01T10:00Z) or an age (30m, 2h, 7d),"
                               f" not {text!r}") from None
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp()) * 10**9 + moment.microsecond * 1000
 
 
 def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 def _number_text(value: float) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -61,7 +61,7 @@ def layout(title: str, body: str, *, live: bool = False, page: str = "page", bar
 def when(moment: datetime | None, *, short: bool = False) -> str:
     if moment is None:
         return "<span class=\"muted\">—</span>"
-    utc = moment.astimezone(timezone.utc)
+    utc = moment.astimezone(UTC)
     shown = utc.strftime("%m-%d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S")
     return f"<time datetime=\"{e(utc.isoformat())}\" title=\"{e(utc.isoformat())} UTC\">{e(shown)}</time>"
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from galtea_otel.cli.render import Renderer
 from galtea_otel.records import InferenceResult, SessionDetail
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SYSTEM = "You are a weather assistant. " * 10
 
 

@@ -73,7 +73,7 @@ def test_plain_values() -> None:
 
 
 def test_odd_types() -> None:
-    moment = dt.datetime(2024, 5, 1, 12, 30, tzinfo=dt.timezone.utc)
+    moment = dt.datetime(2024, 5, 1, 12, 30, tzinfo=dt.UTC)
     assert roundtrip(Message(role="user", content="hi", at=moment)) == {
         "role": "user", "content": "hi", "at": "2024-05-01T12:30:00Z"}
     assert roundtrip(Turn("t", {"b", "a"}, inner=Color.RED)) == {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -35,7 +35,7 @@ def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def _table_cost(model: str, inp: int, out: int, cached: int = 0) -> float:
     """What genai-prices itself says, computed apart from galtea-otel."""
     usage = genai_prices.Usage(input_tokens=inp, output_tokens=out, cache_read_tokens=cached or None)
-    return float(genai_prices.calc_price(usage, model, genai_request_timestamp=datetime.now(timezone.utc)).total_price)
+    return float(genai_prices.calc_price(usage, model, genai_request_timestamp=datetime.now(UTC)).total_price)
 
 
 def _converse(custom_id: str, model: str, usages: list[dict[str, int]], cost: float | None = None) -> None:
@@ -139,7 +139,7 @@ def test_dated_prices_apply_from_their_start(tmp_path: Path, monkeypatch: pytest
     prices.write_text(json.dumps({"m-*": [{"input": 2, "output": 2, "start": "2026-01-01"},
                                           {"input": 1, "output": 1, "start": "2025-01-01T00:00:00Z"}]}))
     monkeypatch.setenv(pricing.ENV_PRICES, str(prices))
-    at = lambda text: int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()) * 10**9  # noqa: E731
+    at = lambda text: int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()) * 10**9  # noqa: E731
     assert pricing.price_turn("m-1", 1_000_000, 0, None, at("2024-06-01")) is None  # before every start
     mid = pricing.price_turn("m-1", 1_000_000, 0, None, at("2025-06-01"))
     late = pricing.price_turn("m-1", 1_000_000, 0, None, at("2026-06-01"))

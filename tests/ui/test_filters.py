@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -256,7 +256,7 @@ def test_a_malformed_filter_is_a_clear_error(query: dict[str, list[str]], messag
 
 
 def test_a_filter_round_trips_through_its_url() -> None:
-    now = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 12, 1, tzinfo=UTC)
     query = {"status": ["failed,idle-closed"], "user": ["u 1"], "metadata.k.x": ["v=1"], "since": ["2h"],
              "min_cost": ["0.5"], "max_turns": ["3"], "q": ["héllo"], "production": ["no"]}
     flt = parse_query(query, now=now)
