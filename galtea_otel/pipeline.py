@@ -184,6 +184,7 @@ class Pipeline:
         Every step is a function of the set of rows, so any order, batching or duplication gives the same
         records."""
         ordered = sorted(dirty)
+        writes = _Writes()
         tx.lock_sessions(ordered)
         states = tx.session_states(ordered)
         events = {k: sorted((row_from_tuple(v) for v in vs), key=order_key)
@@ -197,6 +198,9 @@ class Pipeline:
             whole = dirty[key] is None or (
                 state is not None and (state[0] is None or state[1] != self._assembly_settings))
             agg = _new_agg() if whole or state is None or state[0] is None else json.loads(state[0])
+            if "f" not in agg:  # written before the turn extremes were kept: looked up once below
+                agg.update(f=None, l=None, m=None)
+                writes.removed.add(key)
             if agg["excl"] != excl:
                 whole, agg = True, _new_agg()
             agg["excl"] = excl
@@ -226,14 +230,21 @@ class Pipeline:
                 late += n
                 for record in records:
                     _add(agg, _contrib(record), 1)
+                agg.update(f=None, l=None, m=None)
+                writes.removed.discard(key)
+                _extremes(agg, records)
                 tx.replace_turns(key, None, None, records)
             else:
                 seen[key] = []
                 for trace_id, span_ids in sorted(traces.items()):
-                    new, n = self._apply_trace(tx, key, trace_id, span_ids, agg, batch_ids)
+                    new, n = self._apply_trace(tx, key, trace_id, span_ids, agg, batch_ids, writes)
                     seen[key].extend(new)
                     late += n
-            summaries.append(self._summary(tx, key, agg, events[key]))
+        tx.set_roots(writes.roots)
+        tx.insert_turns(writes.turns)
+        for key in ordered:
+            if key in seen:
+                summaries.append(self._summary(tx, key, aggs[key], events[key], key in writes.removed))
         record_span_evaluations(tx, seen)  # issue 11: gen_ai.evaluation.result events of these spans
         tx.upsert_sessions(summaries)
         if self.evaluate:  # issue 11
@@ -262,7 +273,7 @@ class Pipeline:
         return records, late
 
     def _apply_trace(self, tx: StoreTx, key: Key, trace_id: str, span_ids: set[str], agg: dict[str, Any],
-                     batch: dict[tuple[str, str], SpanRow]) -> tuple[list[SpanRow], int]:
+                     batch: dict[tuple[str, str], SpanRow], writes: _Writes) -> tuple[list[SpanRow], int]:
         """Recompute what the spans ``span_ids`` joining the session's part of this trace change; return those
         spans and how many of the batch's were left out as late."""
         def in_tree(r: SpanRow) -> bool:
@@ -329,6 +340,7 @@ class Pipeline:
                 _add(agg, contrib, -1)
             records, late = self._records(work, agg["excl"], all_roots, batch)
             tx.replace_turns(key, trace_id, None, records)
+            writes.removed.add(key)
         else:
             # Components that join a new span's: its stored children's (a late parent), and its own former one
             # (a span replayed, or re-keyed, after its parent came).
@@ -354,19 +366,23 @@ class Pipeline:
 
             roots = {span_id: final(root) for span_id, root in roots.items()}
             merges = sorted({(final(new), old) for new, old in merges if final(new) != old})
-            tx.set_roots([(roots[r.span_id], _flags(r), trace_id, r.span_id) for r in work_new])
-            tx.merge_roots(key, trace_id, merges)
+            placed = [(roots[r.span_id], _flags(r), trace_id, r.span_id) for r in work_new]
             affected = set(roots.values()) | {new_root for new_root, _ in merges}
             gone = affected | {old for _, old in merges}
             fresh = {r.span_id for r in work_new if stored[r.span_id][1] is None}
             if not merges and gone <= fresh:
                 # Components made only of spans never placed before: nothing stored has their roots, so there are
-                # no turns to take away and the batch holds all their spans.
+                # no turns to take away and the batch holds all their spans. Nothing later in the batch reads
+                # these rows' roots or turns before the summaries: written for the whole batch at once.
                 work = [r for r in work_new if roots[r.span_id] in gone]
                 component_of = {(r.trace_id, r.span_id): roots[r.span_id] for r in work}
                 records, late = self._records(work, agg["excl"], component_of, batch, continuations=False)
-                tx.replace_turns(key, trace_id, [], records)
+                writes.roots.extend(placed)
+                writes.turns.extend((key, record) for record in records)
             else:
+                tx.set_roots(placed)
+                tx.merge_roots(key, trace_id, merges)
+                writes.removed.add(key)
                 component = [_parse(v) for v in tx.component_rows(key, trace_id, sorted(affected), _ROW_COLUMNS)]
                 work = [r for r, _, _ in component if in_tree(r)]
                 component_of = {(r.trace_id, r.span_id): root for r, root, _ in component if root is not None}
@@ -378,11 +394,14 @@ class Pipeline:
                 tx.replace_turns(key, trace_id, sorted(gone), records)
         for record in records:
             _add(agg, _contrib(record), 1)
+        _extremes(agg, records)
         return new, late
 
-    def _summary(self, tx: StoreTx, key: Key, agg: dict[str, Any], events: Sequence[SpanRow]) -> dict[str, Any]:
-        """The sessions row from the aggregates, the session's events and index lookups on its stored turns
-        (the same values ``Assembly.summary`` gives from all rows)."""
+    def _summary(self, tx: StoreTx, key: Key, agg: dict[str, Any], events: Sequence[SpanRow], removed: bool
+                 ) -> dict[str, Any]:
+        """The sessions row from the aggregates, the session's events and (``removed``: the batch took stored
+        turns away, so the kept first / last / model turn may be gone; or strict) index lookups on its stored
+        turns (the same values ``Assembly.summary`` gives from all rows)."""
         sessions = [r for r in events if r.kind == KIND_SESSION]
         markers = [r for r in events if r.kind == KIND_MARKER]
         starts = [r for r in markers if r.session_event == EVENT_START]
@@ -393,7 +412,14 @@ class Pipeline:
             if not (self.settings.late_spans == "reopen" and agg["astart"] is not None and agg["astart"] > end_ns):
                 status, ended_ns = ("FAILED" if failed else "COMPLETED"), end_ns
                 error = (message or None) if failed else None
-        facts = tx.turn_facts(key, self.settings.strict and status == "COMPLETED")
+        first_failed = self.settings.strict and status == "COMPLETED"
+        if removed or first_failed:
+            facts = tx.turn_facts(key, first_failed)
+            agg["f"] = [_order(facts["first"]), facts["first"]["input"]] if facts["first"] else None
+            agg["l"] = [_order(facts["last"]), facts["last"]["output"]] if facts["last"] else None
+            agg["m"] = [facts["model_at"], facts["model"]] if facts["model_at"] else None
+        else:
+            facts = {"first": None, "last": None, "model": agg["m"][1] if agg["m"] else None, "failed": None}
         if facts["failed"] is not None:
             status, error = "FAILED", f"turn {facts['failed'][0]} failed: {facts['failed'][1]}"
         described = [*reversed(sessions), *reversed(starts)]
@@ -404,7 +430,9 @@ class Pipeline:
 
         test_case_id = pick("test_case_id", "tc")
         head = sessions[-1] if sessions else (starts[-1] if starts else None)
-        first, last, n = facts["first"], facts["last"], agg["n"]
+        first_input = agg["f"][1] if agg["f"] else None
+        last_output = agg["l"][1] if agg["l"] else None
+        n = agg["n"]
         cost = agg["cost"]
         return {
             "custom_id": key[0], "version": key[1], "project": key[2], "status": status, "error": error,
@@ -417,8 +445,8 @@ class Pipeline:
             "cost": round_cost(float(Fraction(cost[0]))) if cost[1] else None,
             "latency_ms": latency_total(agg["lat"]) if n else None,
             "user_id": pick("user_id", "user"),
-            "first_input": first["input"] if first else None,
-            "last_output": last["output"] if last else None,
+            "first_input": first_input,
+            "last_output": last_output,
             "model": facts["model"],
             "assembly": self._assembly_settings,
             "agg": json.dumps(agg, sort_keys=True),
@@ -539,11 +567,41 @@ def _mark(dirty: Dirty, key: Key, trace_id: str, span_id: str) -> None:
         traces.setdefault(trace_id, set()).add(span_id)
 
 
+@dataclass
+class _Writes:
+    """What one batch writes once for all its sessions: span roots and new turns (of components made only of new
+    spans), and the sessions whose stored turns it took some away from."""
+
+    roots: list[tuple[str | None, int, str, str]] = field(default_factory=list)
+    turns: list[tuple[Key, dict[str, Any]]] = field(default_factory=list)
+    removed: set[Key] = field(default_factory=set)
+
+
+def _order(record: dict[str, Any]) -> list[Any]:
+    """A turn's place in its session (the turns table's ``ORDER``)."""
+    return [record["start_ns"], record["end_ns"], record["trace_id"], record["span_id"]]
+
+
+def _extremes(agg: dict[str, Any], records: Sequence[dict[str, Any]]) -> None:
+    """Fold new turns into the session's first turn (its input), last turn (its output) and first turn with a
+    model, kept in ``agg`` as [order, value]: while turns are only added, a comparison replaces the look-ups."""
+    for record in records:
+        order = _order(record)
+        if agg["f"] is None or order < agg["f"][0]:
+            agg["f"] = [order, record["input"]]
+        if agg["l"] is None or order > agg["l"][0]:
+            agg["l"] = [order, record["output"]]
+        if record["model"] is not None and (agg["m"] is None or order < agg["m"][0]):
+            agg["m"] = [order, record["model"]]
+
+
 def _new_agg() -> dict[str, Any]:
     """A session's exact aggregates: turn count, [sum, how many turns had a value] of each token count, the cost
     as an exact fraction, latency in ns; min start / max end / max activity start over its rows; the earliest
-    row's test case, context and user ([order, value]); ``excl``: the end after which spans were left out."""
-    return {"n": 0, "in": [0, 0], "out": [0, 0], "tot": [0, 0], "cache": [0, 0], "cost": ["0", 0], "lat": 0,
+    row's test case, context and user ([order, value]); ``excl``: the end after which spans were left out; ``f``,
+    ``l``, ``m``: the first turn's input, the last's output, the first model (``_extremes``)."""
+    return {"f": None, "l": None, "m": None,
+            "n": 0, "in": [0, 0], "out": [0, 0], "tot": [0, 0], "cache": [0, 0], "cost": ["0", 0], "lat": 0,
             "start": None, "act": None, "astart": None, "tc": None, "ctx": None, "user": None, "excl": None}
 
 

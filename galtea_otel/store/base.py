@@ -109,6 +109,9 @@ class StoreTx(Protocol):
                       records: Sequence[dict[str, Any]]) -> None:
         """Drop the session's stored turns (of a trace, of components of it), then store ``records``."""
 
+    def insert_turns(self, turns: Sequence[tuple[Key, dict[str, Any]]]) -> None:
+        """Store these (session key, turn record), new turns of several sessions at once."""
+
     def turn_facts(self, key: Key, first_failed: bool) -> dict[str, Any]:
         """First and last turn, first model, first failed turn (index lookups on the stored turns)."""
 

@@ -77,7 +77,7 @@ INSERT = f"INSERT INTO turns ({', '.join(TURN_COLUMNS)}) VALUES ({', '.join('?' 
 FIRST = f"SELECT data FROM turns WHERE {KEY_EQ} ORDER BY {ORDER} LIMIT 1"
 LAST = f"SELECT data FROM turns WHERE {KEY_EQ} ORDER BY " + ", ".join(
     f"{c} DESC" for c in ORDER.split(", ")) + " LIMIT 1"
-FIRST_MODEL = f"SELECT model FROM turns WHERE {KEY_EQ} AND model IS NOT NULL ORDER BY {ORDER} LIMIT 1"
+FIRST_MODEL = f"SELECT model, {ORDER} FROM turns WHERE {KEY_EQ} AND model IS NOT NULL ORDER BY {ORDER} LIMIT 1"
 FIRST_FAILED = f"SELECT {ORDER}, data FROM turns WHERE {KEY_EQ} AND failed = 1 ORDER BY {ORDER} LIMIT 1"
 BEFORE = f"SELECT count(*) FROM turns WHERE {KEY_EQ} AND ({ORDER}) < (?, ?, ?, ?)"
 READ = f"SELECT data FROM turns WHERE {KEY_EQ} ORDER BY {ORDER}"
@@ -211,9 +211,15 @@ class TurnsTx:
         if records:
             self._xmany(INSERT, [turn_values(key, r) for r in records])
 
+    def insert_turns(self, turns: Sequence[tuple[Any, dict[str, Any]]]) -> None:
+        """Store these (session key, turn record) in one statement."""
+        if turns:
+            self._xmany(INSERT, [turn_values(key, r) for key, r in turns])
+
     def turn_facts(self, key: Any, first_failed: bool) -> dict[str, Any]:
         """From the stored turns of a session, by index lookups: the first and the last turn, the first turn's
-        model that has one, and (``first_failed``) the position and error of the first failed turn."""
+        model that has one (``model_at``: that turn's order), and (``first_failed``) the position and error of the
+        first failed turn."""
         first = _records(self._q(FIRST, key))
         last = _records(self._q(LAST, key))
         model = self._q(FIRST_MODEL, key)
@@ -224,4 +230,5 @@ class TurnsTx:
                 before = self._q(BEFORE, (*key, *row[0][:4]))
                 failed = (int(before[0][0]), json.loads(row[0][4])["error"])
         return {"first": first[0] if first else None, "last": last[0] if last else None,
-                "model": model[0][0] if model else None, "failed": failed}
+                "model": model[0][0] if model else None, "model_at": list(model[0][1:]) if model else None,
+                "failed": failed}
