@@ -207,9 +207,11 @@ class Pipeline:
             aggs[key] = agg
             if whole:
                 dirty[key] = None
+        batch_ids = {(r.trace_id, r.span_id): r for r in batch}
+        self._prefetch(tx, [(key, trace_id, span_ids) for key in ordered
+                            for trace_id, span_ids in sorted((dirty[key] or {}).items())], batch_ids, writes)
         full = [k for k in ordered if dirty[k] is None]
         rows_full = tx.session_rows(full, content=True) if full else {}
-        batch_ids = {(r.trace_id, r.span_id): r for r in batch}
         summaries = []
         seen: dict[Key, list[SpanRow]] = {}
         late = 0
@@ -272,6 +274,43 @@ class Pipeline:
             records.append(record)
         return records, late
 
+    def _prefetch(self, tx: StoreTx, pairs: Sequence[tuple[Key, str, set[str]]],
+                  batch: dict[tuple[str, str], SpanRow], writes: _Writes) -> None:
+        """What ``_apply_trace`` reads of each (session, trace) pair, for all the batch's pairs at once: the new
+        spans, their parents and the children of those that may be in the session's tree (not of a session span:
+        its children are every turn of a huge trace), in one look-up when the batch tells the kinds and parents
+        (a span that joined by resolution, not in the batch, is looked up first); and whether the session's part
+        of the trace has an LLM call continuing a turn."""
+        def in_tree(r: SpanRow, key: Key) -> bool:
+            return r.kind not in _EVENT_KINDS and _row_key(r) == key
+
+        unknown = {(key, t): sorted(i for i in ids if (t, i) not in batch) for key, t, ids in pairs}
+        asked = [(key, t) for key, t, _ in pairs if unknown[(key, t)]]
+        writes.context = {(key, t): {} for key, t, _ in pairs}
+        for pair, found in zip(asked, tx.trace_contexts([(t, (), unknown[(key, t)]) for key, t in asked],
+                                                        _ROW_COLUMNS), strict=True):
+            for values in found:
+                row = _parse(values)
+                writes.context[pair][row[0].span_id] = row
+        requests, asked = [], []
+        for key, t, ids in pairs:
+            stored = writes.context[(key, t)]
+            known = {i: batch[(t, i)] for i in ids if (t, i) in batch}
+            candidates = sorted({*(i for i, r in known.items() if r.kind not in _EVENT_KINDS),
+                                 *(i for i in unknown[(key, t)] if i in stored and in_tree(stored[i][0], key))})
+            parents = {r.parent_span_id for r in known.values()} | {
+                stored[i][0].parent_span_id for i in candidates if i in stored}
+            others = sorted({*known, *(p for p in parents if p is not None)} - set(candidates) - set(stored))
+            if candidates or others:
+                requests.append((t, candidates, others))
+                asked.append((key, t))
+        for pair, found in zip(asked, tx.trace_contexts(requests, _ROW_COLUMNS), strict=True):
+            for values in found:
+                row = _parse(values)
+                writes.context[pair].setdefault(row[0].span_id, row)
+        if self.settings.turns == "user" and pairs:
+            writes.continuing = tx.continuing([(key, t) for key, t, _ in pairs])
+
     def _apply_trace(self, tx: StoreTx, key: Key, trace_id: str, span_ids: set[str], agg: dict[str, Any],
                      batch: dict[tuple[str, str], SpanRow], writes: _Writes) -> tuple[list[SpanRow], int]:
         """Recompute what the spans ``span_ids`` joining the session's part of this trace change; return those
@@ -279,26 +318,7 @@ class Pipeline:
         def in_tree(r: SpanRow) -> bool:
             return r.kind not in _EVENT_KINDS and _row_key(r) == key
 
-        # The new spans, their parents and the children of those that may be in the session's tree (not of a
-        # session span: its children are every turn of a huge trace), in one look-up when the batch tells the
-        # kinds and parents; a span that joined by resolution (not in the batch) is looked up first.
-        stored: dict[str, tuple[SpanRow, str | None, int | None]] = {}
-        unknown = sorted(i for i in span_ids if (trace_id, i) not in batch)
-        if unknown:
-            for values in tx.trace_context(trace_id, (), unknown, _ROW_COLUMNS):
-                row = _parse(values)
-                stored[row[0].span_id] = row
-        known = {i: batch[(trace_id, i)] for i in span_ids if (trace_id, i) in batch}
-        candidates = sorted({*(i for i, r in known.items() if r.kind not in _EVENT_KINDS),
-                             *(i for i in unknown if i in stored and in_tree(stored[i][0]))})
-        parents = {r.parent_span_id for r in known.values()} | {
-            stored[i][0].parent_span_id for i in candidates if i in stored}
-        others = sorted({*known, *(p for p in parents if p is not None)} - set(candidates) - set(stored))
-        if candidates or others:
-            for values in tx.trace_context(trace_id, candidates, others, _ROW_COLUMNS):
-                row = _parse(values)
-                stored.setdefault(row[0].span_id, row)
-
+        stored = writes.context[(key, trace_id)]
         new = [stored[i][0] for i in sorted(span_ids) if i in stored and _row_key(stored[i][0]) == key]
         _observe(agg, new)
         work_new = [r for r in new if in_tree(r)]
@@ -307,7 +327,7 @@ class Pipeline:
         mode = self.settings.turns
         whole = mode == "trace"
         if mode == "user" and not whole and (
-                any(_flags(r) for r in work_new) or tx.trace_has(key, trace_id, "continuing")):
+                any(_flags(r) for r in work_new) or (key, trace_id) in writes.continuing):
             agents = [r.span_id for r in work_new if r.kind in (KIND_AGENT, KIND_CHAIN)]
             whole = not tx.trace_has(key, trace_id, "agents", agents)
         roots: dict[str, str] = {}
@@ -575,6 +595,9 @@ class _Writes:
     roots: list[tuple[str | None, int, str, str]] = field(default_factory=list)
     turns: list[tuple[Key, dict[str, Any]]] = field(default_factory=list)
     removed: set[Key] = field(default_factory=set)
+    # read for all the batch's (session, trace) pairs before any is applied (``Pipeline._prefetch``)
+    context: dict[tuple[Key, str], dict[str, tuple[SpanRow, str | None, int | None]]] = field(default_factory=dict)
+    continuing: set[tuple[Key, str]] = field(default_factory=set)
 
 
 def _order(record: dict[str, Any]) -> list[Any]:
