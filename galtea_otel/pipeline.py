@@ -453,7 +453,7 @@ class Pipeline:
         first_input = agg["f"][1] if agg["f"] else None
         last_output = agg["l"][1] if agg["l"] else None
         n = agg["n"]
-        cost = agg["cost"]
+        cost = agg["cost"] = [str(Fraction(agg["cost"][0])), agg["cost"][1]]
         return {
             "custom_id": key[0], "version": key[1], "project": key[2], "status": status, "error": error,
             "test_case_id": test_case_id,
@@ -636,8 +636,10 @@ def _add(agg: dict[str, Any], contrib: Sequence[Any], sign: int) -> None:
         if value is not None:
             agg[name] = [agg[name][0] + sign * int(value), agg[name][1] + sign]
     if contrib[4] is not None:
-        cost = Fraction(agg["cost"][0]) + sign * Fraction(float(contrib[4]))
-        agg["cost"] = [str(cost), agg["cost"][1] + sign]
+        # Kept as a Fraction while the batch runs (``_summary`` writes it back as a string): parsing the sum's
+        # string for every turn cost as much as the rest of the aggregates.
+        total = agg["cost"][0] if isinstance(agg["cost"][0], Fraction) else Fraction(agg["cost"][0])
+        agg["cost"] = [total + sign * Fraction(float(contrib[4])), agg["cost"][1] + sign]
     agg["lat"] += sign * int(contrib[5])
 
 
