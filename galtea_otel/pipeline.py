@@ -184,6 +184,7 @@ class Pipeline:
         Every step is a function of the set of rows, so any order, batching or duplication gives the same
         records."""
         ordered = sorted(dirty)
+        writes = _Writes()
         tx.lock_sessions(ordered)
         states = tx.session_states(ordered)
         events = {k: sorted((row_from_tuple(v) for v in vs), key=order_key)
@@ -197,15 +198,20 @@ class Pipeline:
             whole = dirty[key] is None or (
                 state is not None and (state[0] is None or state[1] != self._assembly_settings))
             agg = _new_agg() if whole or state is None or state[0] is None else json.loads(state[0])
+            if "f" not in agg:  # written before the turn extremes were kept: looked up once below
+                agg.update(f=None, l=None, m=None)
+                writes.removed.add(key)
             if agg["excl"] != excl:
                 whole, agg = True, _new_agg()
             agg["excl"] = excl
             aggs[key] = agg
             if whole:
                 dirty[key] = None
+        batch_ids = {(r.trace_id, r.span_id): r for r in batch}
+        self._prefetch(tx, [(key, trace_id, span_ids) for key in ordered
+                            for trace_id, span_ids in sorted((dirty[key] or {}).items())], batch_ids, writes)
         full = [k for k in ordered if dirty[k] is None]
         rows_full = tx.session_rows(full, content=True) if full else {}
-        batch_ids = {(r.trace_id, r.span_id): r for r in batch}
         summaries = []
         seen: dict[Key, list[SpanRow]] = {}
         late = 0
@@ -226,14 +232,21 @@ class Pipeline:
                 late += n
                 for record in records:
                     _add(agg, _contrib(record), 1)
+                agg.update(f=None, l=None, m=None)
+                writes.removed.discard(key)
+                _extremes(agg, records)
                 tx.replace_turns(key, None, None, records)
             else:
                 seen[key] = []
                 for trace_id, span_ids in sorted(traces.items()):
-                    new, n = self._apply_trace(tx, key, trace_id, span_ids, agg, batch_ids)
+                    new, n = self._apply_trace(tx, key, trace_id, span_ids, agg, batch_ids, writes)
                     seen[key].extend(new)
                     late += n
-            summaries.append(self._summary(tx, key, agg, events[key]))
+        tx.set_roots(writes.roots)
+        tx.insert_turns(writes.turns)
+        for key in ordered:
+            if key in seen:
+                summaries.append(self._summary(tx, key, aggs[key], events[key], key in writes.removed))
         record_span_evaluations(tx, seen)  # issue 11: gen_ai.evaluation.result events of these spans
         tx.upsert_sessions(summaries)
         if self.evaluate:  # issue 11
@@ -261,33 +274,51 @@ class Pipeline:
             records.append(record)
         return records, late
 
+    def _prefetch(self, tx: StoreTx, pairs: Sequence[tuple[Key, str, set[str]]],
+                  batch: dict[tuple[str, str], SpanRow], writes: _Writes) -> None:
+        """What ``_apply_trace`` reads of each (session, trace) pair, for all the batch's pairs at once: the new
+        spans, their parents and the children of those that may be in the session's tree (not of a session span:
+        its children are every turn of a huge trace), in one look-up when the batch tells the kinds and parents
+        (a span that joined by resolution, not in the batch, is looked up first); and whether the session's part
+        of the trace has an LLM call continuing a turn."""
+        def in_tree(r: SpanRow, key: Key) -> bool:
+            return r.kind not in _EVENT_KINDS and _row_key(r) == key
+
+        unknown = {(key, t): sorted(i for i in ids if (t, i) not in batch) for key, t, ids in pairs}
+        asked = [(key, t) for key, t, _ in pairs if unknown[(key, t)]]
+        writes.context = {(key, t): {} for key, t, _ in pairs}
+        for pair, found in zip(asked, tx.trace_contexts([(t, (), unknown[(key, t)]) for key, t in asked],
+                                                        _ROW_COLUMNS), strict=True):
+            for values in found:
+                row = _parse(values)
+                writes.context[pair][row[0].span_id] = row
+        requests, asked = [], []
+        for key, t, ids in pairs:
+            stored = writes.context[(key, t)]
+            known = {i: batch[(t, i)] for i in ids if (t, i) in batch}
+            candidates = sorted({*(i for i, r in known.items() if r.kind not in _EVENT_KINDS),
+                                 *(i for i in unknown[(key, t)] if i in stored and in_tree(stored[i][0], key))})
+            parents = {r.parent_span_id for r in known.values()} | {
+                stored[i][0].parent_span_id for i in candidates if i in stored}
+            others = sorted({*known, *(p for p in parents if p is not None)} - set(candidates) - set(stored))
+            if candidates or others:
+                requests.append((t, candidates, others))
+                asked.append((key, t))
+        for pair, found in zip(asked, tx.trace_contexts(requests, _ROW_COLUMNS), strict=True):
+            for values in found:
+                row = _parse(values)
+                writes.context[pair].setdefault(row[0].span_id, row)
+        if self.settings.turns == "user" and pairs:
+            writes.continuing = tx.continuing([(key, t) for key, t, _ in pairs])
+
     def _apply_trace(self, tx: StoreTx, key: Key, trace_id: str, span_ids: set[str], agg: dict[str, Any],
-                     batch: dict[tuple[str, str], SpanRow]) -> tuple[list[SpanRow], int]:
+                     batch: dict[tuple[str, str], SpanRow], writes: _Writes) -> tuple[list[SpanRow], int]:
         """Recompute what the spans ``span_ids`` joining the session's part of this trace change; return those
         spans and how many of the batch's were left out as late."""
         def in_tree(r: SpanRow) -> bool:
             return r.kind not in _EVENT_KINDS and _row_key(r) == key
 
-        # The new spans, their parents and the children of those that may be in the session's tree (not of a
-        # session span: its children are every turn of a huge trace), in one look-up when the batch tells the
-        # kinds and parents; a span that joined by resolution (not in the batch) is looked up first.
-        stored: dict[str, tuple[SpanRow, str | None, int | None]] = {}
-        unknown = sorted(i for i in span_ids if (trace_id, i) not in batch)
-        if unknown:
-            for values in tx.trace_context(trace_id, (), unknown, _ROW_COLUMNS):
-                row = _parse(values)
-                stored[row[0].span_id] = row
-        known = {i: batch[(trace_id, i)] for i in span_ids if (trace_id, i) in batch}
-        candidates = sorted({*(i for i, r in known.items() if r.kind not in _EVENT_KINDS),
-                             *(i for i in unknown if i in stored and in_tree(stored[i][0]))})
-        parents = {r.parent_span_id for r in known.values()} | {
-            stored[i][0].parent_span_id for i in candidates if i in stored}
-        others = sorted({*known, *(p for p in parents if p is not None)} - set(candidates) - set(stored))
-        if candidates or others:
-            for values in tx.trace_context(trace_id, candidates, others, _ROW_COLUMNS):
-                row = _parse(values)
-                stored.setdefault(row[0].span_id, row)
-
+        stored = writes.context[(key, trace_id)]
         new = [stored[i][0] for i in sorted(span_ids) if i in stored and _row_key(stored[i][0]) == key]
         _observe(agg, new)
         work_new = [r for r in new if in_tree(r)]
@@ -296,7 +327,7 @@ class Pipeline:
         mode = self.settings.turns
         whole = mode == "trace"
         if mode == "user" and not whole and (
-                any(_flags(r) for r in work_new) or tx.trace_has(key, trace_id, "continuing")):
+                any(_flags(r) for r in work_new) or (key, trace_id) in writes.continuing):
             agents = [r.span_id for r in work_new if r.kind in (KIND_AGENT, KIND_CHAIN)]
             whole = not tx.trace_has(key, trace_id, "agents", agents)
         roots: dict[str, str] = {}
@@ -329,6 +360,7 @@ class Pipeline:
                 _add(agg, contrib, -1)
             records, late = self._records(work, agg["excl"], all_roots, batch)
             tx.replace_turns(key, trace_id, None, records)
+            writes.removed.add(key)
         else:
             # Components that join a new span's: its stored children's (a late parent), and its own former one
             # (a span replayed, or re-keyed, after its parent came).
@@ -354,19 +386,23 @@ class Pipeline:
 
             roots = {span_id: final(root) for span_id, root in roots.items()}
             merges = sorted({(final(new), old) for new, old in merges if final(new) != old})
-            tx.set_roots([(roots[r.span_id], _flags(r), trace_id, r.span_id) for r in work_new])
-            tx.merge_roots(key, trace_id, merges)
+            placed = [(roots[r.span_id], _flags(r), trace_id, r.span_id) for r in work_new]
             affected = set(roots.values()) | {new_root for new_root, _ in merges}
             gone = affected | {old for _, old in merges}
             fresh = {r.span_id for r in work_new if stored[r.span_id][1] is None}
             if not merges and gone <= fresh:
                 # Components made only of spans never placed before: nothing stored has their roots, so there are
-                # no turns to take away and the batch holds all their spans.
+                # no turns to take away and the batch holds all their spans. Nothing later in the batch reads
+                # these rows' roots or turns before the summaries: written for the whole batch at once.
                 work = [r for r in work_new if roots[r.span_id] in gone]
                 component_of = {(r.trace_id, r.span_id): roots[r.span_id] for r in work}
                 records, late = self._records(work, agg["excl"], component_of, batch, continuations=False)
-                tx.replace_turns(key, trace_id, [], records)
+                writes.roots.extend(placed)
+                writes.turns.extend((key, record) for record in records)
             else:
+                tx.set_roots(placed)
+                tx.merge_roots(key, trace_id, merges)
+                writes.removed.add(key)
                 component = [_parse(v) for v in tx.component_rows(key, trace_id, sorted(affected), _ROW_COLUMNS)]
                 work = [r for r, _, _ in component if in_tree(r)]
                 component_of = {(r.trace_id, r.span_id): root for r, root, _ in component if root is not None}
@@ -378,11 +414,14 @@ class Pipeline:
                 tx.replace_turns(key, trace_id, sorted(gone), records)
         for record in records:
             _add(agg, _contrib(record), 1)
+        _extremes(agg, records)
         return new, late
 
-    def _summary(self, tx: StoreTx, key: Key, agg: dict[str, Any], events: Sequence[SpanRow]) -> dict[str, Any]:
-        """The sessions row from the aggregates, the session's events and index lookups on its stored turns
-        (the same values ``Assembly.summary`` gives from all rows)."""
+    def _summary(self, tx: StoreTx, key: Key, agg: dict[str, Any], events: Sequence[SpanRow], removed: bool
+                 ) -> dict[str, Any]:
+        """The sessions row from the aggregates, the session's events and (``removed``: the batch took stored
+        turns away, so the kept first / last / model turn may be gone; or strict) index lookups on its stored
+        turns (the same values ``Assembly.summary`` gives from all rows)."""
         sessions = [r for r in events if r.kind == KIND_SESSION]
         markers = [r for r in events if r.kind == KIND_MARKER]
         starts = [r for r in markers if r.session_event == EVENT_START]
@@ -393,7 +432,14 @@ class Pipeline:
             if not (self.settings.late_spans == "reopen" and agg["astart"] is not None and agg["astart"] > end_ns):
                 status, ended_ns = ("FAILED" if failed else "COMPLETED"), end_ns
                 error = (message or None) if failed else None
-        facts = tx.turn_facts(key, self.settings.strict and status == "COMPLETED")
+        first_failed = self.settings.strict and status == "COMPLETED"
+        if removed or first_failed:
+            facts = tx.turn_facts(key, first_failed)
+            agg["f"] = [_order(facts["first"]), facts["first"]["input"]] if facts["first"] else None
+            agg["l"] = [_order(facts["last"]), facts["last"]["output"]] if facts["last"] else None
+            agg["m"] = [facts["model_at"], facts["model"]] if facts["model_at"] else None
+        else:
+            facts = {"first": None, "last": None, "model": agg["m"][1] if agg["m"] else None, "failed": None}
         if facts["failed"] is not None:
             status, error = "FAILED", f"turn {facts['failed'][0]} failed: {facts['failed'][1]}"
         described = [*reversed(sessions), *reversed(starts)]
@@ -404,8 +450,10 @@ class Pipeline:
 
         test_case_id = pick("test_case_id", "tc")
         head = sessions[-1] if sessions else (starts[-1] if starts else None)
-        first, last, n = facts["first"], facts["last"], agg["n"]
-        cost = agg["cost"]
+        first_input = agg["f"][1] if agg["f"] else None
+        last_output = agg["l"][1] if agg["l"] else None
+        n = agg["n"]
+        cost = agg["cost"] = [str(Fraction(agg["cost"][0])), agg["cost"][1]]
         return {
             "custom_id": key[0], "version": key[1], "project": key[2], "status": status, "error": error,
             "test_case_id": test_case_id,
@@ -417,8 +465,8 @@ class Pipeline:
             "cost": round_cost(float(Fraction(cost[0]))) if cost[1] else None,
             "latency_ms": latency_total(agg["lat"]) if n else None,
             "user_id": pick("user_id", "user"),
-            "first_input": first["input"] if first else None,
-            "last_output": last["output"] if last else None,
+            "first_input": first_input,
+            "last_output": last_output,
             "model": facts["model"],
             "assembly": self._assembly_settings,
             "agg": json.dumps(agg, sort_keys=True),
@@ -539,11 +587,44 @@ def _mark(dirty: Dirty, key: Key, trace_id: str, span_id: str) -> None:
         traces.setdefault(trace_id, set()).add(span_id)
 
 
+@dataclass
+class _Writes:
+    """What one batch writes once for all its sessions: span roots and new turns (of components made only of new
+    spans), and the sessions whose stored turns it took some away from."""
+
+    roots: list[tuple[str | None, int, str, str]] = field(default_factory=list)
+    turns: list[tuple[Key, dict[str, Any]]] = field(default_factory=list)
+    removed: set[Key] = field(default_factory=set)
+    # read for all the batch's (session, trace) pairs before any is applied (``Pipeline._prefetch``)
+    context: dict[tuple[Key, str], dict[str, tuple[SpanRow, str | None, int | None]]] = field(default_factory=dict)
+    continuing: set[tuple[Key, str]] = field(default_factory=set)
+
+
+def _order(record: dict[str, Any]) -> list[Any]:
+    """A turn's place in its session (the turns table's ``ORDER``)."""
+    return [record["start_ns"], record["end_ns"], record["trace_id"], record["span_id"]]
+
+
+def _extremes(agg: dict[str, Any], records: Sequence[dict[str, Any]]) -> None:
+    """Fold new turns into the session's first turn (its input), last turn (its output) and first turn with a
+    model, kept in ``agg`` as [order, value]: while turns are only added, a comparison replaces the look-ups."""
+    for record in records:
+        order = _order(record)
+        if agg["f"] is None or order < agg["f"][0]:
+            agg["f"] = [order, record["input"]]
+        if agg["l"] is None or order > agg["l"][0]:
+            agg["l"] = [order, record["output"]]
+        if record["model"] is not None and (agg["m"] is None or order < agg["m"][0]):
+            agg["m"] = [order, record["model"]]
+
+
 def _new_agg() -> dict[str, Any]:
     """A session's exact aggregates: turn count, [sum, how many turns had a value] of each token count, the cost
     as an exact fraction, latency in ns; min start / max end / max activity start over its rows; the earliest
-    row's test case, context and user ([order, value]); ``excl``: the end after which spans were left out."""
-    return {"n": 0, "in": [0, 0], "out": [0, 0], "tot": [0, 0], "cache": [0, 0], "cost": ["0", 0], "lat": 0,
+    row's test case, context and user ([order, value]); ``excl``: the end after which spans were left out; ``f``,
+    ``l``, ``m``: the first turn's input, the last's output, the first model (``_extremes``)."""
+    return {"f": None, "l": None, "m": None,
+            "n": 0, "in": [0, 0], "out": [0, 0], "tot": [0, 0], "cache": [0, 0], "cost": ["0", 0], "lat": 0,
             "start": None, "act": None, "astart": None, "tc": None, "ctx": None, "user": None, "excl": None}
 
 
@@ -555,8 +636,10 @@ def _add(agg: dict[str, Any], contrib: Sequence[Any], sign: int) -> None:
         if value is not None:
             agg[name] = [agg[name][0] + sign * int(value), agg[name][1] + sign]
     if contrib[4] is not None:
-        cost = Fraction(agg["cost"][0]) + sign * Fraction(float(contrib[4]))
-        agg["cost"] = [str(cost), agg["cost"][1] + sign]
+        # Kept as a Fraction while the batch runs (``_summary`` writes it back as a string): parsing the sum's
+        # string for every turn cost as much as the rest of the aggregates.
+        total = agg["cost"][0] if isinstance(agg["cost"][0], Fraction) else Fraction(agg["cost"][0])
+        agg["cost"] = [total + sign * Fraction(float(contrib[4])), agg["cost"][1] + sign]
     agg["lat"] += sign * int(contrib[5])
 
 

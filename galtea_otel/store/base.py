@@ -109,6 +109,16 @@ class StoreTx(Protocol):
                       records: Sequence[dict[str, Any]]) -> None:
         """Drop the session's stored turns (of a trace, of components of it), then store ``records``."""
 
+    def trace_contexts(self, requests: Sequence[tuple[str, Sequence[str], Sequence[str]]], columns: Sequence[str]
+                       ) -> list[list[tuple[Any, ...]]]:
+        """``trace_context`` of each (trace id, span ids, parent ids), all in a few statements."""
+
+    def continuing(self, pairs: Sequence[tuple[Key, str]]) -> set[tuple[Key, str]]:
+        """The (session key, trace id) pairs whose part of the trace has an LLM call that continues a turn."""
+
+    def insert_turns(self, turns: Sequence[tuple[Key, dict[str, Any]]]) -> None:
+        """Store these (session key, turn record), new turns of several sessions at once."""
+
     def turn_facts(self, key: Key, first_failed: bool) -> dict[str, Any]:
         """First and last turn, first model, first failed turn (index lookups on the stored turns)."""
 

@@ -77,10 +77,13 @@ INSERT = f"INSERT INTO turns ({', '.join(TURN_COLUMNS)}) VALUES ({', '.join('?' 
 FIRST = f"SELECT data FROM turns WHERE {KEY_EQ} ORDER BY {ORDER} LIMIT 1"
 LAST = f"SELECT data FROM turns WHERE {KEY_EQ} ORDER BY " + ", ".join(
     f"{c} DESC" for c in ORDER.split(", ")) + " LIMIT 1"
-FIRST_MODEL = f"SELECT model FROM turns WHERE {KEY_EQ} AND model IS NOT NULL ORDER BY {ORDER} LIMIT 1"
+FIRST_MODEL = f"SELECT model, {ORDER} FROM turns WHERE {KEY_EQ} AND model IS NOT NULL ORDER BY {ORDER} LIMIT 1"
 FIRST_FAILED = f"SELECT {ORDER}, data FROM turns WHERE {KEY_EQ} AND failed = 1 ORDER BY {ORDER} LIMIT 1"
 BEFORE = f"SELECT count(*) FROM turns WHERE {KEY_EQ} AND ({ORDER}) < (?, ?, ?, ?)"
 READ = f"SELECT data FROM turns WHERE {KEY_EQ} ORDER BY {ORDER}"
+
+
+_PAIRS = 200  # (trace id, span id) pairs per statement: within SQLite's oldest limit of 999 parameters
 
 
 def turn_values(key: Sequence[Any], record: dict[str, Any]) -> tuple[Any, ...]:
@@ -158,6 +161,45 @@ class TurnsTx:
                     found[r[span]] = r
         return list(found.values())
 
+    def trace_contexts(self, requests: Sequence[tuple[str, Sequence[str], Sequence[str]]], columns: Sequence[str]
+                       ) -> list[list[tuple[Any, ...]]]:
+        """``trace_context`` of each (trace id, span ids, parent ids), for all of them in two statements (a
+        chunk of pairs joined to the spans' primary key, then to their (trace_id, parent_span_id) index)."""
+        span, parent = columns.index("span_id"), columns.index("parent_span_id")
+        trace = columns.index("trace_id")
+        select = ", ".join(f"spans.{c}" for c in columns)
+        by_trace: dict[str, dict[str, tuple[Any, ...]]] = {}
+        for column, pairs in (
+                ("span_id", sorted({(t, i) for t, ids, parents in requests for i in (*ids, *parents)})),
+                ("parent_span_id", sorted({(t, i) for t, ids, _ in requests for i in ids}))):
+            for start in range(0, len(pairs), _PAIRS):
+                chunk = pairs[start:start + _PAIRS]
+                sql = (f"WITH w (t, i) AS (VALUES {', '.join(['(?, ?)'] * len(chunk))}) SELECT {select} FROM w"
+                       f" JOIN spans ON spans.trace_id = w.t AND spans.{column} = w.i")
+                for r in self._q(sql, [v for pair in chunk for v in pair]):
+                    by_trace.setdefault(r[trace], {})[r[span]] = r
+        found = []
+        for trace_id, span_ids, parent_ids in requests:
+            ids, wanted = set(span_ids), {*span_ids, *parent_ids}
+            found.append([r for r in by_trace.get(trace_id, {}).values() if r[span] in wanted or r[parent] in ids])
+        return found
+
+    def continuing(self, pairs: Sequence[tuple[Any, str]]) -> set[tuple[Any, str]]:
+        """The (session key, trace id) pairs among these whose part of the trace has an LLM call that continues a
+        turn (``trace_has`` ``continuing`` of many pairs in one statement)."""
+        found: set[tuple[Any, str]] = set()
+        width = len(KEY_COLUMNS)
+        ordered = sorted(pairs)
+        marks = f"({', '.join(['?'] * (width + 1))})"
+        match = " AND ".join(f"spans.{c} = w.{c}" for c in KEY_COLUMNS)
+        for start in range(0, len(ordered), _PAIRS):
+            chunk = ordered[start:start + _PAIRS]
+            sql = (f"WITH w ({KEY}, t) AS (VALUES {', '.join([marks] * len(chunk))}) SELECT {KEY}, t FROM w"
+                   f" WHERE EXISTS (SELECT 1 FROM spans WHERE spans.trace_id = w.t AND spans.flags = 1 AND {match})")
+            for r in self._q(sql, [v for key, t in chunk for v in (*key, t)]):
+                found.add((tuple(r[:width]), r[width]))
+        return found
+
     def component_rows(self, key: Any, trace_id: str, roots: Sequence[str], columns: Sequence[str]
                        ) -> list[tuple[Any, ...]]:
         """The rows of the session in this trace whose ``root_id`` is one of ``roots``."""
@@ -211,9 +253,15 @@ class TurnsTx:
         if records:
             self._xmany(INSERT, [turn_values(key, r) for r in records])
 
+    def insert_turns(self, turns: Sequence[tuple[Any, dict[str, Any]]]) -> None:
+        """Store these (session key, turn record) in one statement."""
+        if turns:
+            self._xmany(INSERT, [turn_values(key, r) for key, r in turns])
+
     def turn_facts(self, key: Any, first_failed: bool) -> dict[str, Any]:
         """From the stored turns of a session, by index lookups: the first and the last turn, the first turn's
-        model that has one, and (``first_failed``) the position and error of the first failed turn."""
+        model that has one (``model_at``: that turn's order), and (``first_failed``) the position and error of the
+        first failed turn."""
         first = _records(self._q(FIRST, key))
         last = _records(self._q(LAST, key))
         model = self._q(FIRST_MODEL, key)
@@ -224,4 +272,5 @@ class TurnsTx:
                 before = self._q(BEFORE, (*key, *row[0][:4]))
                 failed = (int(before[0][0]), json.loads(row[0][4])["error"])
         return {"first": first[0] if first else None, "last": last[0] if last else None,
-                "model": model[0][0] if model else None, "failed": failed}
+                "model": model[0][0] if model else None, "model_at": list(model[0][1:]) if model else None,
+                "failed": failed}

@@ -117,3 +117,46 @@ def test_a_late_session_span_of_a_huge_trace_keeps_the_records(tmp_path: Path) -
     a, b = read_session(one.store, ("grow", "1")), read_session(many.store, ("grow", "1"))
     assert a is not None and b is not None and a.status == "COMPLETED" and a.turn_count == 30
     assert a.model_dump() == b.model_dump()
+
+
+def _reads_for_one_turn_of_each(tmp_path: Path, sessions: int) -> tuple[int, int]:
+    """(queries, every statement run, ``executemany`` rows included) to ingest one batch holding one new turn
+    of each of ``sessions`` live sessions (each had 2 turns, the receiver's interleaved workload)."""
+    batches: list[list[SpanData]] = [[], [], []]
+    with sdk_tracer() as (tracer, exporter):
+        for i in range(sessions):
+            keyed = key(f"live-{i}", "1")
+            for turn in range(3):
+                with tracer.start_as_current_span("chat", attributes={
+                        **keyed, A.SPAN_TYPE: "GENERATION", A.SPAN_INPUT: f"q{turn}", A.SPAN_OUTPUT: f"a{turn}"}), \
+                        tracer.start_as_current_span("openai.chat", attributes={
+                            **keyed, "gen_ai.operation.name": "chat", "gen_ai.response.model": "gpt-test"}):
+                    pass
+                batches[turn].extend(collect(exporter))
+                exporter.clear()
+    store = SQLiteStore(f"sqlite:///{tmp_path / f'live-{sessions}.db'}")
+    pipeline = Pipeline(store, PipelineSettings())
+    pipeline.ingest(batches[0])
+    pipeline.ingest(batches[1])
+    statements: list[str] = []
+    conn = store._connect()
+    conn.set_trace_callback(statements.append)
+    try:
+        pipeline.ingest(batches[2])
+    finally:
+        conn.set_trace_callback(None)
+    detail = read_session(store, (f"live-{sessions - 1}", "1"))
+    assert detail is not None and detail.turn_count == 3 and detail.inference_results[-1].output == "a2"
+    queries = sum(1 for s in statements if s.lstrip().upper().startswith(("SELECT", "WITH")))
+    return queries, len(statements)
+
+
+def test_a_batch_touching_many_sessions_reads_them_in_a_few_statements(tmp_path: Path) -> None:
+    """Issue 9: a request carrying a turn of each of N live sessions reads the sessions' states, events and the
+    traces' context in statements for the whole batch (chunked), not a few per session; what it writes is
+    ``executemany`` rows, a constant number per span and per session."""
+    few_queries, few_total = _reads_for_one_turn_of_each(tmp_path, 10)
+    many_queries, many_total = _reads_for_one_turn_of_each(tmp_path, 200)
+    assert many_queries <= few_queries + 6, (few_queries, many_queries)  # a chunk is 200 pairs
+    # 2 spans inserted and re-rooted, 1 turn and 1 session row per session, and the batch's few statements
+    assert many_total <= 6 * 200 + few_total, (few_total, many_total)
