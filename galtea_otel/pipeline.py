@@ -244,8 +244,11 @@ class Pipeline:
                     late += n
         tx.set_roots(writes.roots)
         tx.insert_turns(writes.turns)
+        # A session none of whose spans is stored has no record: a batch's span that named it was a duplicate
+        # (the ids of a stored span of another session), so nothing joined it.
+        phantom = {key for key in ordered if key in seen and aggs[key]["act"] is None}
         for key in ordered:
-            if key in seen:
+            if key in seen and key not in phantom:
                 summaries.append(self._summary(tx, key, aggs[key], events[key], key in writes.removed))
         record_span_evaluations(tx, seen)  # issue 11: gen_ai.evaluation.result events of these spans
         tx.upsert_sessions(summaries)
@@ -253,8 +256,8 @@ class Pipeline:
             enqueue_ended(tx, summaries)
         if late and self.settings.late_spans == "reject":
             tx.add_counter("late_spans_rejected", late)
-        if self.sync and ordered:
-            tx.enqueue_sync(ordered, time.time_ns())
+        if self.sync and len(ordered) > len(phantom):
+            tx.enqueue_sync([key for key in ordered if key not in phantom], time.time_ns())
         return len(ordered)
 
     def _records(self, work: Sequence[SpanRow], excl: int | None, roots: dict[tuple[str, str], str],
