@@ -109,23 +109,8 @@ class VersionResolver:
                 return star
             raise Refused(0, f"version {version!r} has no Galtea version id: add it to the version map "
                              "(GALTEA_VERSION_MAP) or name a product (GALTEA_PRODUCT_ID)")
-        product = self.mapping.product_id
-        rows = self.http.get("versions", params=[("productIds[]", product), ("names[]", version)])
-        matches = [r for r in rows or [] if isinstance(r, dict) and r.get("id")]
-        if len(matches) > 1:
-            raise Refused(0, f"{len(matches)} versions of product {product} are named {version!r}: "
-                             "map it to one in GALTEA_VERSION_MAP")
-        if matches:
-            found = str(matches[0]["id"])
-        elif self.mapping.version_ids.get("*"):
-            found = self.mapping.version_ids["*"]
-        elif self.mapping.create_versions:
-            created = self.http.post("versions/get-or-create",
-                                     {"productId": product, "facts": {VERSION_FACT: version}, "name": version})
-            found = str(created["id"])
-        else:
-            raise Refused(0, f"product {product} has no version named {version!r}: create it on the platform, "
-                             "map it in GALTEA_VERSION_MAP, or set GALTEA_CREATE_VERSIONS=1")
+        found = self._in_product(self.mapping.product_id, version, where="",
+                                 star=self.mapping.version_ids.get("*"), mapped=True)
         self._cache[version] = found
         return found
 
@@ -138,22 +123,30 @@ class VersionResolver:
         found = self._cache.get(cache_key)
         if found:
             return found
+        found = self._in_product(product, version, where=f" (project {project!r})", star=None, mapped=False)
+        self._cache[cache_key] = found
+        return found
+
+    def _in_product(self, product: str, version: str, *, where: str, star: str | None, mapped: bool) -> str:
+        """The id of ``product``'s version named ``version``: found by name, else ``star`` (the version map's
+        ``*``), else created when ``GALTEA_CREATE_VERSIONS`` allows. ``where`` names the project in messages;
+        ``mapped``: the version map applies (the default project), so the messages point to it."""
         rows = self.http.get("versions", params=[("productIds[]", product), ("names[]", version)])
         matches = [r for r in rows or [] if isinstance(r, dict) and r.get("id")]
         if len(matches) > 1:
-            raise Refused(0, f"{len(matches)} versions of product {product} (project {project!r}) are named"
-                             f" {version!r}")
+            raise Refused(0, f"{len(matches)} versions of product {product}{where} are named {version!r}"
+                             + (": map it to one in GALTEA_VERSION_MAP" if mapped else ""))
         if matches:
-            found = str(matches[0]["id"])
-        elif self.mapping.create_versions:
+            return str(matches[0]["id"])
+        if star:
+            return star
+        if self.mapping.create_versions:
             created = self.http.post("versions/get-or-create",
                                      {"productId": product, "facts": {VERSION_FACT: version}, "name": version})
-            found = str(created["id"])
-        else:
-            raise Refused(0, f"product {product} (project {project!r}) has no version named {version!r}: create"
-                             " it on the platform, or set GALTEA_CREATE_VERSIONS=1")
-        self._cache[cache_key] = found
-        return found
+            return str(created["id"])
+        raise Refused(0, f"product {product}{where} has no version named {version!r}: create it on the platform, "
+                         + ("map it in GALTEA_VERSION_MAP, or set GALTEA_CREATE_VERSIONS=1" if mapped
+                            else "or set GALTEA_CREATE_VERSIONS=1"))
 
 
 class GalteaSink:

@@ -18,6 +18,7 @@ from galtea_otel.serve.options import Address, ServeOptions
 from galtea_otel.serve.server import Receiver, start_in_thread
 from galtea_otel.spandata import SpanData
 from galtea_otel.store import open_store
+from galtea_otel.store.sqlite import SQLiteStore
 
 LOCAL = Address("127.0.0.1", 0)
 BASE_OPTIONS = ServeOptions(http=LOCAL, grpc=LOCAL, sweep_interval=3600.0, shutdown_grace=10.0)
@@ -92,6 +93,20 @@ class GatedPipeline:
 @pytest.fixture
 def store_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'receiver.db'}"
+
+
+# A store that fails for real: its write lock held by another connection (the gRPC traces and logs handlers).
+@pytest.fixture
+def locked_store(store_url: str) -> Iterator[tuple[Pipeline, sqlite3.Connection]]:
+    """The real SQLite store with a 100 ms busy timeout, and a second connection to hold its write lock."""
+    store = SQLiteStore(store_url, busy_timeout_ms=100)
+    holder = sqlite3.connect(Path(store_url.removeprefix("sqlite:///")), isolation_level=None)
+    try:
+        yield Pipeline(store), holder
+    finally:
+        holder.close()
+        store.close()
+
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ gRPC log exporter of the Python SDK to a real receiver, with the contract of gRP
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -24,7 +22,6 @@ from opentelemetry.trace import SpanContext
 
 from galtea_otel.pipeline import Pipeline, read_session
 from galtea_otel.serve.server import Receiver
-from galtea_otel.store.sqlite import SQLiteStore
 
 from .conftest import ReceiverFactory
 
@@ -155,24 +152,12 @@ def _big_record() -> bytes:
     return bytes(request.SerializeToString())
 
 
-@pytest.fixture
-def locked(store_url: str) -> Iterator[tuple[Pipeline, sqlite3.Connection]]:
-    """The real SQLite store with a 100 ms busy timeout, and a second connection to hold its write lock."""
-    store = SQLiteStore(store_url, busy_timeout_ms=100)
-    holder = sqlite3.connect(Path(store_url.removeprefix("sqlite:///")), isolation_level=None)
-    try:
-        yield Pipeline(store), holder
-    finally:
-        holder.close()
-        store.close()
-
-
 def test_unavailable_not_ok_when_the_store_fails(
-    make_receiver: ReceiverFactory, locked: tuple[Pipeline, sqlite3.Connection]
+    make_receiver: ReceiverFactory, locked_store: tuple[Pipeline, sqlite3.Connection]
 ) -> None:
     """Ack only after commit: the store's write lock is held by another connection, so the commit really fails;
     the call gets UNAVAILABLE + RetryInfo, not OK; once the lock is gone the same request is stored."""
-    pipeline, holder = locked
+    pipeline, holder = locked_store
     with make_receiver(pipeline, http=None) as receiver:
         span = _chat_span(receiver, "grpc-logs-4")
         body = OTLPLogExporter(endpoint="unused", insecure=True)._translate_data(

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from pathlib import Path
 
 import grpc
 import pytest
@@ -26,7 +25,6 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from galtea_otel.pipeline import Pipeline
 from galtea_otel.serve.server import Receiver
-from galtea_otel.store.sqlite import SQLiteStore
 
 from ..decode.samples import llm_spans, proto_body
 from .conftest import ReceiverFactory, span_count
@@ -373,18 +371,6 @@ def test_grpc_withheld_message_is_cancelled_and_handshakes_time_out(make_receive
 
 
 # ---------------------------------------------------------------------------- a store that fails for real
-
-
-@pytest.fixture
-def locked_store(store_url: str) -> Iterator[tuple[Pipeline, sqlite3.Connection]]:
-    """The real SQLite store with a 100 ms busy timeout, and a second connection to hold its write lock."""
-    store = SQLiteStore(store_url, busy_timeout_ms=100)
-    holder = sqlite3.connect(Path(store_url.removeprefix("sqlite:///")), isolation_level=None)
-    try:
-        yield Pipeline(store), holder
-    finally:
-        holder.close()
-        store.close()
 
 
 def test_grpc_answers_unavailable_not_ok_when_the_store_fails(
