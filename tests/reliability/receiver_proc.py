@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -115,6 +116,20 @@ class ServeProcess:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
         raise AssertionError(f"no {field} in /proc/{self.pid}/status")
+
+    def settled_rss_kib(self, *, within_kib: int = 1024, every_s: float = 0.5, most_s: float = 20.0) -> int:
+        """``VmRSS`` once it stops growing (two readings ``every_s`` apart within ``within_kib``): a baseline
+        taken after what a receiver loads once in the background (the price table, preloaded when the pipeline
+        is made), so that it is not counted as memory the test's load used."""
+        previous = self.status_kib("VmRSS")
+        deadline = time.monotonic() + most_s
+        while time.monotonic() < deadline:
+            time.sleep(every_s)
+            now = self.status_kib("VmRSS")
+            if abs(now - previous) <= within_kib:
+                return now
+            previous = now
+        return previous
 
     def reset_peak(self) -> None:
         """Make ``VmHWM`` restart from the current RSS (``clear_refs`` 5, Linux >= 4.0)."""

@@ -74,7 +74,7 @@ def test_stalled_store_gets_503_bounded_memory_and_full_delivery(tmp_path: Path)
         for _ in range(3):  # first requests allocate what any receiver keeps (imports, caches, pools)
             assert warm.export(sessions_of_spans(2, 20, prefix="warm")) is SpanExportResult.SUCCESS
         warm.shutdown()  # type: ignore[no-untyped-call]
-        baseline = receiver.status_kib("VmRSS")
+        baseline = receiver.settled_rss_kib()
         receiver.reset_peak()
 
         holder = sqlite3.connect(db, isolation_level=None)
