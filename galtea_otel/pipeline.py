@@ -128,12 +128,14 @@ class Pipeline:
             if inserted:
                 # Resolving and reassembling from the whole batch (replayed rows included) gives the same
                 # records as from the new rows alone, and spares the store telling which rows were new.
-                result.sessions = self._apply(tx, self._resolve(tx, batch), batch)
+                fresh = inserted == len(batch)  # no replayed row: the batch's rows are the stored ones
+                result.sessions = self._apply(tx, self._resolve(tx, batch, fresh), batch, fresh)
         return result
 
-    def _resolve(self, tx: StoreTx, new: Sequence[SpanRow]) -> Dirty:
+    def _resolve(self, tx: StoreTx, new: Sequence[SpanRow], fresh: bool = False) -> Dirty:
         """Resolve session keys in the traces these rows touch; return what changed: per session key, per trace,
-        the spans that joined it (None: a row left the session, which is then rebuilt whole)."""
+        the spans that joined it (None: a row left the session, which is then rebuilt whole). ``fresh``: these
+        rows are the stored ones, and get their new keys too."""
         dirty: Dirty = {}
         for r in new:
             key = _row_key(r)
@@ -165,13 +167,19 @@ class Pipeline:
                 _mark(dirty, key, row.trace_id, row.span_id)
                 updates.append((row.trace_id, row.span_id, key[0], key[1]))
         tx.set_keys(updates)
+        if fresh and updates:
+            mine = {(r.trace_id, r.span_id): r for r in new}
+            for trace_id, span_id, custom_id, version in updates:
+                row = mine.get((trace_id, span_id))
+                if row is not None:
+                    row.custom_id, row.version = custom_id, version
         return dirty
 
     def _reassemble(self, tx: StoreTx, keys: set[Key]) -> int:
         """Rebuild these sessions whole from their rows."""
         return self._apply(tx, dict.fromkeys(keys))
 
-    def _apply(self, tx: StoreTx, dirty: Dirty, batch: Sequence[SpanRow] = ()) -> int:
+    def _apply(self, tx: StoreTx, dirty: Dirty, batch: Sequence[SpanRow] = (), fresh: bool = False) -> int:
         """Incremental assembly. For each (session, trace) a batch touches, only the components of the trace
         that its spans join are recomputed (a component: the session's spans of the trace under one topmost
         span; a late parent merges its children's components into its own), then the session's exact
@@ -209,7 +217,8 @@ class Pipeline:
                 dirty[key] = None
         batch_ids = {(r.trace_id, r.span_id): r for r in batch}
         self._prefetch(tx, [(key, trace_id, span_ids) for key in ordered
-                            for trace_id, span_ids in sorted((dirty[key] or {}).items())], batch_ids, writes)
+                            for trace_id, span_ids in sorted((dirty[key] or {}).items())], batch_ids, writes,
+                       fresh)
         full = [k for k in ordered if dirty[k] is None]
         rows_full = tx.session_rows(full, content=True) if full else {}
         summaries = []
@@ -278,12 +287,13 @@ class Pipeline:
         return records, late
 
     def _prefetch(self, tx: StoreTx, pairs: Sequence[tuple[Key, str, set[str]]],
-                  batch: dict[tuple[str, str], SpanRow], writes: _Writes) -> None:
+                  batch: dict[tuple[str, str], SpanRow], writes: _Writes, fresh: bool = False) -> None:
         """What ``_apply_trace`` reads of each (session, trace) pair, for all the batch's pairs at once: the new
         spans, their parents and the children of those that may be in the session's tree (not of a session span:
         its children are every turn of a huge trace), in one look-up when the batch tells the kinds and parents
         (a span that joined by resolution, not in the batch, is looked up first); and whether the session's part
-        of the trace has an LLM call continuing a turn."""
+        of the trace has an LLM call continuing a turn. ``fresh``: every row of ``batch`` was just inserted, and
+        its keys are the stored ones (``_resolve`` gave them theirs), so the batch's rows are not read back."""
         def in_tree(r: SpanRow, key: Key) -> bool:
             return r.kind not in _EVENT_KINDS and _row_key(r) == key
 
@@ -307,10 +317,19 @@ class Pipeline:
             if candidates or others:
                 requests.append((t, candidates, others))
                 asked.append((key, t))
-        for pair, found in zip(asked, tx.trace_contexts(requests, _ROW_COLUMNS), strict=True):
+                if fresh:  # the batch's rows are the stored ones (no root, no flags yet): not read back
+                    for i in (*candidates, *others):
+                        if (t, i) in batch:
+                            stored.setdefault(i, (batch[(t, i)], None, None))
+        span = _ROW_COLUMNS.index("span_id")
+        for pair, found in zip(asked, tx.trace_contexts(requests, _ROW_COLUMNS, batch if fresh else ()),
+                               strict=True):
+            context = writes.context[pair]
             for values in found:
-                row = _parse(values)
-                writes.context[pair].setdefault(row[0].span_id, row)
+                if values[span] in context:
+                    continue
+                mine = batch.get((pair[1], values[span])) if fresh else None
+                context[values[span]] = (mine, None, None) if mine is not None else _parse(values)
         if self.settings.turns == "user" and pairs:
             writes.continuing = tx.continuing([(key, t) for key, t, _ in pairs])
 

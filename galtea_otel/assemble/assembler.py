@@ -235,7 +235,12 @@ def _fold_call(row: SpanRow, nested: dict[Id, list[SpanRow]]) -> _Call:
     """An LLM span's own values win; what it lacks comes from its nearest nested LLM spans: figures summed over
     them (two client calls inside one decorated wrapper), never added to the span's own (LlamaIndex's three
     nested spans of one call count once); texts from the first (input) or last (output) that has them."""
-    inner = [_fold_call(r, nested) for r in nested.get((row.trace_id, row.span_id), [])]
+    below = nested.get((row.trace_id, row.span_id))
+    if not below:  # the common case: nothing nested, the call is the span's own values (what fill() gives)
+        return _Call(row, row.input, row.output, row.model, row.input_tokens, row.output_tokens,
+                     row.cache_read_tokens, row.total_tokens, row.cost, row.input_messages, row.output_messages,
+                     row.finish_reason)
+    inner = [_fold_call(r, nested) for r in below]
 
     def fill(own: Any, attr: str, *, add: bool = False, last: bool = False) -> Any:
         if own is not None and own != "":
@@ -314,6 +319,11 @@ def build_turn(head: SpanRow, members: Sequence[SpanRow], *, require_call: bool 
     last = calls[-1] if calls else None
 
     def total(attr: str) -> Any:
+        if len(calls) == 1:  # _sum / _fsum of one value, without the generator
+            value = getattr(calls[0], attr)
+            if value is None:
+                return getattr(head, attr)
+            return round_cost(float(Fraction(value))) if attr == "cost" else value
         summed = (_fsum if attr == "cost" else _sum)(getattr(c, attr) for c in calls)
         return summed if summed is not None else getattr(head, attr)
 

@@ -7,7 +7,7 @@ change. Both SQLite and PostgreSQL implement it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -109,9 +109,10 @@ class StoreTx(Protocol):
                       records: Sequence[dict[str, Any]]) -> None:
         """Drop the session's stored turns (of a trace, of components of it), then store ``records``."""
 
-    def trace_contexts(self, requests: Sequence[tuple[str, Sequence[str], Sequence[str]]], columns: Sequence[str]
-                       ) -> list[list[tuple[Any, ...]]]:
-        """``trace_context`` of each (trace id, span ids, parent ids), all in a few statements."""
+    def trace_contexts(self, requests: Sequence[tuple[str, Sequence[str], Sequence[str]]], columns: Sequence[str],
+                       known: Container[tuple[str, str]] = ()) -> list[list[tuple[Any, ...]]]:
+        """``trace_context`` of each (trace id, span ids, parent ids), all in a few statements; the (trace id,
+        span id) pairs in ``known`` (the caller has those rows) are not looked up by span id."""
 
     def continuing(self, pairs: Sequence[tuple[Key, str]]) -> set[tuple[Key, str]]:
         """The (session key, trace id) pairs whose part of the trace has an LLM call that continues a turn."""
