@@ -475,7 +475,7 @@ class Pipeline:
         first_input = agg["f"][1] if agg["f"] else None
         last_output = agg["l"][1] if agg["l"] else None
         n = agg["n"]
-        cost = agg["cost"] = [str(Fraction(agg["cost"][0])), agg["cost"][1]]
+        cost = agg["cost"] = [str(_exact(agg["cost"][0])), agg["cost"][1]]
         return {
             "custom_id": key[0], "version": key[1], "project": key[2], "status": status, "error": error,
             "test_case_id": test_case_id,
@@ -658,11 +658,31 @@ def _add(agg: dict[str, Any], contrib: Sequence[Any], sign: int) -> None:
         if value is not None:
             agg[name] = [agg[name][0] + sign * int(value), agg[name][1] + sign]
     if contrib[4] is not None:
-        # Kept as a Fraction while the batch runs (``_summary`` writes it back as a string): parsing the sum's
-        # string for every turn cost as much as the rest of the aggregates.
-        total = agg["cost"][0] if isinstance(agg["cost"][0], Fraction) else Fraction(agg["cost"][0])
-        agg["cost"] = [total + sign * Fraction(float(contrib[4])), agg["cost"][1] + sign]
+        # Kept exact in integers while the batch runs (``_plus``; ``_summary`` writes it back as a string):
+        # parsing the sum's string, or a Fraction's gcd, for every turn cost as much as the rest of the aggregates.
+        agg["cost"] = [_plus(agg["cost"][0], sign, float(contrib[4])), agg["cost"][1] + sign]
     agg["lat"] += sign * int(contrib[5])
+
+
+def _plus(total: Any, sign: int, value: float) -> Any:
+    """``total + sign * value``, exactly. While a batch runs, a sum is kept as (numerator, denominator) with a power
+    of two for denominator (a float is n / 2**k): integer arithmetic, no Fraction (its gcd) per turn; ``_exact``
+    gives the Fraction back. Any other total (a string from ``agg``, a Fraction) is converted first."""
+    n, d = value.as_integer_ratio()
+    if not isinstance(total, tuple):
+        exact = Fraction(total)
+        total = (exact.numerator, exact.denominator)
+        if total[1] & (total[1] - 1):  # not a power of two (not a sum of floats): plain Fraction arithmetic
+            return exact + sign * Fraction(n, d)
+    num, den = total
+    if d <= den:
+        return (num + sign * n * (den // d), den)
+    return (num * (d // den) + sign * n, d)
+
+
+def _exact(total: Any) -> Fraction:
+    """The exact value of a cost sum (``_plus``)."""
+    return Fraction(*total) if isinstance(total, tuple) else Fraction(total)
 
 
 def _observe(agg: dict[str, Any], rows: Sequence[SpanRow]) -> None:

@@ -323,7 +323,7 @@ def build_turn(head: SpanRow, members: Sequence[SpanRow], *, require_call: bool 
             value = getattr(calls[0], attr)
             if value is None:
                 return getattr(head, attr)
-            return round_cost(float(Fraction(value))) if attr == "cost" else value
+            return round_cost(float(value)) if attr == "cost" else value
         summed = (_fsum if attr == "cost" else _sum)(getattr(c, attr) for c in calls)
         return summed if summed is not None else getattr(head, attr)
 
