@@ -205,7 +205,7 @@ class Pipeline:
             state = states.get(key)
             whole = dirty[key] is None or (
                 state is not None and (state[0] is None or state[1] != self._assembly_settings))
-            agg = _new_agg() if whole or state is None or state[0] is None else json.loads(state[0])
+            agg = _new_agg() if whole or state is None or state[0] is None else _load_agg(state)
             if "f" not in agg:  # written before the turn extremes were kept: looked up once below
                 agg.update(f=None, l=None, m=None)
                 writes.removed.add(key)
@@ -491,7 +491,7 @@ class Pipeline:
             "last_output": last_output,
             "model": facts["model"],
             "assembly": self._assembly_settings,
-            "agg": json.dumps(agg, sort_keys=True),
+            "agg": _dump_agg(agg),
         }
 
     def reassemble(self, keys: Sequence[AnyKey]) -> int:
@@ -662,6 +662,25 @@ def _add(agg: dict[str, Any], contrib: Sequence[Any], sign: int) -> None:
         # parsing the sum's string, or a Fraction's gcd, for every turn cost as much as the rest of the aggregates.
         agg["cost"] = [_plus(agg["cost"][0], sign, float(contrib[4])), agg["cost"][1] + sign]
     agg["lat"] += sign * int(contrib[5])
+
+
+def _dump_agg(agg: dict[str, Any]) -> str:
+    """``agg`` as stored: the first turn's input and the last turn's output (``f``, ``l``) without their texts,
+    which the sessions row holds already (``first_input``, ``last_output``; ``_load_agg`` puts them back)."""
+    stored = dict(agg)
+    for name in ("f", "l"):
+        if stored[name] is not None:
+            stored[name] = [stored[name][0], None]
+    return json.dumps(stored, sort_keys=True)
+
+
+def _load_agg(state: tuple[str | None, str, str | None, str | None]) -> dict[str, Any]:
+    """A stored ``agg`` (``_dump_agg``; an earlier one kept the texts in it) with its texts from the sessions row."""
+    agg: dict[str, Any] = json.loads(state[0] or "{}")
+    for name, text in (("f", state[2]), ("l", state[3])):
+        if agg.get(name) is not None and agg[name][1] is None:
+            agg[name][1] = text
+    return agg
 
 
 def _plus(total: Any, sign: int, value: float) -> Any:

@@ -76,8 +76,8 @@ class StoreTx(Protocol):
     def test_case_context(self, test_case_id: str) -> str | None: ...
 
     # Schema v6, incremental assembly (shared by both stores: ``store.turns.TurnsTx``).
-    def session_states(self, keys: Sequence[Key]) -> dict[Key, tuple[str | None, str]]:
-        """(agg, assembly) of the stored sessions among these keys."""
+    def session_states(self, keys: Sequence[Key]) -> dict[Key, tuple[str | None, str, str | None, str | None]]:
+        """(agg, assembly, first_input, last_output) of the stored sessions among these keys."""
 
     def session_events(self, keys: Sequence[Key], columns: Sequence[str]) -> dict[Key, list[tuple[Any, ...]]]:
         """The session spans and markers of these sessions (a few rows each), as tuples of ``columns``."""

@@ -119,12 +119,14 @@ class TurnsTx:
             found.extend(self._q(f"{select} WHERE {condition}{extra}", args))
         return found
 
-    def session_states(self, keys: Sequence[Any]) -> dict[Any, tuple[str | None, str]]:
-        """(agg, assembly) of the stored sessions among these keys."""
+    def session_states(self, keys: Sequence[Any]) -> dict[Any, tuple[str | None, str, str | None, str | None]]:
+        """(agg, assembly, first_input, last_output) of the stored sessions among these keys."""
         width = len(KEY_COLUMNS)
         wanted = set(keys)
-        rows = self._by_first_key_column(f"SELECT {KEY}, agg, assembly FROM sessions", keys)
-        return {tuple(r[:width]): (r[width], r[width + 1]) for r in rows if tuple(r[:width]) in wanted}
+        rows = self._by_first_key_column(
+            f"SELECT {KEY}, agg, assembly, first_input, last_output FROM sessions", keys)
+        return {tuple(r[:width]): (r[width], r[width + 1], r[width + 2], r[width + 3])
+                for r in rows if tuple(r[:width]) in wanted}
 
     def session_events(self, keys: Sequence[Any], columns: Sequence[str]) -> dict[Any, list[tuple[Any, ...]]]:
         """The session spans and markers of these sessions, as column tuples (``columns`` include the key)."""
