@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -89,8 +89,9 @@ class Pipeline:
 
     # --- writing -------------------------------------------------------------------------------------------------
 
-    def ingest(self, spans: Sequence[SpanData], project: str = DEFAULT_PROJECT) -> IngestResult:
-        """Store these spans as ``project``'s (issue 12: the receiver's token decides it, never the spans)."""
+    def ingest(self, spans: Iterable[SpanData], project: str = DEFAULT_PROJECT) -> IngestResult:
+        """Store these spans as ``project``'s (issue 12: the receiver's token decides it, never the spans); they are
+        read once, in order (an iterator of them will do)."""
         result = IngestResult()
         received = time.time_ns()
         rows: list[SpanRow] = []
@@ -355,22 +356,9 @@ class Pipeline:
         roots: dict[str, str] = {}
         new_ids = {r.span_id for r in work_new}
 
-        def root_of(row: SpanRow, depth: int = 0) -> str | None:
-            if row.span_id in roots:
-                return roots[row.span_id]
-            parent = stored.get(row.parent_span_id) if row.parent_span_id else None
-            if parent is None or not in_tree(parent[0]) or depth > 1000:
-                found: str | None = row.span_id
-            elif parent[0].span_id in new_ids:
-                found = root_of(parent[0], depth + 1)
-            else:
-                found = parent[1]
-            if found is not None:
-                roots[row.span_id] = found
-            return found
-
         if not whole:
-            whole = any(root_of(r) is None for r in work_new)  # a stored parent without a root: recompute
+            # a stored parent without a root: recompute
+            whole = any(_root_of(r, key, stored, new_ids, roots) is None for r in work_new)
         if whole:
             rows = [_parse(v) for v in tx.pair_rows([(key, trace_id)], _ROW_COLUMNS)]
             work = [r for r, _, _ in rows if in_tree(r)]
@@ -586,6 +574,26 @@ _WIDTH = len(COLUMNS)
 def _parse(values: Sequence[Any]) -> tuple[SpanRow, str | None, int | None]:
     """A stored span row with its store-managed ``root_id`` and ``flags``."""
     return row_from_tuple(values[:_WIDTH]), values[_WIDTH], values[_WIDTH + 1]
+
+
+def _root_of(row: SpanRow, key: Key, stored: dict[str, tuple[SpanRow, str | None, int | None]], new_ids: set[str],
+             roots: dict[str, str], depth: int = 0) -> str | None:
+    """The root of a new span of the session's part of a trace (``Pipeline._apply_trace``): its own id at the top
+    of the tree, its new parent's root, or its stored parent's (None: that parent has none yet). Memoized in
+    ``roots``. (A module function, not a closure: a recursive closure is a reference cycle per call, which only
+    the garbage collector frees.)"""
+    if row.span_id in roots:
+        return roots[row.span_id]
+    parent = stored.get(row.parent_span_id) if row.parent_span_id else None
+    if parent is None or parent[0].kind in _EVENT_KINDS or _row_key(parent[0]) != key or depth > 1000:
+        found: str | None = row.span_id
+    elif parent[0].span_id in new_ids:
+        found = _root_of(parent[0], key, stored, new_ids, roots, depth + 1)
+    else:
+        found = parent[1]
+    if found is not None:
+        roots[row.span_id] = found
+    return found
 
 
 def _flags(row: SpanRow) -> int:
