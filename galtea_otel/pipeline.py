@@ -169,11 +169,11 @@ class Pipeline:
                 updates.append((row.trace_id, row.span_id, key[0], key[1]))
         tx.set_keys(updates)
         if fresh and updates:
-            mine = {(r.trace_id, r.span_id): r for r in new}
+            by_id = {(r.trace_id, r.span_id): r for r in new}
             for trace_id, span_id, custom_id, version in updates:
-                row = mine.get((trace_id, span_id))
-                if row is not None:
-                    row.custom_id, row.version = custom_id, version
+                batch_row = by_id.get((trace_id, span_id))
+                if batch_row is not None:
+                    batch_row.custom_id, batch_row.version = custom_id, version
         return dirty
 
     def _reassemble(self, tx: StoreTx, keys: set[Key]) -> int:
@@ -672,6 +672,10 @@ def _add(agg: dict[str, Any], contrib: Sequence[Any], sign: int) -> None:
     agg["lat"] += sign * int(contrib[5])
 
 
+# json.dumps(value, sort_keys=True), without making an encoder per call
+_SORTED_JSON = json.JSONEncoder(sort_keys=True)
+
+
 def _dump_agg(agg: dict[str, Any]) -> str:
     """``agg`` as stored: the first turn's input and the last turn's output (``f``, ``l``) without their texts,
     which the sessions row holds already (``first_input``, ``last_output``; ``_load_agg`` puts them back)."""
@@ -679,7 +683,7 @@ def _dump_agg(agg: dict[str, Any]) -> str:
     for name in ("f", "l"):
         if stored[name] is not None:
             stored[name] = [stored[name][0], None]
-    return json.dumps(stored, sort_keys=True)
+    return _SORTED_JSON.encode(stored)
 
 
 def _load_agg(state: tuple[str | None, str, str | None, str | None]) -> dict[str, Any]:

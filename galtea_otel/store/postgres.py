@@ -129,6 +129,10 @@ _UPSERT_SESSION = (
 )
 
 
+_METADATA_COLUMN = SESSION_COLUMNS.index("metadata")
+_SORTED_JSON = json.JSONEncoder(sort_keys=True)  # made once, not per session written
+
+
 def _pg(sql: str) -> str:
     return sql.replace("?", "%s")
 
@@ -722,7 +726,7 @@ class _PostgresTx(TurnsTx):
         now = time.time_ns()
         for summary in summaries:
             values = [summary[c] for c in SESSION_COLUMNS]
-            values[SESSION_COLUMNS.index("metadata")] = json.dumps(summary["metadata"], sort_keys=True)
+            values[_METADATA_COLUMN] = _SORTED_JSON.encode(summary["metadata"])  # json.dumps(sort_keys=True)
             self._exec(_UPSERT_SESSION, (*values, now))  # pipeline mode: sent together, no round trip each
 
     def delete_session(self, key: Key) -> None:
