@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -81,6 +83,11 @@ class Pipeline:
         # With ``evaluate``, every session that ends is queued for its evaluators in the same transaction
         # (galtea_otel.evaluate: the runner takes it from there).
         self.evaluate = evaluate
+        # The last ``agg`` written for each of the sessions seen lately: (its text, its value), so that the next
+        # batch reading the same text back does not parse it again (``_load_agg``). Bounded; any other text (another
+        # writer's, a rolled back batch's) is parsed.
+        self._aggs: OrderedDict[Key, tuple[str, dict[str, Any]]] = OrderedDict()
+        self._aggs_lock = threading.Lock()
         preload_prices()  # issue 11: genai-prices' table, loaded once before the first batch rather than inside it
         # Stored with each session, so that readers assemble it the way the writer did.
         self._assembly_settings = json.dumps(
@@ -206,7 +213,7 @@ class Pipeline:
             state = states.get(key)
             whole = dirty[key] is None or (
                 state is not None and (state[0] is None or state[1] != self._assembly_settings))
-            agg = _new_agg() if whole or state is None or state[0] is None else _load_agg(state)
+            agg = _new_agg() if whole or state is None or state[0] is None else self._load_agg(key, state)
             if "f" not in agg:  # written before the turn extremes were kept: looked up once below
                 agg.update(f=None, l=None, m=None)
                 writes.removed.add(key)
@@ -479,8 +486,36 @@ class Pipeline:
             "last_output": last_output,
             "model": facts["model"],
             "assembly": self._assembly_settings,
-            "agg": _dump_agg(agg),
+            "agg": self._dump_agg(key, agg),
         }
+
+    def _dump_agg(self, key: Key, agg: dict[str, Any]) -> str:
+        """``agg`` as stored: the first turn's input and the last turn's output (``f``, ``l``) without their texts,
+        which the sessions row holds already (``first_input``, ``last_output``; ``_load_agg`` puts them back)."""
+        stored = dict(agg)
+        for name in ("f", "l"):
+            if stored[name] is not None:
+                stored[name] = [stored[name][0], None]
+        text = _SORTED_JSON.encode(stored)
+        with self._aggs_lock:
+            self._aggs[key] = (text, stored)
+            self._aggs.move_to_end(key)
+            if len(self._aggs) > _AGGS_KEPT:
+                self._aggs.popitem(last=False)
+        return text
+
+    def _load_agg(self, key: Key, state: tuple[str | None, str, str | None, str | None]) -> dict[str, Any]:
+        """A stored ``agg`` (``_dump_agg``; an earlier one kept the texts in it) with its texts from the sessions
+        row. The value ``_dump_agg`` kept for the same text is used as it is (a copy of its top level: the
+        aggregates only ever replace their nested lists, never change one in place)."""
+        with self._aggs_lock:
+            kept = self._aggs.get(key)
+        agg: dict[str, Any] = dict(kept[1]) if kept is not None and kept[0] == state[0] \
+            else json.loads(state[0] or "{}")
+        for name, text in (("f", state[2]), ("l", state[3])):
+            if agg.get(name) is not None and agg[name][1] is None:
+                agg[name] = [agg[name][0], text]
+        return agg
 
     def reassemble(self, keys: Sequence[AnyKey]) -> int:
         """Rebuild these sessions' records from their stored rows (``galtea-otel reprice``: new prices)."""
@@ -674,25 +709,7 @@ def _add(agg: dict[str, Any], contrib: Sequence[Any], sign: int) -> None:
 
 # json.dumps(value, sort_keys=True), without making an encoder per call
 _SORTED_JSON = json.JSONEncoder(sort_keys=True)
-
-
-def _dump_agg(agg: dict[str, Any]) -> str:
-    """``agg`` as stored: the first turn's input and the last turn's output (``f``, ``l``) without their texts,
-    which the sessions row holds already (``first_input``, ``last_output``; ``_load_agg`` puts them back)."""
-    stored = dict(agg)
-    for name in ("f", "l"):
-        if stored[name] is not None:
-            stored[name] = [stored[name][0], None]
-    return _SORTED_JSON.encode(stored)
-
-
-def _load_agg(state: tuple[str | None, str, str | None, str | None]) -> dict[str, Any]:
-    """A stored ``agg`` (``_dump_agg``; an earlier one kept the texts in it) with its texts from the sessions row."""
-    agg: dict[str, Any] = json.loads(state[0] or "{}")
-    for name, text in (("f", state[2]), ("l", state[3])):
-        if agg.get(name) is not None and agg[name][1] is None:
-            agg[name][1] = text
-    return agg
+_AGGS_KEPT = 2048  # sessions whose last written agg Pipeline keeps (a few KB each)
 
 
 def _plus(total: Any, sign: int, value: float) -> Any:

@@ -96,3 +96,15 @@ def test_agg_keeps_no_texts_and_an_earlier_agg_with_texts_goes_on_the_same(
     conn.close()
     _ingest(tmp_path / "old.db", [second])
     assert _tables(tmp_path / "old.db") == _tables(tmp_path / "ref.db")
+
+
+def test_the_agg_kept_in_memory_gives_what_the_stored_text_gives(tmp_path: Path, corpus: list[SpanData]) -> None:
+    """One pipeline for every batch (each session's agg taken as it wrote it) and a new pipeline per batch (each
+    agg parsed from the store) store the same rows."""
+    spans = list(corpus)
+    random.Random(5).shuffle(spans)
+    chunks = [spans[i:i + 4] for i in range(0, len(spans), 4)]
+    _ingest(tmp_path / "kept.db", chunks)
+    for chunk in chunks:
+        _ingest(tmp_path / "parsed.db", [chunk])
+    assert _tables(tmp_path / "kept.db") == _tables(tmp_path / "parsed.db")
