@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import operator
 import threading
 import time
 from collections import OrderedDict
@@ -636,7 +637,10 @@ def _flags(row: SpanRow) -> int:
 
 
 def _contrib(record: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(record[c] for c in CONTRIB_COLUMNS)
+    return _CONTRIB(record)  # type: ignore[no-any-return]
+
+
+_CONTRIB = operator.itemgetter(*CONTRIB_COLUMNS)  # a tuple: CONTRIB_COLUMNS has several columns
 _SUMS = (("input_tokens", "in"), ("output_tokens", "out"), ("total_tokens", "tot"), ("cache_read_tokens", "cache"))
 
 
@@ -718,10 +722,14 @@ def _plus(total: Any, sign: int, value: float) -> Any:
     gives the Fraction back. Any other total (a string from ``agg``, a Fraction) is converted first."""
     n, d = value.as_integer_ratio()
     if not isinstance(total, tuple):
-        exact = Fraction(total)
-        total = (exact.numerator, exact.denominator)
+        if isinstance(total, str) and total.isascii() and total.lstrip("-").replace("/", "", 1).isdigit():  # "n/d", "n"
+            numerator, _, denominator = total.partition("/")
+            total = (int(numerator), int(denominator or 1))
+        else:
+            exact = Fraction(total)
+            total = (exact.numerator, exact.denominator)
         if total[1] & (total[1] - 1):  # not a power of two (not a sum of floats): plain Fraction arithmetic
-            return exact + sign * Fraction(n, d)
+            return Fraction(*total) + sign * Fraction(n, d)
     num, den = total
     if d <= den:
         return (num + sign * n * (den // d), den)
