@@ -6,9 +6,7 @@ import hashlib
 import json
 import logging
 import operator
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -85,10 +83,10 @@ class Pipeline:
         # (galtea_otel.evaluate: the runner takes it from there).
         self.evaluate = evaluate
         # The last ``agg`` written for each of the sessions seen lately: (its text, its value), so that the next
-        # batch reading the same text back does not parse it again (``_load_agg``). Bounded; any other text (another
-        # writer's, a rolled back batch's) is parsed.
-        self._aggs: OrderedDict[Key, tuple[str, dict[str, Any]]] = OrderedDict()
-        self._aggs_lock = threading.Lock()
+        # batch reading the same text back does not parse it again (``_load_agg``). Bounded (emptied when full);
+        # any other text (another writer's, a rolled back batch's) is parsed. Single dict operations only, no lock
+        # (atomic under the GIL, and nothing to be held across a fork).
+        self._aggs: dict[Key, tuple[str, dict[str, Any]]] = {}
         preload_prices()  # issue 11: genai-prices' table, loaded once before the first batch rather than inside it
         # Stored with each session, so that readers assemble it the way the writer did.
         self._assembly_settings = json.dumps(
@@ -498,19 +496,16 @@ class Pipeline:
             if stored[name] is not None:
                 stored[name] = [stored[name][0], None]
         text = _SORTED_JSON.encode(stored)
-        with self._aggs_lock:
-            self._aggs[key] = (text, stored)
-            self._aggs.move_to_end(key)
-            if len(self._aggs) > _AGGS_KEPT:
-                self._aggs.popitem(last=False)
+        if len(self._aggs) >= _AGGS_KEPT:
+            self._aggs.clear()
+        self._aggs[key] = (text, stored)
         return text
 
     def _load_agg(self, key: Key, state: tuple[str | None, str, str | None, str | None]) -> dict[str, Any]:
         """A stored ``agg`` (``_dump_agg``; an earlier one kept the texts in it) with its texts from the sessions
         row. The value ``_dump_agg`` kept for the same text is used as it is (a copy of its top level: the
         aggregates only ever replace their nested lists, never change one in place)."""
-        with self._aggs_lock:
-            kept = self._aggs.get(key)
+        kept = self._aggs.get(key)
         agg: dict[str, Any] = dict(kept[1]) if kept is not None and kept[0] == state[0] \
             else json.loads(state[0] or "{}")
         for name, text in (("f", state[2]), ("l", state[3])):
@@ -713,7 +708,7 @@ def _add(agg: dict[str, Any], contrib: Sequence[Any], sign: int) -> None:
 
 # json.dumps(value, sort_keys=True), without making an encoder per call
 _SORTED_JSON = json.JSONEncoder(sort_keys=True)
-_AGGS_KEPT = 2048  # sessions whose last written agg Pipeline keeps (a few KB each)
+_AGGS_KEPT = 1024  # sessions whose last written agg a Pipeline keeps (about 3 KB each)
 
 
 def _plus(total: Any, sign: int, value: float) -> Any:
