@@ -37,8 +37,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from galtea_otel.sync import schema as sync_sql
-
 if TYPE_CHECKING:  # the stores import this module to open; the records (pydantic) load when one is made
     from galtea_otel.records import Evaluation, InferenceResult, SessionDetail, SpanRecord
 
@@ -97,16 +95,6 @@ _ENQUEUE = (
     " attempts = 0,"
     " next_attempt_ns = excluded.next_attempt_ns, enqueued_ns = excluded.enqueued_ns"
     " WHERE evaluation_queue.end_ns <> excluded.end_ns"
-)
-# The session into the Galtea outbox (as ``galtea_otel.sync.schema.ENQUEUE`` does), only when the sync knows it:
-# sent before, or in the outbox now (being sent: its ``seq`` moves, so it is sent again).
-_OUTBOX_HEAD, _, _OUTBOX_TAIL = sync_sql.ENQUEUE.partition(" VALUES (?, ?, ?, 1, 'pending', 0, ?, ?, NULL)")
-if not _OUTBOX_TAIL:
-    raise ImportError("galtea_otel.sync.schema.ENQUEUE changed its VALUES clause: update _ENQUEUE_SYNC")
-_ENQUEUE_SYNC = (
-    _OUTBOX_HEAD + " SELECT ?, ?, ?, 1, 'pending', 0, ?, ?, NULL WHERE EXISTS (SELECT 1 FROM galtea_sync_sessions g"
-    " WHERE g.custom_id = ? AND g.version = ? AND g.project = ?) OR EXISTS (SELECT 1 FROM galtea_outbox o"
-    " WHERE o.custom_id = ? AND o.version = ? AND o.project = ?)" + _OUTBOX_TAIL
 )
 _DUE = ("SELECT custom_id, version, project, end_ns, attempts, next_attempt_ns FROM evaluation_queue"
         " WHERE state = 'pending' AND next_attempt_ns <= ? ORDER BY next_attempt_ns, custom_id, version, project"
@@ -345,9 +333,12 @@ def save(store: Any, key: tuple[str, ...], evaluations: Sequence[Evaluation]) ->
 
 
 def enqueue_sync(cur: Any, key: Key, now_ns: int | None = None) -> None:
-    """Inside a write (``_Db.write``): put the session in the Galtea outbox if the sync knows it."""
+    """Inside a write (``_Db.write``): put the session in the Galtea outbox if the sync knows it
+    (``galtea_otel.sync.outbox.enqueue_if_known``; imported here, so that opening a store imports no sync)."""
+    from galtea_otel.sync.outbox import ENQUEUE_IF_KNOWN
+
     now = now_ns if now_ns is not None else time.time_ns()
-    cur.execute(_ENQUEUE_SYNC, (*key, now, now, *key, *key))
+    cur.execute(ENQUEUE_IF_KNOWN, (*key, now, now, *key, *key))
 
 
 def _from_row(row: Sequence[Any]) -> Evaluation:
