@@ -33,7 +33,7 @@ from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tabl
 from galtea_otel.store import schema as store_schema
 from galtea_otel.store import shared
 from galtea_otel.store import turns as turns_sql
-from galtea_otel.store.base import SCHEMA_VERSION, AnyKey, Key, StoreError, full_key
+from galtea_otel.store.base import AnyKey, Key, StoreError, full_key
 from galtea_otel.store.dialect import POSTGRES as SQL_DIALECT
 from galtea_otel.store.dialect import Sql
 from galtea_otel.store.filters import (
@@ -277,12 +277,7 @@ class PostgresStore(shared.SharedStore):
                         " schema (URL parameter options=-csearch_path%3Dgaltea)")
                 if "galtea_meta" in tables:
                     row = conn.execute(store_schema.VERSION_OF).fetchone()
-                    found = int(row[0]) if row else 0
-                    if found > SCHEMA_VERSION:
-                        raise StoreError(
-                            f"PostgreSQL store {self.url} has schema version {found}, newer than this"
-                            f" galtea-otel ({SCHEMA_VERSION}): upgrade galtea-otel")
-                    if found == SCHEMA_VERSION:
+                    if not store_schema.needs_migration(int(row[0]) if row else 0, f"PostgreSQL store {self.url}"):
                         return
                 with conn.cursor() as cur:
                     store_schema.migrate(_Sql(cur), store_schema.Rekey(

@@ -18,7 +18,7 @@ from typing import Any
 
 from galtea_otel.evaluate.storage import ddl as evaluation_ddl
 from galtea_otel.store import turns as turns_sql
-from galtea_otel.store.base import SCHEMA_VERSION
+from galtea_otel.store.base import SCHEMA_VERSION, StoreError
 from galtea_otel.store.dialect import Dialect, Sql
 from galtea_otel.store.rows import ADDED_COLUMNS, ADDED_INDEXES
 
@@ -97,6 +97,15 @@ CREATE TABLE IF NOT EXISTS galtea_sync_intents (
     PRIMARY KEY (custom_id, version, project, turn_id)
 );
 """
+
+
+def needs_migration(found: int, store: str) -> bool:
+    """Whether a store of schema ``found`` (0: none yet) is migrated; a newer one is refused (``store`` names it
+    in the message)."""
+    if found > SCHEMA_VERSION:
+        raise StoreError(f"{store} has schema version {found}, newer than this galtea-otel ({SCHEMA_VERSION}):"
+                         " upgrade galtea-otel")
+    return found < SCHEMA_VERSION
 
 
 def statements(d: Dialect) -> list[str]:

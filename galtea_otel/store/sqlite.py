@@ -15,7 +15,7 @@ from typing import Any
 from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tables
 from galtea_otel.store import schema, shared
 from galtea_otel.store import turns as turns_sql
-from galtea_otel.store.base import SCHEMA_VERSION, AnyKey, Key, StoreError, full_key, iter_chunks
+from galtea_otel.store.base import AnyKey, Key, StoreError, full_key, iter_chunks
 from galtea_otel.store.dialect import SQLITE as SQL_DIALECT
 from galtea_otel.store.dialect import Sql
 from galtea_otel.store.filters import (
@@ -122,13 +122,7 @@ class SQLiteStore(shared.SharedStore):
             )
         if "galtea_meta" in tables:
             row = conn.execute(schema.VERSION_OF).fetchone()
-            found = int(row[0]) if row else 0
-            if found > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has schema version {found}, newer than this galtea-otel ({SCHEMA_VERSION}):"
-                    " upgrade galtea-otel"
-                )
-            if found == SCHEMA_VERSION:
+            if not schema.needs_migration(int(row[0]) if row else 0, str(self.path)):
                 return
         try:
             with self._write_lock:
