@@ -456,7 +456,7 @@ class _Sql:
         return self._cur.execute(_pg(sql), _params(args)).fetchall()
 
 
-class _PostgresTx(TurnsTx):
+class _PostgresTx(TurnsTx, shared.SharedTx):
     """Statements run in pipeline mode: those whose results are not needed (locks, updates, upserts) are sent
     without waiting, and go to the server together with the next query that returns rows."""
 
@@ -547,39 +547,9 @@ class _PostgresTx(TurnsTx):
                 rows.append(row)
         return found
 
-    def test_case_context(self, test_case_id: str) -> str | None:
-        rows = self._all(_pg(shared.TEST_CASE_CONTEXT), (test_case_id,))
-        return rows[0][0] if rows else None
-
     def upsert_sessions(self, summaries: Sequence[dict[str, Any]]) -> None:
         now = time.time_ns()
         for summary in summaries:
             values = [summary[c] for c in SESSION_COLUMNS]
             values[SESSION_COLUMNS.index("metadata")] = json.dumps(summary["metadata"], sort_keys=True)
             self._exec(_UPSERT_SESSION, (*values, now))  # pipeline mode: sent together, no round trip each
-
-    def delete_session(self, key: Key) -> None:
-        self._exec("DELETE FROM sessions WHERE custom_id = %s AND version = %s AND project = %s", key)
-
-    def idle_sessions(self, last_activity_before_ns: int) -> list[Key]:
-        return [(r[0], r[1], r[2]) for r in self._all(
-            "SELECT custom_id, version, project FROM sessions WHERE status = 'PENDING' AND last_activity_ns < %s"
-            " ORDER BY custom_id, version, project", (last_activity_before_ns,))]
-
-    def held_traces(self, received_before_ns: int) -> list[tuple[str, str]]:
-        return [(r[0], r[1]) for r in self._all(
-            "SELECT project, trace_id FROM spans WHERE custom_id IS NULL GROUP BY project, trace_id"
-            " HAVING max(received_ns) < %s ORDER BY trace_id, project", (received_before_ns,))]
-
-    def unkeyed_rows(self, trace_id: str, project: str) -> list[SpanRow]:
-        return [row_from_tuple(r) for r in self._all(
-            _SELECT + " WHERE trace_id = %s AND project = %s AND custom_id IS NULL", (trace_id, project))]
-
-    def delete_unkeyed(self, trace_id: str, project: str) -> int:
-        self._exec("DELETE FROM spans WHERE trace_id = %s AND project = %s AND custom_id IS NULL",
-                   (trace_id, project))
-        self._pipeline.sync()
-        return self._cur.rowcount
-
-    def add_counter(self, name: str, amount: int) -> None:
-        self._exec(_pg(shared.ADD_COUNTER), (name, amount))

@@ -287,7 +287,7 @@ def _session_values(summary: dict[str, Any]) -> list[Any]:
 _METADATA_COLUMN = SESSION_COLUMNS.index("metadata")
 
 
-class _SQLiteTx(TurnsTx):
+class _SQLiteTx(TurnsTx, shared.SharedTx):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self.sql: Sql = _Sql(conn)
@@ -357,34 +357,6 @@ class _SQLiteTx(TurnsTx):
                     rows.append(row)
         return found
 
-    def test_case_context(self, test_case_id: str) -> str | None:
-        row = self._conn.execute(shared.TEST_CASE_CONTEXT, (test_case_id,)).fetchone()
-        return row[0] if row else None
-
     def upsert_sessions(self, summaries: Sequence[dict[str, Any]]) -> None:
         now = time.time_ns()
         self._conn.executemany(_UPSERT_SESSION, [(*_session_values(s), now) for s in summaries])
-
-    def delete_session(self, key: Key) -> None:
-        self._conn.execute("DELETE FROM sessions WHERE custom_id = ? AND version = ? AND project = ?", key)
-
-    def idle_sessions(self, last_activity_before_ns: int) -> list[Key]:
-        return [(r[0], r[1], r[2]) for r in self._conn.execute(
-            "SELECT custom_id, version, project FROM sessions WHERE status = 'PENDING' AND last_activity_ns < ?"
-            " ORDER BY custom_id, version, project", (last_activity_before_ns,))]
-
-    def held_traces(self, received_before_ns: int) -> list[tuple[str, str]]:
-        return [(r[0], r[1]) for r in self._conn.execute(
-            "SELECT project, trace_id FROM spans WHERE custom_id IS NULL GROUP BY project, trace_id"
-            " HAVING max(received_ns) < ? ORDER BY trace_id, project", (received_before_ns,))]
-
-    def unkeyed_rows(self, trace_id: str, project: str) -> list[SpanRow]:
-        return [row_from_tuple(r) for r in self._conn.execute(
-            _SELECT + " WHERE trace_id = ? AND project = ? AND custom_id IS NULL", (trace_id, project))]
-
-    def delete_unkeyed(self, trace_id: str, project: str) -> int:
-        return self._conn.execute("DELETE FROM spans WHERE trace_id = ? AND project = ? AND custom_id IS NULL",
-                                  (trace_id, project)).rowcount
-
-    def add_counter(self, name: str, amount: int) -> None:
-        self._conn.execute(shared.ADD_COUNTER, (name, amount))
