@@ -58,7 +58,7 @@ from galtea_otel.instrument.context import SESSION_KEY, make_stamp
 from galtea_otel.stats import incr, internal_error
 from galtea_otel.translate.conventions import LLM_MARKERS, SPAN_TYPE_SOURCES
 
-__all__ = ["BatchExport", "GalteaSpanProcessor"]
+__all__ = ["BatchExport", "GalteaSpanProcessor", "set_text_attribute"]
 
 logger = logging.getLogger("galtea_otel")
 
@@ -237,6 +237,27 @@ def _stamp(span: Span, stamp: dict[str, Any]) -> None:
 
 # The stamp whose values were last found plain strings within the value-length limit: (stamp, limit, ok).
 _plain_stamp: tuple[dict[str, Any] | None, int | None, bool] = (None, None, False)
+
+
+def set_text_attribute(span: Any, key: str, text: str) -> None:
+    """``span.set_attribute(key, text)`` for a text galtea-otel made (a captured input or output), without the
+    SDK's per-value validation when it changes nothing: on the SDK's own ``Span`` with its ``BoundedAttributes``,
+    still recording, ``key`` not set yet, room under the count limit and ``text`` within the value-length
+    limit, the SDK would store ``text`` as it is under the same two locks; anything else goes through
+    ``set_attribute`` (which truncates, evicts, warns or refuses as the SDK does)."""
+    if type(span) is Span:
+        attributes = span._attributes
+        if type(attributes) is BoundedAttributes:
+            max_value_len, maxlen = attributes.max_value_len, attributes.maxlen
+            if max_value_len is None or len(text) <= max_value_len:
+                with span._lock:
+                    present = attributes._dict
+                    if (span._end_time is None and not attributes._immutable and key not in present
+                            and (maxlen is None or len(present) < maxlen)):
+                        with attributes._lock:
+                            present[key] = text
+                        return
+    span.set_attribute(key, text)
 
 
 def _restore_stamp(span: Span, stamp: dict[str, Any]) -> None:
