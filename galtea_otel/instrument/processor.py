@@ -239,13 +239,17 @@ def _stamp(span: Span, stamp: dict[str, Any]) -> None:
 _plain_stamp: tuple[dict[str, Any] | None, int | None, bool] = (None, None, False)
 
 
+_SDK_SET_ATTRIBUTE = Span.set_attribute
+
+
 def set_text_attribute(span: Any, key: str, text: str) -> None:
     """``span.set_attribute(key, text)`` for a text galtea-otel made (a captured input or output), without the
     SDK's per-value validation when it changes nothing: on the SDK's own ``Span`` with its ``BoundedAttributes``,
     still recording, ``key`` not set yet, room under the count limit and ``text`` within the value-length
     limit, the SDK would store ``text`` as it is under the same two locks; anything else goes through
-    ``set_attribute`` (which truncates, evicts, warns or refuses as the SDK does)."""
-    if type(span) is Span:
+    ``set_attribute`` (which truncates, evicts, warns or refuses as the SDK does). The SDK's tracer makes
+    ``_Span``, a subclass: any class whose ``set_attribute`` is the SDK's own qualifies."""
+    if type(span).set_attribute is _SDK_SET_ATTRIBUTE:
         attributes = span._attributes
         if type(attributes) is BoundedAttributes:
             max_value_len, maxlen = attributes.max_value_len, attributes.maxlen
