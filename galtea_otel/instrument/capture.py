@@ -36,6 +36,11 @@ def encode(value: Any, config: Config) -> str:
         # The common case, what the steps below would give: an ASCII string (no lone surrogate to replace) whose
         # JSON text (at most 6 characters per character: \u00XX) fits the limit, so nothing to redact or cut.
         return encode_basestring(value)
+    return _encode(value, config)
+
+
+def _encode(value: Any, config: Config) -> str:
+    """:func:`encode` without its shortcut: serialize (bounded), redact, truncate."""
     text, complete = to_json_bounded(value, config.max_value_bytes)
     if complete:
         return encode_json_text(text, config)

@@ -198,7 +198,7 @@ class Invocation:
 
 def capture_input_value(span: Span, config: Config, value: Any, generation: bool) -> None:
     """The input of an operation; on an inference, a messages list gives the user's message and the messages."""
-    if generation:
+    if generation and type(value) is not str:  # a string is never a messages list
         found = input_messages(value)
         if found is not None:
             _set_input_messages(span, config, found, True)
@@ -209,7 +209,7 @@ def capture_input_value(span: Span, config: Config, value: Any, generation: bool
 def capture_output_value(span: Span, config: Config, result: Any, generation: bool) -> None:
     """The output of an operation; on an inference, a chat-completion-like value gives the reply text, the
     messages, the finish reason, and model / tokens from a dict's ``usage`` when nothing recorded them."""
-    if generation:
+    if generation and type(result) is not str:  # nor a chat completion
         if isinstance(result, dict):
             _set_missing(span, dict_usage(result))
         reply = output_messages(result)
