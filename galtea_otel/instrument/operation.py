@@ -97,8 +97,11 @@ class _Binder:
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         names = self.names
-        if self.simple and not kwargs and len(args) <= len(names):
-            missing = self.defaults[len(args):]
+        given = len(args)
+        if self.simple and not kwargs and given <= len(names):
+            if given == len(names):  # every argument given: no default to look at
+                return args[0] if given == 1 else dict(zip(names, args, strict=True))
+            missing = self.defaults[given:]
             if not any(default is _NO_DEFAULT for default in missing):
                 values = args + missing
                 return values[0] if len(names) == 1 else dict(zip(names, values, strict=True))
