@@ -204,8 +204,8 @@ def _stamp(span: Span, stamp: dict[str, Any]) -> None:
     through ``set_attributes``.
 
     What is remembered is a copy of the span's attributes just after stamping (its start attributes, then the
-    stamp): a plain dict copy, cheaper than picking the kind keys out; ``_on_ending`` picks them out only on the
-    rare span that overflowed the attribute limit.
+    stamp; the stamp itself when the span started without attributes): a plain dict copy, cheaper than picking
+    the kind keys out; ``_on_ending`` picks them out only on the rare span that overflowed the attribute limit.
     """
     global _plain_stamp
     attributes = span._attributes
@@ -225,7 +225,7 @@ def _stamp(span: Span, stamp: dict[str, Any]) -> None:
                 if len(present) != before + len(stamp):  # some key was set already: move it last, as the SDK
                     for key in stamp:
                         present[key] = present.pop(key)
-                remembered = present.copy()
+                remembered = present.copy() if before else stamp  # nothing at start: the stamp, shared
             setattr(span, _STAMP_ATTR, remembered)
             incr("spans_started_in_session")
             return
