@@ -36,6 +36,7 @@ from galtea_otel.instrument.processor import (
     GalteaSpanProcessor,
 )
 from galtea_otel.stats import incr, internal_error
+from galtea_otel.version import VERSION
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 
 __all__ = ["VERSION", "Config", "configure", "current", "flush", "shutdown"]
 
-VERSION = "0.1.0"
 TRACER_NAME = "galtea_otel"
 DEFAULT_MAX_VALUE_BYTES = 64 * 1024
 MIN_MAX_VALUE_BYTES = 256

@@ -37,6 +37,7 @@ from galtea_otel.spandata import SpanData
 from galtea_otel.store.base import AnyKey, Store, StoreTx, full_key
 from galtea_otel.store.rows import row_from_tuple
 from galtea_otel.store.turns import CONTRIB_COLUMNS, EXTRA_COLUMNS, FLAG_CONTINUES
+from galtea_otel.sync.outbox import enqueue as enqueue_sync
 from galtea_otel.translate.row import (
     COLUMNS,
     DEFAULT_PROJECT,
@@ -273,7 +274,7 @@ class Pipeline:
         if late and self.settings.late_spans == "reject":
             tx.add_counter("late_spans_rejected", late)
         if self.sync and len(ordered) > len(phantom):
-            tx.enqueue_sync([key for key in ordered if key not in phantom], time.time_ns())
+            enqueue_sync(tx.sql, [key for key in ordered if key not in phantom], time.time_ns())
         return len(ordered)
 
     def _records(self, work: Sequence[SpanRow], excl: int | None, roots: dict[tuple[str, str], str],

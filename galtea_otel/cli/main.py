@@ -667,7 +667,9 @@ def sync_status(ctx: click.Context, limit: int, as_json: bool) -> None:
     from datetime import datetime
 
     store = _open_store(ctx, must_exist=True)
-    overview = store.sync_overview(limit)
+    from galtea_otel.sync.outbox import open_outbox
+
+    overview = open_outbox(store).overview(limit)
     if as_json:
         _echo_json({"pending": overview.pending, "parked": overview.parked,
                     "synced_sessions": overview.synced_sessions,

@@ -32,12 +32,9 @@ import json
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-
-from galtea_otel.sync import schema as sync_sql
 
 if TYPE_CHECKING:  # the stores import this module to open; the records (pydantic) load when one is made
     from galtea_otel.records import Evaluation, InferenceResult, SessionDetail, SpanRecord
@@ -98,16 +95,6 @@ _ENQUEUE = (
     " next_attempt_ns = excluded.next_attempt_ns, enqueued_ns = excluded.enqueued_ns"
     " WHERE evaluation_queue.end_ns <> excluded.end_ns"
 )
-# The session into the Galtea outbox (as ``galtea_otel.sync.schema.ENQUEUE`` does), only when the sync knows it:
-# sent before, or in the outbox now (being sent: its ``seq`` moves, so it is sent again).
-_OUTBOX_HEAD, _, _OUTBOX_TAIL = sync_sql.ENQUEUE.partition(" VALUES (?, ?, ?, 1, 'pending', 0, ?, ?, NULL)")
-if not _OUTBOX_TAIL:
-    raise ImportError("galtea_otel.sync.schema.ENQUEUE changed its VALUES clause: update _ENQUEUE_SYNC")
-_ENQUEUE_SYNC = (
-    _OUTBOX_HEAD + " SELECT ?, ?, ?, 1, 'pending', 0, ?, ?, NULL WHERE EXISTS (SELECT 1 FROM galtea_sync_sessions g"
-    " WHERE g.custom_id = ? AND g.version = ? AND g.project = ?) OR EXISTS (SELECT 1 FROM galtea_outbox o"
-    " WHERE o.custom_id = ? AND o.version = ? AND o.project = ?)" + _OUTBOX_TAIL
-)
 _DUE = ("SELECT custom_id, version, project, end_ns, attempts, next_attempt_ns FROM evaluation_queue"
         " WHERE state = 'pending' AND next_attempt_ns <= ? ORDER BY next_attempt_ns, custom_id, version, project"
         " LIMIT ?")
@@ -130,10 +117,6 @@ def _full(key: tuple[str, ...]) -> Key:
     return (key[0], key[1], key[2] if len(key) > 2 else "default")
 
 
-def _pg(sql: str) -> str:
-    return sql.replace("?", "%s")
-
-
 # --- reaching a store's connection ---------------------------------------------------------------------------------
 # Kept here rather than in the stores: each store gets one line (``ensure_tables(self)`` when opened).
 
@@ -144,49 +127,24 @@ def _is_sqlite(obj: Any) -> bool:
 
 
 class _Db:
-    """Statements on one store, in its own short transactions."""
+    """Statements on one store, in its own short transactions: the store's plain-SQL handle
+    (``SqlStore.write_sql`` / ``read_sql``, ``?`` marks, written once for both stores)."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
-        self.sqlite = _is_sqlite(store)
 
-    def sql(self, statement: str) -> str:
-        return statement if self.sqlite else _pg(statement)
-
-    @contextmanager
-    def write(self) -> Iterator[Any]:
-        """A cursor-like object with ``execute(sql, args)`` (``?`` placeholders), in one write transaction."""
-        with self.store._write() as conn:
-            yield _Exec(conn, self.sqlite)
+    def write(self) -> Any:
+        """A ``store.dialect.Sql`` (``execute(sql, args)`` returns the row count), in one write transaction."""
+        return self.store.write_sql()
 
     def read(self, statement: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        if self.sqlite:
-            return list(self.store._connect().execute(statement, tuple(args)).fetchall())
-        return list(self.store._all(_pg(statement), args))
-
-
-class _Exec:
-    def __init__(self, conn: Any, sqlite: bool) -> None:
-        self._conn = conn
-        self._sqlite = sqlite
-
-    def execute(self, statement: str, args: Sequence[Any] = ()) -> int:
-        if self._sqlite:
-            return int(self._conn.execute(statement, tuple(args)).rowcount)
-        from galtea_otel.store.postgres import _params
-
-        return int(self._conn.execute(_pg(statement), _params(args)).rowcount)
+        return list(self.store.read_sql(statement, args))
 
 
 def _tx_exec(tx: Any, statement: str, rows: Sequence[Sequence[Any]]) -> None:
-    """Run a statement for each of ``rows`` inside a pipeline transaction (``StoreTx``)."""
-    if not rows:
-        return
-    if _is_sqlite(tx):
-        tx._conn.executemany(statement, [tuple(r) for r in rows])
-    else:
-        for row in rows:
-            tx._exec(_pg(statement), row)
+    """Run a statement for each of ``rows`` inside a pipeline transaction (``StoreTx.sql``)."""
+    if rows:
+        tx.sql.executemany(statement, [tuple(r) for r in rows])
 
 
 def ensure_tables(store: Any) -> None:
@@ -345,9 +303,11 @@ def save(store: Any, key: tuple[str, ...], evaluations: Sequence[Evaluation]) ->
 
 
 def enqueue_sync(cur: Any, key: Key, now_ns: int | None = None) -> None:
-    """Inside a write (``_Db.write``): put the session in the Galtea outbox if the sync knows it."""
-    now = now_ns if now_ns is not None else time.time_ns()
-    cur.execute(_ENQUEUE_SYNC, (*key, now, now, *key, *key))
+    """Inside a write (``_Db.write``): put the session in the Galtea outbox if the sync knows it
+    (``galtea_otel.sync.outbox``; imported here, so that opening a store imports no sync)."""
+    from galtea_otel.sync.outbox import enqueue_if_known
+
+    enqueue_if_known(cur, key, now_ns)
 
 
 def _from_row(row: Sequence[Any]) -> Evaluation:

@@ -15,6 +15,7 @@ messages, exception events, the session context).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from json.encoder import encode_basestring
 from typing import Any
 
 from galtea_otel.config import Config
@@ -30,6 +31,16 @@ REDACTION_FAILED_TEXT = "[REDACTED:redaction_failed]"
 
 def encode(value: Any, config: Config) -> str:
     """The attribute text for a captured value."""
+    if type(value) is str and config.redact is None and len(value) * 6 + 2 <= config.max_value_bytes \
+            and value.isascii():
+        # The common case, what the steps below would give: an ASCII string (no lone surrogate to replace) whose
+        # JSON text (at most 6 characters per character: \u00XX) fits the limit, so nothing to redact or cut.
+        return encode_basestring(value)
+    return _encode(value, config)
+
+
+def _encode(value: Any, config: Config) -> str:
+    """:func:`encode` without its shortcut: serialize (bounded), redact, truncate."""
     text, complete = to_json_bounded(value, config.max_value_bytes)
     if complete:
         return encode_json_text(text, config)

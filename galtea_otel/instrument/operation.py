@@ -53,6 +53,7 @@ from galtea_otel.config import Config, current
 from galtea_otel.instrument.capture import dict_usage, encode, encode_json_text, input_messages, output_messages
 from galtea_otel.instrument.context import INFERENCE_KEY
 from galtea_otel.instrument.errors import record_exception
+from galtea_otel.instrument.processor import set_text_attribute
 from galtea_otel.instrument.streams import (
     AsyncStream,
     StreamState,
@@ -68,8 +69,13 @@ __all__ = ["Invocation", "Operation", "inference", "record_usage", "span"]
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("galtea_otel")
 
+# The Context key under which the API keeps the current span, found through the public API (a Context holding
+# only a span has that one key): _begin builds the span's Context in one copy.
+_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
 _PLAIN_RESULTS = (str, int, float, bool, type(None), list, dict, tuple)
 _NO_DEFAULT = inspect.Parameter.empty
+# The types of the usual first arguments that are not ``self`` / ``cls``: built-in, so no method can be set on them.
+_BUILTIN_VALUE_TYPES = frozenset({str, int, float, bool, type(None), bytes, list, dict, tuple})
 
 
 class _Binder:
@@ -91,8 +97,11 @@ class _Binder:
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         names = self.names
-        if self.simple and not kwargs and len(args) <= len(names):
-            missing = self.defaults[len(args):]
+        given = len(args)
+        if self.simple and not kwargs and given <= len(names):
+            if given == len(names):  # every argument given: no default to look at
+                return args[0] if given == 1 else dict(zip(names, args, strict=True))
+            missing = self.defaults[given:]
             if not any(default is _NO_DEFAULT for default in missing):
                 values = args + missing
                 return values[0] if len(names) == 1 else dict(zip(names, values, strict=True))
@@ -192,25 +201,25 @@ class Invocation:
 
 def capture_input_value(span: Span, config: Config, value: Any, generation: bool) -> None:
     """The input of an operation; on an inference, a messages list gives the user's message and the messages."""
-    if generation:
+    if generation and type(value) is not str:  # a string is never a messages list
         found = input_messages(value)
         if found is not None:
             _set_input_messages(span, config, found, True)
             return
-    span.set_attribute(SPAN_INPUT, encode(value, config))
+    set_text_attribute(span, SPAN_INPUT, encode(value, config))
 
 
 def capture_output_value(span: Span, config: Config, result: Any, generation: bool) -> None:
     """The output of an operation; on an inference, a chat-completion-like value gives the reply text, the
     messages, the finish reason, and model / tokens from a dict's ``usage`` when nothing recorded them."""
-    if generation:
+    if generation and type(result) is not str:  # nor a chat completion
         if isinstance(result, dict):
             _set_missing(span, dict_usage(result))
         reply = output_messages(result)
         if reply is not None:
             _set_output_messages(span, config, reply, True)
             return
-    span.set_attribute(SPAN_OUTPUT, encode(result, config))
+    set_text_attribute(span, SPAN_OUTPUT, encode(result, config))
 
 
 def _set_missing(span: Span, found: Mapping[str, Any]) -> None:
@@ -264,10 +273,16 @@ class Operation:
     # -- shared lifecycle ------------------------------------------------------------------------------------
 
     def _begin(self, name: str, config: Config) -> tuple[Span, otel_context.Context, object]:
-        span = config.tracer.start_span(name, attributes=self.attributes)
-        ctx = trace.set_span_in_context(span)
+        # The current Context read once: the span's parent, and the base of the Context it runs in (one copy
+        # holding the span and, on an inference, the INFERENCE_KEY, where set_span_in_context + set_value
+        # would make two).
+        parent = otel_context.get_current()
+        span = config.tracer.start_span(name, context=parent, attributes=self.attributes)
+        values = dict(parent)
+        values[_SPAN_KEY] = span
         if self.generation:
-            ctx = otel_context.set_value(INFERENCE_KEY, span, ctx)
+            values[INFERENCE_KEY] = span
+        ctx = otel_context.Context(values)
         return span, ctx, otel_context.attach(ctx)
 
     def _capture_input(self, span: Span, config: Config, binder: _Binder, args: tuple[Any, ...],
@@ -385,6 +400,8 @@ class Operation:
             """``(instance, arguments)``: a call through an instance or a class drops ``self`` / ``cls``."""
             if args and method_name is not None:
                 first = args[0]
+                if type(first) in _BUILTIN_VALUE_TYPES:  # immutable types: none can hold the wrapper
+                    return None, args
                 for klass in (first if isinstance(first, type) else type(first)).__mro__:
                     found = klass.__dict__.get(method_name)
                     if found is not None:

@@ -51,12 +51,14 @@ from opentelemetry import context as otel_context
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import TraceFlags
 
-from galtea_otel.instrument.context import SESSION_KEY
+from galtea_otel.instrument.context import SESSION_KEY, make_stamp
 from galtea_otel.stats import incr, internal_error
 from galtea_otel.translate.conventions import LLM_MARKERS, SPAN_TYPE_SOURCES
 
-__all__ = ["BatchExport", "GalteaSpanProcessor"]
+__all__ = ["BatchExport", "GalteaSpanProcessor", "set_text_attribute"]
 
 logger = logging.getLogger("galtea_otel")
 
@@ -70,6 +72,7 @@ DEFAULT_SHUTDOWN_TIMEOUT_S = 4.0
 DROP_REPORT_INTERVAL_S = 10.0
 
 _STAMP_ATTR = "_galtea_otel_stamp"
+_SAMPLED = TraceFlags.SAMPLED
 
 
 def span_bytes(span: ReadableSpan) -> int:
@@ -77,17 +80,23 @@ def span_bytes(span: ReadableSpan) -> int:
     size = SPAN_OVERHEAD_BYTES
     # On the application's thread for every span: the SDK's span keeps its attributes in a BoundedAttributes
     # whose plain dict reads ~3x faster than the public read-only view of it (that view's every item goes through
-    # the mapping's locked __getitem__); any other span, or a future SDK without it, takes the public view.
-    plain = getattr(getattr(span, "_attributes", None), "_dict", None)
-    values = plain.values() if isinstance(plain, dict) else (span.attributes or {}).values()
+    # the mapping's locked __getitem__), and its events in a BoundedList whose deque is read without the list's
+    # lock and copy (``span.events`` copies it into a tuple); any other span, or a future SDK without them,
+    # takes the public views.
+    attributes = getattr(span, "_attributes", None)
+    values = attributes._dict.values() if type(attributes) is BoundedAttributes else (span.attributes or {}).values()
     for value in values:
         if type(value) is str:
             size += len(value)
-    for event in span.events:
-        if event.attributes:
-            for value in event.attributes.values():
-                if type(value) is str:
-                    size += len(value)
+    events = getattr(span, "_events", None)
+    events = events._dq if type(events) is BoundedList else span.events  # type: ignore[attr-defined]
+    if events:
+        for event in events:
+            event_attributes = event.attributes
+            if event_attributes:
+                for value in event_attributes.values():
+                    if type(value) is str:
+                        size += len(value)
     return size
 
 
@@ -96,6 +105,7 @@ class GalteaSpanProcessor(SpanProcessor):
 
     def __init__(self, export: SpanProcessor | None = None, exporter: object | None = None) -> None:
         self._export = export
+        self._export_hooks = _hooks_of(export)
         self.exporter = exporter  # the SpanExporter behind ``export``, when known (configure() compares it)
         self._lock = threading.Lock()
 
@@ -109,38 +119,40 @@ class GalteaSpanProcessor(SpanProcessor):
         """Install ``export`` and return the previous export processor (the caller shuts it down)."""
         with self._lock:
             old, self._export, self.exporter = self._export, export, exporter
+            self._export_hooks = _hooks_of(export)
         return old
 
     def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
         try:
-            stamp = otel_context.get_value(SESSION_KEY, parent_context)
+            # get_value(SESSION_KEY, parent_context), without its extra call: every span pays it
+            stamp = (otel_context.get_current() if parent_context is None else parent_context).get(SESSION_KEY)
             if stamp is not None:
                 _stamp(span, stamp)  # type: ignore[arg-type]
         except Exception as exc:
             internal_error("processor.on_start", exc)
-        export = self._export
-        if export is not None:
+        hooks = self._export_hooks
+        if hooks[0] is not None:
             try:
-                export.on_start(span, parent_context=parent_context)
+                hooks[0](span, parent_context=parent_context)
             except Exception as exc:
                 internal_error("processor.export_on_start", exc)
 
     def _on_ending(self, span: Span) -> None:
         try:
-            if span.dropped_attributes:
-                remembered: tuple[dict[str, Any], dict[str, Any] | None] | None = getattr(span, _STAMP_ATTR, None)
+            attributes = span._attributes
+            if (attributes.dropped if type(attributes) is BoundedAttributes else span.dropped_attributes):
+                remembered: dict[str, Any] | None = getattr(span, _STAMP_ATTR, None)
                 if remembered is not None:
-                    stamp, kind = remembered
-                    protected = {**kind, **stamp} if kind else stamp
+                    protected = {key: value for key, value in remembered.items() if key in _PROTECTED_KEYS}
                     current = span.attributes or {}
                     if any(key not in current for key in protected):
                         _restore_stamp(span, protected)
         except Exception as exc:
             internal_error("processor.restore_stamp", exc)
-        export = self._export
-        if export is not None:
+        hooks = self._export_hooks
+        if hooks[1] is not None:
             try:
-                export._on_ending(span)
+                hooks[1](span)
             except Exception as exc:
                 internal_error("processor.export_on_ending", exc)
 
@@ -162,10 +174,22 @@ class GalteaSpanProcessor(SpanProcessor):
         return True if export is None else bool(export.force_flush(timeout_millis))
 
 
+def _hooks_of(export: SpanProcessor | None) -> tuple[Any, Any]:
+    """The export processor's ``on_start`` and ``_on_ending``, None for those known to do nothing (BatchExport's):
+    each is one call less on every span."""
+    if export is None:
+        return None, None
+    if type(export) is BatchExport:
+        return None, None
+    return export.on_start, getattr(export, "_on_ending", None)
+
+
 # The keys the translator reads to tell an LLM span or a span type (galtea_otel.translate.conventions).
 _KIND_KEYS = frozenset(
     [key for key, _ in LLM_MARKERS] + [key for key, _ in SPAN_TYPE_SOURCES]
 )
+# What _on_ending puts back when the attribute limit evicted it: the stamp and the kind (make_stamp's keys).
+_PROTECTED_KEYS = _KIND_KEYS | frozenset(make_stamp("", ""))
 
 
 def _stamp(span: Span, stamp: dict[str, Any]) -> None:
@@ -173,9 +197,15 @@ def _stamp(span: Span, stamp: dict[str, Any]) -> None:
 
     Every span that starts inside a session pays this, whichever library made it, so the common case skips
     the SDK's per-value validation: when the span's attributes are the SDK's ``BoundedAttributes`` with room
-    for the stamp, none of its keys set yet, and the stamp's values plain strings within the value-length
-    limit (what ``make_stamp`` makes; checked once per stamp), inserting them into its dict under its lock
-    stores exactly what ``span.set_attributes(stamp)`` would. Anything else goes through ``set_attributes``.
+    for the stamp and the stamp's values plain strings within the value-length limit (what ``make_stamp``
+    makes; checked once per stamp), inserting them into its dict under its lock stores exactly what
+    ``span.set_attributes(stamp)`` would: the SDK moves a key it already holds to the end, and so does the
+    fix-up below when the dict grew by less than the stamp (a key was there already). Anything else goes
+    through ``set_attributes``.
+
+    What is remembered is a copy of the span's attributes just after stamping (its start attributes, then the
+    stamp; the stamp itself when the span started without attributes): a plain dict copy, cheaper than picking
+    the kind keys out; ``_on_ending`` picks them out only on the rare span that overflowed the attribute limit.
     """
     global _plain_stamp
     attributes = span._attributes
@@ -185,27 +215,53 @@ def _stamp(span: Span, stamp: dict[str, Any]) -> None:
         plain = _plain_stamp
         if plain[0] is not stamp or plain[1] != max_value_len:
             plain = _plain_stamp = (stamp, max_value_len, all(
-                type(value) is str and (max_value_len is None or len(value) <= max_value_len)
-                for value in stamp.values()))
-        if plain[2] and (maxlen is None or len(present) + len(stamp) <= maxlen) and present.keys().isdisjoint(
-                stamp):
-            # What says which kind of span this is (an LLM call, a tool...) is set at start by most
-            # instrumentations, so it is among the oldest attributes too: protect it with the stamp.
-            kind = _KIND_KEYS.intersection(present)
+                type(key) is str and key and type(value) is str
+                and (max_value_len is None or len(value) <= max_value_len)
+                for key, value in stamp.items()))
+        before = len(present)
+        if plain[2] and (maxlen is None or before + len(stamp) <= maxlen):
             with attributes._lock:
                 present.update(stamp)
-            setattr(span, _STAMP_ATTR, (stamp, {key: present[key] for key in kind} if kind else None))
+                if len(present) != before + len(stamp):  # some key was set already: move it last, as the SDK
+                    for key in stamp:
+                        present[key] = present.pop(key)
+                remembered = present.copy() if before else stamp  # nothing at start: the stamp, shared
+            setattr(span, _STAMP_ATTR, remembered)
             incr("spans_started_in_session")
             return
-    started = span.attributes
-    found = {key: started[key] for key in started if key in _KIND_KEYS} if started else None
     span.set_attributes(stamp)
-    setattr(span, _STAMP_ATTR, (stamp, found or None))
+    setattr(span, _STAMP_ATTR, {**{key: value for key, value in (span.attributes or {}).items()
+                                   if key in _KIND_KEYS}, **stamp})
     incr("spans_started_in_session")
 
 
 # The stamp whose values were last found plain strings within the value-length limit: (stamp, limit, ok).
 _plain_stamp: tuple[dict[str, Any] | None, int | None, bool] = (None, None, False)
+
+
+_SDK_SET_ATTRIBUTE = Span.set_attribute
+
+
+def set_text_attribute(span: Any, key: str, text: str) -> None:
+    """``span.set_attribute(key, text)`` for a text galtea-otel made (a captured input or output), without the
+    SDK's per-value validation when it changes nothing: on the SDK's own ``Span`` with its ``BoundedAttributes``,
+    still recording, ``key`` not set yet, room under the count limit and ``text`` within the value-length
+    limit, the SDK would store ``text`` as it is under the same two locks; anything else goes through
+    ``set_attribute`` (which truncates, evicts, warns or refuses as the SDK does). The SDK's tracer makes
+    ``_Span``, a subclass: any class whose ``set_attribute`` is the SDK's own qualifies."""
+    if type(span).set_attribute is _SDK_SET_ATTRIBUTE:
+        attributes = span._attributes
+        if type(attributes) is BoundedAttributes:
+            max_value_len, maxlen = attributes.max_value_len, attributes.maxlen
+            if max_value_len is None or len(text) <= max_value_len:
+                with span._lock:
+                    present = attributes._dict
+                    if (span._end_time is None and not attributes._immutable and key not in present
+                            and (maxlen is None or len(present) < maxlen)):
+                        with attributes._lock:
+                            present[key] = text
+                        return
+    span.set_attribute(key, text)
 
 
 def _restore_stamp(span: Span, stamp: dict[str, Any]) -> None:
@@ -266,7 +322,8 @@ class BatchExport(SpanProcessor):
 
     def _reset(self, *, stopped: bool) -> None:
         """Fresh state (at construction, and in a forked child): an empty queue, and a worker unless stopped."""
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # on_end takes the lock itself (a C call), not the Condition's Python wrapper
+        self._cond = threading.Condition(self._lock)
         self._queue: collections.deque[ReadableSpan] = collections.deque()
         self._sizes: collections.deque[int] = collections.deque()  # each queued span's estimated bytes
         self._queued_bytes = 0
@@ -300,21 +357,22 @@ class BatchExport(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context
-        if context is None or not context.trace_flags.sampled:
+        if context is None or not context.trace_flags & _SAMPLED:
             return
         size = span_bytes(span)
-        with self._cond:
+        with self._lock:
+            queue = self._queue
             if self._stopping:
                 reason = "shutdown"
-            elif len(self._queue) >= self.max_queue_size or (
-                    self._queued_bytes + size > self.max_queue_bytes and self._queue):  # one span always fits
+            elif len(queue) >= self.max_queue_size or (
+                    self._queued_bytes + size > self.max_queue_bytes and queue):  # one span always fits
                 reason = "queue_full"
             else:
-                self._queue.append(span)
+                queue.append(span)
                 self._sizes.append(size)
                 self._queued_bytes += size
                 self._enqueued += 1
-                if len(self._queue) == self.max_export_batch_size:
+                if len(queue) == self.max_export_batch_size:
                     self._cond.notify_all()
                 return
         self._drop(1, reason)

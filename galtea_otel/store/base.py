@@ -3,6 +3,11 @@
 The pipeline (``galtea_otel.pipeline``) holds all the logic; a store only runs these primitives inside one
 transaction. Adding a database means implementing ``Store`` and ``StoreTx``; the translator and assembler do not
 change. Both SQLite and PostgreSQL implement it.
+
+Modules that keep tables of their own in the store (the Galtea outbox, ``galtea_otel.sync.outbox``; the
+evaluations) are not part of this interface: they run SQL written once through ``SqlStore`` (a store's short
+transactions) and ``StoreTx.sql`` (the pipeline's), with the store's ``Dialect`` (``store.dialect``). The
+tables of every module and their migrations are in ``store.schema``.
 """
 
 from __future__ import annotations
@@ -11,8 +16,8 @@ from collections.abc import Container, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
+from galtea_otel.store.dialect import Dialect, Sql
 from galtea_otel.store.filters import Cursor, SessionFilter, SessionPage
-from galtea_otel.sync.schema import OutboxItem, SyncOverview, SyncState
 from galtea_otel.translate.row import DEFAULT_PROJECT, SpanRow
 
 # (custom_id, version, project): the project last, so that ``key[0]`` / ``key[1]`` keep their meaning.
@@ -142,11 +147,24 @@ class StoreTx(Protocol):
 
     def add_counter(self, name: str, amount: int) -> None: ...
 
-    def enqueue_sync(self, keys: Sequence[Key], now_ns: int) -> None:
-        """Record in the outbox that these sessions have something to send to the Galtea platform."""
+    # Plain SQL in this transaction, for the modules with tables of their own (the Galtea outbox's
+    # ``enqueue``: its row commits with the records it announces).
+    sql: Sql
 
 
-class Store(Protocol):
+class SqlStore(Protocol):
+    """Plain SQL on a store (``?`` marks, written once: ``dialect`` says what differs)."""
+
+    dialect: Dialect
+
+    def write_sql(self) -> AbstractContextManager[Sql]:
+        """One short write transaction of its own (committed when the ``with`` block ends cleanly)."""
+
+    def read_sql(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One query, outside any transaction (what was committed before it)."""
+
+
+class Store(SqlStore, Protocol):
     url: str
 
     def transaction(self) -> AbstractContextManager[StoreTx]: ...
@@ -184,46 +202,6 @@ class Store(Protocol):
     def get_test_case(self, test_case_id: str) -> TestCase | None: ...
 
     def list_test_cases(self) -> list[TestCase]: ...
-
-    # The Galtea sync (galtea_otel.sync): each call is its own short transaction.
-    def sync_backfill(self, now_ns: int) -> int:
-        """Enqueue the sessions never sent or changed since last sent that are not in the outbox; return how
-        many."""
-
-    def sync_claim(self, now_ns: int, limit: int, lease_ns: int) -> list[OutboxItem]:
-        """Claim up to ``limit`` due outbox rows (oldest first) for ``lease_ns``; rows claimed by another
-        worker whose lease has not run out are skipped."""
-
-    def sync_state(self, key: AnyKey) -> SyncState | None:
-        """What the platform holds of this session; None when the session is no longer in the store."""
-
-    def sync_save_session(
-        self, key: AnyKey, platform_id: str | None, version_id: str | None, status: str | None,
-        fingerprint: str | None,
-    ) -> None: ...
-
-    def sync_save_turn(
-        self, key: AnyKey, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
-    ) -> None:
-        """Record what the platform holds of a turn (and end the turn's creation intent, if any)."""
-
-    def sync_save_intent(self, key: AnyKey, turn_id: str, body: dict[str, Any]) -> None:
-        """Record, before it is sent, the body of the ``POST inferenceResults`` that creates a turn."""
-
-    def sync_forget_turn(self, key: AnyKey, turn_id: str) -> None:
-        """Forget a turn (and its intent): it was deleted from the platform, or never reached it."""
-
-    def sync_complete(
-        self, item: OutboxItem, outcome: str, now_ns: int, *, next_attempt_ns: int = 0, error: str | None = None,
-        synced_updated_ns: int | None = None,
-    ) -> None:
-        """End a claim: ``done`` (removed unless it changed meanwhile, then due again), ``defer`` (retry at
-        ``next_attempt_ns``), ``park`` (refused: kept with ``error`` until re-enqueued)."""
-
-    def sync_overview(self, parked_limit: int = 50) -> SyncOverview: ...
-
-    def sync_requeue_parked(self, now_ns: int) -> int:
-        """Make every parked row pending again; return how many."""
 
     def close(self) -> None: ...
 

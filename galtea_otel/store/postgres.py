@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -29,10 +29,13 @@ from psycopg import IsolationLevel
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolClosed
 
-from galtea_otel.evaluate.storage import ddl as evaluation_ddl
 from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tables
+from galtea_otel.store import schema as store_schema
+from galtea_otel.store import shared
 from galtea_otel.store import turns as turns_sql
-from galtea_otel.store.base import SCHEMA_VERSION, AnyKey, Key, StoreError, full_key
+from galtea_otel.store.base import AnyKey, Key, StoreError, full_key
+from galtea_otel.store.dialect import POSTGRES as SQL_DIALECT
+from galtea_otel.store.dialect import Sql
 from galtea_otel.store.filters import (
     NO_LIMIT,
     POSTGRES,
@@ -45,65 +48,16 @@ from galtea_otel.store.filters import (
     run_page,
 )
 from galtea_otel.store.rows import (
-    ADDED_COLUMNS,
-    ADDED_INDEXES,
     LISTING_TEXT_CHARS,
     MESSAGE_COLUMNS,
-    PROJECT_COLUMN_SQL,
     REKEYED,
     SESSION_COLUMNS,
     row_from_tuple,
     session_from_row,
 )
 from galtea_otel.store.turns import TurnsTx
-from galtea_otel.sync import schema as sync_sql
-from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, sync_state_from_rows
 from galtea_otel.translate.row import COLUMNS, SpanRow
 
-if TYPE_CHECKING:  # the records (pydantic) are imported where one is made, not to open a store
-    from galtea_otel.records import TestCase
-
-# Identifiers compare byte-wise (COLLATE "C"), as in SQLite: the same ORDER BY gives the same order in both
-# stores, whatever the database's locale.
-_ID = 'TEXT COLLATE "C"'
-_TABLES = ("galtea_meta", "spans", "sessions", "test_cases", "counters", "turns", *sync_sql.OUTBOX_TABLES)
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS galtea_meta (key {_ID} PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS spans (
-    trace_id {_ID} NOT NULL, span_id {_ID} NOT NULL, parent_span_id {_ID}, name TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    start_ns BIGINT NOT NULL, end_ns BIGINT NOT NULL, status INTEGER NOT NULL, error TEXT, session_event TEXT,
-    own_custom_id {_ID}, own_version {_ID}, resource_version {_ID}, custom_id {_ID}, version {_ID},
-    test_case_id {_ID}, context TEXT, input TEXT, output TEXT, model TEXT,
-    input_tokens BIGINT, output_tokens BIGINT, cache_read_tokens BIGINT, total_tokens BIGINT,
-    cost DOUBLE PRECISION, abandoned BOOLEAN NOT NULL, metadata TEXT, received_ns BIGINT NOT NULL,
-    PRIMARY KEY (trace_id, span_id)
-);
-CREATE INDEX IF NOT EXISTS spans_by_session ON spans (custom_id, version);
-CREATE INDEX IF NOT EXISTS spans_unresolved ON spans (trace_id)
-    WHERE own_custom_id IS NULL OR own_version IS NULL;
-CREATE INDEX IF NOT EXISTS spans_held ON spans (received_ns) WHERE custom_id IS NULL;
-CREATE TABLE IF NOT EXISTS sessions (
-    custom_id {_ID} NOT NULL, version {_ID} NOT NULL, status TEXT NOT NULL, error TEXT, test_case_id {_ID},
-    context TEXT, metadata TEXT NOT NULL, started_ns BIGINT, ended_ns BIGINT,
-    last_activity_ns BIGINT NOT NULL,
-    turn_count INTEGER NOT NULL, input_tokens BIGINT, output_tokens BIGINT, total_tokens BIGINT,
-    cost DOUBLE PRECISION, latency_ms DOUBLE PRECISION, assembly TEXT NOT NULL, updated_ns BIGINT NOT NULL,
-    project {_ID} NOT NULL DEFAULT 'default',
-    PRIMARY KEY (custom_id, version, project)
-);
-CREATE INDEX IF NOT EXISTS sessions_by_activity ON sessions (status, last_activity_ns);
-CREATE INDEX IF NOT EXISTS sessions_by_start ON sessions (started_ns);
-CREATE TABLE IF NOT EXISTS test_cases (
-    id {_ID} PRIMARY KEY, input TEXT, expected_output TEXT, context TEXT, metadata TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS counters (name {_ID} PRIMARY KEY, value BIGINT NOT NULL);
-""" + sync_sql.ddl(_ID, "BIGINT") + ";" + evaluation_ddl(_ID, "BIGINT", "DOUBLE PRECISION") + ";" + turns_sql.ddl(
-    _ID, "BIGINT", "DOUBLE PRECISION")
-
-# PostgreSQL array type of each span column, for the one-statement batch insert through unnest().
-_PG_TYPES = {"text": "TEXT", "int": "BIGINT", "float": "DOUBLE PRECISION", "bool": "BOOLEAN",
-             "project": PROJECT_COLUMN_SQL.replace("TEXT", _ID, 1)}
 _INT_COLUMNS = {"start_ns", "end_ns", "input_tokens", "output_tokens", "cache_read_tokens", "total_tokens",
                 "received_ns"}
 _ARRAY_TYPES = tuple(
@@ -121,14 +75,6 @@ _SELECT = f"SELECT {', '.join(COLUMNS)} FROM spans"
 _SELECT_NO_CONTENT = "SELECT " + ", ".join(
     f"left({c}, {LISTING_TEXT_CHARS})" if c in ("input", "output") else "NULL" if c in MESSAGE_COLUMNS else c
     for c in COLUMNS) + " FROM spans"
-_UPSERT_SESSION = (
-    f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}, updated_ns)"
-    f" VALUES ({', '.join(['%s'] * len(SESSION_COLUMNS))}, %s)"
-    " ON CONFLICT (custom_id, version, project) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in (*SESSION_COLUMNS[2:], "updated_ns") if c != "project")
-)
-
-
 _METADATA_COLUMN = SESSION_COLUMNS.index("metadata")
 _SORTED_JSON = json.JSONEncoder(sort_keys=True)  # made once, not per session written
 
@@ -137,21 +83,9 @@ def _pg(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
-_ENQUEUE = (
-    "INSERT INTO galtea_outbox AS o (custom_id, version, project, seq, state, attempts, next_attempt_ns,"
-    " enqueued_ns, last_error) SELECT k.c, k.v, k.p, 1, 'pending', 0, %s, %s, NULL"
-    " FROM unnest(%b::text[], %b::text[], %b::text[]) AS k(c, v, p)"
-    + sync_sql.ENQUEUE.partition(" VALUES (?, ?, ?, 1, 'pending', 0, ?, ?, NULL)")[2].replace("galtea_outbox.", "o.")
-)
-# Due rows, locked with SKIP LOCKED so that concurrent workers (other receivers) never claim the same row.
-_CLAIM = (
-    "UPDATE galtea_outbox o SET next_attempt_ns = %s FROM ("
-    + _pg(sync_sql.DUE).replace("SELECT custom_id, version, project, seq, attempts",
-                                "SELECT custom_id, version, project")
-    + " FOR UPDATE SKIP LOCKED) d WHERE o.custom_id = d.custom_id AND o.version = d.version"
-    " AND o.project = d.project"
-    " RETURNING o.custom_id, o.version, o.project, o.seq, o.attempts, o.next_attempt_ns, o.enqueued_ns"
-)
+_UPSERT_SESSION = _pg(shared.UPSERT_SESSION)
+
+
 _LOCK_MANY = ("SELECT pg_advisory_xact_lock(k) FROM unnest(%b::bigint[]) WITH ORDINALITY AS t(k, n)"
               " ORDER BY n")
 # The migration lock uses the two-key form: a key space of its own, never equal to a trace or session lock.
@@ -257,7 +191,7 @@ def _split_url(url: str) -> tuple[str, int]:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "&".join(kept), parts.fragment)), pool_size
 
 
-class PostgresStore:
+class PostgresStore(shared.SharedStore):
     """A PostgreSQL store shared by any number of processes. Thread-safe: a pool of connections per process.
 
     ``url`` (the attribute) is the URL with its password masked; the real one is kept private.
@@ -265,6 +199,7 @@ class PostgresStore:
 
     def __init__(self, url: str, *, pool_size: int | None = None, connect_timeout: int | None = None) -> None:
         self.url = redact_url(url)
+        self.dialect = SQL_DIALECT
         self._secrets = _secrets(url)
         try:
             conninfo, size = _split_url(url)
@@ -338,36 +273,19 @@ class PostgresStore:
                 conn.execute(_MIGRATION_LOCK, (_lock_key(schema[0], 0) >> 32,))
                 tables = {r[0] for r in conn.execute(
                     "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                    " WHERE n.nspname = current_schema() AND c.relname = ANY(%s)", (list(_TABLES),))}
+                    " WHERE n.nspname = current_schema() AND c.relname = ANY(%s)", (list(store_schema.TABLES),))}
                 if tables and "galtea_meta" not in tables:
                     raise StoreError(
                         f"PostgreSQL store {self.url}: schema {schema[0]!r} already has tables named"
                         f" {', '.join(sorted(tables))} that are not galtea-otel's; use another database or"
                         " schema (URL parameter options=-csearch_path%3Dgaltea)")
                 if "galtea_meta" in tables:
-                    row = conn.execute(
-                        "SELECT value FROM galtea_meta WHERE key = 'schema_version'").fetchone()
-                    found = int(row[0]) if row else 0
-                    if found > SCHEMA_VERSION:
-                        raise StoreError(
-                            f"PostgreSQL store {self.url} has schema version {found}, newer than this"
-                            f" galtea-otel ({SCHEMA_VERSION}): upgrade galtea-otel")
-                    if found == SCHEMA_VERSION:
+                    row = conn.execute(store_schema.VERSION_OF).fetchone()
+                    if not store_schema.needs_migration(int(row[0]) if row else 0, f"PostgreSQL store {self.url}"):
                         return
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    conn.execute(statement)
-                added = [*sync_sql.ADDED_COLUMNS, *((t, c, _PG_TYPES[k]) for t, c, k in ADDED_COLUMNS)]
-                for table, column, kind in added:  # a new store, or an older schema: migrated in place
-                    conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
-                _rekey(conn)
-                for name, table, column in ADDED_INDEXES:
-                    conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})")
-                for statement in turns_sql.PARTIAL_INDEXES:
-                    conn.execute(statement)
-                self._add_trigram_indexes(conn)
-                conn.execute(
-                    "INSERT INTO galtea_meta (key, value) VALUES ('schema_version', %s)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
+                with conn.cursor() as cur:
+                    store_schema.migrate(_Sql(cur), store_schema.Rekey(
+                        after=lambda sql, _state: _rekey(sql), extra=[lambda _sql: self._add_trigram_indexes(conn)]))
         except psycopg.Error as exc:
             raise StoreError(f"cannot create the schema in the PostgreSQL store {self.url}:"
                              f" {self._clean(exc)}") from exc
@@ -460,151 +378,41 @@ class PostgresStore:
                          key)
         return dict(json.loads(rows[0][0])) if rows else {}
 
-    def counters(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self._all("SELECT name, value FROM counters ORDER BY name")}
-
-    # --- test cases -----------------------------------------------------------------------------------------
-
-    def put_test_cases(self, cases: Iterable[TestCase]) -> int:
-        rows = [(c.id, c.input, c.expected_output, c.context, json.dumps(c.metadata, sort_keys=True))
-                for c in cases]
-        if rows:
-            with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO test_cases (id, input, expected_output, context, metadata)"
-                    " VALUES (%s, %s, %s, %s, %s)"
-                    " ON CONFLICT (id) DO UPDATE SET input = excluded.input,"
-                    " expected_output = excluded.expected_output, context = excluded.context,"
-                    " metadata = excluded.metadata",
-                    [_params(row) for row in rows],
-                )
-        return len(rows)
-
-    # --- the Galtea sync outbox ------------------------------------------------------------------------------
+    # --- plain SQL (store.shared, the Galtea outbox, the evaluations) ----------------------------------------
 
     @contextmanager
     def _write(self) -> Iterator[psycopg.Cursor[Any]]:
         with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
             yield cur
 
-    def sync_backfill(self, now_ns: int) -> int:
+    @contextmanager
+    def write_sql(self) -> Iterator[_Sql]:
         with self._write() as cur:
-            cur.execute(_pg(sync_sql.BACKFILL), (now_ns, now_ns))
-            return max(cur.rowcount, 0)
+            yield _Sql(cur)
 
-    def sync_claim(self, now_ns: int, limit: int, lease_ns: int) -> list[OutboxItem]:
-        with self._write() as cur:
-            rows = cur.execute(_CLAIM, (now_ns + lease_ns, now_ns, limit)).fetchall()
-        rows.sort(key=lambda r: (r[6], r[0], r[1], r[2]))
-        return [OutboxItem((r[0], r[1], r[2]), r[3], r[4]) for r in rows]
-
-    def sync_state(self, key: AnyKey) -> SyncState | None:
-        key = full_key(key)
-        rows = self._all(_pg(sync_sql.SESSION_STATE), key)
-        if not rows:
-            return None
-        row = rows[0]
-        return sync_state_from_rows(row, self._all(_pg(sync_sql.TURNS_STATE), key),
-                                    self._all(_pg(sync_sql.INTENTS_STATE), key))
-
-    def sync_save_session(
-        self, key: AnyKey, platform_id: str | None, version_id: str | None, status: str | None,
-        fingerprint: str | None,
-    ) -> None:
-        key = full_key(key)
-        with self._write() as cur:
-            cur.execute(_pg(sync_sql.SAVE_SESSION),
-                        _params((*key, platform_id, version_id, status, fingerprint, time.time_ns())))
-
-    def sync_save_turn(
-        self, key: AnyKey, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
-    ) -> None:
-        key = full_key(key)
-        with self._write() as cur:
-            cur.execute(_pg(sync_sql.SAVE_TURN),
-                        _params((*key, turn_id, platform_id, json.dumps(sorted(spans_sent)), fingerprint)))
-            cur.execute(_pg(sync_sql.FORGET_INTENT), _params((*key, turn_id)))
-
-    def sync_save_intent(self, key: AnyKey, turn_id: str, body: dict[str, Any]) -> None:
-        key = full_key(key)
-        with self._write() as cur:
-            cur.execute(_pg(sync_sql.SAVE_INTENT), _params((*key, turn_id, json.dumps(body, sort_keys=True))))
-
-    def sync_forget_turn(self, key: AnyKey, turn_id: str) -> None:
-        key = full_key(key)
-        with self._write() as cur:
-            cur.execute(_pg(sync_sql.FORGET_TURN), _params((*key, turn_id)))
-            cur.execute(_pg(sync_sql.FORGET_INTENT), _params((*key, turn_id)))
-
-    def sync_complete(
-        self, item: OutboxItem, outcome: str, now_ns: int, *, next_attempt_ns: int = 0, error: str | None = None,
-        synced_updated_ns: int | None = None,
-    ) -> None:
-        key = _params(item.key)
-        with self._write() as cur:
-            if synced_updated_ns is not None:
-                cur.execute(_pg(sync_sql.SYNCED), (synced_updated_ns, *key))
-            if outcome == "done":
-                if cur.execute(_pg(sync_sql.DONE), (*key, item.seq)).rowcount == 0:
-                    cur.execute(_pg(sync_sql.AGAIN), (now_ns, *key))
-            elif outcome == "defer":
-                cur.execute(_pg(sync_sql.DEFER), (next_attempt_ns, _clean(error), *key))
-            elif outcome == "park":
-                if cur.execute(_pg(sync_sql.PARK), (_clean(error), *key, item.seq)).rowcount == 0:
-                    cur.execute(_pg(sync_sql.AGAIN), (now_ns, *key))
-            elif outcome == "release":  # claimed but not tried (the worker is stopping, or paused)
-                cur.execute(_pg(sync_sql.AGAIN), (next_attempt_ns or now_ns, *key))
-            else:
-                raise ValueError(f"unknown outcome {outcome!r}")
-
-    def sync_overview(self, parked_limit: int = 50) -> SyncOverview:
-        counts = {r[0]: r[1] for r in self._all(sync_sql.COUNTS)}
-        synced = self._all(sync_sql.SYNCED_COUNT)[0][0]
-        parked = [ParkedItem((r[0], r[1], r[2]), r[3], r[4], r[5])
-                  for r in self._all(_pg(sync_sql.PARKED), (parked_limit,))]
-        return SyncOverview(pending=counts.get("pending", 0), parked=counts.get("parked", 0),
-                            synced_sessions=synced, parked_items=parked)
-
-    def sync_requeue_parked(self, now_ns: int) -> int:
-        with self._write() as cur:
-            cur.execute(_pg(sync_sql.REQUEUE_PARKED), (now_ns,))
-            return max(cur.rowcount, 0)
-
-    def get_test_case(self, test_case_id: str) -> TestCase | None:
-        rows = self._all("SELECT id, input, expected_output, context, metadata FROM test_cases WHERE id = %s",
-                         (test_case_id,))
-        return _test_case(rows[0]) if rows else None
-
-    def list_test_cases(self) -> list[TestCase]:
-        return [_test_case(r) for r in self._all(
-            "SELECT id, input, expected_output, context, metadata FROM test_cases ORDER BY id")]
+    def read_sql(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._all(_pg(sql), args)
 
 
-def _rekey(conn: psycopg.Connection[Any]) -> None:
+def _rekey(sql: Sql) -> None:
     """Schema v7 (issue 12): the tables whose primary key gains ``project`` (``store.rows.REKEYED``) get it in
     place (their ``project`` column was just added, the default project for every row). Idempotent: a key that
     already has ``project`` is left alone; inside the migration's transaction."""
     for table, key in REKEYED:
-        conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS project {_PG_TYPES['project']}")
-        found = conn.execute(
+        sql.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS project"
+                    f" {store_schema.column_type(SQL_DIALECT, 'project')}")
+        found = sql.query(
             "SELECT c.conname, array_agg(a.attname::text) FROM pg_constraint c"
             " JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)"
-            " WHERE c.conrelid = to_regclass(%s) AND c.contype = 'p' GROUP BY c.conname", (table,)).fetchone()
-        if found is not None and "project" in found[1]:
+            " WHERE c.conrelid = to_regclass(?) AND c.contype = 'p' GROUP BY c.conname", (table,))
+        if found and "project" in found[0][1]:
             continue
-        drop = f'DROP CONSTRAINT "{found[0]}", ' if found is not None else ""
-        conn.execute(f"ALTER TABLE {table} {drop}ADD PRIMARY KEY ({key})")
+        drop = f'DROP CONSTRAINT "{found[0][0]}", ' if found else ""
+        sql.execute(f"ALTER TABLE {table} {drop}ADD PRIMARY KEY ({key})")
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.isolation_level = IsolationLevel.READ_COMMITTED
-
-
-def _test_case(row: Sequence[Any]) -> TestCase:
-    from galtea_otel.records import TestCase
-
-    return TestCase(id=row[0], input=row[1], expected_output=row[2], context=row[3],
-                    metadata=json.loads(row[4] or "{}"))
 
 
 def _clean(value: Any) -> Any:
@@ -628,13 +436,38 @@ def _params(args: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(_clean(a) for a in args)
 
 
-class _PostgresTx(TurnsTx):
+class _Sql:
+    """Plain SQL on one cursor (``store.dialect.Sql``): ``?`` marks, every value cleaned (``_params``). In pipeline
+    mode (the pipeline's transaction), ``executemany`` waits for nothing; ``execute`` waits for its row count."""
+
+    dialect = SQL_DIALECT
+
+    def __init__(self, cur: psycopg.Cursor[Any], pipeline: psycopg.Pipeline | None = None) -> None:
+        self._cur = cur
+        self._pipeline = pipeline
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        self._cur.execute(_pg(sql), _params(args))
+        if self._pipeline is not None:
+            self._pipeline.sync()
+        return max(self._cur.rowcount, 0)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._cur.executemany(_pg(sql), [_params(r) for r in rows])
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._cur.execute(_pg(sql), _params(args)).fetchall()
+
+
+class _PostgresTx(TurnsTx, shared.SharedTx):
     """Statements run in pipeline mode: those whose results are not needed (locks, updates, upserts) are sent
     without waiting, and go to the server together with the next query that returns rows."""
 
     def __init__(self, cur: psycopg.Cursor[Any], pipeline: psycopg.Pipeline) -> None:
         self._cur = cur
         self._pipeline = pipeline
+        self.sql: Sql = _Sql(cur, pipeline)
 
     def _q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._all(_pg(sql), args)
@@ -718,46 +551,9 @@ class _PostgresTx(TurnsTx):
                 rows.append(row)
         return found
 
-    def test_case_context(self, test_case_id: str) -> str | None:
-        rows = self._all("SELECT context FROM test_cases WHERE id = %s", (test_case_id,))
-        return rows[0][0] if rows else None
-
     def upsert_sessions(self, summaries: Sequence[dict[str, Any]]) -> None:
         now = time.time_ns()
         for summary in summaries:
             values = [summary[c] for c in SESSION_COLUMNS]
             values[_METADATA_COLUMN] = _SORTED_JSON.encode(summary["metadata"])  # json.dumps(sort_keys=True)
             self._exec(_UPSERT_SESSION, (*values, now))  # pipeline mode: sent together, no round trip each
-
-    def delete_session(self, key: Key) -> None:
-        self._exec("DELETE FROM sessions WHERE custom_id = %s AND version = %s AND project = %s", key)
-
-    def idle_sessions(self, last_activity_before_ns: int) -> list[Key]:
-        return [(r[0], r[1], r[2]) for r in self._all(
-            "SELECT custom_id, version, project FROM sessions WHERE status = 'PENDING' AND last_activity_ns < %s"
-            " ORDER BY custom_id, version, project", (last_activity_before_ns,))]
-
-    def held_traces(self, received_before_ns: int) -> list[tuple[str, str]]:
-        return [(r[0], r[1]) for r in self._all(
-            "SELECT project, trace_id FROM spans WHERE custom_id IS NULL GROUP BY project, trace_id"
-            " HAVING max(received_ns) < %s ORDER BY trace_id, project", (received_before_ns,))]
-
-    def unkeyed_rows(self, trace_id: str, project: str) -> list[SpanRow]:
-        return [row_from_tuple(r) for r in self._all(
-            _SELECT + " WHERE trace_id = %s AND project = %s AND custom_id IS NULL", (trace_id, project))]
-
-    def delete_unkeyed(self, trace_id: str, project: str) -> int:
-        self._exec("DELETE FROM spans WHERE trace_id = %s AND project = %s AND custom_id IS NULL",
-                   (trace_id, project))
-        self._pipeline.sync()
-        return self._cur.rowcount
-
-    def add_counter(self, name: str, amount: int) -> None:
-        self._exec(
-            "INSERT INTO counters (name, value) VALUES (%s, %s)"
-            " ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value", (name, amount))
-
-    def enqueue_sync(self, keys: Sequence[Key], now_ns: int) -> None:
-        if keys:
-            self._exec(_ENQUEUE, (now_ns, now_ns, [k[0] for k in keys], [k[1] for k in keys],
-                                  [k[2] for k in keys]))

@@ -7,15 +7,17 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from galtea_otel.evaluate.storage import ddl as evaluation_ddl
 from galtea_otel.evaluate.storage import ensure_tables as ensure_evaluation_tables
+from galtea_otel.store import schema, shared
 from galtea_otel.store import turns as turns_sql
-from galtea_otel.store.base import SCHEMA_VERSION, AnyKey, Key, StoreError, full_key, iter_chunks
+from galtea_otel.store.base import AnyKey, Key, StoreError, full_key, iter_chunks
+from galtea_otel.store.dialect import SQLITE as SQL_DIALECT
+from galtea_otel.store.dialect import Sql
 from galtea_otel.store.filters import (
     NO_LIMIT,
     SQLITE,
@@ -27,11 +29,8 @@ from galtea_otel.store.filters import (
     run_page,
 )
 from galtea_otel.store.rows import (
-    ADDED_COLUMNS,
-    ADDED_INDEXES,
     LISTING_TEXT_CHARS,
     MESSAGE_COLUMNS,
-    PROJECT_COLUMN_SQL,
     REKEYED,
     SESSION_COLUMNS,
     row_from_tuple,
@@ -39,44 +38,8 @@ from galtea_otel.store.rows import (
     session_from_row,
 )
 from galtea_otel.store.turns import TurnsTx
-from galtea_otel.sync import schema as sync_sql
-from galtea_otel.sync.schema import OutboxItem, ParkedItem, SyncOverview, SyncState, sync_state_from_rows
 from galtea_otel.translate.row import COLUMNS, SpanRow
 
-if TYPE_CHECKING:  # the records (pydantic) are imported where one is made, not to open a store
-    from galtea_otel.records import TestCase
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS galtea_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS spans (
-    trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_span_id TEXT, name TEXT NOT NULL, kind TEXT NOT NULL,
-    start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, status INTEGER NOT NULL, error TEXT, session_event TEXT,
-    own_custom_id TEXT, own_version TEXT, resource_version TEXT, custom_id TEXT, version TEXT,
-    test_case_id TEXT, context TEXT, input TEXT, output TEXT, model TEXT,
-    input_tokens INTEGER, output_tokens INTEGER, cache_read_tokens INTEGER, total_tokens INTEGER, cost REAL,
-    abandoned INTEGER NOT NULL, metadata TEXT, received_ns INTEGER NOT NULL,
-    PRIMARY KEY (trace_id, span_id)
-);
-CREATE INDEX IF NOT EXISTS spans_by_session ON spans (custom_id, version);
-CREATE INDEX IF NOT EXISTS spans_unresolved ON spans (trace_id) WHERE own_custom_id IS NULL OR own_version IS NULL;
-CREATE INDEX IF NOT EXISTS spans_held ON spans (received_ns) WHERE custom_id IS NULL;
-CREATE TABLE IF NOT EXISTS sessions (
-    custom_id TEXT NOT NULL, version TEXT NOT NULL, status TEXT NOT NULL, error TEXT, test_case_id TEXT,
-    context TEXT, metadata TEXT NOT NULL, started_ns INTEGER, ended_ns INTEGER, last_activity_ns INTEGER NOT NULL,
-    turn_count INTEGER NOT NULL, input_tokens INTEGER, output_tokens INTEGER, total_tokens INTEGER, cost REAL,
-    latency_ms REAL, assembly TEXT NOT NULL, updated_ns INTEGER NOT NULL, project TEXT NOT NULL DEFAULT 'default',
-    PRIMARY KEY (custom_id, version, project)
-);
-CREATE INDEX IF NOT EXISTS sessions_by_activity ON sessions (status, last_activity_ns);
-CREATE INDEX IF NOT EXISTS sessions_by_start ON sessions (started_ns);
-CREATE TABLE IF NOT EXISTS test_cases (
-    id TEXT PRIMARY KEY, input TEXT, expected_output TEXT, context TEXT, metadata TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-""" + sync_sql.ddl("TEXT", "INTEGER") + ";" + evaluation_ddl("TEXT", "INTEGER", "REAL") + ";" + turns_sql.ddl(
-    "TEXT", "INTEGER", "REAL")
-
-_SQLITE_TYPES = {"text": "TEXT", "int": "INTEGER", "float": "REAL", "bool": "INTEGER", "project": PROJECT_COLUMN_SQL}
 _INSERT = f"INSERT OR IGNORE INTO spans ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM spans"
 # What reassembly reads on the write path: no message lists, and input and output cut to what a session listing
@@ -84,12 +47,7 @@ _SELECT = f"SELECT {', '.join(COLUMNS)} FROM spans"
 _SELECT_NO_CONTENT = "SELECT " + ", ".join(
     f"substr({c}, 1, {LISTING_TEXT_CHARS})" if c in ("input", "output") else "NULL" if c in MESSAGE_COLUMNS else c
     for c in COLUMNS) + " FROM spans"
-_UPSERT_SESSION = (
-    f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}, updated_ns)"
-    f" VALUES ({', '.join('?' * len(SESSION_COLUMNS))}, ?)"
-    f" ON CONFLICT (custom_id, version, project) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in (*SESSION_COLUMNS[2:], "updated_ns") if c != "project")
-)
+_UPSERT_SESSION = shared.UPSERT_SESSION
 
 
 def path_from_url(url: str) -> Path:
@@ -101,7 +59,7 @@ def path_from_url(url: str) -> Path:
     return Path(url)
 
 
-class SQLiteStore:
+class SQLiteStore(shared.SharedStore):
     """A SQLite store. Thread-safe: one connection per thread, writes serialized by ``BEGIN IMMEDIATE``.
 
     ``synchronous`` is NORMAL by default: a committed transaction survives a crash of the process (kill -9);
@@ -117,6 +75,7 @@ class SQLiteStore:
         if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise StoreError(f"unknown synchronous mode {synchronous!r}: use NORMAL or FULL")
         self.url = url
+        self.dialect = SQL_DIALECT
         self.path = path_from_url(base)
         self._synchronous = synchronous
         self._busy_ms = busy_timeout_ms
@@ -162,34 +121,13 @@ class SQLiteStore:
                 " give galtea-otel a file of its own"
             )
         if "galtea_meta" in tables:
-            row = conn.execute("SELECT value FROM galtea_meta WHERE key = 'schema_version'").fetchone()
-            found = int(row[0]) if row else 0
-            if found > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has schema version {found}, newer than this galtea-otel ({SCHEMA_VERSION}):"
-                    " upgrade galtea-otel"
-                )
-            if found == SCHEMA_VERSION:
+            row = conn.execute(schema.VERSION_OF).fetchone()
+            if not schema.needs_migration(int(row[0]) if row else 0, str(self.path)):
                 return
         try:
             with self._write_lock:
                 conn.execute("BEGIN IMMEDIATE")
-                rebuilt = _set_aside_rekeyed(conn)
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    conn.execute(statement)
-                added = [*sync_sql.ADDED_COLUMNS, *((t, c, _SQLITE_TYPES[k]) for t, c, k in ADDED_COLUMNS)]
-                for table, column, kind in added:  # a new store, or an older schema: migrated in place
-                    if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
-                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-                _copy_rekeyed(conn, rebuilt)
-                for name, table, column in ADDED_INDEXES:
-                    conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})")
-                for statement in turns_sql.PARTIAL_INDEXES:
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT OR REPLACE INTO galtea_meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
+                schema.migrate(_Sql(conn), schema.Rekey(before=_set_aside_rekeyed, after=_copy_rekeyed))
                 conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             if conn.in_transaction:
@@ -260,30 +198,7 @@ class SQLiteStore:
             "SELECT assembly FROM sessions WHERE custom_id = ? AND version = ? AND project = ?", key).fetchone()
         return dict(json.loads(row[0])) if row else {}
 
-    def counters(self) -> dict[str, int]:
-        return dict(self._connect().execute("SELECT name, value FROM counters ORDER BY name").fetchall())
-
-    def put_test_cases(self, cases: Iterable[TestCase]) -> int:
-        rows = [(c.id, c.input, c.expected_output, c.context, json.dumps(c.metadata, sort_keys=True))
-                for c in cases]
-        conn = self._connect()
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT INTO test_cases (id, input, expected_output, context, metadata) VALUES (?, ?, ?, ?, ?)"
-                    " ON CONFLICT (id) DO UPDATE SET input = excluded.input,"
-                    " expected_output = excluded.expected_output, context = excluded.context,"
-                    " metadata = excluded.metadata",
-                    rows,
-                )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        return len(rows)
-
-    # --- the Galtea sync outbox --------------------------------------------------------------------------------
+    # --- plain SQL (store.shared, the Galtea outbox, the evaluations) ------------------------------------------
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -297,138 +212,64 @@ class SQLiteStore:
                 raise
             conn.execute("COMMIT")
 
-    def sync_backfill(self, now_ns: int) -> int:
+    @contextmanager
+    def write_sql(self) -> Iterator[_Sql]:
         with self._write() as conn:
-            return conn.execute(sync_sql.BACKFILL, (now_ns, now_ns)).rowcount
+            yield _Sql(conn)
 
-    def sync_claim(self, now_ns: int, limit: int, lease_ns: int) -> list[OutboxItem]:
-        with self._write() as conn:
-            items = [OutboxItem((r[0], r[1], r[2]), r[3], r[4])
-                     for r in conn.execute(sync_sql.DUE, (now_ns, limit))]
-            conn.executemany(sync_sql.LEASE, [(now_ns + lease_ns, *i.key, i.seq) for i in items])
-        return items
-
-    def sync_state(self, key: AnyKey) -> SyncState | None:
-        key = full_key(key)
-        conn = self._connect()
-        row = conn.execute(sync_sql.SESSION_STATE, key).fetchone()
-        if row is None:
-            return None
-        return sync_state_from_rows(row, conn.execute(sync_sql.TURNS_STATE, key),
-                                    conn.execute(sync_sql.INTENTS_STATE, key))
-
-    def sync_save_session(
-        self, key: AnyKey, platform_id: str | None, version_id: str | None, status: str | None,
-        fingerprint: str | None,
-    ) -> None:
-        key = full_key(key)
-        with self._write() as conn:
-            conn.execute(sync_sql.SAVE_SESSION, (*key, platform_id, version_id, status, fingerprint, time.time_ns()))
-
-    def sync_save_turn(
-        self, key: AnyKey, turn_id: str, platform_id: str, spans_sent: Iterable[str], fingerprint: str | None,
-    ) -> None:
-        key = full_key(key)
-        with self._write() as conn:
-            conn.execute(sync_sql.SAVE_TURN,
-                         (*key, turn_id, platform_id, json.dumps(sorted(spans_sent)), fingerprint))
-            conn.execute(sync_sql.FORGET_INTENT, (*key, turn_id))
-
-    def sync_save_intent(self, key: AnyKey, turn_id: str, body: dict[str, Any]) -> None:
-        key = full_key(key)
-        with self._write() as conn:
-            conn.execute(sync_sql.SAVE_INTENT, (*key, turn_id, json.dumps(body, sort_keys=True)))
-
-    def sync_forget_turn(self, key: AnyKey, turn_id: str) -> None:
-        key = full_key(key)
-        with self._write() as conn:
-            conn.execute(sync_sql.FORGET_TURN, (*key, turn_id))
-            conn.execute(sync_sql.FORGET_INTENT, (*key, turn_id))
-
-    def sync_complete(
-        self, item: OutboxItem, outcome: str, now_ns: int, *, next_attempt_ns: int = 0, error: str | None = None,
-        synced_updated_ns: int | None = None,
-    ) -> None:
-        with self._write() as conn:
-            if synced_updated_ns is not None:
-                conn.execute(sync_sql.SYNCED, (synced_updated_ns, *item.key))
-            if outcome == "done":
-                if conn.execute(sync_sql.DONE, (*item.key, item.seq)).rowcount == 0:
-                    conn.execute(sync_sql.AGAIN, (now_ns, *item.key))
-            elif outcome == "defer":
-                conn.execute(sync_sql.DEFER, (next_attempt_ns, error, *item.key))
-            elif outcome == "park":
-                if conn.execute(sync_sql.PARK, (error, *item.key, item.seq)).rowcount == 0:
-                    conn.execute(sync_sql.AGAIN, (now_ns, *item.key))
-            elif outcome == "release":  # claimed but not tried (the worker is stopping, or paused)
-                conn.execute(sync_sql.AGAIN, (next_attempt_ns or now_ns, *item.key))
-            else:
-                raise ValueError(f"unknown outcome {outcome!r}")
-
-    def sync_overview(self, parked_limit: int = 50) -> SyncOverview:
-        conn = self._connect()
-        counts = dict(conn.execute(sync_sql.COUNTS).fetchall())
-        synced = conn.execute(sync_sql.SYNCED_COUNT).fetchone()[0]
-        parked = [ParkedItem((r[0], r[1], r[2]), r[3], r[4], r[5])
-                  for r in conn.execute(sync_sql.PARKED, (parked_limit,))]
-        return SyncOverview(pending=counts.get("pending", 0), parked=counts.get("parked", 0),
-                            synced_sessions=synced, parked_items=parked)
-
-    def sync_requeue_parked(self, now_ns: int) -> int:
-        with self._write() as conn:
-            return conn.execute(sync_sql.REQUEUE_PARKED, (now_ns,)).rowcount
-
-    def get_test_case(self, test_case_id: str) -> TestCase | None:
-        row = self._connect().execute(
-            "SELECT id, input, expected_output, context, metadata FROM test_cases WHERE id = ?", (test_case_id,)
-        ).fetchone()
-        return _test_case(row) if row else None
-
-    def list_test_cases(self) -> list[TestCase]:
-        rows = self._connect().execute(
-            "SELECT id, input, expected_output, context, metadata FROM test_cases ORDER BY id"
-        ).fetchall()
-        return [_test_case(r) for r in rows]
+    def read_sql(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._connect().execute(sql, tuple(args)).fetchall()
 
 
-def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
-    return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+class _Sql:
+    """Plain SQL on one connection (``store.dialect.Sql``)."""
+
+    dialect = SQL_DIALECT
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        return int(self._conn.execute(sql, tuple(args)).rowcount)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._conn.executemany(sql, rows)
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, tuple(args)).fetchall()
 
 
-def _set_aside_rekeyed(conn: sqlite3.Connection) -> list[str]:
+def _columns(sql: Sql, table: str) -> list[str]:
+    return [r[0] for r in sql.query(SQL_DIALECT.columns_sql, (table,))]
+
+
+def _set_aside_rekeyed(sql: Sql) -> list[str]:
     """Schema v7 (issue 12), first half of the in-place rebuild of the tables whose key gains ``project``
     (SQLite cannot change a primary key): rename each such table of an older store to ``<table>__pre7`` and drop
     its indexes, so that the schema's CREATE statements make the new table and its indexes. Inside the opening
     transaction: a failure leaves the store as it was. Idempotent: a table that has ``project`` is left alone."""
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables = {r[0] for r in sql.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
     moved = []
     for table, _key in REKEYED:
-        if table not in tables or "project" in _columns(conn, table):
+        if table not in tables or "project" in _columns(sql, table):
             continue
         old = f"{table}__pre7"
-        conn.execute(f"DROP TABLE IF EXISTS {old}")
-        conn.execute(f"ALTER TABLE {table} RENAME TO {old}")
-        for (index,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?"
-                                     " AND sql IS NOT NULL", (old,)).fetchall():
-            conn.execute(f"DROP INDEX {index}")
+        sql.execute(f"DROP TABLE IF EXISTS {old}")
+        sql.execute(f"ALTER TABLE {table} RENAME TO {old}")
+        for (index,) in sql.query("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?"
+                                  " AND sql IS NOT NULL", (old,)):
+            sql.execute(f"DROP INDEX {index}")
         moved.append(table)
     return moved
 
 
-def _copy_rekeyed(conn: sqlite3.Connection, tables: Sequence[str]) -> None:
+def _copy_rekeyed(sql: Sql, tables: list[str]) -> None:
     """Second half: copy the set-aside rows into the new tables (project: the default) and drop the old ones."""
     for table in tables:
         old = f"{table}__pre7"
-        kept = [c for c in _columns(conn, old) if c in set(_columns(conn, table))]
-        conn.execute(f"INSERT INTO {table} ({', '.join(kept)}) SELECT {', '.join(kept)} FROM {old}")
-        conn.execute(f"DROP TABLE {old}")
-
-
-def _test_case(row: Sequence[Any]) -> TestCase:
-    from galtea_otel.records import TestCase
-
-    return TestCase(id=row[0], input=row[1], expected_output=row[2], context=row[3],
-                    metadata=json.loads(row[4] or "{}"))
+        kept = [c for c in _columns(sql, old) if c in set(_columns(sql, table))]
+        sql.execute(f"INSERT INTO {table} ({', '.join(kept)}) SELECT {', '.join(kept)} FROM {old}")
+        sql.execute(f"DROP TABLE {old}")
 
 
 def _session_rows(conn: sqlite3.Connection, key: Key, *, content: bool = True) -> list[SpanRow]:
@@ -447,9 +288,10 @@ _METADATA_COLUMN = SESSION_COLUMNS.index("metadata")
 _SORTED_JSON = json.JSONEncoder(sort_keys=True)  # made once, not per session written
 
 
-class _SQLiteTx(TurnsTx):
+class _SQLiteTx(TurnsTx, shared.SharedTx):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self.sql: Sql = _Sql(conn)
 
     def _q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, args).fetchall()
@@ -516,39 +358,6 @@ class _SQLiteTx(TurnsTx):
                     rows.append(row)
         return found
 
-    def test_case_context(self, test_case_id: str) -> str | None:
-        row = self._conn.execute("SELECT context FROM test_cases WHERE id = ?", (test_case_id,)).fetchone()
-        return row[0] if row else None
-
     def upsert_sessions(self, summaries: Sequence[dict[str, Any]]) -> None:
         now = time.time_ns()
         self._conn.executemany(_UPSERT_SESSION, [(*_session_values(s), now) for s in summaries])
-
-    def delete_session(self, key: Key) -> None:
-        self._conn.execute("DELETE FROM sessions WHERE custom_id = ? AND version = ? AND project = ?", key)
-
-    def idle_sessions(self, last_activity_before_ns: int) -> list[Key]:
-        return [(r[0], r[1], r[2]) for r in self._conn.execute(
-            "SELECT custom_id, version, project FROM sessions WHERE status = 'PENDING' AND last_activity_ns < ?"
-            " ORDER BY custom_id, version, project", (last_activity_before_ns,))]
-
-    def held_traces(self, received_before_ns: int) -> list[tuple[str, str]]:
-        return [(r[0], r[1]) for r in self._conn.execute(
-            "SELECT project, trace_id FROM spans WHERE custom_id IS NULL GROUP BY project, trace_id"
-            " HAVING max(received_ns) < ? ORDER BY trace_id, project", (received_before_ns,))]
-
-    def unkeyed_rows(self, trace_id: str, project: str) -> list[SpanRow]:
-        return [row_from_tuple(r) for r in self._conn.execute(
-            _SELECT + " WHERE trace_id = ? AND project = ? AND custom_id IS NULL", (trace_id, project))]
-
-    def delete_unkeyed(self, trace_id: str, project: str) -> int:
-        return self._conn.execute("DELETE FROM spans WHERE trace_id = ? AND project = ? AND custom_id IS NULL",
-                                  (trace_id, project)).rowcount
-
-    def add_counter(self, name: str, amount: int) -> None:
-        self._conn.execute(
-            "INSERT INTO counters (name, value) VALUES (?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", (name, amount))
-
-    def enqueue_sync(self, keys: Sequence[Key], now_ns: int) -> None:
-        self._conn.executemany(sync_sql.ENQUEUE, [(*k, now_ns, now_ns) for k in keys])

@@ -24,8 +24,8 @@ from typing import Any
 
 import httpx
 
-from galtea_otel.config import VERSION
 from galtea_otel.sync.config import GalteaSyncConfig
+from galtea_otel.version import VERSION
 
 log = logging.getLogger("galtea_otel.sync")
 IN_REQUEST_RETRY_AFTER_MAX_S = 2.0  # a longer Retry-After defers the session in the outbox instead

@@ -1,4 +1,5 @@
-"""The sync tables (schema v3) and what the stores return about them, shared by SQLite and PostgreSQL.
+"""What the Galtea outbox (:mod:`galtea_otel.sync.outbox`) returns about its tables (defined in
+``galtea_otel.store.schema``).
 
 - ``galtea_outbox``: one row per session key that has something to send to the Galtea platform. The pipeline
   upserts it in the same transaction as the session's records (``seq`` grows at each change); the worker
@@ -14,7 +15,7 @@
   pass adopts the platform turn that matches the *intended* body (the turn may have changed since), and a turn
   that no longer exists locally has its intended creation looked up and deleted.
 
-This module imports nothing heavy: the stores import it.
+This module imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -26,131 +27,6 @@ from typing import Any
 
 # (custom_id, version, project): the project last, so that ``key[0]`` / ``key[1]`` keep their meaning.
 Key = tuple[str, str, str]
-
-OUTBOX_TABLES = ("galtea_outbox", "galtea_sync_sessions", "galtea_sync_turns", "galtea_sync_intents")
-
-
-def ddl(id_type: str, int_type: str) -> str:
-    """The CREATE statements of the sync tables, for a store's identifier and integer column types."""
-    return f"""
-CREATE TABLE IF NOT EXISTS galtea_outbox (
-    custom_id {id_type} NOT NULL, version {id_type} NOT NULL, seq {int_type} NOT NULL, state TEXT NOT NULL,
-    attempts INTEGER NOT NULL, next_attempt_ns {int_type} NOT NULL, enqueued_ns {int_type} NOT NULL,
-    last_error TEXT, project {id_type} NOT NULL DEFAULT 'default',
-    PRIMARY KEY (custom_id, version, project)
-);
-CREATE INDEX IF NOT EXISTS galtea_outbox_due ON galtea_outbox (state, next_attempt_ns);
-CREATE TABLE IF NOT EXISTS galtea_sync_sessions (
-    custom_id {id_type} NOT NULL, version {id_type} NOT NULL, platform_id TEXT, version_id TEXT, status TEXT,
-    fingerprint TEXT, synced_updated_ns {int_type}, updated_ns {int_type} NOT NULL,
-    project {id_type} NOT NULL DEFAULT 'default',
-    PRIMARY KEY (custom_id, version, project)
-);
-CREATE TABLE IF NOT EXISTS galtea_sync_turns (
-    custom_id {id_type} NOT NULL, version {id_type} NOT NULL, turn_id {id_type} NOT NULL,
-    platform_id TEXT NOT NULL, spans_sent TEXT NOT NULL, fingerprint TEXT,
-    project {id_type} NOT NULL DEFAULT 'default',
-    PRIMARY KEY (custom_id, version, project, turn_id)
-);
-CREATE TABLE IF NOT EXISTS galtea_sync_intents (
-    custom_id {id_type} NOT NULL, version {id_type} NOT NULL, turn_id {id_type} NOT NULL, body TEXT NOT NULL,
-    project {id_type} NOT NULL DEFAULT 'default',
-    PRIMARY KEY (custom_id, version, project, turn_id)
-);
-"""
-
-
-# Columns added to the sync tables after their first release, as (table, column, type): a store of an older
-# schema gets them by ALTER TABLE ... ADD COLUMN when it is opened (``ddl`` already has them for a new store).
-# v3: galtea_sync_turns.fingerprint (NULL for a turn sent by an older galtea-otel: updated once, at its
-# session's next sync).
-# v4: the table galtea_sync_intents (created by ``ddl``'s CREATE TABLE IF NOT EXISTS when an older store is opened).
-# v7 (issue 12): ``project`` in every key (``store.rows.REKEYED``: the tables are re-keyed, not altered here).
-# Every statement below takes a session key as (custom_id, version, project), in that order.
-ADDED_COLUMNS = (("galtea_sync_turns", "fingerprint", "TEXT"),)
-
-
-# Statements written with ``?`` placeholders; the PostgreSQL store swaps them for ``%s``.
-ENQUEUE = (
-    "INSERT INTO galtea_outbox (custom_id, version, project, seq, state, attempts, next_attempt_ns, enqueued_ns,"
-    " last_error) VALUES (?, ?, ?, 1, 'pending', 0, ?, ?, NULL)"
-    " ON CONFLICT (custom_id, version, project) DO UPDATE SET seq = galtea_outbox.seq + 1,"
-    " enqueued_ns = excluded.enqueued_ns,"
-    " next_attempt_ns = CASE WHEN galtea_outbox.state = 'parked' THEN excluded.next_attempt_ns"
-    " ELSE galtea_outbox.next_attempt_ns END,"
-    " attempts = CASE WHEN galtea_outbox.state = 'parked' THEN 0 ELSE galtea_outbox.attempts END,"
-    " state = 'pending'"
-)
-# Sessions never sent, or changed since they were last sent, that are not in the outbox yet (parked stay parked).
-BACKFILL = (
-    "INSERT INTO galtea_outbox (custom_id, version, project, seq, state, attempts, next_attempt_ns, enqueued_ns,"
-    " last_error) SELECT s.custom_id, s.version, s.project, 1, 'pending', 0, ?, ?, NULL FROM sessions s"
-    " LEFT JOIN galtea_sync_sessions g ON g.custom_id = s.custom_id AND g.version = s.version"
-    " AND g.project = s.project"
-    " WHERE g.synced_updated_ns IS NULL OR g.synced_updated_ns < s.updated_ns"
-    " ON CONFLICT (custom_id, version, project) DO NOTHING"
-)
-DUE = (
-    "SELECT custom_id, version, project, seq, attempts FROM galtea_outbox"
-    " WHERE state = 'pending' AND next_attempt_ns <= ?"
-    " ORDER BY next_attempt_ns, enqueued_ns, custom_id, version, project LIMIT ?"
-)
-LEASE = "UPDATE galtea_outbox SET next_attempt_ns = ? WHERE custom_id = ? AND version = ? AND project = ? AND seq = ?"
-DONE = "DELETE FROM galtea_outbox WHERE custom_id = ? AND version = ? AND project = ? AND seq = ?"
-# Something changed while it was being sent: due again at once.
-AGAIN = (
-    "UPDATE galtea_outbox SET next_attempt_ns = ?, attempts = 0, last_error = NULL"
-    " WHERE custom_id = ? AND version = ? AND project = ?"
-)
-DEFER = (
-    "UPDATE galtea_outbox SET next_attempt_ns = ?, attempts = attempts + 1, last_error = ?"
-    " WHERE custom_id = ? AND version = ? AND project = ? AND state = 'pending'"
-)
-PARK = ("UPDATE galtea_outbox SET state = 'parked', last_error = ?"
-        " WHERE custom_id = ? AND version = ? AND project = ? AND seq = ?")
-SYNCED = ("UPDATE galtea_sync_sessions SET synced_updated_ns = ?"
-          " WHERE custom_id = ? AND version = ? AND project = ?")
-SESSION_STATE = (
-    "SELECT g.platform_id, g.version_id, g.status, g.fingerprint, s.updated_ns FROM sessions s"
-    " LEFT JOIN galtea_sync_sessions g ON g.custom_id = s.custom_id AND g.version = s.version"
-    " AND g.project = s.project"
-    " WHERE s.custom_id = ? AND s.version = ? AND s.project = ?"
-)
-TURNS_STATE = (
-    "SELECT turn_id, platform_id, spans_sent, fingerprint FROM galtea_sync_turns"
-    " WHERE custom_id = ? AND version = ? AND project = ?"
-)
-SAVE_SESSION = (
-    "INSERT INTO galtea_sync_sessions (custom_id, version, project, platform_id, version_id, status, fingerprint,"
-    " synced_updated_ns, updated_ns) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)"
-    " ON CONFLICT (custom_id, version, project) DO UPDATE SET platform_id = excluded.platform_id,"
-    " version_id = excluded.version_id, status = excluded.status, fingerprint = excluded.fingerprint,"
-    " updated_ns = excluded.updated_ns"
-)
-SAVE_TURN = (
-    "INSERT INTO galtea_sync_turns (custom_id, version, project, turn_id, platform_id, spans_sent, fingerprint)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (custom_id, version, project, turn_id) DO UPDATE SET platform_id = excluded.platform_id,"
-    " spans_sent = excluded.spans_sent, fingerprint = excluded.fingerprint"
-)
-# Saving a turn's platform id ends its intent, in the same transaction.
-FORGET_INTENT = ("DELETE FROM galtea_sync_intents"
-                 " WHERE custom_id = ? AND version = ? AND project = ? AND turn_id = ?")
-FORGET_TURN = "DELETE FROM galtea_sync_turns WHERE custom_id = ? AND version = ? AND project = ? AND turn_id = ?"
-INTENTS_STATE = ("SELECT turn_id, body FROM galtea_sync_intents"
-                 " WHERE custom_id = ? AND version = ? AND project = ?")
-SAVE_INTENT = (
-    "INSERT INTO galtea_sync_intents (custom_id, version, project, turn_id, body) VALUES (?, ?, ?, ?, ?)"
-    " ON CONFLICT (custom_id, version, project, turn_id) DO UPDATE SET body = excluded.body"
-)
-COUNTS = "SELECT state, count(*) FROM galtea_outbox GROUP BY state"
-SYNCED_COUNT = "SELECT count(*) FROM galtea_sync_sessions WHERE platform_id IS NOT NULL"
-PARKED = (
-    "SELECT custom_id, version, project, attempts, last_error, enqueued_ns FROM galtea_outbox"
-    " WHERE state = 'parked' ORDER BY enqueued_ns DESC, custom_id, version, project LIMIT ?"
-)
-REQUEUE_PARKED = "UPDATE galtea_outbox SET state = 'pending', attempts = 0, next_attempt_ns = ? WHERE state = 'parked'"
-
 
 @dataclass(frozen=True)
 class OutboxItem:

@@ -1,7 +1,7 @@
 """Reconcile one session with the Galtea platform: send what it lacks, never anything twice.
 
 :meth:`GalteaSink.sync_session` reads the session's full record from the store and what the platform is known to
-hold (``Store.sync_state``), then:
+hold (``Outbox.state``, :mod:`galtea_otel.sync.outbox`), then:
 
 1. the session: its remembered platform id, else the one found by custom id within its version
    (``GET sessions?customIds[]=..&versionIds[]=..``), else ``POST sessions``; the id is stored at once;
@@ -45,6 +45,7 @@ from galtea_otel.sync import payloads
 from galtea_otel.sync.client import GalteaHttp, Refused
 from galtea_otel.sync.config import VERSION_FACT, GalteaSyncConfig
 from galtea_otel.sync.evaluations import EvaluationSync, MetricResolver
+from galtea_otel.sync.outbox import Outbox, open_outbox
 from galtea_otel.sync.schema import SyncState, TurnState
 
 log = logging.getLogger("galtea_otel.sync")
@@ -150,8 +151,10 @@ class VersionResolver:
 
 
 class GalteaSink:
-    def __init__(self, store: Store, config: GalteaSyncConfig, http: GalteaHttp) -> None:
+    def __init__(self, store: Store, config: GalteaSyncConfig, http: GalteaHttp,
+                 outbox: Outbox | None = None) -> None:
         self.store = store
+        self.outbox = outbox or open_outbox(store)
         self.config = config
         self.http = http
         self.versions = VersionResolver(config, http)
@@ -161,7 +164,7 @@ class GalteaSink:
         """Send what the platform lacks of this session. Returns what was done and the session's
         ``updated_ns`` as read (None: the session is gone from the store, nothing to do)."""
         outcome = Outcome()
-        state = self.store.sync_state(key)
+        state = self.outbox.state(key)
         if state is None:
             return outcome, None
         detail = read_session(self.store, key)
@@ -179,10 +182,10 @@ class GalteaSink:
     # --- steps ----------------------------------------------------------------------------------------------
 
     def _save_session(self, key: Key, state: SyncState) -> None:
-        self.store.sync_save_session(key, state.platform_id, state.version_id, state.status, state.fingerprint)
+        self.outbox.save_session(key, state.platform_id, state.version_id, state.status, state.fingerprint)
 
     def _save_turn(self, key: Key, turn_key: str, turn: TurnState) -> None:
-        self.store.sync_save_turn(key, turn_key, turn.platform_id, turn.spans_sent, turn.fingerprint)
+        self.outbox.save_turn(key, turn_key, turn.platform_id, turn.spans_sent, turn.fingerprint)
 
     def _session(self, key: Key, detail: SessionDetail, state: SyncState, outcome: Outcome) -> bool:
         """Make sure the platform holds the session; True when it was created in this pass."""
@@ -252,7 +255,7 @@ class GalteaSink:
                 outcome.turns_found += 1
             else:
                 body = payloads.create_turn(turn, state.platform_id)
-                self.store.sync_save_intent(key, tkey, body)
+                self.outbox.save_intent(key, tkey, body)
                 state.intents[tkey] = body
                 tstate = TurnState(str(self.http.post("inferenceResults", body)["id"]),
                                    fingerprint=payloads.turn_fingerprint(turn))
@@ -274,7 +277,7 @@ class GalteaSink:
         answer was lost, or a turn deleted on the platform by someone else."""
         for tkey in [k for k in state.turns if k not in local]:
             self._delete_turn(state.turns[tkey].platform_id)
-            self.store.sync_forget_turn(key, tkey)
+            self.outbox.forget_turn(key, tkey)
             del state.turns[tkey]
             state.intents.pop(tkey, None)
             outcome.turns_deleted += 1
@@ -284,7 +287,7 @@ class GalteaSink:
                 remote.remove(match)
                 self._delete_turn(str(match["id"]))
                 outcome.turns_deleted += 1
-            self.store.sync_forget_turn(key, tkey)
+            self.outbox.forget_turn(key, tkey)
             state.intents.pop(tkey, None)
 
     def _delete_turn(self, platform_id: str) -> None:

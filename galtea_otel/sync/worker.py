@@ -21,6 +21,7 @@ import httpx
 from galtea_otel.store.base import Store
 from galtea_otel.sync.client import AuthFailed, GalteaHttp, Refused, Retryable
 from galtea_otel.sync.config import GalteaSyncConfig
+from galtea_otel.sync.outbox import open_outbox
 from galtea_otel.sync.schema import OutboxItem
 from galtea_otel.sync.sink import GalteaSink, Outcome
 
@@ -61,10 +62,11 @@ class SyncRunner:
     def __init__(self, store: Store, config: GalteaSyncConfig, *, stop: threading.Event | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.store = store
+        self.outbox = open_outbox(store)
         self.config = config
         self.stop = stop or threading.Event()
         self.http = GalteaHttp(config, self.stop, transport=transport)
-        self.sink = GalteaSink(store, config, self.http)
+        self.sink = GalteaSink(store, config, self.http, self.outbox)
         self.summary = SyncSummary()
 
     def close(self) -> None:
@@ -75,7 +77,7 @@ class SyncRunner:
         settled on the platform (recorded while no sync was running)."""
         from galtea_otel.sync.evaluations import backfill as backfill_evaluations
 
-        count = self.store.sync_backfill(time.time_ns())
+        count = self.outbox.backfill(time.time_ns())
         count += backfill_evaluations(self.store, time.time_ns())
         self.summary.backfilled += count
         return count
@@ -88,7 +90,7 @@ class SyncRunner:
 
     def run_batch(self, on_finished: Callable[[int], None] | None = None) -> BatchResult:
         now = time.time_ns()
-        items = self.store.sync_claim(now, self.config.batch_size, int(self.config.lease_s * 1e9))
+        items = self.outbox.claim(now, self.config.batch_size, int(self.config.lease_s * 1e9))
         result = BatchResult(claimed=len(items))
         for index, item in enumerate(items):
             if self.stop.is_set():
@@ -114,7 +116,7 @@ class SyncRunner:
     def _release(self, items: list[OutboxItem], delay_s: float) -> None:
         now = time.time_ns()
         for item in items:
-            self.store.sync_complete(item, "release", now, next_attempt_ns=now + int(delay_s * 1e9))
+            self.outbox.complete(item, "release", now, next_attempt_ns=now + int(delay_s * 1e9))
 
     def _one(self, item: OutboxItem) -> float | None:
         """Reconcile one session; None when its row is finished (done or parked), else the pause to take."""
@@ -127,7 +129,7 @@ class SyncRunner:
             log.warning("galtea sync: session %r (version %r) deferred %.1f s: %s", item.key[0], item.key[1],
                         delay, exc)
             now = time.time_ns()
-            self.store.sync_complete(item, "defer", now, next_attempt_ns=now + int(delay * 1e9), error=str(exc))
+            self.outbox.complete(item, "defer", now, next_attempt_ns=now + int(delay * 1e9), error=str(exc))
             return delay
         except Refused as exc:
             self._park(item, str(exc), None)
@@ -140,7 +142,7 @@ class SyncRunner:
             log.exception("galtea sync: session %r (version %r) failed; retrying in %.1f s", item.key[0],
                           item.key[1], delay)
             now = time.time_ns()
-            self.store.sync_complete(item, "defer", now, next_attempt_ns=now + int(delay * 1e9),
+            self.outbox.complete(item, "defer", now, next_attempt_ns=now + int(delay * 1e9),
                                      error=summary.last_error)
             return delay
         summary.totals.add(outcome)
@@ -158,14 +160,14 @@ class SyncRunner:
             summary.already_there += 1
         else:
             summary.sent += 1
-        self.store.sync_complete(item, "done", time.time_ns(), synced_updated_ns=updated_ns)
+        self.outbox.complete(item, "done", time.time_ns(), synced_updated_ns=updated_ns)
         return None
 
     def _park(self, item: OutboxItem, message: str, updated_ns: int | None) -> None:
         self.summary.refused += 1
         self.summary.refusals.append(f"{item.key[0]} ({item.key[1]}): {message}")
         log.warning("galtea sync: session %r (version %r) refused, parked: %s", item.key[0], item.key[1], message)
-        self.store.sync_complete(item, "park", time.time_ns(), error=message, synced_updated_ns=updated_ns)
+        self.outbox.complete(item, "park", time.time_ns(), error=message, synced_updated_ns=updated_ns)
 
 
 def sync_once(
@@ -184,11 +186,11 @@ def sync_once(
     deadline = time.monotonic() + timeout_s
     try:
         if retry_parked:
-            store.sync_requeue_parked(time.time_ns())
+            runner.outbox.requeue_parked(time.time_ns())
         if config.backfill:
             runner.backfill()
         if on_start is not None:
-            on_start(store.sync_overview(0).pending)
+            on_start(runner.outbox.overview(0).pending)
         while True:
             result = runner.run_batch(on_finished)
             left = deadline - time.monotonic()
@@ -197,10 +199,10 @@ def sync_once(
             if result.pause_s:
                 time.sleep(min(result.pause_s, left))
             elif result.claimed == 0:
-                if store.sync_overview(0).pending == 0:
+                if runner.outbox.overview(0).pending == 0:
                     break
                 time.sleep(min(0.2, left))  # rows deferred or leased by another worker: wait for them
-        overview = store.sync_overview(0)
+        overview = runner.outbox.overview(0)
         runner.summary.pending = overview.pending
         runner.summary.parked = overview.parked
         return runner.summary

@@ -43,6 +43,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from galtea_otel.store.base import Store
 from galtea_otel.store.filters import MAX_LIMIT, Cursor, FilterError, SessionFilter, parse_query
+from galtea_otel.sync.outbox import open_outbox
 from galtea_otel.ui import pages
 
 log = logging.getLogger("galtea_otel.ui")
@@ -298,7 +299,7 @@ class UIApp:
         found = self.store.list_sessions(
             filter=SessionFilter(custom_id=custom_id, version=version, project=found_key[2]), limit=1)
         lifecycle = found.lifecycle.get((custom_id, version))
-        sync_state = self.store.sync_state(found_key)
+        sync_state = open_outbox(self.store).state(found_key)
         if sync_state is not None and sync_state.platform_id is None and not sync_state.turns:
             sync_state = None
         test_case = self.store.get_test_case(detail.test_case_id) if detail.test_case_id else None

@@ -1,4 +1,5 @@
-"""SQLite specifics: WAL readers are not blocked by a writer; the schema is versioned; bad files are refused."""
+"""SQLite specifics: WAL readers are not blocked by a writer; the schema is versioned; bad files are refused.
+(Migrations from earlier schemas run against both stores: ``tests/store/test_migrations.py``.)"""
 
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ import pytest
 from galtea_otel.pipeline import Pipeline
 from galtea_otel.store import StoreError, open_store
 from galtea_otel.store.base import SCHEMA_VERSION
-from galtea_otel.store.rows import ADDED_COLUMNS, ADDED_INDEXES
 from galtea_otel.store.sqlite import SQLiteStore
-from galtea_otel.store.turns import PARTIAL_INDEXES
 
 from .spans import collect, conversation, sdk_tracer
 
@@ -78,37 +77,3 @@ def test_a_foreign_sqlite_file_is_refused_untouched(tmp_path: Path) -> None:
 def test_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="does not exist"):
         open_store(f"sqlite:///{tmp_path / 'nope' / 's.db'}")
-
-
-def test_a_schema_v4_store_is_migrated_in_place(tmp_path: Path) -> None:
-    """A store written before schema v5 (no content-model, user or listing columns) opens, gains the columns and
-    keeps its rows; new spans then fill them."""
-    path = tmp_path / "v4.db"
-    SQLiteStore(f"sqlite:///{path}").close()
-    conn = sqlite3.connect(path)
-    for name, _, _ in ADDED_INDEXES:  # indexes on the added columns go first
-        conn.execute(f"DROP INDEX {name}")
-    for statement in PARTIAL_INDEXES:
-        conn.execute(f"DROP INDEX {statement.split()[5]}")
-    conn.execute("DROP TABLE turns")
-    for table, column, _ in ADDED_COLUMNS:  # back to the v4 tables
-        conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-    conn.execute("UPDATE galtea_meta SET value = '4' WHERE key = 'schema_version'")
-    conn.execute(
-        "INSERT INTO sessions (custom_id, version, status, metadata, last_activity_ns, turn_count, assembly,"
-        " updated_ns) VALUES ('old', '1', 'COMPLETED', '{}', 1, 0, '{}', 1)")
-    conn.commit()
-    conn.close()
-    store = open_store(f"sqlite:///{path}")
-    try:
-        assert [s.custom_id for s in store.list_sessions()] == ["old"]
-        assert store.list_sessions()[0].user_id is None
-    finally:
-        store.close()
-    conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM galtea_meta WHERE key = 'schema_version'").fetchone() == (
-        str(SCHEMA_VERSION),)
-    columns = {(t, r[1]) for t in ("spans", "sessions", "evaluations")
-               for r in conn.execute(f"PRAGMA table_info({t})")}
-    assert {(t, c) for t, c, _ in ADDED_COLUMNS} <= columns
-    conn.close()

@@ -15,6 +15,7 @@ import galtea_otel
 from galtea_otel.serve.options import Address, ServeOptions
 from galtea_otel.serve.server import start_in_thread
 from galtea_otel.store import open_store
+from galtea_otel.sync.outbox import open_outbox
 from tests.fakes.galtea_api import FakeGaltea
 from tests.sync.conftest import PRODUCT, assert_delivered_exactly_once, sync_config
 
@@ -67,7 +68,7 @@ def test_in_app_sync_sends_from_a_background_thread(fake: Fake, tmp_path: Path) 
         assert any(t.name == "galtea-otel-sync" for t in threading.enumerate())
         _wait(lambda: sum(s["status"] == "COMPLETED" for s in api.sessions.values()) == 3)
         store = open_store(store_url)
-        _wait(lambda: store.sync_overview().pending == 0)
+        _wait(lambda: open_outbox(store).overview().pending == 0)
         assert_delivered_exactly_once(api, store)
         store.close()
     finally:
@@ -96,6 +97,6 @@ def test_the_receiver_runs_the_sync_worker(fake: Fake, tmp_path: Path) -> None:
             galtea_otel.shutdown()
         _wait(lambda: [s["status"] for s in api.sessions.values()] == ["COMPLETED"])
         store = receiver.pipeline.store  # type: ignore[union-attr]
-        _wait(lambda: store.sync_overview().pending == 0)
+        _wait(lambda: open_outbox(store).overview().pending == 0)
         assert_delivered_exactly_once(api, store)
     assert not receiver.sync_worker.is_alive()

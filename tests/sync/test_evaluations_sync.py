@@ -16,6 +16,7 @@ from galtea_otel.evaluate.storage import _Db
 from galtea_otel.pipeline import Pipeline, read_session
 from galtea_otel.records import SessionDetail
 from galtea_otel.store import Store, open_store
+from galtea_otel.sync.outbox import open_outbox
 from galtea_otel.sync.worker import sync_once
 from tests.evaluate.test_evaluators import _conversation
 from tests.fakes.galtea_api import FakeGaltea
@@ -43,13 +44,13 @@ def test_human_annotations_recorded_after_the_session_was_synced_are_sent_later(
     assert_delivered_exactly_once(api, demo_store)
     before = len(api.evaluations)
     [summary] = [s for s in demo_store.list_sessions(limit=10) if s.status == "COMPLETED"][:1]
-    assert demo_store.sync_overview().pending == 0
+    assert open_outbox(demo_store).overview().pending == 0
 
     # People score the session and one of its turns (and give a label, which the platform cannot hold).
     _annotate(demo_store, summary.custom_id, "--name", "helpful", "--score", "0.8", "--note", "clear answers")
     _annotate(demo_store, summary.custom_id, "--turn", "0", "--name", "accurate", "--score", "1")
     _annotate(demo_store, summary.custom_id, "--name", "tone", "--label", "friendly")
-    assert demo_store.sync_overview().pending == 1  # back in the outbox, with the annotations' transaction
+    assert open_outbox(demo_store).overview().pending == 1  # back in the outbox, with the annotations' transaction
 
     later = sync_once(demo_store, sync_config(url), timeout_s=30)
     assert (later.sent, later.pending, later.refused) == (1, 0, 0)
@@ -138,7 +139,7 @@ def test_evaluations_of_a_session_synced_before_are_found_by_the_backfill(fake: 
     with _Db(demo_store).write() as cur:  # as if none had been sent: the platform's copies go too
         cur.execute("DELETE FROM galtea_sync_evaluations")
     api.evaluations.clear()
-    assert demo_store.sync_overview().pending == 0
+    assert open_outbox(demo_store).overview().pending == 0
     summary = sync_once(demo_store, sync_config(url), timeout_s=30)
     assert summary.backfilled >= 1 and summary.totals.evaluations_created == sent
     assert_delivered_exactly_once(api, demo_store)

@@ -18,6 +18,7 @@ from galtea_otel.store import Store, open_store
 from galtea_otel.store.base import SCHEMA_VERSION
 from galtea_otel.store.rows import REKEYED
 from galtea_otel.sync.config import VersionMapping
+from galtea_otel.sync.outbox import open_outbox
 from galtea_otel.sync.worker import sync_once
 from tests.fakes.galtea_api import FakeGaltea
 from tests.pipeline.spans import collect, conversation, sdk_tracer
@@ -64,10 +65,10 @@ def _check_migrated(store: Store) -> None:
     detail = read_session(store, ("old", "1", "default"))
     assert detail is not None and [t.input for t in detail.inference_results] == ["hello"]
     assert [e.name for e in detail.evaluations] == ["helpfulness"]
-    state = store.sync_state(("old", "1", "default"))
+    state = open_outbox(store).state(("old", "1", "default"))
     assert state is not None and state.platform_id == "sess_1" and set(state.turns) == {"b" * 16}
     assert set(state.intents) == {"t2"}
-    [item] = store.sync_claim(time.time_ns(), 10, 10**9)
+    [item] = open_outbox(store).claim(time.time_ns(), 10, 10**9)
     assert (item.key, item.seq) == (("old", "1", "default"), 3)
 
     pipeline = Pipeline(store)
@@ -206,7 +207,7 @@ def test_each_project_syncs_to_its_own_product(fake: tuple[FakeGaltea, str], sto
             turns = [t for t in api.turns.values() if t["sessionId"] == session["id"]]
             by_product.setdefault(product, []).append(len(turns))
         assert by_product == {PRODUCT: [1], "prod_shop": [2]}
-        overview = store.sync_overview()
+        overview = open_outbox(store).overview()
         assert [p.key for p in overview.parked_items] == [("shared", "1.0", "unmapped")]
     finally:
         store.close()

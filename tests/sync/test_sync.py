@@ -13,6 +13,7 @@ from galtea_otel.store import Store, open_store
 from galtea_otel.store.base import SCHEMA_VERSION
 from galtea_otel.sync.client import AuthFailed
 from galtea_otel.sync.config import GalteaSyncConfig, VersionMapping
+from galtea_otel.sync.outbox import enqueue, open_outbox
 from galtea_otel.sync.worker import SyncRunner, sync_once
 from tests.fakes.galtea_api import FakeGaltea
 from tests.pipeline.spans import collect, conversation, sdk_tracer
@@ -120,7 +121,7 @@ def test_a_long_retry_after_defers_the_session_in_the_outbox(fake: Fake, demo_st
     api.fail("POST", "sessions", "status", status=429, retry_after="120", times=1)
     summary = sync_once(demo_store, sync_config(url), timeout_s=2)
     assert summary.pending == 4 and summary.sent == 0  # all wait: the platform asked for 2 minutes
-    overview = demo_store.sync_overview()
+    overview = open_outbox(demo_store).overview()
     assert overview.pending == 4
 
 
@@ -133,7 +134,7 @@ def test_a_refused_session_is_parked_with_the_platforms_error_and_does_not_block
     assert (summary.sent, summary.refused, summary.pending) == (3, 1, 0)
     assert "HTTP 400" in summary.refusals[0] and "metadata.channel: value not allowed" in summary.refusals[0]
     assert len(api.sessions) == 3
-    overview = demo_store.sync_overview()
+    overview = open_outbox(demo_store).overview()
     assert overview.parked == 1 and overview.pending == 0
     [parked] = overview.parked_items
     assert "metadata.channel: value not allowed" in (parked.error or "")
@@ -144,7 +145,7 @@ def test_a_refused_session_is_parked_with_the_platforms_error_and_does_not_block
     summary = sync_once(demo_store, sync_config(url), timeout_s=30, retry_parked=True)
     assert (summary.sent, summary.refused) == (1, 0)
     assert_delivered_exactly_once(api, demo_store)
-    assert demo_store.sync_overview().parked == 0
+    assert open_outbox(demo_store).overview().parked == 0
 
 
 def test_a_version_that_cannot_be_mapped_is_parked_with_a_clear_message(fake: Fake, demo_store: Store) -> None:
@@ -179,7 +180,7 @@ def test_a_wrong_api_key_stops_the_sync_and_parks_nothing(fake: Fake, demo_store
     config = GalteaSyncConfig(api_key="gsk_wrong", base_url=url, versions=VersionMapping(product_id=PRODUCT))
     with pytest.raises(AuthFailed, match="refused the API key"):
         sync_once(demo_store, config, timeout_s=5)
-    overview = demo_store.sync_overview()
+    overview = open_outbox(demo_store).overview()
     assert overview.parked == 0 and overview.pending == 4
 
 
@@ -188,12 +189,12 @@ def test_the_pipeline_enqueues_in_the_same_transaction_only_when_sync_is_on(tmp_
     with sdk_tracer() as (tracer, exporter):
         conversation(tracer, "conv-off", "1.0", 1)
         Pipeline(store).ingest(collect(exporter))
-        assert store.sync_overview().pending == 0
+        assert open_outbox(store).overview().pending == 0
         exporter.clear()
         conversation(tracer, "conv-on", "1.0", 2)
         Pipeline(store, sync=True).ingest(collect(exporter))
-    assert store.sync_overview().pending == 1
-    [item] = store.sync_claim(time.time_ns(), 10, 10**9)
+    assert open_outbox(store).overview().pending == 1
+    [item] = open_outbox(store).claim(time.time_ns(), 10, 10**9)
     assert item.key == ("conv-on", "1.0", "default")
 
     # A failure in the transaction leaves neither the records nor the outbox row.
@@ -201,9 +202,9 @@ def test_the_pipeline_enqueues_in_the_same_transaction_only_when_sync_is_on(tmp_
         pass
 
     with pytest.raises(Boom), store.transaction() as tx:
-        tx.enqueue_sync([("conv-x", "1.0", "default")], time.time_ns())
+        enqueue(tx.sql, [("conv-x", "1.0", "default")], time.time_ns())
         raise Boom
-    assert store.sync_overview().pending == 1
+    assert open_outbox(store).overview().pending == 1
     store.close()
 
 
@@ -216,13 +217,13 @@ def test_a_session_changed_while_being_sent_is_sent_again(fake: Fake, tmp_path: 
         conversation(tracer, "conv-1", "1.0", 1)
         pipeline.ingest(collect(exporter))
     runner = SyncRunner(store, sync_config(url))
-    [item] = store.sync_claim(time.time_ns(), 10, 10**10)
+    [item] = open_outbox(store).claim(time.time_ns(), 10, 10**10)
     # A late turn arrives (the session reopens) while the claimed row is being sent.
     with sdk_tracer() as (tracer, exporter):
         conversation(tracer, "conv-1", "1.0", 1)
         pipeline.ingest(collect(exporter))
     assert runner._one(item) is None
-    assert store.sync_overview().pending == 1  # not deleted: its seq moved
+    assert open_outbox(store).overview().pending == 1  # not deleted: its seq moved
     runner.close()
     summary = sync_once(store, sync_config(url), timeout_s=30)
     assert summary.pending == 0
@@ -265,8 +266,8 @@ def test_migration_from_schema_v1_keeps_the_records(tmp_path: Path, demo_templat
     conn.close()
     store = open_store(f"sqlite:///{path}")
     assert len(store.list_sessions()) == 4
-    assert store.sync_overview().pending == 0
-    assert store.sync_backfill(time.time_ns()) == 4
+    assert open_outbox(store).overview().pending == 0
+    assert open_outbox(store).backfill(time.time_ns()) == 4
     conn = sqlite3.connect(path)
     row = conn.execute("SELECT value FROM galtea_meta WHERE key = 'schema_version'").fetchone()
     assert row == (str(SCHEMA_VERSION),)
@@ -290,7 +291,7 @@ def test_migration_from_schema_v1_on_postgresql(pg_url: object) -> None:
         conn.execute("UPDATE galtea_meta SET value = '1' WHERE key = 'schema_version'")
     store = open_store(url)
     assert len(store.list_sessions()) == 4
-    assert store.sync_backfill(time.time_ns()) == 4
+    assert open_outbox(store).backfill(time.time_ns()) == 4
     with psycopg.connect(conninfo, autocommit=True) as conn:
         row = conn.execute("SELECT value FROM galtea_meta WHERE key = 'schema_version'").fetchone()
     assert row == (str(SCHEMA_VERSION),)
@@ -298,14 +299,14 @@ def test_migration_from_schema_v1_on_postgresql(pg_url: object) -> None:
 
 
 def test_two_workers_never_claim_the_same_session(demo_store: Store) -> None:
-    demo_store.sync_backfill(time.time_ns())
+    open_outbox(demo_store).backfill(time.time_ns())
     now = time.time_ns()
-    first = demo_store.sync_claim(now, 3, 10**10)
-    second = demo_store.sync_claim(now, 10, 10**10)
+    first = open_outbox(demo_store).claim(now, 3, 10**10)
+    second = open_outbox(demo_store).claim(now, 10, 10**10)
     assert len(first) == 3 and len(second) == 1
     assert not {i.key for i in first} & {i.key for i in second}
     # A lease that ran out (its worker was killed) is claimed again.
-    assert len(demo_store.sync_claim(now + 2 * 10**10, 10, 10**10)) == 4
+    assert len(open_outbox(demo_store).claim(now + 2 * 10**10, 10, 10**10)) == 4
 
 
 def test_the_api_key_is_never_logged_nor_stored(

@@ -21,6 +21,7 @@ from galtea_otel.settings import PipelineSettings
 from galtea_otel.store import Store, open_store
 from galtea_otel.store.base import SCHEMA_VERSION
 from galtea_otel.sync import payloads
+from galtea_otel.sync.outbox import enqueue, open_outbox
 from galtea_otel.sync.worker import SyncSummary, sync_once
 from tests.fakes.galtea_api import FakeGaltea
 from tests.pipeline.spans import collect, key, sdk_tracer
@@ -86,7 +87,7 @@ def writes(api: FakeGaltea, method: str | None = None, path: str | None = None) 
 def enqueue_again(store: Store, custom_id: str) -> None:
     """As if something had touched the session: it is in the outbox again, though nothing changed."""
     with store.transaction() as tx:
-        tx.enqueue_sync([(custom_id, VERSION, "default")], time.time_ns())
+        enqueue(tx.sql, [(custom_id, VERSION, "default")], time.time_ns())
 
 
 def only_turn(api: FakeGaltea, custom_id: str) -> dict[str, Any]:
@@ -308,7 +309,7 @@ def test_migration_from_schema_v2_adds_the_turn_fingerprint_and_updates_old_turn
 
     store = open_store(store_url)
     try:
-        state = store.sync_state(("conv-v2", VERSION))
+        state = open_outbox(store).state(("conv-v2", VERSION))
         assert state is not None and state.platform_id is not None
         [turn_state] = state.turns.values()
         assert turn_state.fingerprint is None and turn_state.spans_sent
@@ -361,7 +362,7 @@ def one_pass(store: Store, url: str) -> SyncSummary:
 
 
 def intents(store: Store, custom_id: str) -> dict[str, dict[str, Any]]:
-    state = store.sync_state((custom_id, VERSION))
+    state = open_outbox(store).state((custom_id, VERSION))
     assert state is not None
     return state.intents
 
@@ -428,7 +429,7 @@ def test_a_turn_whose_head_changes_replaces_the_old_one_on_the_platform(
         pipeline.ingest([s for s in spans if s.name == "openai.chat"])
         sync(store, url)
         old = only_turn(api, "conv-head")
-        state = store.sync_state(("conv-head", VERSION))
+        state = open_outbox(store).state(("conv-head", VERSION))
         assert state is not None
         [old_key] = state.turns
 
@@ -447,7 +448,7 @@ def test_a_turn_whose_head_changes_replaces_the_old_one_on_the_platform(
         assert writes(api, "DELETE") == (1 if fault is None else 2)
         if fault is not None:
             assert ("DELETE", f"inferenceResults/{old['id']}", 404) in api.requests
-        state = store.sync_state(("conv-head", VERSION))
+        state = open_outbox(store).state(("conv-head", VERSION))
         assert state is not None and list(state.turns) == [payloads.turn_key(local_turn)]
         enqueue_again(store, "conv-head")
         assert sync(store, url).sent == 0
@@ -514,13 +515,13 @@ def test_migration_from_schema_v3_adds_the_intents_table(
 
     store = open_store(store_url)
     try:
-        state = store.sync_state(("conv-v3", VERSION))
+        state = open_outbox(store).state(("conv-v3", VERSION))
         assert state is not None and state.platform_id is not None and state.intents == {}
         [turn_state] = state.turns.values()
         assert turn_state.fingerprint is not None
-        store.sync_save_intent(("conv-v3", VERSION), "t:x", {"input": "q"})  # the table is there
+        open_outbox(store).save_intent(("conv-v3", VERSION), "t:x", {"input": "q"})  # the table is there
         assert intents(store, "conv-v3") == {"t:x": {"input": "q"}}
-        store.sync_forget_turn(("conv-v3", VERSION), "t:x")
+        open_outbox(store).forget_turn(("conv-v3", VERSION), "t:x")
         enqueue_again(store, "conv-v3")
         assert sync(store, url).sent == 0
         assert_delivered_exactly_once(api, store)
