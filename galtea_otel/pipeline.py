@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import operator
 import time
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -82,6 +83,11 @@ class Pipeline:
         # With ``evaluate``, every session that ends is queued for its evaluators in the same transaction
         # (galtea_otel.evaluate: the runner takes it from there).
         self.evaluate = evaluate
+        # The last ``agg`` written for each of the sessions seen lately: (its text, its value), so that the next
+        # batch reading the same text back does not parse it again (``_load_agg``). Bounded (emptied when full);
+        # any other text (another writer's, a rolled back batch's) is parsed. Single dict operations only, no lock
+        # (atomic under the GIL, and nothing to be held across a fork).
+        self._aggs: dict[Key, tuple[str, dict[str, Any]]] = {}
         preload_prices()  # issue 11: genai-prices' table, loaded once before the first batch rather than inside it
         # Stored with each session, so that readers assemble it the way the writer did.
         self._assembly_settings = json.dumps(
@@ -90,8 +96,9 @@ class Pipeline:
 
     # --- writing -------------------------------------------------------------------------------------------------
 
-    def ingest(self, spans: Sequence[SpanData], project: str = DEFAULT_PROJECT) -> IngestResult:
-        """Store these spans as ``project``'s (issue 12: the receiver's token decides it, never the spans)."""
+    def ingest(self, spans: Iterable[SpanData], project: str = DEFAULT_PROJECT) -> IngestResult:
+        """Store these spans as ``project``'s (issue 12: the receiver's token decides it, never the spans); they are
+        read once, in order (an iterator of them will do)."""
         result = IngestResult()
         received = time.time_ns()
         rows: list[SpanRow] = []
@@ -129,12 +136,14 @@ class Pipeline:
             if inserted:
                 # Resolving and reassembling from the whole batch (replayed rows included) gives the same
                 # records as from the new rows alone, and spares the store telling which rows were new.
-                result.sessions = self._apply(tx, self._resolve(tx, batch), batch)
+                fresh = inserted == len(batch)  # no replayed row: the batch's rows are the stored ones
+                result.sessions = self._apply(tx, self._resolve(tx, batch, fresh), batch, fresh)
         return result
 
-    def _resolve(self, tx: StoreTx, new: Sequence[SpanRow]) -> Dirty:
+    def _resolve(self, tx: StoreTx, new: Sequence[SpanRow], fresh: bool = False) -> Dirty:
         """Resolve session keys in the traces these rows touch; return what changed: per session key, per trace,
-        the spans that joined it (None: a row left the session, which is then rebuilt whole)."""
+        the spans that joined it (None: a row left the session, which is then rebuilt whole). ``fresh``: these
+        rows are the stored ones, and get their new keys too."""
         dirty: Dirty = {}
         for r in new:
             key = _row_key(r)
@@ -166,13 +175,19 @@ class Pipeline:
                 _mark(dirty, key, row.trace_id, row.span_id)
                 updates.append((row.trace_id, row.span_id, key[0], key[1]))
         tx.set_keys(updates)
+        if fresh and updates:
+            by_id = {(r.trace_id, r.span_id): r for r in new}
+            for trace_id, span_id, custom_id, version in updates:
+                batch_row = by_id.get((trace_id, span_id))
+                if batch_row is not None:
+                    batch_row.custom_id, batch_row.version = custom_id, version
         return dirty
 
     def _reassemble(self, tx: StoreTx, keys: set[Key]) -> int:
         """Rebuild these sessions whole from their rows."""
         return self._apply(tx, dict.fromkeys(keys))
 
-    def _apply(self, tx: StoreTx, dirty: Dirty, batch: Sequence[SpanRow] = ()) -> int:
+    def _apply(self, tx: StoreTx, dirty: Dirty, batch: Sequence[SpanRow] = (), fresh: bool = False) -> int:
         """Incremental assembly. For each (session, trace) a batch touches, only the components of the trace
         that its spans join are recomputed (a component: the session's spans of the trace under one topmost
         span; a late parent merges its children's components into its own), then the session's exact
@@ -198,7 +213,7 @@ class Pipeline:
             state = states.get(key)
             whole = dirty[key] is None or (
                 state is not None and (state[0] is None or state[1] != self._assembly_settings))
-            agg = _new_agg() if whole or state is None or state[0] is None else json.loads(state[0])
+            agg = _new_agg() if whole or state is None or state[0] is None else self._load_agg(key, state)
             if "f" not in agg:  # written before the turn extremes were kept: looked up once below
                 agg.update(f=None, l=None, m=None)
                 writes.removed.add(key)
@@ -210,7 +225,8 @@ class Pipeline:
                 dirty[key] = None
         batch_ids = {(r.trace_id, r.span_id): r for r in batch}
         self._prefetch(tx, [(key, trace_id, span_ids) for key in ordered
-                            for trace_id, span_ids in sorted((dirty[key] or {}).items())], batch_ids, writes)
+                            for trace_id, span_ids in sorted((dirty[key] or {}).items())], batch_ids, writes,
+                       fresh)
         full = [k for k in ordered if dirty[k] is None]
         rows_full = tx.session_rows(full, content=True) if full else {}
         summaries = []
@@ -279,12 +295,13 @@ class Pipeline:
         return records, late
 
     def _prefetch(self, tx: StoreTx, pairs: Sequence[tuple[Key, str, set[str]]],
-                  batch: dict[tuple[str, str], SpanRow], writes: _Writes) -> None:
+                  batch: dict[tuple[str, str], SpanRow], writes: _Writes, fresh: bool = False) -> None:
         """What ``_apply_trace`` reads of each (session, trace) pair, for all the batch's pairs at once: the new
         spans, their parents and the children of those that may be in the session's tree (not of a session span:
         its children are every turn of a huge trace), in one look-up when the batch tells the kinds and parents
         (a span that joined by resolution, not in the batch, is looked up first); and whether the session's part
-        of the trace has an LLM call continuing a turn."""
+        of the trace has an LLM call continuing a turn. ``fresh``: every row of ``batch`` was just inserted, and
+        its keys are the stored ones (``_resolve`` gave them theirs), so the batch's rows are not read back."""
         def in_tree(r: SpanRow, key: Key) -> bool:
             return r.kind not in _EVENT_KINDS and _row_key(r) == key
 
@@ -308,10 +325,19 @@ class Pipeline:
             if candidates or others:
                 requests.append((t, candidates, others))
                 asked.append((key, t))
-        for pair, found in zip(asked, tx.trace_contexts(requests, _ROW_COLUMNS), strict=True):
+                if fresh:  # the batch's rows are the stored ones (no root, no flags yet): not read back
+                    for i in (*candidates, *others):
+                        if (t, i) in batch:
+                            stored.setdefault(i, (batch[(t, i)], None, None))
+        span = _ROW_COLUMNS.index("span_id")
+        for pair, found in zip(asked, tx.trace_contexts(requests, _ROW_COLUMNS, batch if fresh else ()),
+                               strict=True):
+            context = writes.context[pair]
             for values in found:
-                row = _parse(values)
-                writes.context[pair].setdefault(row[0].span_id, row)
+                if values[span] in context:
+                    continue
+                mine = batch.get((pair[1], values[span])) if fresh else None
+                context[values[span]] = (mine, None, None) if mine is not None else _parse(values)
         if self.settings.turns == "user" and pairs:
             writes.continuing = tx.continuing([(key, t) for key, t, _ in pairs])
 
@@ -337,22 +363,9 @@ class Pipeline:
         roots: dict[str, str] = {}
         new_ids = {r.span_id for r in work_new}
 
-        def root_of(row: SpanRow, depth: int = 0) -> str | None:
-            if row.span_id in roots:
-                return roots[row.span_id]
-            parent = stored.get(row.parent_span_id) if row.parent_span_id else None
-            if parent is None or not in_tree(parent[0]) or depth > 1000:
-                found: str | None = row.span_id
-            elif parent[0].span_id in new_ids:
-                found = root_of(parent[0], depth + 1)
-            else:
-                found = parent[1]
-            if found is not None:
-                roots[row.span_id] = found
-            return found
-
         if not whole:
-            whole = any(root_of(r) is None for r in work_new)  # a stored parent without a root: recompute
+            # a stored parent without a root: recompute
+            whole = any(_root_of(r, key, stored, new_ids, roots) is None for r in work_new)
         if whole:
             rows = [_parse(v) for v in tx.pair_rows([(key, trace_id)], _ROW_COLUMNS)]
             work = [r for r, _, _ in rows if in_tree(r)]
@@ -457,7 +470,7 @@ class Pipeline:
         first_input = agg["f"][1] if agg["f"] else None
         last_output = agg["l"][1] if agg["l"] else None
         n = agg["n"]
-        cost = agg["cost"] = [str(Fraction(agg["cost"][0])), agg["cost"][1]]
+        cost = agg["cost"] = [str(_exact(agg["cost"][0])), agg["cost"][1]]
         return {
             "custom_id": key[0], "version": key[1], "project": key[2], "status": status, "error": error,
             "test_case_id": test_case_id,
@@ -473,8 +486,33 @@ class Pipeline:
             "last_output": last_output,
             "model": facts["model"],
             "assembly": self._assembly_settings,
-            "agg": json.dumps(agg, sort_keys=True),
+            "agg": self._dump_agg(key, agg),
         }
+
+    def _dump_agg(self, key: Key, agg: dict[str, Any]) -> str:
+        """``agg`` as stored: the first turn's input and the last turn's output (``f``, ``l``) without their texts,
+        which the sessions row holds already (``first_input``, ``last_output``; ``_load_agg`` puts them back)."""
+        stored = dict(agg)
+        for name in ("f", "l"):
+            if stored[name] is not None:
+                stored[name] = [stored[name][0], None]
+        text = _SORTED_JSON.encode(stored)
+        if len(self._aggs) >= _AGGS_KEPT:
+            self._aggs.clear()
+        self._aggs[key] = (text, stored)
+        return text
+
+    def _load_agg(self, key: Key, state: tuple[str | None, str, str | None, str | None]) -> dict[str, Any]:
+        """A stored ``agg`` (``_dump_agg``; an earlier one kept the texts in it) with its texts from the sessions
+        row. The value ``_dump_agg`` kept for the same text is used as it is (a copy of its top level: the
+        aggregates only ever replace their nested lists, never change one in place)."""
+        kept = self._aggs.get(key)
+        agg: dict[str, Any] = dict(kept[1]) if kept is not None and kept[0] == state[0] \
+            else json.loads(state[0] or "{}")
+        for name, text in (("f", state[2]), ("l", state[3])):
+            if agg.get(name) is not None and agg[name][1] is None:
+                agg[name] = [agg[name][0], text]
+        return agg
 
     def reassemble(self, keys: Sequence[AnyKey]) -> int:
         """Rebuild these sessions' records from their stored rows (``galtea-otel reprice``: new prices)."""
@@ -570,12 +608,35 @@ def _parse(values: Sequence[Any]) -> tuple[SpanRow, str | None, int | None]:
     return row_from_tuple(values[:_WIDTH]), values[_WIDTH], values[_WIDTH + 1]
 
 
+def _root_of(row: SpanRow, key: Key, stored: dict[str, tuple[SpanRow, str | None, int | None]], new_ids: set[str],
+             roots: dict[str, str], depth: int = 0) -> str | None:
+    """The root of a new span of the session's part of a trace (``Pipeline._apply_trace``): its own id at the top
+    of the tree, its new parent's root, or its stored parent's (None: that parent has none yet). Memoized in
+    ``roots``. (A module function, not a closure: a recursive closure is a reference cycle per call, which only
+    the garbage collector frees.)"""
+    if row.span_id in roots:
+        return roots[row.span_id]
+    parent = stored.get(row.parent_span_id) if row.parent_span_id else None
+    if parent is None or parent[0].kind in _EVENT_KINDS or _row_key(parent[0]) != key or depth > 1000:
+        found: str | None = row.span_id
+    elif parent[0].span_id in new_ids:
+        found = _root_of(parent[0], key, stored, new_ids, roots, depth + 1)
+    else:
+        found = parent[1]
+    if found is not None:
+        roots[row.span_id] = found
+    return found
+
+
 def _flags(row: SpanRow) -> int:
     return FLAG_CONTINUES if row.kind == KIND_LLM and ends_with_tool_result(row) else 0
 
 
 def _contrib(record: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(record[c] for c in CONTRIB_COLUMNS)
+    return _CONTRIB(record)  # type: ignore[no-any-return]
+
+
+_CONTRIB = operator.itemgetter(*CONTRIB_COLUMNS)  # a tuple: CONTRIB_COLUMNS has several columns
 _SUMS = (("input_tokens", "in"), ("output_tokens", "out"), ("total_tokens", "tot"), ("cache_read_tokens", "cache"))
 
 
@@ -640,11 +701,40 @@ def _add(agg: dict[str, Any], contrib: Sequence[Any], sign: int) -> None:
         if value is not None:
             agg[name] = [agg[name][0] + sign * int(value), agg[name][1] + sign]
     if contrib[4] is not None:
-        # Kept as a Fraction while the batch runs (``_summary`` writes it back as a string): parsing the sum's
-        # string for every turn cost as much as the rest of the aggregates.
-        total = agg["cost"][0] if isinstance(agg["cost"][0], Fraction) else Fraction(agg["cost"][0])
-        agg["cost"] = [total + sign * Fraction(float(contrib[4])), agg["cost"][1] + sign]
+        # Kept exact in integers while the batch runs (``_plus``; ``_summary`` writes it back as a string):
+        # parsing the sum's string, or a Fraction's gcd, for every turn cost as much as the rest of the aggregates.
+        agg["cost"] = [_plus(agg["cost"][0], sign, float(contrib[4])), agg["cost"][1] + sign]
     agg["lat"] += sign * int(contrib[5])
+
+
+# json.dumps(value, sort_keys=True), without making an encoder per call
+_SORTED_JSON = json.JSONEncoder(sort_keys=True)
+_AGGS_KEPT = 1024  # sessions whose last written agg a Pipeline keeps (about 3 KB each)
+
+
+def _plus(total: Any, sign: int, value: float) -> Any:
+    """``total + sign * value``, exactly. While a batch runs, a sum is kept as (numerator, denominator) with a power
+    of two for denominator (a float is n / 2**k): integer arithmetic, no Fraction (its gcd) per turn; ``_exact``
+    gives the Fraction back. Any other total (a string from ``agg``, a Fraction) is converted first."""
+    n, d = value.as_integer_ratio()
+    if not isinstance(total, tuple):
+        if isinstance(total, str) and total.isascii() and total.lstrip("-").replace("/", "", 1).isdigit():  # "n/d", "n"
+            numerator, _, denominator = total.partition("/")
+            total = (int(numerator), int(denominator or 1))
+        else:
+            exact = Fraction(total)
+            total = (exact.numerator, exact.denominator)
+        if total[1] & (total[1] - 1):  # not a power of two (not a sum of floats): plain Fraction arithmetic
+            return Fraction(*total) + sign * Fraction(n, d)
+    num, den = total
+    if d <= den:
+        return (num + sign * n * (den // d), den)
+    return (num * (d // den) + sign * n, d)
+
+
+def _exact(total: Any) -> Fraction:
+    """The exact value of a cost sum (``_plus``)."""
+    return Fraction(*total) if isinstance(total, tuple) else Fraction(total)
 
 
 def _observe(agg: dict[str, Any], rows: Sequence[SpanRow]) -> None:

@@ -231,11 +231,45 @@ class _Call:
     finish_reason: str | None
 
 
+_OWN = object()
+
+
+def _own_or(own: Any, other: Any, otherwise: Any = _OWN) -> Any:
+    """``_fold_call``'s fill() with one nested call: the span's own value, else the call's; else ``otherwise``
+    (the span's own by default; None for a figure: the sum of nothing)."""
+    if own is not None and own != "":
+        return own
+    if otherwise is _OWN:
+        return other if other is not None and other != "" else own
+    return other
+
+
 def _fold_call(row: SpanRow, nested: dict[Id, list[SpanRow]]) -> _Call:
     """An LLM span's own values win; what it lacks comes from its nearest nested LLM spans: figures summed over
     them (two client calls inside one decorated wrapper), never added to the span's own (LlamaIndex's three
     nested spans of one call count once); texts from the first (input) or last (output) that has them."""
-    inner = [_fold_call(r, nested) for r in nested.get((row.trace_id, row.span_id), [])]
+    below = nested.get((row.trace_id, row.span_id))
+    if not below:  # the common case: nothing nested, the call is the span's own values (what fill() gives)
+        return _Call(row, row.input, row.output, row.model, row.input_tokens, row.output_tokens,
+                     row.cache_read_tokens, row.total_tokens, row.cost, row.input_messages, row.output_messages,
+                     row.finish_reason)
+    inner = [_fold_call(r, nested) for r in below]
+    if len(inner) == 1:  # one call nested in a wrapper (a decorated function around a client call): fill() below
+        c = inner[0]
+        return _Call(
+            row=row,
+            input=_own_or(row.input, c.input),
+            output=_own_or(row.output, c.output),
+            model=_own_or(row.model, c.model),
+            input_tokens=_own_or(row.input_tokens, c.input_tokens, None),
+            output_tokens=_own_or(row.output_tokens, c.output_tokens, None),
+            cache_read_tokens=_own_or(row.cache_read_tokens, c.cache_read_tokens, None),
+            total_tokens=_own_or(row.total_tokens, c.total_tokens, None),
+            cost=_own_or(row.cost, None if c.cost is None else round_cost(float(c.cost)), None),
+            input_messages=_own_or(row.input_messages, c.input_messages),
+            output_messages=_own_or(row.output_messages, c.output_messages),
+            finish_reason=_own_or(row.finish_reason, c.finish_reason),
+        )
 
     def fill(own: Any, attr: str, *, add: bool = False, last: bool = False) -> Any:
         if own is not None and own != "":
@@ -314,6 +348,11 @@ def build_turn(head: SpanRow, members: Sequence[SpanRow], *, require_call: bool 
     last = calls[-1] if calls else None
 
     def total(attr: str) -> Any:
+        if len(calls) == 1:  # _sum / _fsum of one value, without the generator
+            value = getattr(calls[0], attr)
+            if value is None:
+                return getattr(head, attr)
+            return round_cost(float(value)) if attr == "cost" else value
         summed = (_fsum if attr == "cost" else _sum)(getattr(c, attr) for c in calls)
         return summed if summed is not None else getattr(head, attr)
 

@@ -12,7 +12,7 @@ tables of every module and their migrations are in ``store.schema``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -81,8 +81,8 @@ class StoreTx(Protocol):
     def test_case_context(self, test_case_id: str) -> str | None: ...
 
     # Schema v6, incremental assembly (shared by both stores: ``store.turns.TurnsTx``).
-    def session_states(self, keys: Sequence[Key]) -> dict[Key, tuple[str | None, str]]:
-        """(agg, assembly) of the stored sessions among these keys."""
+    def session_states(self, keys: Sequence[Key]) -> dict[Key, tuple[str | None, str, str | None, str | None]]:
+        """(agg, assembly, first_input, last_output) of the stored sessions among these keys."""
 
     def session_events(self, keys: Sequence[Key], columns: Sequence[str]) -> dict[Key, list[tuple[Any, ...]]]:
         """The session spans and markers of these sessions (a few rows each), as tuples of ``columns``."""
@@ -114,9 +114,10 @@ class StoreTx(Protocol):
                       records: Sequence[dict[str, Any]]) -> None:
         """Drop the session's stored turns (of a trace, of components of it), then store ``records``."""
 
-    def trace_contexts(self, requests: Sequence[tuple[str, Sequence[str], Sequence[str]]], columns: Sequence[str]
-                       ) -> list[list[tuple[Any, ...]]]:
-        """``trace_context`` of each (trace id, span ids, parent ids), all in a few statements."""
+    def trace_contexts(self, requests: Sequence[tuple[str, Sequence[str], Sequence[str]]], columns: Sequence[str],
+                       known: Container[tuple[str, str]] = ()) -> list[list[tuple[Any, ...]]]:
+        """``trace_context`` of each (trace id, span ids, parent ids), all in a few statements; the (trace id,
+        span id) pairs in ``known`` (the caller has those rows) are not looked up by span id."""
 
     def continuing(self, pairs: Sequence[tuple[Key, str]]) -> set[tuple[Key, str]]:
         """The (session key, trace id) pairs whose part of the trace has an LLM call that continues a turn."""

@@ -75,6 +75,10 @@ _SELECT = f"SELECT {', '.join(COLUMNS)} FROM spans"
 _SELECT_NO_CONTENT = "SELECT " + ", ".join(
     f"left({c}, {LISTING_TEXT_CHARS})" if c in ("input", "output") else "NULL" if c in MESSAGE_COLUMNS else c
     for c in COLUMNS) + " FROM spans"
+_METADATA_COLUMN = SESSION_COLUMNS.index("metadata")
+_SORTED_JSON = json.JSONEncoder(sort_keys=True)  # made once, not per session written
+
+
 def _pg(sql: str) -> str:
     return sql.replace("?", "%s")
 
@@ -551,5 +555,5 @@ class _PostgresTx(TurnsTx, shared.SharedTx):
         now = time.time_ns()
         for summary in summaries:
             values = [summary[c] for c in SESSION_COLUMNS]
-            values[SESSION_COLUMNS.index("metadata")] = json.dumps(summary["metadata"], sort_keys=True)
+            values[_METADATA_COLUMN] = _SORTED_JSON.encode(summary["metadata"])  # json.dumps(sort_keys=True)
             self._exec(_UPSERT_SESSION, (*values, now))  # pipeline mode: sent together, no round trip each

@@ -280,11 +280,12 @@ def _session_rows(conn: sqlite3.Connection, key: Key, *, content: bool = True) -
 
 def _session_values(summary: dict[str, Any]) -> list[Any]:
     values = [summary[c] for c in SESSION_COLUMNS]
-    values[_METADATA_COLUMN] = json.dumps(summary["metadata"], sort_keys=True)
+    values[_METADATA_COLUMN] = _SORTED_JSON.encode(summary["metadata"])  # json.dumps(..., sort_keys=True)
     return values
 
 
 _METADATA_COLUMN = SESSION_COLUMNS.index("metadata")
+_SORTED_JSON = json.JSONEncoder(sort_keys=True)  # made once, not per session written
 
 
 class _SQLiteTx(TurnsTx, shared.SharedTx):

@@ -10,7 +10,7 @@ passed whole (``*key``), never unpacked by name.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any
 
 # (custom_id, version, project): as ``store.base.Key``, the project last.
@@ -119,12 +119,14 @@ class TurnsTx:
             found.extend(self._q(f"{select} WHERE {condition}{extra}", args))
         return found
 
-    def session_states(self, keys: Sequence[Any]) -> dict[Any, tuple[str | None, str]]:
-        """(agg, assembly) of the stored sessions among these keys."""
+    def session_states(self, keys: Sequence[Any]) -> dict[Any, tuple[str | None, str, str | None, str | None]]:
+        """(agg, assembly, first_input, last_output) of the stored sessions among these keys."""
         width = len(KEY_COLUMNS)
         wanted = set(keys)
-        rows = self._by_first_key_column(f"SELECT {KEY}, agg, assembly FROM sessions", keys)
-        return {tuple(r[:width]): (r[width], r[width + 1]) for r in rows if tuple(r[:width]) in wanted}
+        rows = self._by_first_key_column(
+            f"SELECT {KEY}, agg, assembly, first_input, last_output FROM sessions", keys)
+        return {tuple(r[:width]): (r[width], r[width + 1], r[width + 2], r[width + 3])
+                for r in rows if tuple(r[:width]) in wanted}
 
     def session_events(self, keys: Sequence[Any], columns: Sequence[str]) -> dict[Any, list[tuple[Any, ...]]]:
         """The session spans and markers of these sessions, as column tuples (``columns`` include the key)."""
@@ -161,16 +163,18 @@ class TurnsTx:
                     found[r[span]] = r
         return list(found.values())
 
-    def trace_contexts(self, requests: Sequence[tuple[str, Sequence[str], Sequence[str]]], columns: Sequence[str]
-                       ) -> list[list[tuple[Any, ...]]]:
+    def trace_contexts(self, requests: Sequence[tuple[str, Sequence[str], Sequence[str]]], columns: Sequence[str],
+                       known: Container[tuple[str, str]] = ()) -> list[list[tuple[Any, ...]]]:
         """``trace_context`` of each (trace id, span ids, parent ids), for all of them in two statements (a
-        chunk of pairs joined to the spans' primary key, then to their (trace_id, parent_span_id) index)."""
+        chunk of pairs joined to the spans' primary key, then to their (trace_id, parent_span_id) index); the
+        (trace id, span id) pairs in ``known`` are not looked up by span id (the caller has them)."""
         span, parent = columns.index("span_id"), columns.index("parent_span_id")
         trace = columns.index("trace_id")
         select = ", ".join(f"spans.{c}" for c in columns)
         by_trace: dict[str, dict[str, tuple[Any, ...]]] = {}
         for column, pairs in (
-                ("span_id", sorted({(t, i) for t, ids, parents in requests for i in (*ids, *parents)})),
+                ("span_id", sorted({(t, i) for t, ids, parents in requests for i in (*ids, *parents)
+                                    if (t, i) not in known})),
                 ("parent_span_id", sorted({(t, i) for t, ids, _ in requests for i in ids}))):
             for start in range(0, len(pairs), _PAIRS):
                 chunk = pairs[start:start + _PAIRS]

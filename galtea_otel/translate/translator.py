@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,7 +17,6 @@ from galtea_otel.translate import messages as M
 from galtea_otel.translate.row import KIND_LLM, KIND_MARKER, KIND_SPAN, SpanRow
 
 Attrs = Mapping[str, AttrValue]
-_HEX = frozenset("0123456789abcdef")
 
 
 class InvalidSpan(ValueError):
@@ -415,13 +415,19 @@ def _finite(value: Any) -> Any:
     return value
 
 
+_TRACE_ID = re.compile("[0-9a-f]{32}").fullmatch
+_SPAN_ID = re.compile("[0-9a-f]{16}").fullmatch
+_ZERO_IDS = frozenset({"0" * 32, "0" * 16})
+
+
 def check_ids(span: SpanData) -> None:
     """Raise InvalidSpan unless the ids are lower-case hex of the right length and not all zero."""
-    for value, length, what in ((span.trace_id, 32, "trace_id"), (span.span_id, 16, "span_id")):
-        if len(value) != length or not _HEX.issuperset(value) or value.count("0") == length:
+    for value, match, length, what in ((span.trace_id, _TRACE_ID, 32, "trace_id"),
+                                       (span.span_id, _SPAN_ID, 16, "span_id")):
+        if match(value) is None or value in _ZERO_IDS:
             raise InvalidSpan(f"invalid {what} {value[:40]!r}: expected {length} hex characters, not all zero")
     parent = span.parent_span_id
-    if parent is not None and (len(parent) != 16 or not _HEX.issuperset(parent)):
+    if parent is not None and _SPAN_ID(parent) is None:
         raise InvalidSpan(f"invalid parent_span_id {parent[:40]!r}: expected 16 hex characters")
     if not (0 <= span.start_ns < _INT64 and 0 <= span.end_ns < _INT64):
         raise InvalidSpan(f"timestamps out of range: start {span.start_ns}, end {span.end_ns} (nanoseconds)")
