@@ -103,6 +103,7 @@ class FakeGaltea:
     turns: dict[str, dict[str, Any]] = field(default_factory=dict)
     spans: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str, int]] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)  # time.monotonic() of each entry of ``requests``
     bodies: list[tuple[str, str, Any]] = field(default_factory=list)
     conflicts: int = 0  # POST sessions refused because the custom id exists in that version
     duplicate_spans: int = 0  # spans posted again with an id already stored
@@ -481,11 +482,13 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
             with api.lock:
                 api.requests.append((method, path, fault.status))
+                api.arrived.append(time.monotonic())
             self._reply(fault.status, {"message": fault.message, "statusCode": fault.status}, headers)
             return
         if fault is not None and fault.mode == "drop_before":
             with api.lock:
                 api.requests.append((method, path, 0))
+                api.arrived.append(time.monotonic())
             self._drop()
             return
         try:
@@ -499,6 +502,7 @@ class _Handler(BaseHTTPRequestHandler):
             except ApiError as exc:
                 status, reply = exc.status, {"message": str(exc), "statusCode": exc.status}
             api.requests.append((method, path, status))
+            api.arrived.append(time.monotonic())
             if status < 300 and method != "GET":
                 api.bodies.append((method, path, body))
         if fault is not None and fault.mode == "drop":
