@@ -609,22 +609,31 @@ def _parse(values: Sequence[Any]) -> tuple[SpanRow, str | None, int | None]:
 
 
 def _root_of(row: SpanRow, key: Key, stored: dict[str, tuple[SpanRow, str | None, int | None]], new_ids: set[str],
-             roots: dict[str, str], depth: int = 0) -> str | None:
+             roots: dict[str, str]) -> str | None:
     """The root of a new span of the session's part of a trace (``Pipeline._apply_trace``): its own id at the top
     of the tree, its new parent's root, or its stored parent's (None: that parent has none yet). Memoized in
-    ``roots``. (A module function, not a closure: a recursive closure is a reference cycle per call, which only
-    the garbage collector frees.)"""
-    if row.span_id in roots:
-        return roots[row.span_id]
-    parent = stored.get(row.parent_span_id) if row.parent_span_id else None
-    if parent is None or parent[0].kind in _EVENT_KINDS or _row_key(parent[0]) != key or depth > 1000:
-        found: str | None = row.span_id
-    elif parent[0].span_id in new_ids:
-        found = _root_of(parent[0], key, stored, new_ids, roots, depth + 1)
-    else:
-        found = parent[1]
+    ``roots``. A loop up the parents, not a recursion: spans whose parents form a cycle (bad input the pipeline
+    fuzz target sends) stop after 1,000 steps, where that span counts as the top, and never exhaust the stack."""
+    chain: list[str] = []
+    current = row
+    found: str | None
+    while True:
+        if current.span_id in roots:
+            found = roots[current.span_id]
+            break
+        parent = stored.get(current.parent_span_id) if current.parent_span_id else None
+        if parent is None or parent[0].kind in _EVENT_KINDS or _row_key(parent[0]) != key or len(chain) > 1000:
+            found = current.span_id
+            break
+        if parent[0].span_id not in new_ids:
+            found = parent[1]
+            break
+        chain.append(current.span_id)
+        current = parent[0]
     if found is not None:
-        roots[row.span_id] = found
+        roots[current.span_id] = found
+        for span_id in chain:
+            roots[span_id] = found
     return found
 
 
