@@ -100,6 +100,14 @@ class Pipeline:
         """Store these spans as ``project``'s (issue 12: the receiver's token decides it, never the spans); they are
         read once, in order (an iterator of them will do)."""
         result = IngestResult()
+        return self.ingest_rows(self.translate_spans(spans, project, result), result)
+
+    def translate_spans(self, spans: Iterable[SpanData], project: str = DEFAULT_PROJECT,
+                        result: IngestResult | None = None) -> list[SpanRow]:
+        """``ingest``'s first half, no store involved: these spans as ``project``'s rows for ``ingest_rows``; the
+        invalid ones are counted in ``result`` (``rejected``, ``errors``) and left out. The receiver runs it in
+        each request's thread, then commits the rows of several requests at once (galtea_otel.serve.writer)."""
+        result = result if result is not None else IngestResult()
         received = time.time_ns()
         rows: list[SpanRow] = []
         for span in spans:
@@ -112,7 +120,7 @@ class Pipeline:
                 continue
             row.project = project
             rows.append(row)
-        return self.ingest_rows(rows, result)
+        return rows
 
     def ingest_rows(self, translated: Sequence[SpanRow], result: IngestResult | None = None) -> IngestResult:
         """Store spans already translated (``translate``) and update the records they touch."""
