@@ -1,7 +1,10 @@
 """One OTLP request, from body to acknowledgement, shared by the HTTP and gRPC front ends.
 
 decompress (bounded) -> decode -> ``pipeline.ingest`` (which commits) -> an :class:`Outcome` saying what to
-answer. Everything here is blocking: the HTTP front end runs it in a worker thread, grpcio in its own.
+answer. Everything here is blocking: the HTTP front end runs it in a worker thread, grpcio in its own. The
+receiver's ``pipeline`` is its group commit writer (galtea_otel.serve.writer): ``ingest`` translates in this
+thread, then waits for the one transaction that stores this request's rows with those of the requests waiting
+with it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from galtea_otel.decode.common import DecodeError, DecodeResult
 from galtea_otel.decode.otlp_json import decode_json
 from galtea_otel.decode.otlp_proto import decode_proto
 from galtea_otel.pipeline import IngestResult
+from galtea_otel.serve.writer import StoreUnavailable
 from galtea_otel.spandata import SpanData
 from galtea_otel.translate.row import DEFAULT_PROJECT
 
@@ -126,6 +130,9 @@ def ingest_decoded(pipeline: Ingests, decoded: DecodeResult, project: str = DEFA
             # through the call an older pipeline takes.
             result = pipeline.ingest(decoded.spans, project) if project != DEFAULT_PROJECT \
                 else pipeline.ingest(decoded.spans)
+        except StoreUnavailable as exc:  # the group commit writer logged the failed transaction's traceback once
+            log.warning("ingest failed for %d spans (%s); answering 503", len(decoded.spans), exc)
+            return Outcome(503, message="the store is unavailable, retry later")
         except Exception:
             # Not acknowledged, so the client keeps the spans and retries; the traceback is for the operator.
             log.exception("ingest failed for %d spans; answering 503", len(decoded.spans))

@@ -12,6 +12,8 @@ from galtea_otel.settings import PipelineSettings
 DEFAULT_HTTP = "127.0.0.1:4318"
 DEFAULT_GRPC = "127.0.0.1:4317"
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+DEFAULT_GROUP_SPANS = 20_000
+DEFAULT_GROUP_BYTES = 64 * 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -90,6 +92,8 @@ class ServeOptions:
       On OTLP/gRPC the connection limits are grpcio's (``galtea_otel.serve.grpc_service``) and a call's
       message must arrive within ``body_timeout`` s.
     - ``token``: when set, every request needs ``Authorization: Bearer <token>``.
+    - ``group_max_spans`` / ``group_max_bytes``: requests waiting for the store at the same moment are stored in
+      one transaction (``galtea_otel.serve.writer``), up to this many spans and bytes of row text in it.
     - ``redact_secrets``: mask common secrets (:func:`galtea_otel.redact.secrets`) in what is stored, for
       telemetry that arrives unmasked (applied when the receiver builds its own pipeline).
     """
@@ -113,6 +117,10 @@ class ServeOptions:
     max_connections: int = 2048
     max_connections_per_client: int = 256
     max_buffered_bytes: int | None = None
+    # Group commit (galtea_otel.serve.writer): the most spans, and bytes of their rows' texts, stored in one
+    # transaction for the requests waiting together.
+    group_max_spans: int = DEFAULT_GROUP_SPANS
+    group_max_bytes: int = DEFAULT_GROUP_BYTES
     sweep_interval: float = 30.0
     shutdown_grace: float = 30.0
     settings: PipelineSettings = field(default_factory=PipelineSettings)
@@ -133,6 +141,8 @@ class ServeOptions:
             raise ConfigError("--max-body-bytes and the concurrency limits must be positive")
         if min(self.header_timeout, self.keepalive_timeout, self.body_timeout) <= 0 or self.body_min_rate < 0:
             raise ConfigError("the header, keep-alive and body timeouts must be positive")
+        if self.group_max_spans <= 0 or self.group_max_bytes <= 0:
+            raise ConfigError("the group commit limits must be positive")
         if self.max_connections <= 0 or self.max_connections_per_client <= 0:
             raise ConfigError("--max-connections and --max-connections-per-client must be positive")
         warnings = []

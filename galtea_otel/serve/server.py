@@ -20,6 +20,7 @@ from galtea_otel.serve.http import OtlpHttpServer, trace_routes
 from galtea_otel.serve.ingest import Ingests
 from galtea_otel.serve.options import Address, ServeOptions, redact_url
 from galtea_otel.serve.projects import Tokens
+from galtea_otel.serve.writer import GroupCommitter, group_committer
 
 log = logging.getLogger("galtea_otel.serve")
 
@@ -67,6 +68,9 @@ class Receiver:
         self.grpc_address: Address | None = None
         self.app: OtlpHttpServer | None = None
         self.grpc_service: Any = None
+        # The group commit writer both front ends store through (galtea_otel.serve.writer); None for a pipeline
+        # without ``translate_spans`` / ``ingest_rows``, which is then called per request.
+        self.writer: GroupCommitter | None = None
         # Issue 12: which project each token writes, shared by OTLP/HTTP and gRPC; re-read on SIGHUP.
         self.tokens = Tokens(options.token, options.tokens_file)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -102,6 +106,8 @@ class Receiver:
             pipeline, owned_store = _open_pipeline(options, sync=self.galtea is not None)
             self.pipeline = pipeline
         sweeper = Sweeper(pipeline, options.sweep_interval)
+        self.writer = group_committer(pipeline, options.group_max_spans, options.group_max_bytes)
+        ingestor: Ingests = self.writer if self.writer is not None else pipeline
         if self.galtea is not None:
             from galtea_otel.sync.worker import SyncWorker
 
@@ -113,11 +119,11 @@ class Receiver:
                 _raise_file_limit(options.max_connections)
                 sock = _bind(options.http)
                 self.http_address = Address(options.http.host, sock.getsockname()[1])
-                self.app = OtlpHttpServer(trace_routes(pipeline), options, self.tokens)
+                self.app = OtlpHttpServer(trace_routes(ingestor), options, self.tokens)
             if options.grpc is not None:
                 from galtea_otel.serve.grpc_service import start_grpc_server
 
-                grpc_server, self.grpc_service, port = start_grpc_server(pipeline, options, options.grpc,
+                grpc_server, self.grpc_service, port = start_grpc_server(ingestor, options, options.grpc,
                                                                           self.tokens)
                 self._grpc = grpc_server
                 self.grpc_address = Address(options.grpc.host, port)
@@ -140,6 +146,11 @@ class Receiver:
                 await asyncio.get_running_loop().run_in_executor(None, stopped.wait)
             if self.app is not None:
                 self.app.close()
+            if self.writer is not None:  # no request is left waiting: both front ends are drained
+                self.writer.close()
+                stats = self.writer.stats
+                log.info("group commit: %d request(s) stored in %d transaction(s), %d failed", stats["requests"],
+                         stats["commits"], stats["failed"])
             if sweeper.is_alive():
                 sweeper.stop()
             if self.sync_worker is not None and self.sync_worker.is_alive():

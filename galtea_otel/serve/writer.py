@@ -1,0 +1,191 @@
+"""Group commit: one writer thread stores the rows of every request waiting at that moment in one transaction.
+
+Without it, each request ran ``Pipeline.ingest`` (translate + assemble + one transaction + commit) in its own
+thread, so concurrent requests queued on the store's single writer, each paying its own transaction: 4 clients
+were no faster than 1. Here a request's thread does the part no store is needed for (decompress, decode,
+``Pipeline.translate_spans``), then queues its rows and waits. The writer takes every request queued (up to
+``max_spans`` spans and ``max_bytes`` bytes of row text, at least one request), stores their rows with one
+``Pipeline.ingest_rows`` (one transaction), and only after the commit wakes each request, which answers with its
+own outcome (its own rejected spans, counted when it translated them). If that transaction fails, nothing of it
+is stored and every request in it fails with :class:`StoreUnavailable` (its client retries): nothing acknowledged
+is lost, nothing lost is acknowledged. Records are a function of the set of spans, so storing several requests'
+rows at once gives the records storing them one by one would.
+
+Nothing waits to make a group: a request arriving while the writer is idle is stored at once, alone; the requests
+that arrive while a transaction runs form the next group. Memory stays bounded: a request holds its ingest slot
+(``max_inflight``, per protocol) until it is answered, so at most the slot holders' rows are queued, and a group
+is further cut at ``max_spans`` / ``max_bytes``.
+
+``stats`` counts ``requests`` and ``spans`` stored, ``commits`` (transactions committed), ``failed``
+(transactions that failed) and ``failed_requests`` (requests answered with an error by them), and keeps
+``largest_group`` (requests in the largest group committed).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from galtea_otel.pipeline import IngestResult
+from galtea_otel.serve.options import DEFAULT_GROUP_BYTES, DEFAULT_GROUP_SPANS
+from galtea_otel.spandata import SpanData
+from galtea_otel.translate.row import DEFAULT_PROJECT, SpanRow
+
+log = logging.getLogger("galtea_otel.serve")
+
+_ROW_BYTES = 256  # a row's ids, times and numbers, roughly, on top of its texts
+_TEXTS = ("name", "input", "output", "metadata", "input_messages", "output_messages", "context", "evaluations")
+
+
+class GroupWriting(Protocol):
+    """What the writer needs of a pipeline: both halves of :meth:`galtea_otel.pipeline.Pipeline.ingest`."""
+
+    def translate_spans(self, spans: Iterable[SpanData], project: str = ...,
+                        result: IngestResult | None = ...) -> list[SpanRow]: ...
+
+    def ingest_rows(self, translated: Sequence[SpanRow], result: IngestResult | None = ...) -> IngestResult: ...
+
+
+class StoreUnavailable(Exception):
+    """The transaction that held this request's rows failed (rolled back): nothing of the request is stored."""
+
+
+@dataclass(eq=False)
+class _Waiting:
+    rows: list[SpanRow]
+    size: int
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+def row_bytes(rows: Sequence[SpanRow]) -> int:
+    """About how many bytes these rows hold: their texts' lengths plus a fixed part each (cheap: no encoding)."""
+    total = _ROW_BYTES * len(rows)
+    for row in rows:
+        for name in _TEXTS:
+            text = getattr(row, name)
+            if text:
+                total += len(text)
+    return total
+
+
+class GroupCommitter:
+    """An ``Ingests`` (``ingest(spans, project)``) that stores concurrent requests with one transaction per group;
+    shared by the OTLP/HTTP and OTLP/gRPC front ends. :meth:`close` stores what is queued, then stops the writer.
+
+    ``ingest`` returns an :class:`IngestResult` with this request's ``rejected`` spans and ``errors`` only (its
+    rows' ``accepted`` / ``duplicates`` are not told apart within the group's transaction)."""
+
+    def __init__(self, pipeline: GroupWriting, *, max_spans: int = DEFAULT_GROUP_SPANS,
+                 max_bytes: int = DEFAULT_GROUP_BYTES) -> None:
+        self.pipeline = pipeline
+        self.max_spans = max(1, max_spans)
+        self.max_bytes = max(1, max_bytes)
+        self.stats: Counter[str] = Counter()
+        self._queue: deque[_Waiting] = deque()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._busy = False  # a group is being stored
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for the next group (not counting those in the transaction under way)."""
+        with self._changed:
+            return len(self._queue)
+
+    @property
+    def busy(self) -> bool:
+        """A group's transaction is under way."""
+        with self._changed:
+            return self._busy
+
+    def ingest(self, spans: Iterable[SpanData], project: str = DEFAULT_PROJECT) -> IngestResult:
+        """Translate in the caller's thread, then wait until the writer committed these rows (with others').
+        Raises :class:`StoreUnavailable` when that transaction failed, as ``Pipeline.ingest`` raises."""
+        result = IngestResult()
+        rows = self.pipeline.translate_spans(spans, project, result)
+        if not rows:
+            return result  # nothing to store (all rejected): no transaction, as Pipeline.ingest
+        waiting = _Waiting(rows, row_bytes(rows))
+        with self._changed:
+            if self._closed:
+                raise StoreUnavailable("the receiver is shutting down")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="galtea-otel-writer", daemon=True)
+                self._thread.start()
+            self._queue.append(waiting)
+            self._changed.notify_all()
+        waiting.done.wait()
+        if waiting.error is not None:
+            raise StoreUnavailable(f"the transaction storing this request failed: {waiting.error!r}") \
+                from waiting.error
+        return result
+
+    def close(self) -> None:
+        """Store what is queued, then stop the writer thread (a later ``ingest`` raises StoreUnavailable)."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    # ------------------------------------------------------------------------------------------------ writer
+
+    def _next_group(self) -> list[_Waiting] | None:
+        """The requests queued now, oldest first, up to the limits (at least one); None once closed and empty."""
+        with self._changed:
+            while not self._queue:
+                self._busy = False
+                self._changed.notify_all()
+                if self._closed:
+                    return None
+                self._changed.wait()
+            group = [self._queue.popleft()]
+            spans, size = len(group[0].rows), group[0].size
+            while self._queue:
+                following = self._queue[0]
+                if spans + len(following.rows) > self.max_spans or size + following.size > self.max_bytes:
+                    break
+                group.append(self._queue.popleft())
+                spans += len(following.rows)
+                size += following.size
+            self._busy = True
+            self._changed.notify_all()
+            return group
+
+    def _run(self) -> None:
+        while (group := self._next_group()) is not None:
+            rows = group[0].rows if len(group) == 1 else [row for waiting in group for row in waiting.rows]
+            try:
+                self.pipeline.ingest_rows(rows)  # one transaction: committed when it returns
+            except BaseException as exc:  # every waiting request must be woken, whatever it was
+                log.exception("a transaction of %d request(s), %d span(s) failed: each is answered as "
+                              "unavailable and nothing of them is stored", len(group), len(rows))
+                self.stats["failed"] += 1
+                self.stats["failed_requests"] += len(group)
+                for waiting in group:
+                    waiting.error = exc
+            else:
+                self.stats["commits"] += 1
+                self.stats["requests"] += len(group)
+                self.stats["spans"] += len(rows)
+                self.stats["largest_group"] = max(self.stats["largest_group"], len(group))
+            finally:
+                for waiting in group:
+                    waiting.done.set()
+                del rows, group
+
+
+def group_committer(pipeline: object, max_spans: int = DEFAULT_GROUP_SPANS,
+                    max_bytes: int = DEFAULT_GROUP_BYTES) -> GroupCommitter | None:
+    """A :class:`GroupCommitter` over ``pipeline`` when it has both halves of ``ingest`` (a real Pipeline); None
+    for a pipeline with ``ingest`` only (which the front ends then call per request, as before)."""
+    if callable(getattr(pipeline, "translate_spans", None)) and callable(getattr(pipeline, "ingest_rows", None)):
+        return GroupCommitter(pipeline, max_spans=max_spans, max_bytes=max_bytes)  # type: ignore[arg-type]
+    return None
