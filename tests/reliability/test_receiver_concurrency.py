@@ -1,0 +1,346 @@
+"""Group commit (issue 9): requests that wait for the store together are stored in one transaction, and each is
+still answered for itself, only after that commit.
+
+Real receivers on 127.0.0.1 (OTLP/HTTP and OTLP/gRPC), real OTLP exporters in several threads, real SQLite files
+(and PostgreSQL). To make requests wait together without timing, another connection holds the store's write lock
+(SQLite ``BEGIN IMMEDIATE``; PostgreSQL a lock on the spans table) while the writer's transaction waits for it,
+until the receiver's writer counts the expected requests queued; then the lock is let go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from galtea_otel import attributes as A
+from galtea_otel.pipeline import read_session
+from galtea_otel.serve.options import Address, ServeOptions
+from galtea_otel.serve.server import Receiver, start_in_thread
+from galtea_otel.serve.writer import GroupCommitter
+from galtea_otel.store import open_store
+
+from .conftest import fresh_pg_schema, sessions_of_spans
+
+LOCAL = Address("127.0.0.1", 0)
+CLIENTS = 8  # 4 OTLP/HTTP and 4 OTLP/gRPC exporters at once
+
+
+@contextlib.contextmanager
+def receiver_on(store_url: str, **changes: Any) -> Iterator[Receiver]:
+    """A receiver that opens its own store, as ``galtea-otel serve`` does, on free loopback ports."""
+    options = ServeOptions(store_url=store_url, http=LOCAL, grpc=LOCAL, max_inflight=CLIENTS,
+                           sweep_interval=3600.0, shutdown_grace=10.0, **changes)
+    with start_in_thread(options) as receiver:
+        yield receiver
+
+
+def writer_of(receiver: Receiver) -> GroupCommitter:
+    assert receiver.writer is not None, "a real Pipeline is stored through the group commit writer"
+    return receiver.writer
+
+
+def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait for a count to be reached (polling; the assertion is on the count, never on the time taken)."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
+class SqliteLock:
+    """Another connection holding the SQLite file's write lock (``BEGIN IMMEDIATE``) until ``release``."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def release(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("COMMIT")
+        self.conn.close()
+
+
+class PostgresLock:
+    """Another connection holding a lock on the spans table that blocks every insert into it, until ``release``."""
+
+    def __init__(self, store_url: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(store_url)
+        self.conn.execute("LOCK TABLE spans IN SHARE ROW EXCLUSIVE MODE")
+
+    def release(self) -> None:
+        self.conn.commit()
+        self.conn.close()
+
+
+def sqlite_path(store_url: str) -> Path:
+    return Path(store_url.removeprefix("sqlite:///"))
+
+
+def exporter(receiver: Receiver, protocol: str) -> SpanExporter:
+    if protocol == "http":
+        assert receiver.http_address is not None
+        return HttpExporter(endpoint=f"http://{receiver.http_address}/v1/traces", timeout=60)
+    return GrpcExporter(endpoint=str(receiver.grpc_address), insecure=True, timeout=60)
+
+
+def export_concurrently(receiver: Receiver, chunks: Sequence[Sequence[ReadableSpan]],
+                        started: Callable[[], None] = lambda: None) -> list[SpanExportResult]:
+    """``CLIENTS`` threads, half with the real OTLP/HTTP exporter, half with the OTLP/gRPC one; thread t exports
+    chunks t, t + CLIENTS, ... one after the other. ``started`` runs once every thread is exporting."""
+    results: list[SpanExportResult] = []
+    lock = threading.Lock()
+
+    def client(t: int) -> None:
+        sender = exporter(receiver, "http" if t % 2 else "grpc")
+        try:
+            for chunk in chunks[t::CLIENTS]:
+                result = sender.export(chunk)
+                with lock:
+                    results.append(result)
+        finally:
+            sender.shutdown()
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    try:
+        started()
+    finally:
+        for thread in threads:
+            thread.join()
+    return results
+
+
+def stored_rows(store_url: str) -> list[tuple[Any, ...]]:
+    """Every stored span row but the time it was received (queried from the SQLite file), in a stable order."""
+    with contextlib.closing(sqlite3.connect(sqlite_path(store_url))) as conn:
+        cursor = conn.execute("SELECT * FROM spans ORDER BY trace_id, span_id")
+        keep = [i for i, column in enumerate(cursor.description) if column[0] != "received_ns"]
+        return [tuple(row[i] for i in keep) for row in cursor.fetchall()]
+
+
+def records(store_url: str) -> dict[str, Any]:
+    """Every session's summary and full record (turns, spans, aggregates), as JSON values."""
+    store = open_store(store_url)
+    try:
+        out: dict[str, Any] = {}
+        for summary in store.list_sessions(limit=100_000):
+            detail = read_session(store, (summary.custom_id, summary.version))
+            assert detail is not None
+            out[summary.custom_id] = (summary.model_dump(mode="json"), detail.model_dump(mode="json"))
+        return out
+    finally:
+        store.close()
+
+
+def interleaved(spans: Sequence[ReadableSpan], chunks: int) -> list[list[ReadableSpan]]:
+    """``chunks`` requests, each with spans of many sessions (so that requests stored together share sessions)."""
+    return [list(spans[c::chunks]) for c in range(chunks)]
+
+
+def named_spans(names: Sequence[str], prefix: str) -> list[ReadableSpan]:
+    """One real SDK span per name, each its own session's."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "group-commit"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("tests.group_commit")
+    for n, name in enumerate(names):
+        with tracer.start_as_current_span(name, attributes={A.SESSION_CUSTOM_ID: f"{prefix}-{n}",
+                                                            A.SESSION_VERSION: "1", A.SPAN_TYPE: "SPAN"}):
+            pass
+    provider.shutdown()
+    return list(memory.get_finished_spans())
+
+
+# --------------------------------------------------------------------------------------------------- tests
+
+
+def test_concurrent_exporters_store_every_acknowledged_span_as_if_sent_one_by_one(tmp_path: Path) -> None:
+    spans = sessions_of_spans(24, 12, prefix="gc")  # 288 spans, 24 sessions
+    chunks = interleaved(spans, 48)  # 48 requests of 6 spans, each touching 6 sessions
+    url = f"sqlite:///{tmp_path / 'together.db'}"
+    with receiver_on(url) as receiver:
+        writer = writer_of(receiver)
+        holder = SqliteLock(sqlite_path(url))
+
+        def merge_the_first_requests() -> None:
+            # Every client's first request: one in the writer's transaction (waiting for the lock), the rest queued.
+            try:
+                until(lambda: writer.busy and writer.queued == CLIENTS - 1, "all clients' requests waiting")
+            finally:
+                holder.release()
+
+        results = export_concurrently(receiver, chunks, merge_the_first_requests)
+        stats = writer.stats.copy()
+    assert results == [SpanExportResult.SUCCESS] * len(chunks)
+    # Every acknowledged span is stored, and every request was stored by the writer: fewer commits than requests.
+    assert len(stored_rows(url)) == len(spans)
+    assert stats["requests"] == len(chunks) and stats["spans"] == len(spans) and stats["failed"] == 0
+    assert stats["largest_group"] >= CLIENTS - 1
+    assert stats["commits"] < stats["requests"]
+
+    # The same spans sent one by one, one span a request: the same rows and the same records.
+    alone = f"sqlite:///{tmp_path / 'alone.db'}"
+    with receiver_on(alone) as receiver:
+        sender = exporter(receiver, "http")
+        for span in spans:
+            assert sender.export([span]) is SpanExportResult.SUCCESS
+        sender.shutdown()
+        assert writer_of(receiver).stats["commits"] == len(spans)
+    assert stored_rows(url) == stored_rows(alone)
+    together = records(url)
+    assert len(together) == 24 and {s["turn_count"] for s, _ in together.values()} == {4}
+    assert together == records(alone)
+
+
+def post_http(receiver: Receiver, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One OTLP/HTTP request with a plain client (no retries)."""
+    assert receiver.http_address is not None
+    conn = http.client.HTTPConnection(receiver.http_address.host, receiver.http_address.port, timeout=120)
+    try:
+        conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def post_grpc(receiver: Receiver, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One OTLP/gRPC call with a plain stub (no retries), answered as (HTTP-like status, metadata, response)."""
+    with grpc.insecure_channel(str(receiver.grpc_address)) as channel:
+        stub = TraceServiceStub(channel)  # type: ignore[no-untyped-call]
+        try:
+            response = stub.Export(ExportTraceServiceRequest.FromString(body), timeout=120)
+        except grpc.RpcError as exc:
+            code = exc.code()  # type: ignore[attr-defined]
+            trailers = {k: str(v) for k, v in exc.trailing_metadata() or ()}  # type: ignore[attr-defined]
+            return (503 if code is grpc.StatusCode.UNAVAILABLE else 500), trailers, b""
+        return 200, {}, response.SerializeToString()
+
+
+def send_together(receiver: Receiver, holder: Any, bodies: Sequence[bytes]) -> list[tuple[int, dict[str, str], bytes]]:
+    """A first request stored alone (its transaction waits for ``holder``'s lock), then ``bodies`` at once (half
+    over OTLP/HTTP, half over OTLP/gRPC), queued together behind it; then the lock is let go. Answers in order:
+    the first request's, then each body's."""
+    writer = writer_of(receiver)
+    answers: list[Any] = [None] * (len(bodies) + 1)
+    first = encode_spans(named_spans(["first"], f"first-{id(bodies)}")).SerializeToString()
+
+    def send(i: int, body: bytes) -> None:
+        answers[i] = (post_http if i % 2 else post_grpc)(receiver, body)
+
+    threads = [threading.Thread(target=send, args=(0, first))]
+    try:
+        threads[0].start()
+        until(lambda: writer.busy and writer.queued == 0, "the first request in a transaction of its own")
+        threads += [threading.Thread(target=send, args=(i, body)) for i, body in enumerate(bodies, 1)]
+        for thread in threads[1:]:
+            thread.start()
+        until(lambda: writer.queued == len(bodies), "every request queued behind the first")
+    finally:
+        holder.release()
+        for thread in threads:
+            thread.join()
+    return answers
+
+
+def test_a_failing_merged_transaction_fails_every_request_in_it_and_stores_none_of_them(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'poison.db'}"
+    # Six requests of 3 spans each; the store raises on the one span named "poison" (a real SQLite trigger).
+    requests = [named_spans([f"span {r}.{s}" if (r, s) != (4, 1) else "poison" for s in range(3)], f"p{r}")
+                for r in range(6)]
+    bodies = [encode_spans(spans).SerializeToString() for spans in requests]
+    with receiver_on(url) as receiver:
+        with contextlib.closing(sqlite3.connect(sqlite_path(url))) as conn:
+            conn.execute("CREATE TRIGGER poison BEFORE INSERT ON spans WHEN NEW.name = 'poison' "
+                         "BEGIN SELECT RAISE(ABORT, 'poisoned span'); END")
+            conn.commit()
+        answers = send_together(receiver, SqliteLock(sqlite_path(url)), bodies)
+        stats = writer_of(receiver).stats.copy()
+        assert answers[0][0] == 200
+        # The six were one transaction; it failed, so each is told to retry, and none of their spans is stored.
+        assert stats["failed"] == 1 and stats["failed_requests"] == len(bodies)
+        for i, (status, headers, _) in enumerate(answers[1:], 1):
+            assert status == 503, (i, status)
+            assert ("retry-after" in headers) if i % 2 else ("google.rpc.retryinfo-bin" in headers)
+        assert [row[3] for row in stored_rows(url)] == ["first"]  # name: the first request's span only
+        # The store works again: the clients' retries are stored, each answered for itself.
+        with contextlib.closing(sqlite3.connect(sqlite_path(url))) as conn:
+            conn.execute("DROP TRIGGER poison")
+            conn.commit()
+        for i, body in enumerate(bodies):
+            assert (post_http if i % 2 else post_grpc)(receiver, body)[0] == 200
+    assert len(stored_rows(url)) == 1 + 3 * len(bodies)
+
+
+def test_requests_stored_together_each_get_their_own_partial_success(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'partial.db'}"
+    bodies, valid = [], 0
+    for r in range(6):
+        request = encode_spans(named_spans([f"span {r}.{s}" for s in range(4)], f"m{r}"))
+        spans = request.resource_spans[0].scope_spans[0].spans
+        for s in range(r % 4):  # request r: r % 4 of its 4 spans invalid (a span id of the wrong length)
+            spans[s].span_id = b"\x01\x02"
+        valid += 4 - r % 4
+        bodies.append(request.SerializeToString())
+    with receiver_on(url) as receiver:
+        answers = send_together(receiver, SqliteLock(sqlite_path(url)), bodies)
+        stats = writer_of(receiver).stats.copy()
+    assert stats["commits"] == 2 and stats["requests"] == 1 + len(bodies)  # the first alone, then the six
+    for r, (status, _, body) in enumerate(answers[1:]):
+        assert status == 200
+        response = ExportTraceServiceResponse.FromString(body)
+        assert response.partial_success.rejected_spans == r % 4, r
+        assert ("span_id" in response.partial_success.error_message) == bool(r % 4)
+    assert len(stored_rows(url)) == 1 + valid
+
+
+def test_postgres_store_through_the_writer(tmp_path: Path) -> None:
+    spans = sessions_of_spans(16, 12, prefix="gcpg")
+    chunks = interleaved(spans, 32)
+    with fresh_pg_schema() as (url, _schema):
+        with receiver_on(url) as receiver:
+            writer = writer_of(receiver)
+            holder = PostgresLock(url)
+
+            def merge_the_first_requests() -> None:
+                try:
+                    until(lambda: writer.busy and writer.queued == CLIENTS - 1, "all clients' requests waiting")
+                finally:
+                    holder.release()
+
+            results = export_concurrently(receiver, chunks, merge_the_first_requests)
+            stats = writer.stats.copy()
+        assert results == [SpanExportResult.SUCCESS] * len(chunks)
+        assert stats["requests"] == len(chunks) and stats["commits"] < stats["requests"]
+        pg_records = records(url)
+    # The same records as the spans sent one by one into SQLite.
+    alone = f"sqlite:///{tmp_path / 'alone.db'}"
+    with receiver_on(alone) as receiver:
+        sender = exporter(receiver, "grpc")
+        for span in spans:
+            assert sender.export([span]) is SpanExportResult.SUCCESS
+        sender.shutdown()
+    assert len(pg_records) == 16 and pg_records == records(alone)
