@@ -2,6 +2,7 @@
 
     python benchmarks/bench_receiver.py --quick                 # about 2 minutes
     python benchmarks/bench_receiver.py [--rounds 3] [--stream 1000000] [--synchronous full]
+    python benchmarks/bench_receiver.py --quick --compare /work/main   # the receiver rows of another checkout too
 
 - *workload* (``--workload interleaved``, the default): 400 live sessions whose turns are spread over 40
   requests: each OTLP/HTTP protobuf + gzip request carries one turn (an inference span with 1 KB of input and
@@ -17,7 +18,10 @@
 - *galtea in process*: gunzip + decode + ``Pipeline.ingest`` (for reference: the receiver minus HTTP);
 - rounds are interleaved (floor, 1 client, 4 clients, in process; again), figures are medians with min-max;
 - *ready*: from process start to the "ready" log line; *idle RSS*: resident memory after it idled a second;
-- *stream*: ``--stream`` spans pushed through one receiver, its resident memory sampled all along.
+- *stream*: ``--stream`` spans pushed through one receiver, its resident memory sampled all along;
+- ``--compare TREE``: the 1- and 4-client receiver runs are also made with ``galtea-otel serve`` from another
+  checkout's tree (its ``galtea_otel`` package, same Python and dependencies), interleaved in the same rounds, so
+  this tree's receiver and that one's are measured side by side against the same floors.
 
 Bars (issues 3 and 9): durable >= 0.6x the floor on the interleaved workload; 4 clients >= 1 client; idle RSS
 <= 80 MB; ready <= 1 s; RSS flat while 1,000,000 spans stream.
@@ -166,7 +170,7 @@ def stored(path: Path) -> tuple[int, int, int]:
 class ReceiverProcess:
     """``galtea-otel serve`` as a child process on a free port (gRPC off)."""
 
-    def __init__(self, folder: Path, name: str, synchronous: str = "normal") -> None:
+    def __init__(self, folder: Path, name: str, synchronous: str = "normal", tree: Path = ROOT) -> None:
         self.path = folder / (name + ".db")
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -183,10 +187,9 @@ class ReceiverProcess:
             "--grpc",
             "off",
         ]
+        env = {**os.environ, "PYTHONPATH": str(tree)}
         started = time.perf_counter()
-        self.process = subprocess.Popen(
-            command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
-        )
+        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, cwd=tree)
         assert self.process.stderr is not None
         for line in self.process.stderr:
             if "receiver ready" in line:
@@ -205,6 +208,16 @@ class ReceiverProcess:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(60)
+
+
+def package_of(tree: Path) -> str:
+    """Where ``galtea_otel`` comes from for a receiver started as ``ReceiverProcess`` starts it from ``tree``."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    found = subprocess.run([sys.executable, "-c", "import galtea_otel; print(galtea_otel.__file__)"], env=env,
+                           cwd=tree, capture_output=True, text=True, check=True).stdout.strip()
+    if not Path(found).resolve().is_relative_to(tree):
+        raise RuntimeError(f"a receiver started from {tree} would import {found}")
+    return found
 
 
 def push(port: int, bodies: Callable[[], bytes | None], threads: int,
@@ -273,13 +286,23 @@ def main() -> None:
     parser.add_argument("--synchronous", choices=("normal", "full"), default="normal",
                         help="the SQLite store's synchronous mode (the receiver's and the floor's)")
     parser.add_argument("--stream", type=int, default=200_000, help="spans for the memory run (0: skip)")
+    parser.add_argument("--compare", type=Path, metavar="TREE",
+                        help="also run the receiver from this checkout (e.g. /work/main), side by side")
     args = parser.parse_args()
+    trees = {"": ROOT}
+    if args.compare is not None:
+        tree = args.compare.resolve()
+        trees[f" [{tree}]"] = tree
+        for path in trees.values():
+            print(f"receiver package: {package_of(path)}")
     if args.quick:
         args.requests, args.rounds, args.stream = 20, 2, 0
     base = template()
     factory = TurnFactory()
     results: dict[str, str] = {}
-    rates: dict[str, list[float]] = {"floor": [], "in process": [], "1": [], "4": []}
+    rates: dict[str, list[float]] = {"floor": [], "in process": []}
+    for label in trees:
+        rates["1" + label], rates["4" + label] = [], []
     counts: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -295,8 +318,10 @@ def main() -> None:
         for r in range(args.rounds):
             bodies = workload(1_000_000 * (4 * r + 1))
             rates["floor"].append(plain_floor(bodies, folder / f"floor{r}.db", args.synchronous))
-            for threads in ((1, 4) if r % 2 == 0 else (4, 1)):
-                receiver = ReceiverProcess(folder, f"rate{r}-{threads}", args.synchronous)
+            runs = [(label, threads) for label in trees for threads in (1, 4)]
+            for label, threads in (runs if r % 2 == 0 else runs[::-1]):
+                receiver = ReceiverProcess(folder, f"rate{r}-{threads}{len(label)}", args.synchronous,
+                                           trees[label])
                 ready.append(receiver.ready_seconds)
                 time.sleep(1.0)
                 idle.append(receiver.rss_mb())
@@ -308,10 +333,11 @@ def main() -> None:
                 rows, sessions, turns = stored(receiver.path)
                 want_turns = args.sessions * args.requests if args.workload == "interleaved" else None
                 ok = rows == sent and (want_turns is None or turns == want_turns)
-                counts.append(f"{threads} client(s), round {r + 1}: sent {sent:,} spans, acknowledged {spans:,}; "
-                              f"stored {rows:,} span rows, {sessions:,} sessions, {turns:,} turns"
+                counts.append(f"{threads} client(s){label}, round {r + 1}: sent {sent:,} spans, "
+                              f"acknowledged {spans:,}; stored {rows:,} span rows, {sessions:,} sessions, "
+                              f"{turns:,} turns"
                               + ("" if ok else "  MISMATCH"))
-                rates[str(threads)].append(rows / seconds)  # what was stored, per second
+                rates[f"{threads}{label}"].append(rows / seconds)  # what was stored, per second
             rates["in process"].append(in_process(bodies, f"sqlite:///{folder / f'inproc{r}.db'}"
                                                   f"?synchronous={args.synchronous}"))
         floors = rates["floor"]
@@ -323,10 +349,17 @@ def main() -> None:
         results["floor (gunzip + decode + walk + executemany, in process)"] = summary(floors)
         results["galtea in process (gunzip + decode + Pipeline.ingest)"] = (
             f"{summary(rates['in process'])} = {ratio(rates['in process'], floors)} the floor")
-        for clients in ("1", "4"):
-            results[f"durable rate, {clients} client thread(s)"] = (
-                f"{summary(rates[clients])} = {ratio(rates[clients], floors)} the floor (bar 0.6x)")
-        results["4 clients / 1 client"] = ratio(rates["4"], rates["1"]) + " (bar >= 1.0x)"
+        for label in trees:
+            for clients in ("1", "4"):
+                results[f"durable rate, {clients} client thread(s){label}"] = (
+                    f"{summary(rates[clients + label])} = {ratio(rates[clients + label], floors)} the floor "
+                    "(bar 0.6x)")
+            results[f"4 clients / 1 client{label}"] = ratio(rates["4" + label], rates["1" + label]) + \
+                " (bar >= 1.0x)"
+        for label in list(trees)[1:]:
+            for clients in ("1", "4"):
+                results[f"{clients} client(s): this tree / {label.strip(' []')}"] = ratio(
+                    rates[clients], rates[clients + label])
         results["ready after start"] = f"{statistics.median(ready):.2f} s, max {max(ready):.2f} s (bar 1 s)"
         results["idle RSS"] = f"{statistics.median(idle):.0f} MB, max {max(idle):.0f} MB (bar 80 MB)"
         if args.stream:
