@@ -91,12 +91,19 @@ class GroupCommitter:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._busy = False  # a group is being stored
+        self._storing = 0  # requests in it
 
     @property
     def queued(self) -> int:
         """Requests waiting for the next group (not counting those in the transaction under way)."""
         with self._changed:
             return len(self._queue)
+
+    @property
+    def waiting(self) -> int:
+        """Requests not answered yet: queued, or in the transaction under way."""
+        with self._changed:
+            return len(self._queue) + self._storing
 
     @property
     def busy(self) -> bool:
@@ -140,6 +147,7 @@ class GroupCommitter:
     def _next_group(self) -> list[_Waiting] | None:
         """The requests queued now, oldest first, up to the limits (at least one); None once closed and empty."""
         with self._changed:
+            self._storing = 0
             while not self._queue:
                 self._busy = False
                 self._changed.notify_all()
@@ -156,6 +164,7 @@ class GroupCommitter:
                 spans += len(following.rows)
                 size += following.size
             self._busy = True
+            self._storing = len(group)
             self._changed.notify_all()
             return group
 

@@ -186,9 +186,10 @@ def test_concurrent_exporters_store_every_acknowledged_span_as_if_sent_one_by_on
         holder = SqliteLock(sqlite_path(url))
 
         def merge_the_first_requests() -> None:
-            # Every client's first request: one in the writer's transaction (waiting for the lock), the rest queued.
+            # Every client's first request waits: those the writer took first in its transaction (waiting for
+            # the lock), the others queued behind it.
             try:
-                until(lambda: writer.busy and writer.queued == CLIENTS - 1, "all clients' requests waiting")
+                until(lambda: writer.waiting == CLIENTS, "every client's first request waiting")
             finally:
                 holder.release()
 
@@ -198,8 +199,9 @@ def test_concurrent_exporters_store_every_acknowledged_span_as_if_sent_one_by_on
     # Every acknowledged span is stored, and every request was stored by the writer: fewer commits than requests.
     assert len(stored_rows(url)) == len(spans)
     assert stats["requests"] == len(chunks) and stats["spans"] == len(spans) and stats["failed"] == 0
-    assert stats["largest_group"] >= CLIENTS - 1
-    assert stats["commits"] < stats["requests"]
+    # The clients' first requests were stored by 2 transactions at most (the one that waited, the one after it).
+    assert stats["largest_group"] >= CLIENTS // 2
+    assert stats["commits"] <= stats["requests"] - (CLIENTS - 2)
 
     # The same spans sent one by one, one span a request: the same rows and the same records.
     alone = f"sqlite:///{tmp_path / 'alone.db'}"
@@ -327,14 +329,14 @@ def test_postgres_store_through_the_writer(tmp_path: Path) -> None:
 
             def merge_the_first_requests() -> None:
                 try:
-                    until(lambda: writer.busy and writer.queued == CLIENTS - 1, "all clients' requests waiting")
+                    until(lambda: writer.waiting == CLIENTS, "every client's first request waiting")
                 finally:
                     holder.release()
 
             results = export_concurrently(receiver, chunks, merge_the_first_requests)
             stats = writer.stats.copy()
         assert results == [SpanExportResult.SUCCESS] * len(chunks)
-        assert stats["requests"] == len(chunks) and stats["commits"] < stats["requests"]
+        assert stats["requests"] == len(chunks) and stats["commits"] <= stats["requests"] - (CLIENTS - 2)
         pg_records = records(url)
     # The same records as the spans sent one by one into SQLite.
     alone = f"sqlite:///{tmp_path / 'alone.db'}"
