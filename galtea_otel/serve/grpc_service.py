@@ -9,7 +9,8 @@ when the store fails.
 grpcio enforces the size limit (``grpc.max_receive_message_length``, after decompression: RESOURCE_EXHAUSTED)
 and gzip. The servicer checks the token (UNAUTHENTICATED) on the call's headers, reads the message, takes one of
 ``max_inflight`` ingest slots or answers UNAVAILABLE with a ``RetryInfo`` after ``queue_timeout``, and returns
-only after ``ingest`` committed.
+only after ``ingest`` committed (through the group commit writer shared with OTLP/HTTP, galtea_otel.serve.writer:
+one transaction for the requests of both protocols that wait for the store together).
 
 Slow and idle clients (issue 12): the connection limits are grpcio's server options (:func:`grpc_options`): at
 most ``max_connections`` connections (grpcio refuses more), an HTTP/2 handshake within ``header_timeout``,

@@ -21,7 +21,9 @@ that is not sending:
   ``queue_timeout`` gets 503 + ``Retry-After``. A client that trickles holds only what it sent.
 - **Ingest slots** (``max_inflight``) are taken only once the whole body is in; up to ``max_queued`` bodies
   wait at most ``queue_timeout`` for one, then get 503 + ``Retry-After``. The body is then decompressed,
-  decoded and ingested in a worker thread; the answer is sent after the commit.
+  decoded and translated in a worker thread, which then waits (still holding its slot) for the group commit
+  writer (``galtea_otel.serve.writer``) to store its rows, with those of the requests waiting with it, in one
+  transaction; the answer is sent after the commit.
 
 Routes are a table (:class:`Route`): path -> blocking ``process(body, format, encoding, limit) -> Outcome`` and
 the success body it answers, so a second OTLP signal is one more entry.

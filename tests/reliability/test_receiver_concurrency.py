@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
@@ -317,6 +318,24 @@ def test_requests_stored_together_each_get_their_own_partial_success(tmp_path: P
         assert response.partial_success.rejected_spans == r % 4, r
         assert ("span_id" in response.partial_success.error_message) == bool(r % 4)
     assert len(stored_rows(url)) == 1 + valid
+
+
+@pytest.mark.parametrize(("limits", "groups"), [
+    ({"group_max_spans": 7}, [1, 2, 2, 2]),  # 3 spans a request: 2 requests fit in 7 spans, 3 do not
+    ({"group_max_bytes": 1}, [1] * 7),  # every request is over the limit alone: one transaction each
+    ({}, [1, 6]),
+])
+def test_a_group_is_cut_at_its_span_and_byte_limits(tmp_path: Path, limits: dict[str, int],
+                                                     groups: list[int]) -> None:
+    url = f"sqlite:///{tmp_path / 'limits.db'}"
+    bodies = [encode_spans(named_spans([f"span {r}.{s}" for s in range(3)], f"l{r}")).SerializeToString()
+              for r in range(6)]
+    with receiver_on(url, **limits) as receiver:
+        answers = send_together(receiver, SqliteLock(sqlite_path(url)), bodies)
+        stats = writer_of(receiver).stats.copy()
+    assert [answer[0] for answer in answers] == [200] * 7
+    assert stats["commits"] == len(groups) and stats["largest_group"] == max(groups)
+    assert len(stored_rows(url)) == 1 + 3 * len(bodies)
 
 
 def test_postgres_store_through_the_writer(tmp_path: Path) -> None:
