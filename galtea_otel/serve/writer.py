@@ -1,15 +1,20 @@
-"""Group commit: one writer thread stores the rows of every request waiting at that moment in one transaction.
+"""Group commit: one writer at a time stores the rows of every request waiting at that moment in one transaction.
 
 Without it, each request ran ``Pipeline.ingest`` (translate + assemble + one transaction + commit) in its own
 thread, so concurrent requests queued on the store's single writer, each paying its own transaction: 4 clients
 were no faster than 1. Here a request's thread does the part no store is needed for (decompress, decode,
-``Pipeline.translate_spans``), then queues its rows and waits. The writer takes every request queued (up to
-``max_spans`` spans and ``max_bytes`` bytes of row text, at least one request), stores their rows with one
+``Pipeline.translate_spans``), then queues its rows. The writer takes every request queued (up to ``max_spans``
+spans and ``max_bytes`` bytes of row text, at least one request), stores their rows with one
 ``Pipeline.ingest_rows`` (one transaction), and only after the commit wakes each request, which answers with its
 own outcome (its own rejected spans, counted when it translated them). If that transaction fails, nothing of it
 is stored and every request in it fails with :class:`StoreUnavailable` (its client retries): nothing acknowledged
 is lost, nothing lost is acknowledged. Records are a function of the set of spans, so storing several requests'
 rows at once gives the records storing them one by one would.
+
+The writer is a request's own thread, not a thread of its own: a request that finds nobody writing stores the
+group (its own request first), then hands the role to the oldest request still queued, whose thread stores the
+next group. So a lone client's request is translated and stored by one thread, as before, with no hand-over
+between threads; under concurrency, exactly one thread writes at a time.
 
 Nothing waits to make a group: a request arriving while the writer is idle is stored at once, alone; the requests
 that arrive while a transaction runs form the next group. Memory stays bounded: a request holds its ingest slot
@@ -58,7 +63,9 @@ class StoreUnavailable(Exception):
 class _Waiting:
     rows: list[SpanRow]
     size: int
-    done: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)  # set once stored, or when made the writer
+    done: bool = False
+    lead: bool = False  # this request's thread is the writer now
     error: BaseException | None = None
 
 
@@ -75,7 +82,7 @@ def row_bytes(rows: Sequence[SpanRow]) -> int:
 
 class GroupCommitter:
     """An ``Ingests`` (``ingest(spans, project)``) that stores concurrent requests with one transaction per group;
-    shared by the OTLP/HTTP and OTLP/gRPC front ends. :meth:`close` stores what is queued, then stops the writer.
+    shared by the OTLP/HTTP and OTLP/gRPC front ends. :meth:`close` waits for what is queued to be stored.
 
     ``ingest`` returns an :class:`IngestResult` with this request's ``rejected`` spans and ``errors`` only (its
     rows' ``accepted`` / ``duplicates`` are not told apart within the group's transaction)."""
@@ -88,10 +95,9 @@ class GroupCommitter:
         self.stats: Counter[str] = Counter()
         self._queue: deque[_Waiting] = deque()
         self._changed = threading.Condition()
-        self._thread: threading.Thread | None = None
         self._closed = False
-        self._busy = False  # a group is being stored
-        self._storing = 0  # requests in it
+        self._writing = False  # a request's thread is the writer (whenever requests are queued, one is)
+        self._storing = 0  # requests in the transaction under way
 
     @property
     def queued(self) -> int:
@@ -109,11 +115,12 @@ class GroupCommitter:
     def busy(self) -> bool:
         """A group's transaction is under way."""
         with self._changed:
-            return self._busy
+            return self._storing > 0
 
     def ingest(self, spans: Iterable[SpanData], project: str = DEFAULT_PROJECT) -> IngestResult:
-        """Translate in the caller's thread, then wait until the writer committed these rows (with others').
-        Raises :class:`StoreUnavailable` when that transaction failed, as ``Pipeline.ingest`` raises."""
+        """Translate in the caller's thread, then wait until these rows are committed (with others'), storing the
+        group itself when no other request's thread is. Raises :class:`StoreUnavailable` when that transaction
+        failed, as ``Pipeline.ingest`` raises."""
         result = IngestResult()
         rows = self.pipeline.translate_spans(spans, project, result)
         if not rows:
@@ -122,38 +129,33 @@ class GroupCommitter:
         with self._changed:
             if self._closed:
                 raise StoreUnavailable("the receiver is shutting down")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="galtea-otel-writer", daemon=True)
-                self._thread.start()
             self._queue.append(waiting)
-            self._changed.notify_all()
-        waiting.done.wait()
+            if not self._writing:  # nobody stores: this thread does (the queue held only this request)
+                self._writing = waiting.lead = True
+        while not waiting.done:
+            if waiting.lead:
+                waiting.lead = False
+                self._write()  # the group it takes starts with this request, the oldest queued
+            else:
+                waiting.wake.wait()
+                waiting.wake.clear()
         if waiting.error is not None:
             raise StoreUnavailable(f"the transaction storing this request failed: {waiting.error!r}") \
                 from waiting.error
         return result
 
     def close(self) -> None:
-        """Store what is queued, then stop the writer thread (a later ``ingest`` raises StoreUnavailable)."""
+        """Wait for the requests queued to be stored; a later ``ingest`` raises StoreUnavailable."""
         with self._changed:
             self._closed = True
-            self._changed.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join()
+            while self._writing:
+                self._changed.wait()
 
     # ------------------------------------------------------------------------------------------------ writer
 
-    def _next_group(self) -> list[_Waiting] | None:
-        """The requests queued now, oldest first, up to the limits (at least one); None once closed and empty."""
+    def _take(self) -> list[_Waiting]:
+        """The requests queued now, oldest first, up to the limits (at least one)."""
         with self._changed:
-            self._storing = 0
-            while not self._queue:
-                self._busy = False
-                self._changed.notify_all()
-                if self._closed:
-                    return None
-                self._changed.wait()
             group = [self._queue.popleft()]
             spans, size = len(group[0].rows), group[0].size
             while self._queue:
@@ -163,13 +165,14 @@ class GroupCommitter:
                 group.append(self._queue.popleft())
                 spans += len(following.rows)
                 size += following.size
-            self._busy = True
             self._storing = len(group)
-            self._changed.notify_all()
             return group
 
-    def _run(self) -> None:
-        while (group := self._next_group()) is not None:
+    def _write(self) -> None:
+        """Store one group with one transaction, wake its requests, then make the oldest request still queued
+        the writer (or leave the role free when none is)."""
+        try:
+            group = self._take()
             rows = group[0].rows if len(group) == 1 else [row for waiting in group for row in waiting.rows]
             try:
                 self.pipeline.ingest_rows(rows)  # one transaction: committed when it returns
@@ -185,10 +188,20 @@ class GroupCommitter:
                 self.stats["requests"] += len(group)
                 self.stats["spans"] += len(rows)
                 self.stats["largest_group"] = max(self.stats["largest_group"], len(group))
-            finally:
+            with self._changed:
+                self._storing = 0
                 for waiting in group:
-                    waiting.done.set()
-                del rows, group
+                    waiting.done = True
+                    waiting.wake.set()
+        finally:
+            with self._changed:
+                if self._queue:
+                    head = self._queue[0]
+                    head.lead = True
+                    head.wake.set()
+                else:
+                    self._writing = False
+                    self._changed.notify_all()
 
 
 def group_committer(pipeline: object, max_spans: int = DEFAULT_GROUP_SPANS,
