@@ -128,16 +128,18 @@ class Pipeline:
         if not rows:
             return result
         batch = list(rows.values())
+        placed = _placed_at_insert(rows)
         with self.store.transaction() as tx:
             tx.lock_traces(sorted({r.trace_id for r in batch}))
-            inserted = tx.insert_spans(batch)
+            inserted = tx.insert_spans(batch, placed)
             result.accepted = inserted
             result.duplicates += len(batch) - inserted
             if inserted:
                 # Resolving and reassembling from the whole batch (replayed rows included) gives the same
                 # records as from the new rows alone, and spares the store telling which rows were new.
                 fresh = inserted == len(batch)  # no replayed row: the batch's rows are the stored ones
-                result.sessions = self._apply(tx, self._resolve(tx, batch, fresh), batch, fresh)
+                result.sessions = self._apply(tx, self._resolve(tx, batch, fresh), batch, fresh,
+                                              placed if fresh else None)
         return result
 
     def _resolve(self, tx: StoreTx, new: Sequence[SpanRow], fresh: bool = False) -> Dirty:
@@ -187,7 +189,8 @@ class Pipeline:
         """Rebuild these sessions whole from their rows."""
         return self._apply(tx, dict.fromkeys(keys))
 
-    def _apply(self, tx: StoreTx, dirty: Dirty, batch: Sequence[SpanRow] = (), fresh: bool = False) -> int:
+    def _apply(self, tx: StoreTx, dirty: Dirty, batch: Sequence[SpanRow] = (), fresh: bool = False,
+               placed: dict[tuple[str, str], tuple[str, int]] | None = None) -> int:
         """Incremental assembly. For each (session, trace) a batch touches, only the components of the trace
         that its spans join are recomputed (a component: the session's spans of the trace under one topmost
         span; a late parent merges its children's components into its own), then the session's exact
@@ -200,7 +203,7 @@ class Pipeline:
         Every step is a function of the set of rows, so any order, batching or duplication gives the same
         records."""
         ordered = sorted(dirty)
-        writes = _Writes()
+        writes = _Writes(placed=placed or {})
         tx.lock_sessions(ordered)
         states = tx.session_states(ordered)
         events = {k: sorted((row_from_tuple(v) for v in vs), key=order_key)
@@ -244,7 +247,9 @@ class Pipeline:
                 _observe(agg, rows)
                 work = [r for r in rows if r.kind not in _EVENT_KINDS]
                 roots = component_roots(work)
-                tx.set_roots([(roots[(r.trace_id, r.span_id)], _flags(r), r.trace_id, r.span_id) for r in work])
+                known = writes.placed  # rows of this batch inserted with their roots already
+                tx.set_roots([(roots[(r.trace_id, r.span_id)], _flags(r), r.trace_id, r.span_id) for r in work
+                              if known.get((r.trace_id, r.span_id)) != (roots[(r.trace_id, r.span_id)], _flags(r))])
                 records, n = self._records(work, agg["excl"], roots, batch_ids)
                 late += n
                 for record in records:
@@ -414,7 +419,9 @@ class Pipeline:
                 work = [r for r in work_new if roots[r.span_id] in gone]
                 component_of = {(r.trace_id, r.span_id): roots[r.span_id] for r in work}
                 records, late = self._records(work, agg["excl"], component_of, batch, continuations=False)
-                writes.roots.extend(placed)
+                # (the spans stored with these roots already, ``_placed_at_insert``, need no update)
+                known = writes.placed
+                writes.roots.extend(p for p in placed if known.get((trace_id, p[3])) != (p[0], p[1]))
                 writes.turns.extend((key, record) for record in records)
             else:
                 tx.set_roots(placed)
@@ -637,6 +644,43 @@ def _root_of(row: SpanRow, key: Key, stored: dict[str, tuple[SpanRow, str | None
     return found
 
 
+def _placed_at_insert(rows: dict[tuple[str, str], SpanRow]) -> dict[tuple[str, str], tuple[str, int]]:
+    """The (root_id, flags) that ``Pipeline._apply_trace`` will give those of a batch's spans whose component top
+    the batch itself tells: a fully keyed span whose chain of parents inside the batch (same session, not a
+    session span or marker) ends at a span with no parent, or under a session span, a marker or another session's
+    span. They are inserted with it, so that the common batch (new spans of new turns) needs no second write of
+    each row. The others (a parent not in the batch may be stored, or resolve into the session) are left to
+    ``_apply_trace``, as are chains longer than 1,000 (a cycle)."""
+    tops: dict[tuple[str, str], str | None] = {}
+    placed: dict[tuple[str, str], tuple[str, int]] = {}
+    for ident, row in rows.items():
+        if row.kind in _EVENT_KINDS or not fully_keyed(row):
+            continue
+        key = _row_key(row)
+        chain = [ident]
+        current = row
+        top: str | None = None
+        while True:
+            if (current.trace_id, current.span_id) in tops:
+                top = tops[(current.trace_id, current.span_id)]
+                break
+            parent = rows.get((current.trace_id, current.parent_span_id)) if current.parent_span_id else None
+            if current.parent_span_id is None or (
+                    parent is not None and fully_keyed(parent)
+                    and (parent.kind in _EVENT_KINDS or _row_key(parent) != key)):
+                top = current.span_id
+                break
+            if parent is None or not fully_keyed(parent) or len(chain) > 1000:
+                break
+            chain.append((parent.trace_id, parent.span_id))
+            current = parent
+        for link in chain:
+            tops[link] = top
+        if top is not None:
+            placed[ident] = (top, _flags(row))
+    return placed
+
+
 def _flags(row: SpanRow) -> int:
     return FLAG_CONTINUES if row.kind == KIND_LLM and ends_with_tool_result(row) else 0
 
@@ -667,6 +711,8 @@ class _Writes:
     spans), and the sessions whose stored turns it took some away from."""
 
     roots: list[tuple[str | None, int, str, str]] = field(default_factory=list)
+    # (root_id, flags) the batch's spans were inserted with (``_placed_at_insert``; only when all were new)
+    placed: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
     turns: list[tuple[Key, dict[str, Any]]] = field(default_factory=list)
     removed: set[Key] = field(default_factory=set)
     # read for all the batch's (session, trace) pairs before any is applied (``Pipeline._prefetch``)

@@ -108,3 +108,38 @@ def test_the_agg_kept_in_memory_gives_what_the_stored_text_gives(tmp_path: Path,
     for chunk in chunks:
         _ingest(tmp_path / "parsed.db", [chunk])
     assert _tables(tmp_path / "kept.db") == _tables(tmp_path / "parsed.db")
+
+
+@pytest.mark.parametrize("late_session_span", [False, True])
+def test_spans_whose_top_is_in_their_batch_are_inserted_placed(
+        tmp_path: Path, corpus: list[SpanData], late_session_span: bool) -> None:
+    """A fully keyed span whose parents inside its batch lead to the top of its part of the session is inserted
+    with its root and flags (``_placed_at_insert``): no second write of the row. Spans keyed by resolution, or
+    whose parent is not in the batch, are placed after, as before; either way the stored rows are the ones the
+    general path gives (span by span, each batch read back)."""
+    keyed = [s for s in corpus if s.attributes.get("galtea.session.custom_id") == "keyed"]
+    resolved = [s for s in corpus if s not in keyed]
+    batches = [keyed, resolved]
+    if late_session_span:  # the turns before their session span: their parent is not in the batch
+        batches = [[s for s in keyed if s.name != "galtea.session"], [s for s in keyed if s.name == "galtea.session"],
+                   resolved]
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'placed.db'}")
+    pipeline = Pipeline(store)
+    conn = store._connect()
+    updates: list[int] = []
+    for batch in batches:
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        pipeline.ingest(batch)
+        conn.set_trace_callback(None)
+        updates.append(sum(s.startswith("UPDATE spans SET root_id") for s in statements))
+    store.close()
+    turn_spans = sum(1 for s in keyed if s.name in ("chat", "search", "openai.chat"))
+    # the keyed conversation's turn spans (3 a turn under the session span) placed at insert: no update; when
+    # their session span comes later, their top is not known at insert: each row updated after, as before
+    assert turn_spans == 12 and updates[0] == (turn_spans if late_session_span else 0)
+    # the children keyed by resolution are placed after their insert, a row each
+    unkeyed = sum(1 for s in resolved if "galtea.session.custom_id" not in s.attributes)
+    assert unkeyed == 9 and updates[-1] == unkeyed  # (the failed-turn conversation's, keyed, at insert)
+    _ingest(tmp_path / "general.db", [[s] for s in corpus])
+    assert _tables(tmp_path / "placed.db") == _tables(tmp_path / "general.db")
