@@ -645,13 +645,14 @@ def _root_of(row: SpanRow, key: Key, stored: dict[str, tuple[SpanRow, str | None
 
 
 def _placed_at_insert(rows: dict[tuple[str, str], SpanRow]) -> dict[tuple[str, str], tuple[str, int]]:
-    """The (root_id, flags) that ``Pipeline._apply_trace`` will give those of a batch's spans whose component top
-    the batch itself tells: a fully keyed span whose chain of parents inside the batch (same session, not a
-    session span or marker) ends at a span with no parent, or under a session span, a marker or another session's
-    span. They are inserted with it, so that the common batch (new spans of new turns) needs no second write of
-    each row. The others (a parent not in the batch may be stored, or resolve into the session) are left to
-    ``_apply_trace``, as are chains longer than 1,000 (a cycle)."""
-    tops: dict[tuple[str, str], str | None] = {}
+    """The (root_id, flags) a batch's fully keyed spans are inserted with: what ``Pipeline._apply_trace`` gives
+    them when their parents are what the batch tells. The root is the top of the span's chain of parents inside
+    the batch (same session, not a session span or marker), or the span itself when its parent is not in the
+    batch: a parent ends after its children, so it comes in this batch or a later one, and a span whose parent is
+    not stored is the top of its part of the session. So the common batch (new spans of new turns, under a session
+    span still open) writes each row once. A guess, never trusted: ``_apply_trace`` writes every root that differs
+    from it (``_Writes.placed``), in the same transaction, before any later read of those roots."""
+    tops: dict[tuple[str, str], str] = {}
     placed: dict[tuple[str, str], tuple[str, int]] = {}
     for ident, row in rows.items():
         if row.kind in _EVENT_KINDS or not fully_keyed(row):
@@ -659,25 +660,20 @@ def _placed_at_insert(rows: dict[tuple[str, str], SpanRow]) -> dict[tuple[str, s
         key = _row_key(row)
         chain = [ident]
         current = row
-        top: str | None = None
         while True:
-            if (current.trace_id, current.span_id) in tops:
-                top = tops[(current.trace_id, current.span_id)]
+            top = tops.get((current.trace_id, current.span_id))
+            if top is not None:
                 break
             parent = rows.get((current.trace_id, current.parent_span_id)) if current.parent_span_id else None
-            if current.parent_span_id is None or (
-                    parent is not None and fully_keyed(parent)
-                    and (parent.kind in _EVENT_KINDS or _row_key(parent) != key)):
+            if (parent is None or parent.kind in _EVENT_KINDS or not fully_keyed(parent)
+                    or _row_key(parent) != key or len(chain) > 1000):
                 top = current.span_id
-                break
-            if parent is None or not fully_keyed(parent) or len(chain) > 1000:
                 break
             chain.append((parent.trace_id, parent.span_id))
             current = parent
         for link in chain:
             tops[link] = top
-        if top is not None:
-            placed[ident] = (top, _flags(row))
+        placed[ident] = (top, _flags(row))
     return placed
 
 

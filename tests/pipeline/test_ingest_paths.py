@@ -111,18 +111,19 @@ def test_the_agg_kept_in_memory_gives_what_the_stored_text_gives(tmp_path: Path,
 
 
 @pytest.mark.parametrize("late_session_span", [False, True])
-def test_spans_whose_top_is_in_their_batch_are_inserted_placed(
+def test_spans_are_inserted_placed_where_their_batch_tells(
         tmp_path: Path, corpus: list[SpanData], late_session_span: bool) -> None:
-    """A fully keyed span whose parents inside its batch lead to the top of its part of the session is inserted
-    with its root and flags (``_placed_at_insert``): no second write of the row. Spans keyed by resolution, or
-    whose parent is not in the batch, are placed after, as before; either way the stored rows are the ones the
-    general path gives (span by span, each batch read back)."""
+    """A fully keyed span is inserted with the root its batch tells (``_placed_at_insert``): the top of its chain
+    of parents in the batch, or itself under a parent not in the batch. Where that holds (turns under their open
+    session span) no row is written twice; where it does not (a parent keyed by resolution), the row is updated
+    after, as before; either way the stored rows are the ones the general path gives (span by span, each batch
+    read back)."""
     keyed = [s for s in corpus if s.attributes.get("galtea.session.custom_id") == "keyed"]
-    resolved = [s for s in corpus if s not in keyed]
-    batches = [keyed, resolved]
-    if late_session_span:  # the turns before their session span: their parent is not in the batch
+    rest = [s for s in corpus if s not in keyed]
+    batches = [keyed, rest]
+    if late_session_span:  # the turns before their session span (its export waits for it to end)
         batches = [[s for s in keyed if s.name != "galtea.session"], [s for s in keyed if s.name == "galtea.session"],
-                   resolved]
+                   rest]
     store = SQLiteStore(f"sqlite:///{tmp_path / 'placed.db'}")
     pipeline = Pipeline(store)
     conn = store._connect()
@@ -134,12 +135,11 @@ def test_spans_whose_top_is_in_their_batch_are_inserted_placed(
         conn.set_trace_callback(None)
         updates.append(sum(s.startswith("UPDATE spans SET root_id") for s in statements))
     store.close()
-    turn_spans = sum(1 for s in keyed if s.name in ("chat", "search", "openai.chat"))
-    # the keyed conversation's turn spans (3 a turn under the session span) placed at insert: no update; when
-    # their session span comes later, their top is not known at insert: each row updated after, as before
-    assert turn_spans == 12 and updates[0] == (turn_spans if late_session_span else 0)
-    # the children keyed by resolution are placed after their insert, a row each
-    unkeyed = sum(1 for s in resolved if "galtea.session.custom_id" not in s.attributes)
-    assert unkeyed == 9 and updates[-1] == unkeyed  # (the failed-turn conversation's, keyed, at insert)
+    # the keyed conversation's 12 turn spans (3 a turn) placed at insert, with or without their session span
+    assert sum(1 for s in keyed if s.name in ("chat", "search", "openai.chat")) == 12
+    assert updates[0] == 0
+    # the children keyed by resolution: placed after their insert (9: 3 turns of 3 spans), each updated once
+    unkeyed = sum(1 for s in rest if "galtea.session.custom_id" not in s.attributes)
+    assert unkeyed == 9 and updates[-1] == unkeyed  # (the failed-turn conversation's, keyed: at insert)
     _ingest(tmp_path / "general.db", [[s] for s in corpus])
     assert _tables(tmp_path / "placed.db") == _tables(tmp_path / "general.db")
