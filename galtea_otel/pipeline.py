@@ -477,7 +477,8 @@ class Pipeline:
         first_input = agg["f"][1] if agg["f"] else None
         last_output = agg["l"][1] if agg["l"] else None
         n = agg["n"]
-        cost = agg["cost"] = [str(_exact(agg["cost"][0])), agg["cost"][1]]
+        exact = _exact(agg["cost"][0])
+        cost = agg["cost"] = [str(exact), agg["cost"][1]]
         return {
             "custom_id": key[0], "version": key[1], "project": key[2], "status": status, "error": error,
             "test_case_id": test_case_id,
@@ -486,7 +487,7 @@ class Pipeline:
             "started_ns": agg["start"], "ended_ns": ended_ns, "last_activity_ns": agg["act"],
             "turn_count": n,
             **{column: agg[name][0] if agg[name][1] else None for column, name in _SUMS},
-            "cost": round_cost(float(Fraction(cost[0]))) if cost[1] else None,
+            "cost": round_cost(float(exact)) if cost[1] else None,
             "latency_ms": latency_total(agg["lat"]) if n else None,
             "user_id": pick("user_id", "user"),
             "first_input": first_input,
