@@ -653,28 +653,28 @@ def _placed_at_insert(rows: dict[tuple[str, str], SpanRow]) -> dict[tuple[str, s
     not stored is the top of its part of the session. So the common batch (new spans of new turns, under a session
     span still open) writes each row once. A guess, never trusted: ``_apply_trace`` writes every root that differs
     from it (``_Writes.placed``), in the same transaction, before any later read of those roots."""
+    keys = {ident: _row_key(r) for ident, r in rows.items() if r.kind not in _EVENT_KINDS and fully_keyed(r)}
     tops: dict[tuple[str, str], str] = {}
     placed: dict[tuple[str, str], tuple[str, int]] = {}
-    for ident, row in rows.items():
-        if row.kind in _EVENT_KINDS or not fully_keyed(row):
-            continue
-        key = _row_key(row)
-        chain = [ident]
-        current = row
-        while True:
-            top = tops.get((current.trace_id, current.span_id))
-            if top is not None:
-                break
-            parent = rows.get((current.trace_id, current.parent_span_id)) if current.parent_span_id else None
-            if (parent is None or parent.kind in _EVENT_KINDS or not fully_keyed(parent)
-                    or _row_key(parent) != key or len(chain) > 1000):
-                top = current.span_id
-                break
-            chain.append((parent.trace_id, parent.span_id))
-            current = parent
-        for link in chain:
-            tops[link] = top
-        placed[ident] = (top, _flags(row))
+    for ident, key in keys.items():
+        top = tops.get(ident)
+        if top is None:
+            chain = [ident]
+            current = rows[ident]
+            while True:
+                parent_id = current.parent_span_id
+                parent = (current.trace_id, parent_id or "")
+                if parent_id is None or keys.get(parent) != key or len(chain) > 1000:
+                    top = current.span_id
+                    break
+                top = tops.get(parent)
+                if top is not None:
+                    break
+                chain.append(parent)
+                current = rows[parent]
+            for link in chain:
+                tops[link] = top
+        placed[ident] = (top, _flags(rows[ident]))
     return placed
 
 
