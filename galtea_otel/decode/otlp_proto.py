@@ -99,10 +99,15 @@ def _attributes(kvs: Iterable[KeyValue]) -> dict[str, AttrValue]:
     out: dict[str, AttrValue] = {}
     for kv in kvs:
         value = kv.value
+        # The common kinds inline; the rest through _value. A non-empty string_value is the value set (the other
+        # members of the oneof read as ""), so strings skip WhichOneof, the costlier call.
+        text = value.string_value
+        if text:
+            out[kv.key] = text
+            continue
         kind = value.WhichOneof("value")
-        # The common kinds inline; the rest through _value.
         if kind == "string_value":
-            out[kv.key] = value.string_value
+            out[kv.key] = text
         elif kind == "int_value":
             out[kv.key] = value.int_value
         else:
