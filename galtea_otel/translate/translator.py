@@ -300,13 +300,21 @@ class _Plan:
 
 
 _PLANS: dict[tuple[str, ...], _Plan] = {}
-_PLANS_MAX = 4096  # sets of keys kept; a stream of ever new ones (a fuzzer's) starts the cache over
+_SEEN: set[tuple[str, ...]] = set()  # sets of keys seen once: a plan is made for the second span that has them
+_PLANS_MAX = 4096  # of each; a stream of ever new sets of keys (a fuzzer's) starts them over
 
 
-def _plan(attrs: Attrs) -> _Plan:
+def _plan(attrs: Attrs) -> _Plan | None:
+    """The plan for the span's keys, or None the first time they are seen (the span is then read directly: a set
+    of keys that never comes back costs no plan)."""
     keys = tuple(attrs)
     plan = _PLANS.get(keys)
     if plan is None:
+        if keys not in _SEEN:
+            if len(_SEEN) >= _PLANS_MAX:
+                _SEEN.clear()
+            _SEEN.add(keys)
+            return None
         if len(_PLANS) >= _PLANS_MAX:
             _PLANS.clear()
         plan = _PLANS[keys] = _Plan(keys)
@@ -318,7 +326,7 @@ def _scan(attrs: Attrs, plan: _Plan | None = None) -> tuple[dict[str, tuple[int,
     """The best value of each plain concept (the first key in rank order with a value), the attributes no
     convention consumes, and which indexed message prefixes occur."""
     if plan is None:
-        plan = _plan(attrs)
+        return _scan_keys(attrs)
     found: dict[str, tuple[int, AttrValue]] = {}
     for concept, hits in plan.concepts:
         for rank, key in hits:
@@ -335,6 +343,38 @@ def _scan(attrs: Attrs, plan: _Plan | None = None) -> tuple[dict[str, tuple[int,
         v = attrs[k]
         extra[k] = list(v) if isinstance(v, tuple) else v
     return found, extra, plan.indexed
+
+
+def _scan_keys(attrs: Attrs) -> tuple[dict[str, tuple[int, AttrValue]], dict[str, Any], frozenset[str]]:
+    """``_scan`` without a plan: one pass over the keys."""
+    consumed, prefixes, lookup = C.CONSUMED_KEYS, C.CONSUMED_PREFIXES, _LOOKUP
+    found: dict[str, tuple[int, AttrValue]] = {}
+    extra: dict[str, Any] = {}
+    indexed: set[str] = set()
+    last = None  # the prefix of the last indexed key: the keys of one list come together
+    for k, v in attrs.items():
+        hits = lookup.get(k)
+        if hits is not None:
+            if v is None or v == "":
+                continue
+            for concept, rank in hits:
+                best = found.get(concept)
+                if best is None or rank < best[0]:
+                    found[concept] = (rank, v)
+            if k not in consumed:  # a JSON_FIELDS key that stays in metadata too
+                extra[k] = v
+            continue
+        if k in consumed:
+            continue
+        if k.startswith(prefixes):
+            if last is None or not k.startswith(last):
+                for prefix in prefixes:
+                    if k.startswith(prefix):
+                        indexed.add(prefix)
+                        last = prefix
+            continue
+        extra[k] = list(v) if isinstance(v, tuple) else v
+    return found, extra, frozenset(indexed)
 
 
 Content = tuple[str | None, list[M.Message] | None, str | None]  # text, normalized messages, raw JSON to keep
@@ -597,7 +637,7 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         output_tokens=output_tokens,
         cache_read_tokens=_int(get("cache_read_tokens")),
         total_tokens=total,
-        cost=_cost(attrs, plan.cost) if plan.cost else None,
+        cost=_cost(attrs) if plan is None else _cost(attrs, plan.cost) if plan.cost else None,
         abandoned=bool(get("abandoned")),
         metadata=None if metadata is None else clean_text(metadata),
         received_ns=received_ns if received_ns is not None else time.time_ns(),

@@ -94,21 +94,30 @@ def test_the_corpus_is_varied() -> None:
     assert sum(1 for case in cases if case["redact"]) > 100
 
 
-def test_rows_are_the_frozen_ones() -> None:
+def test_rows_are_the_frozen_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each span translated twice: read directly (its set of keys new), then through the plan made for the keys
+    (seen before)."""
+    monkeypatch.setattr(translator, "_PLANS", {})
+    monkeypatch.setattr(translator, "_SEEN", set())
     differ = []
     for i, case in enumerate(_cases()):
-        got, want = _row(case), _expected(case)
-        if got != want:
-            fields = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
-            differ.append(f"case {i} ({case['span']['name']!r}): {fields}")
+        want = _expected(case)
+        for path in ("direct", "planned"):
+            got = _row(case)
+            if got != want:
+                fields = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+                differ.append(f"case {i} ({case['span']['name']!r}), {path}: {fields}")
     assert not differ, "\n".join(differ[:20])
+    assert len(translator._PLANS) > 1000  # the second reading went through plans
 
 
-def test_rows_are_the_same_when_every_span_plans_anew(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The per-key-set plan cache, restarted at every span (as a stream of ever new key sets makes it), changes
-    nothing."""
+def test_rows_are_the_same_when_the_plans_start_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan cache and the seen keys, started over at every new set of keys (as a stream of ever new ones
+    makes them), change nothing."""
     monkeypatch.setattr(translator, "_PLANS", {})
+    monkeypatch.setattr(translator, "_SEEN", set())
     monkeypatch.setattr(translator, "_PLANS_MAX", 1)
     cases = _cases()[::7]
-    assert [_row(case) for case in cases] == [_expected(case) for case in cases]
-    assert len(translator._PLANS) <= 1
+    for _ in range(3):
+        assert [_row(case) for case in cases] == [_expected(case) for case in cases]
+    assert len(translator._PLANS) <= 1 and len(translator._SEEN) <= 1
