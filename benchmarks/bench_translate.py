@@ -14,7 +14,9 @@ the figure is the median over rounds of new / baseline, with min-max.
 
 ``--otlp`` adds the receiver benchmark's interleaved workload (``bench_receiver.interleaved_bodies``: 400 sessions x
 1 turn of 3 spans per request) as OTLP/protobuf bodies, and times per span, on each side, its decode
-(``decode_proto``), its translation, and both (the groups ``otlp decode``, ``otlp translate``, ``otlp both``)."""
+(``decode_proto``), its translation, and both (the groups ``otlp decode``, ``otlp translate``, ``otlp both``);
+``--ingest`` also the receiver minus HTTP on them (``bench_receiver.in_process``: gunzip, decode, ``Pipeline.ingest``
+into a fresh SQLite file; wall time per span, best of the repetitions: the group ``otlp ingest``)."""
 
 from __future__ import annotations
 
@@ -95,6 +97,18 @@ def _best(work: Any, count: int, repeat: int) -> float:
     return best
 
 
+def ingest_worker(bodies: list[bytes], repeat: int, result: dict[str, float]) -> None:
+    import gzip
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_receiver import in_process  # type: ignore[import-not-found]
+
+    compressed = [gzip.compress(body, 6) for body in bodies]
+    with tempfile.TemporaryDirectory() as tmp:
+        rates = [in_process(compressed, f"sqlite:///{Path(tmp) / f'ingest{i}.db'}") for i in range(repeat)]
+    result["otlp ingest"] = 1 / max(rates)
+
+
 def otlp_worker(encoded: list[str], repeat: int, result: dict[str, float]) -> None:
     import base64
 
@@ -120,6 +134,8 @@ def otlp_worker(encoded: list[str], repeat: int, result: dict[str, float]) -> No
     result["otlp decode"] = _best(decode, len(spans), repeat)
     result["otlp translate"] = _best(translate_all, len(spans), repeat)
     result["otlp both"] = _best(both, len(spans), repeat)
+    if os.environ.get("BENCH_TRANSLATE_INGEST"):
+        ingest_worker(bodies, max(1, repeat // 2), result)
 
 
 def worker(corpus_file: str, repeat: int) -> None:
@@ -182,6 +198,7 @@ def main() -> None:
     parser.add_argument("--baseline", default="main", help="git revision to compare against (default: main)")
     parser.add_argument("--dumps", type=Path, help="a GALTEA_OTEL_SPAN_DUMPS folder of producer span dumps")
     parser.add_argument("--otlp", action="store_true", help="add the receiver's interleaved OTLP workload")
+    parser.add_argument("--ingest", action="store_true", help="with --otlp: also time Pipeline.ingest of it")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -200,7 +217,10 @@ def main() -> None:
         if args.otlp:
             del groups["otlp"]
             spans = 400 * 5 * 3
-            groups.update({name: [None] * spans for name in ("otlp decode", "otlp translate", "otlp both")})
+            names = ["otlp decode", "otlp translate", "otlp both"] + (["otlp ingest"] if args.ingest else [])
+            groups.update({name: [None] * spans for name in names})
+            if args.ingest:
+                os.environ["BENCH_TRANSLATE_INGEST"] = "1"
         base = extract(args.baseline, Path(tmp) / "baseline")
         sides = {"baseline": base, "this checkout": ROOT}
         short = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.baseline],
