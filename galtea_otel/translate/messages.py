@@ -127,7 +127,7 @@ def _part_text(item: Any) -> str | None:
     if isinstance(inner, dict):
         item = inner
     kind = item.get("type")
-    if kind is None or kind in _TEXT_TYPES:
+    if kind is None or (isinstance(kind, str) and kind in _TEXT_TYPES):
         for key in ("text", "content"):
             value = item.get(key)
             if isinstance(value, str):
@@ -162,6 +162,8 @@ def _part(item: Any) -> dict[str, Any] | None:
     if isinstance(inner, dict):
         item = inner
     kind = item.get("type")
+    if not (kind is None or isinstance(kind, str)):  # a list or an object for a type: a part of no known kind
+        return dict(item)
     if kind is None or kind in _TEXT_TYPES:
         text = _part_text(item)
         return {"type": "text", "content": text} if text is not None else dict(item)
