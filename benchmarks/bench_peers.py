@@ -15,7 +15,8 @@ exporting into a no-op exporter through a batch processor:
   on a **plain** SDK ``TracerProvider`` + ``BatchSpanProcessor``;
 - ``galtea_otel.inference`` inside a ``galtea_otel.session`` (stamping on), its own processor;
 - the official galtea SDK's ``@traced(type="GENERATION")`` (it uses the global provider: a plain one);
-- Traceloop's ``@task`` (``Traceloop.init(exporter=...)``: its own provider and processors);
+- Traceloop's ``@task`` (``Traceloop.init(exporter=...)``: its own provider and processors; it is kept off the
+  global provider, which it would otherwise add its processors to);
 - OpenInference's ``@tracer.llm`` (``OITracer`` over a plain provider);
 - Langfuse's ``@observe(as_type="generation")`` (``Langfuse(span_exporter=...)``: its own processor).
 
@@ -130,10 +131,20 @@ def measure(calls: int, rounds: int) -> None:
         oi.llm(echo), None)
 
     try:
+        import traceloop.sdk.tracing.tracing as traceloop_tracing
+        from opentelemetry.trace import ProxyTracerProvider
         from traceloop.sdk import Traceloop
         from traceloop.sdk.decorators import task
 
-        Traceloop.init(app_name="bench", exporter=Noop(), telemetry_enabled=False, disable_batch=False)
+        # Traceloop.init adds its processors to the global provider when one is set: here the plain one galtea's
+        # @traced records on, which would then pay Traceloop's processor too. Shown no global provider, it makes
+        # a provider of its own (its attempt to make that one global is refused, with a warning).
+        found = traceloop_tracing.get_tracer_provider
+        traceloop_tracing.get_tracer_provider = ProxyTracerProvider  # type: ignore[assignment]
+        try:
+            Traceloop.init(app_name="bench", exporter=Noop(), telemetry_enabled=False, disable_batch=False)
+        finally:
+            traceloop_tracing.get_tracer_provider = found
         subjects[f"traceloop-sdk {version('traceloop-sdk')} @task"] = (task(name="chat")(echo), None)
     except Exception as exc:
         notes.append(f"traceloop-sdk: not measured ({type(exc).__name__}: {exc})")

@@ -210,7 +210,7 @@ def configure(
       ``$GALTEA_OTEL_MAX_QUEUE_BYTES`` (else 32 MiB) of their string values; when full, further spans are
       dropped and counted (``galtea_otel.stats()["spans_dropped"]``, a warning at most every 10 s). Spans are
       exported every ``schedule_delay_millis`` or as soon as a batch (``$OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, else
-      512) is full, on one background thread.
+      4096 into the store, 512 to another ``exporter``) is full, on one background thread.
     - ``evaluators``: callables (or ``galtea_otel.evaluate.Evaluator``) run once each session ends (COMPLETED /
       FAILED), on background threads, with the session's full record; their evaluations are stored with it
       (README, "Evaluators"). ``shutdown()`` runs those due within its timeout.
@@ -339,7 +339,10 @@ def _export_processor(exporter: SpanExporter, schedule_delay_millis: int, max_qu
         exporter,
         max_queue_size=queue,
         max_queue_bytes=_env_positive_int(ENV_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_BYTES),
-        max_export_batch_size=_env_positive_int(ENV_BSP_MAX_EXPORT_BATCH_SIZE, DEFAULT_MAX_EXPORT_BATCH_SIZE),
+        # An exporter may ask for bigger batches (the session exporter: its cost per span falls with the batch,
+        # each session a batch touches costs about once); the SDK's variable, when set, still wins.
+        max_export_batch_size=_env_positive_int(
+            ENV_BSP_MAX_EXPORT_BATCH_SIZE, getattr(exporter, "export_batch_size", DEFAULT_MAX_EXPORT_BATCH_SIZE)),
         schedule_delay_millis=schedule_delay_millis,
         shutdown_timeout_s=EXIT_TIMEOUT_S,
     )

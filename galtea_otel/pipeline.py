@@ -136,16 +136,18 @@ class Pipeline:
         if not rows:
             return result
         batch = list(rows.values())
+        placed = _placed_at_insert(rows)
         with self.store.transaction() as tx:
             tx.lock_traces(sorted({r.trace_id for r in batch}))
-            inserted = tx.insert_spans(batch)
+            inserted = tx.insert_spans(batch, placed)
             result.accepted = inserted
             result.duplicates += len(batch) - inserted
             if inserted:
                 # Resolving and reassembling from the whole batch (replayed rows included) gives the same
                 # records as from the new rows alone, and spares the store telling which rows were new.
                 fresh = inserted == len(batch)  # no replayed row: the batch's rows are the stored ones
-                result.sessions = self._apply(tx, self._resolve(tx, batch, fresh), batch, fresh)
+                result.sessions = self._apply(tx, self._resolve(tx, batch, fresh), batch, fresh,
+                                              placed if fresh else None)
         return result
 
     def _resolve(self, tx: StoreTx, new: Sequence[SpanRow], fresh: bool = False) -> Dirty:
@@ -195,7 +197,8 @@ class Pipeline:
         """Rebuild these sessions whole from their rows."""
         return self._apply(tx, dict.fromkeys(keys))
 
-    def _apply(self, tx: StoreTx, dirty: Dirty, batch: Sequence[SpanRow] = (), fresh: bool = False) -> int:
+    def _apply(self, tx: StoreTx, dirty: Dirty, batch: Sequence[SpanRow] = (), fresh: bool = False,
+               placed: dict[tuple[str, str], tuple[str, int]] | None = None) -> int:
         """Incremental assembly. For each (session, trace) a batch touches, only the components of the trace
         that its spans join are recomputed (a component: the session's spans of the trace under one topmost
         span; a late parent merges its children's components into its own), then the session's exact
@@ -208,7 +211,7 @@ class Pipeline:
         Every step is a function of the set of rows, so any order, batching or duplication gives the same
         records."""
         ordered = sorted(dirty)
-        writes = _Writes()
+        writes = _Writes(placed=placed or {})
         tx.lock_sessions(ordered)
         states = tx.session_states(ordered)
         events = {k: sorted((row_from_tuple(v) for v in vs), key=order_key)
@@ -252,7 +255,9 @@ class Pipeline:
                 _observe(agg, rows)
                 work = [r for r in rows if r.kind not in _EVENT_KINDS]
                 roots = component_roots(work)
-                tx.set_roots([(roots[(r.trace_id, r.span_id)], _flags(r), r.trace_id, r.span_id) for r in work])
+                known = writes.placed  # rows of this batch inserted with their roots already
+                tx.set_roots([(roots[(r.trace_id, r.span_id)], _flags(r), r.trace_id, r.span_id) for r in work
+                              if known.get((r.trace_id, r.span_id)) != (roots[(r.trace_id, r.span_id)], _flags(r))])
                 records, n = self._records(work, agg["excl"], roots, batch_ids)
                 late += n
                 for record in records:
@@ -422,7 +427,9 @@ class Pipeline:
                 work = [r for r in work_new if roots[r.span_id] in gone]
                 component_of = {(r.trace_id, r.span_id): roots[r.span_id] for r in work}
                 records, late = self._records(work, agg["excl"], component_of, batch, continuations=False)
-                writes.roots.extend(placed)
+                # (the spans stored with these roots already, ``_placed_at_insert``, need no update)
+                known = writes.placed
+                writes.roots.extend(p for p in placed if known.get((trace_id, p[3])) != (p[0], p[1]))
                 writes.turns.extend((key, record) for record in records)
             else:
                 tx.set_roots(placed)
@@ -478,7 +485,8 @@ class Pipeline:
         first_input = agg["f"][1] if agg["f"] else None
         last_output = agg["l"][1] if agg["l"] else None
         n = agg["n"]
-        cost = agg["cost"] = [str(_exact(agg["cost"][0])), agg["cost"][1]]
+        exact = _exact(agg["cost"][0])
+        cost = agg["cost"] = [str(exact), agg["cost"][1]]
         return {
             "custom_id": key[0], "version": key[1], "project": key[2], "status": status, "error": error,
             "test_case_id": test_case_id,
@@ -487,7 +495,7 @@ class Pipeline:
             "started_ns": agg["start"], "ended_ns": ended_ns, "last_activity_ns": agg["act"],
             "turn_count": n,
             **{column: agg[name][0] if agg[name][1] else None for column, name in _SUMS},
-            "cost": round_cost(float(Fraction(cost[0]))) if cost[1] else None,
+            "cost": round_cost(float(exact)) if cost[1] else None,
             "latency_ms": latency_total(agg["lat"]) if n else None,
             "user_id": pick("user_id", "user"),
             "first_input": first_input,
@@ -645,6 +653,39 @@ def _root_of(row: SpanRow, key: Key, stored: dict[str, tuple[SpanRow, str | None
     return found
 
 
+def _placed_at_insert(rows: dict[tuple[str, str], SpanRow]) -> dict[tuple[str, str], tuple[str, int]]:
+    """The (root_id, flags) a batch's fully keyed spans are inserted with: what ``Pipeline._apply_trace`` gives
+    them when their parents are what the batch tells. The root is the top of the span's chain of parents inside
+    the batch (same session, not a session span or marker), or the span itself when its parent is not in the
+    batch: a parent ends after its children, so it comes in this batch or a later one, and a span whose parent is
+    not stored is the top of its part of the session. So the common batch (new spans of new turns, under a session
+    span still open) writes each row once. A guess, never trusted: ``_apply_trace`` writes every root that differs
+    from it (``_Writes.placed``), in the same transaction, before any later read of those roots."""
+    keys = {ident: _row_key(r) for ident, r in rows.items() if r.kind not in _EVENT_KINDS and fully_keyed(r)}
+    tops: dict[tuple[str, str], str] = {}
+    placed: dict[tuple[str, str], tuple[str, int]] = {}
+    for ident, key in keys.items():
+        top = tops.get(ident)
+        if top is None:
+            chain = [ident]
+            current = rows[ident]
+            while True:
+                parent_id = current.parent_span_id
+                parent = (current.trace_id, parent_id or "")
+                if parent_id is None or keys.get(parent) != key or len(chain) > 1000:
+                    top = current.span_id
+                    break
+                top = tops.get(parent)
+                if top is not None:
+                    break
+                chain.append(parent)
+                current = rows[parent]
+            for link in chain:
+                tops[link] = top
+        placed[ident] = (top, _flags(rows[ident]))
+    return placed
+
+
 def _flags(row: SpanRow) -> int:
     return FLAG_CONTINUES if row.kind == KIND_LLM and ends_with_tool_result(row) else 0
 
@@ -675,6 +716,8 @@ class _Writes:
     spans), and the sessions whose stored turns it took some away from."""
 
     roots: list[tuple[str | None, int, str, str]] = field(default_factory=list)
+    # (root_id, flags) the batch's spans were inserted with (``_placed_at_insert``; only when all were new)
+    placed: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
     turns: list[tuple[Key, dict[str, Any]]] = field(default_factory=list)
     removed: set[Key] = field(default_factory=set)
     # read for all the batch's (session, trace) pairs before any is applied (``Pipeline._prefetch``)

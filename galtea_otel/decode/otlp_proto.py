@@ -65,6 +65,8 @@ def decode_request(request: ExportTraceServiceRequest) -> DecodeResult:
                         raise InvalidSpan("timestamp out of range")
                     status = span.status
                     code = status.code
+                    attributes = span.attributes  # each read of a repeated field builds its container anew
+                    events = span.events
                     spans.append(
                         SpanData(
                             trace_id=trace_id.hex(),
@@ -75,16 +77,16 @@ def decode_request(request: ExportTraceServiceRequest) -> DecodeResult:
                             end_ns=end,
                             status_code=code if 0 <= code <= 2 else 0,
                             status_message=status.message,
-                            attributes=_attributes(span.attributes) if span.attributes else {},
+                            attributes=_attributes(attributes) if attributes else {},
                             events=tuple(
                                 EventData(
                                     event.name,
                                     event.time_unix_nano,
                                     _attributes(event.attributes) if event.attributes else {},
                                 )
-                                for event in span.events
+                                for event in events
                             )
-                            if span.events
+                            if events
                             else (),
                             resource=resource,
                             scope=scope,
@@ -99,10 +101,15 @@ def _attributes(kvs: Iterable[KeyValue]) -> dict[str, AttrValue]:
     out: dict[str, AttrValue] = {}
     for kv in kvs:
         value = kv.value
+        # The common kinds inline; the rest through _value. A non-empty string_value is the value set (the other
+        # members of the oneof read as ""), so strings skip WhichOneof, the costlier call.
+        text = value.string_value
+        if text:
+            out[kv.key] = text
+            continue
         kind = value.WhichOneof("value")
-        # The common kinds inline; the rest through _value.
         if kind == "string_value":
-            out[kv.key] = value.string_value
+            out[kv.key] = text
         elif kind == "int_value":
             out[kv.key] = value.int_value
         else:

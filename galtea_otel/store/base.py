@@ -12,7 +12,7 @@ tables of every module and their migrations are in ``store.schema``.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -58,8 +58,11 @@ class StoreTx(Protocol):
     def lock_traces(self, trace_ids: Sequence[str]) -> None:
         """Serialize writers that touch the same traces (sorted ids; a no-op where there is one writer)."""
 
-    def insert_spans(self, rows: Sequence[SpanRow]) -> int:
-        """Insert the rows not stored yet (by trace_id, span_id), ignore the others; return how many were new."""
+    def insert_spans(self, rows: Sequence[SpanRow], placed: Mapping[tuple[str, str], tuple[str, int]] | None = None
+                     ) -> int:
+        """Insert the rows not stored yet (by trace_id, span_id), ignore the others; return how many were new.
+        ``placed``: the (root_id, flags) some of them are stored with (the others get NULL, as set_roots would
+        find them), by (trace_id, span_id)."""
 
     def traces_needing_resolution(self, trace_ids: Sequence[str], project: str) -> set[str]:
         """Of these traces, those holding a row of ``project`` that lacks its own custom id or version."""

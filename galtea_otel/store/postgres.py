@@ -19,7 +19,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -66,8 +66,8 @@ _ARRAY_TYPES = tuple(
     for c in COLUMNS
 )
 _INSERT = (
-    f"INSERT INTO spans ({', '.join(COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"%b::{t}" for t in _ARRAY_TYPES)
+    f"INSERT INTO spans ({', '.join((*COLUMNS, *turns_sql.EXTRA_COLUMNS))}) SELECT * FROM unnest("
+    + ", ".join(f"%b::{t}" for t in (*_ARRAY_TYPES, "text[]", "integer[]"))
     + ") ON CONFLICT (trace_id, span_id) DO NOTHING"
 )
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM spans"
@@ -499,11 +499,15 @@ class _PostgresTx(TurnsTx, shared.SharedTx):
     def lock_sessions(self, keys: Sequence[Key]) -> None:
         self._lock(_unique(session_lock_key(k) for k in keys))
 
-    def insert_spans(self, rows: Sequence[SpanRow]) -> int:
+    def insert_spans(self, rows: Sequence[SpanRow], placed: Mapping[tuple[str, str], tuple[str, int]] | None = None
+                     ) -> int:
         inserted = 0
+        get = (placed or {}).get
         for start in range(0, len(rows), _MAX_CHUNK):
             chunk = rows[start:start + _MAX_CHUNK]
-            self._exec(_INSERT, [[getattr(r, c) for r in chunk] for c in COLUMNS])
+            extra = [get((r.trace_id, r.span_id)) for r in chunk]
+            self._exec(_INSERT, [*([getattr(r, c) for r in chunk] for c in COLUMNS),
+                                 [e[0] if e else None for e in extra], [e[1] if e else None for e in extra]])
             self._pipeline.sync()
             inserted += max(self._cur.rowcount, 0)
         return inserted

@@ -7,7 +7,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,9 @@ from galtea_otel.store.rows import (
 from galtea_otel.store.turns import TurnsTx
 from galtea_otel.translate.row import COLUMNS, SpanRow
 
-_INSERT = f"INSERT OR IGNORE INTO spans ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_INSERT = (f"INSERT OR IGNORE INTO spans ({', '.join((*COLUMNS, *turns_sql.EXTRA_COLUMNS))})"
+           f" VALUES ({', '.join('?' * (len(COLUMNS) + len(turns_sql.EXTRA_COLUMNS)))})")
+_UNPLACED = (None, None)  # root_id, flags of a span not placed yet (Pipeline._apply_trace places it)
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM spans"
 # What reassembly reads on the write path: no message lists, and input and output cut to what a session listing
 # shows (``Session.first_input`` / ``last_output``), not the (large) texts.
@@ -311,9 +313,11 @@ class _SQLiteTx(TurnsTx, shared.SharedTx):
     def lock_sessions(self, keys: Sequence[Key]) -> None:
         return None
 
-    def insert_spans(self, rows: Sequence[SpanRow]) -> int:
+    def insert_spans(self, rows: Sequence[SpanRow], placed: Mapping[tuple[str, str], tuple[str, int]] | None = None
+                     ) -> int:
         before = self._conn.total_changes
-        self._conn.executemany(_INSERT, [row_to_tuple(r) for r in rows])
+        get = (placed or {}).get
+        self._conn.executemany(_INSERT, [(*row_to_tuple(r), *get((r.trace_id, r.span_id), _UNPLACED)) for r in rows])
         return self._conn.total_changes - before
 
     def traces_needing_resolution(self, trace_ids: Sequence[str], project: str) -> set[str]:

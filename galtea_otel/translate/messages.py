@@ -13,11 +13,12 @@ None when the value is not a form it knows, so the caller keeps the value as it 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = [
     "Message", "assistant_output", "dumps", "finish_reason_of", "from_indexed", "from_request", "from_response",
+    "json_encoder",
     "loads", "normalize", "reply_text", "system_message", "tool_arguments", "tool_result", "user_text",
 ]
 
@@ -53,13 +54,42 @@ def loads(text: str | None) -> Any:
         return None
 
 
+def json_encoder(**options: Any) -> Callable[[Any], str]:
+    """``json.JSONEncoder(**options).encode`` for dicts and lists, made once: ``encode`` builds its C encoder anew
+    on every call (about half of its cost on a small object). The C encoder is made without ``check_circular``:
+    nothing decoded from a span can hold itself, and no state is shared between threads; a value that did would
+    raise RecursionError instead of ValueError. Where the C encoder is missing or not the one known (another
+    Python), the plain ``encode``."""
+    encoder = json.JSONEncoder(**options)
+    plain = encoder.encode
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None or encoder.indent is not None:
+        return plain
+    try:
+        iterencode = make(None, encoder.default, json.encoder.encode_basestring_ascii if encoder.ensure_ascii
+                          else json.encoder.encode_basestring, None, encoder.key_separator, encoder.item_separator,
+                          encoder.sort_keys, encoder.skipkeys, encoder.allow_nan)
+        sample = {"b": [1, 2.5, "é\u2028", None, True, {"a": ()}], "a": "x"}
+        if "".join(iterencode(sample, 0)) != plain(sample):
+            return plain
+    except (TypeError, ValueError):
+        return plain
+
+    def encode(value: Any) -> str:
+        if isinstance(value, (dict, list)):
+            return "".join(iterencode(value, 0))
+        return plain(value)
+
+    return encode
+
+
 # Made once: json.dumps with options builds an encoder per call.
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+_COMPACT = json_encoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def dumps(messages: list[Message]) -> str:
     """Compact JSON text of normalized messages."""
-    return _COMPACT.encode(messages)
+    return _COMPACT(messages)
 
 
 # --- parts ----------------------------------------------------------------------------------------------------------
@@ -97,7 +127,7 @@ def _part_text(item: Any) -> str | None:
     if isinstance(inner, dict):
         item = inner
     kind = item.get("type")
-    if kind is None or kind in _TEXT_TYPES:
+    if kind is None or (isinstance(kind, str) and kind in _TEXT_TYPES):
         for key in ("text", "content"):
             value = item.get(key)
             if isinstance(value, str):
@@ -132,6 +162,8 @@ def _part(item: Any) -> dict[str, Any] | None:
     if isinstance(inner, dict):
         item = inner
     kind = item.get("type")
+    if not (kind is None or isinstance(kind, str)):  # a list or an object for a type: a part of no known kind
+        return dict(item)
     if kind is None or kind in _TEXT_TYPES:
         text = _part_text(item)
         return {"type": "text", "content": text} if text is not None else dict(item)
@@ -590,4 +622,4 @@ def tool_result(text: str, envelopes: tuple[Envelope, ...]) -> tuple[str, Any]:
 
 
 def _json_text_compact(value: Any) -> str:
-    return value if isinstance(value, str) else _COMPACT.encode(value)
+    return value if isinstance(value, str) else _COMPACT(value)

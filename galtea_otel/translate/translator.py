@@ -97,8 +97,8 @@ def content_text(value: str) -> str:
     return value
 
 
-def _cost(attrs: Attrs) -> float | None:
-    for kind, key in C.COST:
+def _cost(attrs: Attrs, sources: tuple[C.Source, ...] = C.COST) -> float | None:
+    for kind, key in sources:
         value = attrs.get(key)
         if value is None:
             continue
@@ -149,22 +149,26 @@ def _json_fields(attrs: Attrs, missing: frozenset[str]) -> dict[str, Any]:
 _NOT_LLM_SUFFIXES = tuple(suffix for suffix, _ in C.NOT_LLM_CALLS)
 
 
-def _kind(attrs: Attrs, name: str = "") -> str:
-    if attrs.get(C.SESSION_EVENT[0]):
+def _kind(attrs: Attrs, name: str = "", plan: _Plan | None = None) -> str:
+    """The row's kind. ``plan``: the probes of the tables below that the span's keys can answer (the rest give
+    None), else all of them."""
+    markers, sources, presence = (C.LLM_MARKERS, C.SPAN_TYPE_SOURCES, C.SPAN_TYPE_PRESENCE) if plan is None else (
+        plan.llm_markers, plan.type_sources, plan.type_presence)
+    if (plan is None or plan.session_event) and attrs.get(C.SESSION_EVENT[0]):
         return KIND_MARKER
-    for key, values in C.LLM_MARKERS:
+    for key, values in markers:
         value = attrs.get(key)
         if value is not None and (values is None or (isinstance(value, str) and value in values)):
             if name.endswith(_NOT_LLM_SUFFIXES):
                 return next(kind for suffix, kind in C.NOT_LLM_CALLS if name.endswith(suffix))
             return KIND_LLM
-    for key, mapping in C.SPAN_TYPE_SOURCES:
+    for key, mapping in sources:
         value = attrs.get(key)
         if isinstance(value, str):
             mapped = mapping.get(value.lower())
             if mapped is not None:
                 return mapped
-    for key, span_type in C.SPAN_TYPE_PRESENCE:
+    for key, span_type in presence:
         if attrs.get(key) is not None:
             return span_type
     if name:
@@ -255,9 +259,94 @@ _WEAK_RANKS = frozenset(i for i, key in enumerate(C.SESSION_KEY) if key in C.WEA
 _STRONG_KEYS = tuple(key for key in C.SESSION_KEY if key not in C.WEAK_SESSION_KEYS)
 
 
-def _scan(attrs: Attrs) -> tuple[dict[str, tuple[int, AttrValue]], dict[str, Any], frozenset[str]]:
-    """One pass over the keys: the best value of each plain concept, the attributes no convention consumes,
-    and which indexed message prefixes occur."""
+class _Plan:
+    """What a set of attribute keys asks of the translator, worked out once per set of keys (spans of one producer
+    come with the same keys, span after span): per plain concept its keys present in rank order, the keys that go
+    to metadata, the indexed message prefixes present, and the probes of the kind and cost tables that can hit."""
+
+    __slots__ = ("concepts", "cost", "extra", "indexed", "kept", "llm_markers", "session_event", "type_presence",
+                 "type_sources")
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        consumed, prefixes, lookup = C.CONSUMED_KEYS, C.CONSUMED_PREFIXES, _LOOKUP
+        present = frozenset(keys)
+        ranked: dict[str, list[tuple[int, str]]] = {}
+        kept: list[str] = []  # keys of the table that stay in metadata too (when they have a value)
+        extra: list[str] = []
+        indexed: set[str] = set()
+        for k in keys:
+            hits = lookup.get(k)
+            if hits is not None:
+                for concept, rank in hits:
+                    ranked.setdefault(concept, []).append((rank, k))
+                if k not in consumed:
+                    kept.append(k)
+                continue
+            if k in consumed:
+                continue
+            if k.startswith(prefixes):
+                indexed.update(prefix for prefix in prefixes if k.startswith(prefix))
+                continue
+            extra.append(k)
+        self.concepts = tuple((concept, tuple(sorted(hits))) for concept, hits in ranked.items())
+        self.kept = tuple(kept)
+        self.extra = tuple(extra)
+        self.indexed = frozenset(indexed)
+        self.session_event = C.SESSION_EVENT[0] in present
+        self.llm_markers = tuple(probe for probe in C.LLM_MARKERS if probe[0] in present)
+        self.type_sources = tuple(probe for probe in C.SPAN_TYPE_SOURCES if probe[0] in present)
+        self.type_presence = tuple(probe for probe in C.SPAN_TYPE_PRESENCE if probe[0] in present)
+        self.cost = tuple(probe for probe in C.COST if probe[1] in present)
+
+
+_PLANS: dict[tuple[str, ...], _Plan] = {}
+_SEEN: set[tuple[str, ...]] = set()  # sets of keys seen once: a plan is made for the second span that has them
+_PLANS_MAX = 4096  # of each; a stream of ever new sets of keys (a fuzzer's) starts them over
+
+
+def _plan(attrs: Attrs) -> _Plan | None:
+    """The plan for the span's keys, or None the first time they are seen (the span is then read directly: a set
+    of keys that never comes back costs no plan)."""
+    keys = tuple(attrs)
+    plan = _PLANS.get(keys)
+    if plan is None:
+        if keys not in _SEEN:
+            if len(_SEEN) >= _PLANS_MAX:
+                _SEEN.clear()
+            _SEEN.add(keys)
+            return None
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
+        plan = _PLANS[keys] = _Plan(keys)
+    return plan
+
+
+def _scan(attrs: Attrs, plan: _Plan | None = None) -> tuple[dict[str, tuple[int, AttrValue]], dict[str, Any],
+                                                          frozenset[str]]:
+    """The best value of each plain concept (the first key in rank order with a value), the attributes no
+    convention consumes, and which indexed message prefixes occur."""
+    if plan is None:
+        return _scan_keys(attrs)
+    found: dict[str, tuple[int, AttrValue]] = {}
+    for concept, hits in plan.concepts:
+        for rank, key in hits:
+            v = attrs[key]
+            if v is not None and v != "":
+                found[concept] = (rank, v)
+                break
+    extra: dict[str, Any] = {}
+    for k in plan.kept:
+        v = attrs[k]
+        if v is not None and v != "":
+            extra[k] = v
+    for k in plan.extra:
+        v = attrs[k]
+        extra[k] = list(v) if isinstance(v, tuple) else v
+    return found, extra, plan.indexed
+
+
+def _scan_keys(attrs: Attrs) -> tuple[dict[str, tuple[int, AttrValue]], dict[str, Any], frozenset[str]]:
+    """``_scan`` without a plan: one pass over the keys."""
     consumed, prefixes, lookup = C.CONSUMED_KEYS, C.CONSUMED_PREFIXES, _LOOKUP
     found: dict[str, tuple[int, AttrValue]] = {}
     extra: dict[str, Any] = {}
@@ -393,14 +482,14 @@ def _metadata(extra: dict[str, Any], user: AttrValue) -> str | None:
     return _json_dumps(extra)
 
 
-_METADATA_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)  # made once
+_METADATA_JSON = M.json_encoder(ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)  # made once
 
 
 def _json_dumps(value: dict[str, Any]) -> str:
     """Strict JSON text: NaN and infinities (OTLP allows them in doubles, arrays of doubles included) are kept as
     text ("nan", "inf"), since NaN is not JSON and what reads the metadata (the Galtea sync) refuses it."""
     try:
-        return _METADATA_JSON.encode(value)
+        return _METADATA_JSON(value)
     except ValueError:
         return json.dumps(_finite(value), ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
 
@@ -417,15 +506,16 @@ def _finite(value: Any) -> Any:
 
 _TRACE_ID = re.compile("[0-9a-f]{32}").fullmatch
 _SPAN_ID = re.compile("[0-9a-f]{16}").fullmatch
-_ZERO_IDS = frozenset({"0" * 32, "0" * 16})
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 
 def check_ids(span: SpanData) -> None:
     """Raise InvalidSpan unless the ids are lower-case hex of the right length and not all zero."""
-    for value, match, length, what in ((span.trace_id, _TRACE_ID, 32, "trace_id"),
-                                       (span.span_id, _SPAN_ID, 16, "span_id")):
-        if match(value) is None or value in _ZERO_IDS:
-            raise InvalidSpan(f"invalid {what} {value[:40]!r}: expected {length} hex characters, not all zero")
+    trace_id, span_id = span.trace_id, span.span_id
+    if _TRACE_ID(trace_id) is None or trace_id == _ZERO_TRACE:
+        raise InvalidSpan(f"invalid trace_id {trace_id[:40]!r}: expected 32 hex characters, not all zero")
+    if _SPAN_ID(span_id) is None or span_id == _ZERO_SPAN:
+        raise InvalidSpan(f"invalid span_id {span_id[:40]!r}: expected 16 hex characters, not all zero")
     parent = span.parent_span_id
     if parent is not None and _SPAN_ID(parent) is None:
         raise InvalidSpan(f"invalid parent_span_id {parent[:40]!r}: expected 16 hex characters")
@@ -454,9 +544,10 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
     """Read one span through the conventions table. Raises InvalidSpan for ids that cannot be stored."""
     check_ids(span)
     attrs = span.attributes
-    kind = _kind(attrs, span.name)
+    plan = _plan(attrs)
+    kind = _kind(attrs, span.name, plan)
     failed, error = _error(span, attrs)
-    found, extra, indexed = _scan(attrs)
+    found, extra, indexed = _scan(attrs, plan)
 
     if _JSON_PRESENT in found:  # a JSON object attribute with fields: for the concepts no plain key gave
         del found[_JSON_PRESENT]
@@ -546,7 +637,7 @@ def translate(span: SpanData, *, redact: Redactor | None = None, received_ns: in
         output_tokens=output_tokens,
         cache_read_tokens=_int(get("cache_read_tokens")),
         total_tokens=total,
-        cost=_cost(attrs),
+        cost=_cost(attrs) if plan is None else _cost(attrs, plan.cost) if plan.cost else None,
         abandoned=bool(get("abandoned")),
         metadata=None if metadata is None else clean_text(metadata),
         received_ns=received_ns if received_ns is not None else time.time_ns(),

@@ -108,3 +108,38 @@ def test_the_agg_kept_in_memory_gives_what_the_stored_text_gives(tmp_path: Path,
     for chunk in chunks:
         _ingest(tmp_path / "parsed.db", [chunk])
     assert _tables(tmp_path / "kept.db") == _tables(tmp_path / "parsed.db")
+
+
+@pytest.mark.parametrize("late_session_span", [False, True])
+def test_spans_are_inserted_placed_where_their_batch_tells(
+        tmp_path: Path, corpus: list[SpanData], late_session_span: bool) -> None:
+    """A fully keyed span is inserted with the root its batch tells (``_placed_at_insert``): the top of its chain
+    of parents in the batch, or itself under a parent not in the batch. Where that holds (turns under their open
+    session span) no row is written twice; where it does not (a parent keyed by resolution), the row is updated
+    after, as before; either way the stored rows are the ones the general path gives (span by span, each batch
+    read back)."""
+    keyed = [s for s in corpus if s.attributes.get("galtea.session.custom_id") == "keyed"]
+    rest = [s for s in corpus if s not in keyed]
+    batches = [keyed, rest]
+    if late_session_span:  # the turns before their session span (its export waits for it to end)
+        batches = [[s for s in keyed if s.name != "galtea.session"], [s for s in keyed if s.name == "galtea.session"],
+                   rest]
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'placed.db'}")
+    pipeline = Pipeline(store)
+    conn = store._connect()
+    updates: list[int] = []
+    for batch in batches:
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        pipeline.ingest(batch)
+        conn.set_trace_callback(None)
+        updates.append(sum(s.startswith("UPDATE spans SET root_id") for s in statements))
+    store.close()
+    # the keyed conversation's 12 turn spans (3 a turn) placed at insert, with or without their session span
+    assert sum(1 for s in keyed if s.name in ("chat", "search", "openai.chat")) == 12
+    assert updates[0] == 0
+    # the children keyed by resolution: placed after their insert (9: 3 turns of 3 spans), each updated once
+    unkeyed = sum(1 for s in rest if "galtea.session.custom_id" not in s.attributes)
+    assert unkeyed == 9 and updates[-1] == unkeyed  # (the failed-turn conversation's, keyed: at insert)
+    _ingest(tmp_path / "general.db", [[s] for s in corpus])
+    assert _tables(tmp_path / "placed.db") == _tables(tmp_path / "general.db")

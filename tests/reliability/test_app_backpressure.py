@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -17,6 +18,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 import galtea_otel
 from galtea_otel.instrument import processor
+from galtea_otel.store import open_store
 from tests.reliability.apps.instrumented import EndCounter
 
 QUEUE = 32
@@ -124,6 +126,44 @@ def test_the_sdk_queue_variables_are_honoured(monkeypatch: pytest.MonkeyPatch) -
         galtea_otel.configure(tracer_provider=provider, exporter=Slow(), max_queue_size=8)  # the argument wins
         export = galtea_otel.config._active_processor().export  # type: ignore[union-attr]
         assert (export.max_queue_size, export.max_export_batch_size) == (8, 8)  # type: ignore[union-attr]
+    finally:
+        galtea_otel.shutdown()
+
+
+def test_the_store_exporter_takes_bigger_batches_unless_the_sdk_variable_says(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Into the store, up to 4,096 spans a transaction (each session a batch touches costs about once); to another
+    exporter the SDK's 512; ``$OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` wins over both. Only a busy queue fills a batch: a
+    quiet one is exported every ``schedule_delay_millis``, so the first turn is stored without waiting for more."""
+    monkeypatch.delenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", raising=False)
+    provider = TracerProvider(shutdown_on_exit=False)
+    try:
+        galtea_otel.configure(tracer_provider=provider, store=f"sqlite:///{tmp_path / 'a.db'}",
+                              schedule_delay_millis=50)
+        export = galtea_otel.config._active_processor().export  # type: ignore[union-attr]
+        assert isinstance(export, processor.BatchExport) and export.max_export_batch_size == 4096
+        with galtea_otel.session(custom_id="quiet", version="1"):
+            with galtea_otel.span("chat", type="GENERATION") as chat:
+                chat.set_input("hi")
+                chat.set_output("hello")
+            deadline = time.monotonic() + 30
+            store = open_store(f"sqlite:///{tmp_path / 'a.db'}")
+            try:
+                while time.monotonic() < deadline:  # stored by the schedule, the session still open
+                    found = store.list_sessions(limit=10)
+                    if found and found[0].turn_count == 1:
+                        break
+                    time.sleep(0.05)
+                assert found and found[0].turn_count == 1 and found[0].status == "PENDING"
+            finally:
+                store.close()
+        galtea_otel.configure(tracer_provider=provider, exporter=Slow())
+        export = galtea_otel.config._active_processor().export  # type: ignore[union-attr]
+        assert export.max_export_batch_size == 512  # type: ignore[union-attr]
+        monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "100")
+        galtea_otel.configure(tracer_provider=provider, store=f"sqlite:///{tmp_path / 'b.db'}")
+        export = galtea_otel.config._active_processor().export  # type: ignore[union-attr]
+        assert export.max_export_batch_size == 100  # type: ignore[union-attr]
     finally:
         galtea_otel.shutdown()
 

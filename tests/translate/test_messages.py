@@ -515,3 +515,14 @@ def test_an_error_type_written_as_a_class_repr() -> None:
     r = row("chat gpt-4o-mini", {"gen_ai.operation.name": "chat", "error.type": "<class 'openai.InternalServerError'>"},
             error="Error code: 500 - boom")
     assert r.error == "openai.InternalServerError: Error code: 500 - boom"
+
+
+def test_a_part_whose_type_is_not_a_string_is_kept_as_a_part_of_no_known_kind() -> None:
+    """A part ``{"type": [true]}`` (a list, not a name) raised TypeError (unhashable) out of translate, which
+    failed its whole batch; it is a part of no known kind now, kept as it came, beside the text parts."""
+    history = [{"role": "user", "parts": [{"type": [True]}, {"type": {"x": 1}, "content": "y"}, text("hi")]}]
+    r = row("chat", {"gen_ai.operation.name": "chat", "gen_ai.input.messages": json.dumps(history)})
+    assert r.kind == KIND_LLM
+    parts = msgs(r.input_messages)[0]["parts"]
+    assert parts == [{"type": [True]}, {"type": {"x": 1}, "content": "y"}, text("hi")]
+    assert r.input == "hi"
