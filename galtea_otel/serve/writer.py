@@ -7,8 +7,8 @@ were no faster than 1. Here a request's thread does the part no store is needed 
 spans and ``max_bytes`` bytes of row text, at least one request), stores their rows with one
 ``Pipeline.ingest_rows`` (one transaction), and only after the commit wakes each request, which answers with its
 own outcome (its own rejected spans, counted when it translated them). If that transaction fails, nothing of it
-is stored and every request in it fails with :class:`StoreUnavailable` (its client retries): nothing acknowledged
-is lost, nothing lost is acknowledged. Records are a function of the set of spans, so storing several requests'
+is stored (each request is then tried alone, below); a request not stored fails with :class:`StoreUnavailable`
+(its client retries): nothing acknowledged is lost, nothing lost is acknowledged. Records are a function of the set of spans, so storing several requests'
 rows at once gives the records storing them one by one would.
 
 The writer is a request's own thread, not a thread of its own: a request that finds nobody writing stores the
@@ -21,9 +21,15 @@ that arrive while a transaction runs form the next group. Memory stays bounded: 
 (``max_inflight``, per protocol) until it is answered, so at most the slot holders' rows are queued, and a group
 is further cut at ``max_spans`` / ``max_bytes``.
 
+When a group's transaction fails, each of its requests is stored again in a transaction of its own (rows as
+translated), so that one request whose rows the store refuses fails alone instead of taking every request
+grouped with it down each time it is retried; after two failures in a row the rest are answered at once (the
+store itself is failing). Only a request not stored is answered with an error.
+
 ``stats`` counts ``requests`` and ``spans`` stored, ``commits`` (transactions committed), ``failed``
-(transactions that failed) and ``failed_requests`` (requests answered with an error by them), and keeps
-``largest_group`` (requests in the largest group committed).
+(transactions that failed), ``failed_requests`` (requests answered with an error), ``stored_alone``
+(requests stored alone after their group failed), and keeps ``largest_group`` (requests in the largest group
+committed).
 """
 
 from __future__ import annotations
@@ -168,6 +174,39 @@ class GroupCommitter:
             self._storing = len(group)
             return group
 
+    def _stored(self, group: Sequence[_Waiting], spans: int) -> None:
+        self.stats["commits"] += 1
+        self.stats["requests"] += len(group)
+        self.stats["spans"] += spans
+        self.stats["largest_group"] = max(self.stats["largest_group"], len(group))
+
+    def _one_by_one(self, group: Sequence[_Waiting]) -> None:
+        """After a group's transaction failed: each request in a transaction of its own, so that a request whose
+        own rows make the store fail (bad data) fails alone, not every request stored with it, every time it is
+        grouped again. Once two in a row fail, the store itself is failing (down, full, locked): the rest are
+        answered as unavailable without another attempt each."""
+        failures = 0
+        for waiting in group:
+            if failures >= 2:
+                waiting.error = StoreUnavailable("the store failed the requests stored before this one")
+                self.stats["failed_requests"] += 1
+                continue
+            for row in waiting.rows:  # as translated: the failed transaction gave them keys
+                row.custom_id = row.version = None
+            try:
+                self.pipeline.ingest_rows(waiting.rows)
+            except Exception as exc:
+                failures += 1
+                waiting.error = exc
+                self.stats["failed"] += 1
+                self.stats["failed_requests"] += 1
+                log.warning("a request of %d span(s) stored alone failed too: answered as unavailable (%r)",
+                            len(waiting.rows), exc)
+            else:
+                failures = 0
+                self.stats["stored_alone"] += 1
+                self._stored([waiting], len(waiting.rows))
+
     def _write(self) -> None:
         """Store one group with one transaction, wake its requests, then make the oldest request still queued
         the writer (or leave the role free when none is)."""
@@ -176,18 +215,24 @@ class GroupCommitter:
             rows = group[0].rows if len(group) == 1 else [row for waiting in group for row in waiting.rows]
             try:
                 self.pipeline.ingest_rows(rows)  # one transaction: committed when it returns
+            except Exception as exc:
+                self.stats["failed"] += 1
+                if len(group) == 1:
+                    log.exception("a transaction of 1 request, %d span(s) failed: it is answered as unavailable "
+                                  "and nothing of it is stored", len(rows))
+                    self.stats["failed_requests"] += 1
+                    group[0].error = exc
+                else:
+                    log.exception("a transaction of %d requests, %d spans failed: each is stored alone",
+                                  len(group), len(rows))
+                    self._one_by_one(group)
             except BaseException as exc:  # every waiting request must be woken, whatever it was
-                log.exception("a transaction of %d request(s), %d span(s) failed: each is answered as "
-                              "unavailable and nothing of them is stored", len(group), len(rows))
                 self.stats["failed"] += 1
                 self.stats["failed_requests"] += len(group)
                 for waiting in group:
                     waiting.error = exc
             else:
-                self.stats["commits"] += 1
-                self.stats["requests"] += len(group)
-                self.stats["spans"] += len(rows)
-                self.stats["largest_group"] = max(self.stats["largest_group"], len(group))
+                self._stored(group, len(rows))
             with self._changed:
                 self._storing = 0
                 for waiting in group:

@@ -175,6 +175,20 @@ def named_spans(names: Sequence[str], prefix: str) -> list[ReadableSpan]:
     return list(memory.get_finished_spans())
 
 
+def parent_and_unkeyed_child(prefix: str) -> list[ReadableSpan]:
+    """A keyed span and a child that states no key (it gets its parent's by resolution): 2 real SDK spans."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "group-commit"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("tests.group_commit")
+    with tracer.start_as_current_span("parent", attributes={A.SESSION_CUSTOM_ID: prefix, A.SESSION_VERSION: "1",
+                                                            A.SPAN_TYPE: "SPAN"}):
+        with tracer.start_as_current_span(f"child of {prefix}", attributes={A.SPAN_TYPE: "SPAN"}):
+            pass
+    provider.shutdown()
+    return list(memory.get_finished_spans())
+
+
 # --------------------------------------------------------------------------------------------------- tests
 
 
@@ -269,33 +283,77 @@ def send_together(receiver: Receiver, holder: Any, bodies: Sequence[bytes]) -> l
     return answers
 
 
-def test_a_failing_merged_transaction_fails_every_request_in_it_and_stores_none_of_them(tmp_path: Path) -> None:
+def test_a_failing_merged_transaction_stores_each_request_alone_and_fails_only_the_bad_one(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'poison.db'}"
-    # Six requests of 3 spans each; the store raises on the one span named "poison" (a real SQLite trigger).
-    requests = [named_spans([f"span {r}.{s}" if (r, s) != (4, 1) else "poison" for s in range(3)], f"p{r}")
+    # Six requests of 4 spans each (two keyed spans, a keyed parent and its unkeyed child); request 4 also holds
+    # the parent (keyed "x") of an unkeyed child in request 0, and the store refuses session "x" (a real SQLite
+    # trigger): the group's transaction fails after resolution gave the child its parent's key.
+    requests = [[*named_spans([f"span {r}.{s}" for s in range(2)], f"p{r}"), *parent_and_unkeyed_child(f"c{r}")]
                 for r in range(6)]
+    child, parent = parent_and_unkeyed_child("x")
+    requests[0].append(child)
+    requests[4].append(parent)
     bodies = [encode_spans(spans).SerializeToString() for spans in requests]
     with receiver_on(url) as receiver:
         with contextlib.closing(sqlite3.connect(sqlite_path(url))) as conn:
-            conn.execute("CREATE TRIGGER poison BEFORE INSERT ON spans WHEN NEW.name = 'poison' "
-                         "BEGIN SELECT RAISE(ABORT, 'poisoned span'); END")
+            conn.execute("CREATE TRIGGER poison BEFORE INSERT ON sessions WHEN NEW.custom_id = 'x' "
+                         "BEGIN SELECT RAISE(ABORT, 'poisoned session'); END")
             conn.commit()
         answers = send_together(receiver, SqliteLock(sqlite_path(url)), bodies)
         stats = writer_of(receiver).stats.copy()
         assert answers[0][0] == 200
-        # The six were one transaction; it failed, so each is told to retry, and none of their spans is stored.
-        assert stats["failed"] == 1 and stats["failed_requests"] == len(bodies)
-        for i, (status, headers, _) in enumerate(answers[1:], 1):
-            assert status == 503, (i, status)
-            assert ("retry-after" in headers) if i % 2 else ("google.rpc.retryinfo-bin" in headers)
-        assert [row[3] for row in stored_rows(url)] == ["first"]  # name: the first request's span only
-        # The store works again: the clients' retries are stored, each answered for itself.
+        # The six were one transaction; it failed, so each was stored alone: the five good ones are stored and
+        # acknowledged, the poisoned one (request 4) alone is told to retry, and none of its spans is stored.
+        assert stats["failed"] == 2 and stats["stored_alone"] == 5 and stats["failed_requests"] == 1
+        for i, (status, headers, _) in enumerate(answers[1:]):
+            if i == 4:
+                assert status == 503, (i, status)
+                assert ("retry-after" in headers) if (i + 1) % 2 else ("google.rpc.retryinfo-bin" in headers)
+            else:
+                assert status == 200, (i, status)
+        names = sorted(row[3] for row in stored_rows(url))  # name
+        assert names == sorted(["first", *(s.name for r, spans in enumerate(requests) if r != 4 for s in spans)])
+        # Each stored alone as translated, not with the keys the failed transaction gave its rows: the child of
+        # the poisoned request's parent is held (no key), as by a receiver that never got that parent, not
+        # stored under "x" (which would have failed request 0 too); the rows are those of a receiver that got
+        # the good requests one by one.
+        with contextlib.closing(sqlite3.connect(sqlite_path(url))) as conn:
+            children = conn.execute("SELECT name, custom_id FROM spans WHERE name LIKE 'child of %'").fetchall()
+        assert sorted(children) == [*((f"child of c{r}", f"c{r}") for r in (0, 1, 2, 3, 5)), ("child of x", None)]
+        grouped = [row for row in stored_rows(url) if row[3] != "first"]
+        alone_url = f"sqlite:///{tmp_path / 'alone.db'}"
+        with receiver_on(alone_url) as alone:
+            for r, body in enumerate(bodies):
+                if r != 4:
+                    assert post_http(alone, body)[0] == 200
+        assert grouped == stored_rows(alone_url)
+        # The store works again: the client's retry is stored, and the held child joins session "x".
         with contextlib.closing(sqlite3.connect(sqlite_path(url))) as conn:
             conn.execute("DROP TRIGGER poison")
             conn.commit()
-        for i, body in enumerate(bodies):
-            assert (post_http if i % 2 else post_grpc)(receiver, body)[0] == 200
-    assert len(stored_rows(url)) == 1 + 3 * len(bodies)
+        assert post_http(receiver, bodies[4])[0] == 200
+        with contextlib.closing(sqlite3.connect(sqlite_path(url))) as conn:
+            assert conn.execute("SELECT custom_id FROM spans WHERE name = 'child of x'").fetchall() == [("x",)]
+    assert len(stored_rows(url)) == 1 + 4 * len(bodies) + 2
+
+
+def test_a_store_that_keeps_failing_fails_the_rest_of_a_group_without_trying_each(tmp_path: Path) -> None:
+    """When the requests of a failed group, stored alone, fail twice in a row, the store itself is failing: the
+    rest are answered as unavailable at once (no attempt each), and nothing of any is stored."""
+    url = f"sqlite:///{tmp_path / 'down.db'}"
+    requests = [named_spans([f"span {r}.{s}" for s in range(3)], f"d{r}") for r in range(6)]
+    bodies = [encode_spans(spans).SerializeToString() for spans in requests]
+    with receiver_on(url) as receiver:
+        with contextlib.closing(sqlite3.connect(sqlite_path(url))) as conn:
+            conn.execute("CREATE TRIGGER down BEFORE INSERT ON spans WHEN NEW.name LIKE 'span %' "
+                         "BEGIN SELECT RAISE(ABORT, 'store down'); END")
+            conn.commit()
+        answers = send_together(receiver, SqliteLock(sqlite_path(url)), bodies)
+        stats = writer_of(receiver).stats.copy()
+        assert [a[0] for a in answers] == [200, *[503] * len(bodies)]
+        # the group's transaction, then two requests alone: 3 attempts, not 7
+        assert stats["failed"] == 3 and stats["failed_requests"] == len(bodies) and stats["stored_alone"] == 0
+        assert [row[3] for row in stored_rows(url)] == ["first"]
 
 
 def test_requests_stored_together_each_get_their_own_partial_success(tmp_path: Path) -> None:
