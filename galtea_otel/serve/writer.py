@@ -8,8 +8,8 @@ spans and ``max_bytes`` bytes of row text, at least one request), stores their r
 ``Pipeline.ingest_rows`` (one transaction), and only after the commit wakes each request, which answers with its
 own outcome (its own rejected spans, counted when it translated them). If that transaction fails, nothing of it
 is stored (each request is then tried alone, below); a request not stored fails with :class:`StoreUnavailable`
-(its client retries): nothing acknowledged is lost, nothing lost is acknowledged. Records are a function of the set of spans, so storing several requests'
-rows at once gives the records storing them one by one would.
+(its client retries): nothing acknowledged is lost, nothing lost is acknowledged. Records are a function of the
+set of spans, so storing several requests' rows at once gives the records storing them one by one would.
 
 The writer is a request's own thread, not a thread of its own: a request that finds nobody writing stores the
 group (its own request first), then hands the role to the oldest request still queued, whose thread stores the

@@ -181,10 +181,10 @@ def parent_and_unkeyed_child(prefix: str) -> list[ReadableSpan]:
     provider = TracerProvider(resource=Resource.create({"service.name": "group-commit"}))
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("tests.group_commit")
-    with tracer.start_as_current_span("parent", attributes={A.SESSION_CUSTOM_ID: prefix, A.SESSION_VERSION: "1",
-                                                            A.SPAN_TYPE: "SPAN"}):
-        with tracer.start_as_current_span(f"child of {prefix}", attributes={A.SPAN_TYPE: "SPAN"}):
-            pass
+    keyed = {A.SESSION_CUSTOM_ID: prefix, A.SESSION_VERSION: "1", A.SPAN_TYPE: "SPAN"}
+    with tracer.start_as_current_span("parent", attributes=keyed), \
+            tracer.start_as_current_span(f"child of {prefix}", attributes={A.SPAN_TYPE: "SPAN"}):
+        pass
     provider.shutdown()
     return list(memory.get_finished_spans())
 
