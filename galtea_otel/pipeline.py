@@ -110,6 +110,7 @@ class Pipeline:
         result = result if result is not None else IngestResult()
         received = time.time_ns()
         rows: list[SpanRow] = []
+        broken: Exception | None = None
         for span in spans:
             try:
                 row = translate(span, redact=self.redact, received_ns=received)
@@ -118,8 +119,18 @@ class Pipeline:
                 if len(result.errors) < 10:
                     result.errors.append(str(exc))
                 continue
+            except Exception as exc:  # a redactor's (or a translator's) bug: this span is refused, not the batch
+                result.rejected += 1
+                if len(result.errors) < 10:
+                    result.errors.append(f"span {span.span_id!r} could not be translated: {type(exc).__name__}: "
+                                         f"{str(exc)[:200]}")
+                if broken is None:
+                    broken = exc
+                continue
             row.project = project
             rows.append(row)
+        if broken is not None:  # once a batch: a redactor failing on every span must not flood the log
+            log.warning("galtea-otel: spans rejected, their translation raised (the first: %r)", broken)
         return rows
 
     def ingest_rows(self, translated: Sequence[SpanRow], result: IngestResult | None = None) -> IngestResult:

@@ -143,3 +143,26 @@ def test_spans_are_inserted_placed_where_their_batch_tells(
     assert unkeyed == 9 and updates[-1] == unkeyed  # (the failed-turn conversation's, keyed: at insert)
     _ingest(tmp_path / "general.db", [[s] for s in corpus])
     assert _tables(tmp_path / "placed.db") == _tables(tmp_path / "general.db")
+
+
+def test_a_span_whose_translation_raises_is_rejected_alone(tmp_path: Path, corpus: list[SpanData]) -> None:
+    """A redactor (the user's code) that raises on one value: that span is rejected, counted, with its error; the
+    rest of the batch is stored (the batch failing would lose them all, retry after retry)."""
+    def redact(text: str) -> str:
+        if "question 1" in text:
+            raise ValueError("this redactor cannot read it")
+        return text
+
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'redact.db'}")
+    try:
+        result = Pipeline(store, redact=redact).ingest(corpus)
+        broken = [s for s in corpus if any("question 1" in str(v) for v in s.attributes.values())]
+        assert len(broken) == 3  # the "chat" span of turn 1 of each conversation
+        assert result.rejected == len(broken) and result.accepted == len(corpus) - len(broken)
+        assert result.errors and all("could not be translated: ValueError: this redactor" in e for e in result.errors)
+        conn = sqlite3.connect(tmp_path / "redact.db")
+        stored = {r[0] for r in conn.execute("SELECT span_id FROM spans")}
+        conn.close()
+        assert stored == {s.span_id for s in corpus} - {s.span_id for s in broken}
+    finally:
+        store.close()
