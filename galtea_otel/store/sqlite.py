@@ -290,6 +290,35 @@ _METADATA_COLUMN = SESSION_COLUMNS.index("metadata")
 _SORTED_JSON = json.JSONEncoder(sort_keys=True)  # made once, not per session written
 
 
+# Bound parameters a statement may have (SQLite 3.32 and later; 999 before).
+_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+_MULTI: dict[tuple[str, int], str] = {}
+
+
+def _insert_many(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``conn.executemany(sql, rows)`` for an ``INSERT ... VALUES (?, ...) [ON CONFLICT ...]``, as statements of
+    many rows each. executemany steps the statement once a row and releases the interpreter lock at every step;
+    while another thread runs Python flat out (an application's hot loop), each step waits for the lock again
+    (the switch interval, 5 ms), so a batch of 2,000 rows took seconds of the export thread's wall time and the
+    queue behind it overflowed. One statement of up to ``_MAX_VARIABLES`` parameters releases it once."""
+    if len(rows) < 2:
+        conn.executemany(sql, rows)
+        return
+    width = len(rows[0])
+    per = max(1, _MAX_VARIABLES // width)
+    start = sql.index("VALUES (") + len("VALUES ")
+    end = sql.index(")", start) + 1
+    for first in range(0, len(rows), per):
+        chunk = rows[first:first + per]
+        text = _MULTI.get((sql, len(chunk)))
+        if text is None:
+            text = sql[:start] + ", ".join([sql[start:end]] * len(chunk)) + sql[end:]
+            if len(_MULTI) > 256:
+                _MULTI.clear()
+            _MULTI[(sql, len(chunk))] = text
+        conn.execute(text, [value for row in chunk for value in row])
+
+
 class _SQLiteTx(TurnsTx, shared.SharedTx):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -302,7 +331,10 @@ class _SQLiteTx(TurnsTx, shared.SharedTx):
         self._conn.execute(sql, args)
 
     def _xmany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self._conn.executemany(sql, rows)
+        if sql.startswith("INSERT") and "VALUES (" in sql:
+            _insert_many(self._conn, sql, rows)
+        else:
+            self._conn.executemany(sql, rows)
 
     def _in(self, column: str, values: Sequence[Any]) -> list[tuple[str, list[Any]]]:
         return [(f"{column} IN ({', '.join('?' * len(chunk))})", list(chunk)) for chunk in iter_chunks(values, 500)]
@@ -317,7 +349,7 @@ class _SQLiteTx(TurnsTx, shared.SharedTx):
                      ) -> int:
         before = self._conn.total_changes
         get = (placed or {}).get
-        self._conn.executemany(_INSERT, [(*row_to_tuple(r), *get((r.trace_id, r.span_id), _UNPLACED)) for r in rows])
+        _insert_many(self._conn, _INSERT, [(*row_to_tuple(r), *get((r.trace_id, r.span_id), _UNPLACED)) for r in rows])
         return self._conn.total_changes - before
 
     def traces_needing_resolution(self, trace_ids: Sequence[str], project: str) -> set[str]:
@@ -364,4 +396,4 @@ class _SQLiteTx(TurnsTx, shared.SharedTx):
 
     def upsert_sessions(self, summaries: Sequence[dict[str, Any]]) -> None:
         now = time.time_ns()
-        self._conn.executemany(_UPSERT_SESSION, [(*_session_values(s), now) for s in summaries])
+        _insert_many(self._conn, _UPSERT_SESSION, [(*_session_values(s), now) for s in summaries])
