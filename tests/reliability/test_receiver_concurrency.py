@@ -32,6 +32,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Tracer
 
 from galtea_otel import attributes as A
 from galtea_otel.pipeline import read_session
@@ -161,32 +162,53 @@ def interleaved(spans: Sequence[ReadableSpan], chunks: int) -> list[list[Readabl
     return [list(spans[c::chunks]) for c in range(chunks)]
 
 
-def named_spans(names: Sequence[str], prefix: str) -> list[ReadableSpan]:
-    """One real SDK span per name, each its own session's."""
+def export_merged(receiver: Receiver, holder: Any, chunks: Sequence[Sequence[ReadableSpan]]
+                  ) -> tuple[list[SpanExportResult], Any]:
+    """``export_concurrently`` with every client's first request waiting together: the one the writer took
+    first in its transaction (waiting for ``holder``'s lock), the others queued behind it; then the lock is let
+    go. Returns the export results and the writer's stats."""
+    writer = writer_of(receiver)
+
+    def merge_the_first_requests() -> None:
+        try:
+            until(lambda: writer.waiting == CLIENTS, "every client's first request waiting")
+        finally:
+            holder.release()
+
+    results = export_concurrently(receiver, chunks, merge_the_first_requests)
+    return results, writer.stats.copy()
+
+
+def recorded(build: Callable[[Tracer], None]) -> list[ReadableSpan]:
+    """The real SDK spans ``build`` makes with a tracer of its own provider, in the order they ended."""
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "group-commit"}))
     provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("tests.group_commit")
-    for n, name in enumerate(names):
-        with tracer.start_as_current_span(name, attributes={A.SESSION_CUSTOM_ID: f"{prefix}-{n}",
-                                                            A.SESSION_VERSION: "1", A.SPAN_TYPE: "SPAN"}):
-            pass
+    build(provider.get_tracer("tests.group_commit"))
     provider.shutdown()
     return list(memory.get_finished_spans())
+
+
+def named_spans(names: Sequence[str], prefix: str) -> list[ReadableSpan]:
+    """One real SDK span per name, each its own session's."""
+    def build(tracer: Tracer) -> None:
+        for n, name in enumerate(names):
+            with tracer.start_as_current_span(name, attributes={A.SESSION_CUSTOM_ID: f"{prefix}-{n}",
+                                                                A.SESSION_VERSION: "1", A.SPAN_TYPE: "SPAN"}):
+                pass
+
+    return recorded(build)
 
 
 def parent_and_unkeyed_child(prefix: str) -> list[ReadableSpan]:
     """A keyed span and a child that states no key (it gets its parent's by resolution): 2 real SDK spans."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "group-commit"}))
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("tests.group_commit")
-    keyed = {A.SESSION_CUSTOM_ID: prefix, A.SESSION_VERSION: "1", A.SPAN_TYPE: "SPAN"}
-    with tracer.start_as_current_span("parent", attributes=keyed), \
-            tracer.start_as_current_span(f"child of {prefix}", attributes={A.SPAN_TYPE: "SPAN"}):
-        pass
-    provider.shutdown()
-    return list(memory.get_finished_spans())
+    def build(tracer: Tracer) -> None:
+        keyed = {A.SESSION_CUSTOM_ID: prefix, A.SESSION_VERSION: "1", A.SPAN_TYPE: "SPAN"}
+        with tracer.start_as_current_span("parent", attributes=keyed), \
+                tracer.start_as_current_span(f"child of {prefix}", attributes={A.SPAN_TYPE: "SPAN"}):
+            pass
+
+    return recorded(build)
 
 
 # --------------------------------------------------------------------------------------------------- tests
@@ -197,19 +219,7 @@ def test_concurrent_exporters_store_every_acknowledged_span_as_if_sent_one_by_on
     chunks = interleaved(spans, 48)  # 48 requests of 6 spans, each touching 6 sessions
     url = f"sqlite:///{tmp_path / 'together.db'}"
     with receiver_on(url) as receiver:
-        writer = writer_of(receiver)
-        holder = SqliteLock(sqlite_path(url))
-
-        def merge_the_first_requests() -> None:
-            # Every client's first request waits: those the writer took first in its transaction (waiting for
-            # the lock), the others queued behind it.
-            try:
-                until(lambda: writer.waiting == CLIENTS, "every client's first request waiting")
-            finally:
-                holder.release()
-
-        results = export_concurrently(receiver, chunks, merge_the_first_requests)
-        stats = writer.stats.copy()
+        results, stats = export_merged(receiver, SqliteLock(sqlite_path(url)), chunks)
     assert results == [SpanExportResult.SUCCESS] * len(chunks)
     # Every acknowledged span is stored, and every request was stored by the writer: fewer commits than requests.
     assert len(stored_rows(url)) == len(spans)
@@ -401,17 +411,7 @@ def test_postgres_store_through_the_writer(tmp_path: Path) -> None:
     chunks = interleaved(spans, 32)
     with fresh_pg_schema() as (url, _schema):
         with receiver_on(url) as receiver:
-            writer = writer_of(receiver)
-            holder = PostgresLock(url)
-
-            def merge_the_first_requests() -> None:
-                try:
-                    until(lambda: writer.waiting == CLIENTS, "every client's first request waiting")
-                finally:
-                    holder.release()
-
-            results = export_concurrently(receiver, chunks, merge_the_first_requests)
-            stats = writer.stats.copy()
+            results, stats = export_merged(receiver, PostgresLock(url), chunks)
         assert results == [SpanExportResult.SUCCESS] * len(chunks)
         assert stats["requests"] == len(chunks) and stats["commits"] <= stats["requests"] - (CLIENTS - 2)
         pg_records = records(url)
