@@ -19,6 +19,10 @@
 - rounds are interleaved (floor, 1 client, 4 clients, in process; again), figures are medians with min-max;
 - *ready*: from process start to the "ready" log line; *idle RSS*: resident memory after it idled a second;
 - *stream*: ``--stream`` spans pushed through one receiver, its resident memory sampled all along;
+- *--assemble deferred*, in the same rounds: this tree's receiver acknowledging once a request's rows are
+  committed to the store's inbox (``galtea_otel.serve.inbox``), a second process assembling them; its
+  *acknowledged* rate (first request to last acknowledgement) and its *assembled* rate (first request until the
+  inbox is empty, polled from here), and the store queried after, as for the others;
 - ``--compare TREE``: the 1- and 4-client receiver runs are also made with ``galtea-otel serve`` from another
   checkout's tree (its ``galtea_otel`` package, same Python and dependencies), interleaved in the same rounds, so
   this tree's receiver and that one's are measured side by side against the same floors.
@@ -62,6 +66,7 @@ from galtea_otel.store import open_store  # noqa: E402
 
 BATCH = 512
 KEY_ATTRIBUTES = {"galtea.session.custom_id", "gen_ai.conversation.id", "session.id"}
+DEFERRED = " --assemble deferred"
 
 
 def template() -> ExportTraceServiceRequest:
@@ -170,7 +175,8 @@ def stored(path: Path) -> tuple[int, int, int]:
 class ReceiverProcess:
     """``galtea-otel serve`` as a child process on a free port (gRPC off)."""
 
-    def __init__(self, folder: Path, name: str, synchronous: str = "normal", tree: Path = ROOT) -> None:
+    def __init__(self, folder: Path, name: str, synchronous: str = "normal", tree: Path = ROOT,
+                 extra: tuple[str, ...] = ()) -> None:
         self.path = folder / (name + ".db")
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -186,6 +192,7 @@ class ReceiverProcess:
             f"127.0.0.1:{self.port}",
             "--grpc",
             "off",
+            *extra,
         ]
         env = {**os.environ, "PYTHONPATH": str(tree)}
         started = time.perf_counter()
@@ -207,7 +214,15 @@ class ReceiverProcess:
 
     def stop(self) -> None:
         self.process.terminate()
-        self.process.wait(60)
+        self.process.wait(120)
+
+    def wait_assembled(self) -> None:
+        """``--assemble deferred``: poll the inbox file until nothing is left to assemble."""
+        inbox = self.path.with_name(self.path.name + ".inbox")
+        conn = sqlite3.connect(inbox, timeout=60)
+        while conn.execute("SELECT count(*) FROM inbox WHERE failed IS NULL").fetchone()[0]:
+            time.sleep(0.01)
+        conn.close()
 
 
 def package_of(tree: Path) -> str:
@@ -301,8 +316,10 @@ def main() -> None:
     factory = TurnFactory()
     results: dict[str, str] = {}
     rates: dict[str, list[float]] = {"floor": [], "in process": []}
-    for label in trees:
+    for label in (*trees, DEFERRED):
         rates["1" + label], rates["4" + label] = [], []
+    for clients in ("1", "4"):
+        rates[f"{clients} acknowledged{DEFERRED}"] = []
     counts: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -319,15 +336,23 @@ def main() -> None:
             bodies = workload(1_000_000 * (4 * r + 1))
             rates["floor"].append(plain_floor(bodies, folder / f"floor{r}.db", args.synchronous))
             runs = [(label, threads) for label in trees for threads in (1, 4)]
+            runs += [(DEFERRED, threads) for threads in (1, 4)]
             for label, threads in (runs if r % 2 == 0 else runs[::-1]):
+                deferred = label == DEFERRED
                 receiver = ReceiverProcess(folder, f"rate{r}-{threads}{len(label)}", args.synchronous,
-                                           trees[label])
+                                           ROOT if deferred else trees[label],
+                                           ("--assemble", "deferred") if deferred else ())
                 ready.append(receiver.ready_seconds)
                 time.sleep(1.0)
                 idle.append(receiver.rss_mb())
                 fresh = workload(1_000_000 * (4 * r + 1 + threads))
                 span_counts = {id(body): spans_in(body) for body in fresh}
                 spans, seconds = push(receiver.port, from_list(fresh), threads, count_of(span_counts))
+                if deferred:
+                    rates[f"{threads} acknowledged{label}"].append(spans / seconds)
+                    started = time.perf_counter()
+                    receiver.wait_assembled()
+                    seconds += time.perf_counter() - started  # the rate below is of assembled records
                 receiver.stop()
                 sent = sum(span_counts.values())
                 rows, sessions, turns = stored(receiver.path)
@@ -356,6 +381,15 @@ def main() -> None:
                     "(bar 0.6x)")
             results[f"4 clients / 1 client{label}"] = ratio(rates["4" + label], rates["1" + label]) + \
                 " (bar >= 1.0x)"
+        for clients in ("1", "4"):
+            results[f"acknowledged rate, {clients} client thread(s){DEFERRED}"] = (
+                f"{summary(rates[f'{clients} acknowledged{DEFERRED}'])} = "
+                f"{ratio(rates[f'{clients} acknowledged{DEFERRED}'], floors)} the floor (bar 0.6x)")
+            results[f"assembled rate, {clients} client thread(s){DEFERRED}"] = (
+                f"{summary(rates[clients + DEFERRED])} = {ratio(rates[clients + DEFERRED], floors)} the floor "
+                "(to the last record assembled)")
+        results[f"4 clients / 1 client{DEFERRED}, acknowledged"] = ratio(
+            rates[f"4 acknowledged{DEFERRED}"], rates[f"1 acknowledged{DEFERRED}"]) + " (bar >= 1.0x)"
         for label in list(trees)[1:]:
             for clients in ("1", "4"):
                 results[f"{clients} client(s): this tree / {label.strip(' []')}"] = ratio(

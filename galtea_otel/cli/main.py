@@ -687,6 +687,51 @@ def sync_status(ctx: click.Context, limit: int, as_json: bool) -> None:
 
 
 
+@main.command()
+@click.option("--retry-failed", is_flag=True, help="Give the entries marked failed back to the assembler.")
+@click.option("--json", "as_json", is_flag=True, help="Print the backlog as JSON.")
+@click.pass_context
+def inbox(ctx: click.Context, retry_failed: bool, as_json: bool) -> None:
+    """The receiver's inbox (serve --assemble deferred): spans acknowledged and not assembled yet, and the entries
+    the store refused (kept, marked failed)."""
+    import time
+    from datetime import datetime
+
+    from galtea_otel.serve.inbox import Inbox, inbox_path
+
+    store = _open_store(ctx, must_exist=True)
+    try:
+        path = inbox_path(store)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if not path.exists():
+        if as_json:
+            _echo_json({"inbox": None, "entries": 0, "spans": 0, "failed_entries": 0, "failed_spans": 0})
+        else:
+            click.echo(f"no inbox at {path}: the receiver assembles inline (serve --assemble inline)")
+        return
+    box = Inbox(path, getattr(store, "synchronous", "NORMAL"))
+    ctx.call_on_close(box.close)
+    retried = box.retry_failed() if retry_failed else 0
+    backlog, oldest, failed = box.backlog(), box.oldest_ns(), box.failed_items()
+    if as_json:
+        _echo_json({"inbox": str(path), "entries": backlog.entries, "spans": backlog.spans,
+                    "oldest_received_ns": oldest, "failed_entries": backlog.failed_entries,
+                    "failed_spans": backlog.failed_spans, "retried": retried,
+                    "failed": [{"id": i, "received_ns": r, "spans": n, "error": e} for i, r, n, e in failed]})
+        return
+    behind = f", the oldest received {(time.time_ns() - oldest) / 1e9:.1f} s ago" if oldest else ""
+    click.echo(f"{path}: {backlog.spans} span(s) in {backlog.entries} entr(ies) waiting to be assembled{behind}; "
+               f"{backlog.failed_spans} span(s) in {backlog.failed_entries} entr(ies) marked failed")
+    if retried:
+        click.echo(f"{retried} failed entr(ies) given back to the assembler")
+    for entry_id, received, spans, error in failed:
+        when = datetime.fromtimestamp(received / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        click.echo(f"  FAILED  #{entry_id}  {spans} span(s), received {when}: {error}")
+    if failed and not retry_failed:
+        click.echo("Fix the cause, then: galtea-otel inbox --retry-failed")
+
+
 def _full_short_help(command: click.Command) -> None:
     """Command lists show each command's whole first sentence (click cuts it at 45 characters by default)."""
     if command.short_help is None and command.help:

@@ -148,6 +148,16 @@ from galtea_otel.serve.options import DEFAULT_GRPC, DEFAULT_HTTP, DEFAULT_MAX_BO
     "stored, for telemetry that arrives unmasked [env: GALTEA_OTEL_REDACT_SECRETS].",
 )
 @click.option(
+    "--assemble",
+    type=click.Choice(["inline", "deferred"]),
+    default="inline",
+    show_default=True,
+    help="inline: answer a request once its records are assembled in the store. deferred: answer once its "
+    "rows are committed to the store's inbox (<store>.inbox, as durable as the store) and let a second process "
+    "assemble them in large batches: several times the acknowledged rate on a busy receiver, records a moment "
+    "behind (SQLite stores).",
+)
+@click.option(
     "--evaluators",
     "evaluators_spec",
     metavar="MODULE:ATTR",
@@ -193,6 +203,7 @@ def serve(
     ui_host: str,
     ui_port: int,
     evaluators_spec: tuple[str, ...] = (),
+    assemble: str = "inline",
 ) -> None:
     import dataclasses
 
@@ -228,6 +239,7 @@ def serve(
             max_connections_per_client=max_connections_per_client,
             settings=dataclasses.replace(PipelineSettings(), **overrides),  # type: ignore[arg-type]
             redact_secrets=redact_secrets,
+            assemble=assemble,
         )
         options.check()
         if tokens_file:

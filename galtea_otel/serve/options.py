@@ -14,6 +14,9 @@ DEFAULT_GRPC = "127.0.0.1:4317"
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 DEFAULT_GROUP_SPANS = 20_000
 DEFAULT_GROUP_BYTES = 64 * 1024 * 1024
+# Deferred assembly: the most spans the assembler stores in one transaction (about 3 KB of rows each for 1 KB
+# inputs and outputs: tens of MB held at once; past about 12,000 spans a batch, larger ones are not cheaper).
+DEFAULT_ASSEMBLE_SPANS = 16_000
 
 
 class ConfigError(ValueError):
@@ -94,6 +97,9 @@ class ServeOptions:
     - ``token``: when set, every request needs ``Authorization: Bearer <token>``.
     - ``group_max_spans`` / ``group_max_bytes``: requests waiting for the store at the same moment are stored in
       one transaction (``galtea_otel.serve.writer``), up to this many spans and bytes of row text in it.
+    - ``assemble``: ``inline`` (default) answers a request once its records are assembled in the store;
+      ``deferred`` answers once its rows are committed to the store's inbox, and a second process assembles them,
+      ``assemble_batch_spans`` at a time (``galtea_otel.serve.inbox``; SQLite stores only).
     - ``redact_secrets``: mask common secrets (:func:`galtea_otel.redact.secrets`) in what is stored, for
       telemetry that arrives unmasked (applied when the receiver builds its own pipeline).
     """
@@ -122,6 +128,10 @@ class ServeOptions:
     group_max_spans: int = DEFAULT_GROUP_SPANS
     group_max_bytes: int = DEFAULT_GROUP_BYTES
     sweep_interval: float = 30.0
+    # ``inline``: a request is answered once assembled into the store; ``deferred``: once committed to the
+    # inbox, assembled by a second process (galtea_otel.serve.inbox); ``assemble_batch_spans`` per transaction.
+    assemble: str = "inline"
+    assemble_batch_spans: int = DEFAULT_ASSEMBLE_SPANS
     shutdown_grace: float = 30.0
     settings: PipelineSettings = field(default_factory=PipelineSettings)
     redact_secrets: bool = False
@@ -141,6 +151,13 @@ class ServeOptions:
             raise ConfigError("--max-body-bytes and the concurrency limits must be positive")
         if min(self.header_timeout, self.keepalive_timeout, self.body_timeout) <= 0 or self.body_min_rate < 0:
             raise ConfigError("the header, keep-alive and body timeouts must be positive")
+        if self.assemble not in ("inline", "deferred"):
+            raise ConfigError(f"--assemble must be inline or deferred, not {self.assemble!r}")
+        if self.assemble == "deferred" and (self.store_url or "").startswith(("postgresql:", "postgres:")):
+            raise ConfigError("--assemble deferred needs a SQLite store (its inbox is a file beside it); a "
+                              "PostgreSQL deployment scales by running more receivers")
+        if self.assemble_batch_spans <= 0:
+            raise ConfigError("the assembler's batch size must be positive")
         if self.group_max_spans <= 0 or self.group_max_bytes <= 0:
             raise ConfigError("the group commit limits must be positive")
         if self.max_connections <= 0 or self.max_connections_per_client <= 0:

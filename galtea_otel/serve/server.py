@@ -13,12 +13,14 @@ import logging
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from galtea_otel.serve.http import OtlpHttpServer, trace_routes
+from galtea_otel.serve.inbox import AssemblerProcess, Inbox, StagingPipeline, inbox_path
 from galtea_otel.serve.ingest import Ingests
-from galtea_otel.serve.options import Address, ServeOptions, redact_url
+from galtea_otel.serve.options import Address, ConfigError, ServeOptions, redact_url
 from galtea_otel.serve.projects import Tokens
 from galtea_otel.serve.writer import GroupCommitter, group_committer
 
@@ -73,6 +75,10 @@ class Receiver:
         self.writer: GroupCommitter | None = None
         # Issue 12: which project each token writes, shared by OTLP/HTTP and gRPC; re-read on SIGHUP.
         self.tokens = Tokens(options.token, options.tokens_file)
+        # Deferred assembly (galtea_otel.serve.inbox): the inbox requests are committed to, and the process that
+        # assembles them.
+        self.inbox: Inbox | None = None
+        self.assembler: AssemblerProcess | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._grpc: Any = None
@@ -115,6 +121,14 @@ class Receiver:
         sock: socket.socket | None = None
         grpc_server: Any = None
         try:
+            if options.assemble == "deferred":  # the assembler process sweeps, after what the inbox holds
+                if owned_store is None:
+                    raise ConfigError("deferred assembly needs the receiver to open its own store")
+                self._start_assembler(owned_store)
+                assert self.inbox is not None and self.assembler is not None
+                staging = StagingPipeline(pipeline, self.inbox, self.assembler.wake)
+                self.writer = group_committer(staging, options.group_max_spans, options.group_max_bytes)
+                ingestor = self.writer if self.writer is not None else pipeline
             if options.http is not None:
                 _raise_file_limit(options.max_connections)
                 sock = _bind(options.http)
@@ -127,7 +141,8 @@ class Receiver:
                                                                           self.tokens)
                 self._grpc = grpc_server
                 self.grpc_address = Address(options.grpc.host, port)
-            sweeper.start()
+            if self.assembler is None:
+                sweeper.start()
             if self.evaluators is not None:  # issue 11: sessions that end are queued and evaluated
                 self.evaluators.attach(pipeline)
             if self.sync_worker is not None:
@@ -153,6 +168,11 @@ class Receiver:
                          stats["commits"], stats["failed"])
             if sweeper.is_alive():
                 sweeper.stop()
+            if self.assembler is not None:  # what it does not assemble in time stays in the inbox
+                await asyncio.get_running_loop().run_in_executor(None, self.assembler.stop,
+                                                                 options.shutdown_grace)
+            if self.inbox is not None:
+                self.inbox.close()
             if self.sync_worker is not None and self.sync_worker.is_alive():
                 self.sync_worker.stop()  # what is not sent stays in the outbox for the next start
             if self.evaluators is not None:  # what is not evaluated stays queued for the next start
@@ -162,6 +182,33 @@ class Receiver:
             if owned_store is not None:
                 owned_store.close()
             log.info("galtea-otel receiver: stopped")
+
+    def _start_assembler(self, store: Any) -> None:
+        try:
+            path = inbox_path(store)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.inbox = Inbox(path, store.synchronous)
+        self.assembler = AssemblerProcess(store.url, self.options.settings, sync=self.galtea is not None,
+                                          evaluate=self.evaluators is not None,
+                                          batch_spans=self.options.assemble_batch_spans,
+                                          sweep_interval=self.options.sweep_interval)
+        self.assembler.start()
+        backlog = self.inbox.backlog()
+        log.info("deferred assembly: inbox %s (%d span(s) waiting), assembler process %s", path, backlog.spans,
+                 self.assembler.pid)
+
+    def wait_assembled(self, timeout: float = 30.0) -> bool:
+        """Deferred assembly: wait until the inbox holds nothing left to assemble (True), at most ``timeout``
+        seconds. Inline: True at once."""
+        if self.inbox is None:
+            return True
+        deadline = time.monotonic() + timeout
+        while self.inbox.backlog().entries:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def _announce(self, pipeline: Ingests) -> None:
         store_url = getattr(getattr(pipeline, "store", None), "url", None) or self.options.store_url or "?"

@@ -88,6 +88,11 @@ class SQLiteStore(shared.SharedStore):
         self._open_and_migrate()
         ensure_evaluation_tables(self)  # issue 11: galtea_otel.evaluate.storage
 
+    @property
+    def synchronous(self) -> str:
+        """The ``PRAGMA synchronous`` every connection uses (what the receiver's inbox uses too)."""
+        return self._synchronous
+
     # --- connections ---------------------------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:

@@ -1,0 +1,484 @@
+"""Deferred assembly (``serve --assemble deferred``): a request is acknowledged once its translated rows are
+committed to the *inbox*, and a second process assembles them into the store, many requests at a time.
+
+Inline assembly (the default) acknowledges a request after its turns, sessions and aggregates are committed:
+read-your-writes, but the acknowledgement waits for the whole of ``Pipeline.ingest_rows`` and everything runs on
+one core. Here the request's thread decodes and translates (so rejected spans are still answered as a partial
+success) and the group commit writer (:mod:`galtea_otel.serve.writer`) stores each group of requests as one
+entry of the inbox: a SQLite file next to the store (``<store>.inbox``), written with the store's
+``synchronous`` setting, so an acknowledged request survives a crash exactly as it would in the store itself.
+
+The assembler is a child process (:class:`AssemblerProcess`, lowered priority so acknowledgements come first)
+that takes the oldest entries, up to ``batch_spans`` spans, stores them with one ``Pipeline.ingest_rows`` (one
+transaction in the store) and only then deletes them from the inbox. A crash between the two stores them again
+at the next start, which changes nothing: records are a function of the *set* of spans, and a span stored twice
+is a duplicate. The assembler also runs the receiver's sweep (idle close, held spans), after the inbox is empty
+at that moment, so a session is never closed while its next turn waits in the inbox.
+
+What the store refuses: a failed batch is retried entry by entry; an entry whose own rows fail three times is kept
+in the inbox, marked failed with its error (``failed`` column), counted as ``inbox_failed_entries`` /
+``inbox_failed_spans`` in the store's counters and logged: acknowledged data is never deleted. When the store
+itself fails (SQLite's OperationalError: locked past the busy timeout, disk full, I/O), the assembler backs off
+(0.5 s doubling to 30 s) and tries the same entries again, without counting an attempt against any of them.
+
+Readers see a request once it is assembled: under a steady load that is a batch behind (well under a second on
+this machine); :meth:`Inbox.backlog` tells how far behind, and ``galtea-otel inbox`` shows it (with the entries
+marked failed, and ``--retry-failed`` to give them back once the cause is fixed). Only a SQLite store
+has an inbox: a PostgreSQL deployment scales by running more receivers against it.
+
+Entries are a pickle (protocol 5) of ``(columns, rows as tuples)`` read back by an unpickler that refuses every
+global (only tuples, lists, strings, numbers, booleans and None come back); ``columns`` names the row fields, so
+an entry written by an earlier release is read by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import pickle
+import sqlite3
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from galtea_otel.pipeline import IngestResult
+from galtea_otel.serve.options import DEFAULT_ASSEMBLE_SPANS
+from galtea_otel.spandata import SpanData
+from galtea_otel.store.rows import row_from_tuple, row_to_tuple
+from galtea_otel.translate.row import COLUMNS, DEFAULT_PROJECT, SpanRow
+
+log = logging.getLogger("galtea_otel.serve")
+
+FORMAT = 1
+ATTEMPTS = 3  # an entry that fails alone this many times is marked failed (kept, counted)
+DEFAULT_BATCH_SPANS = DEFAULT_ASSEMBLE_SPANS
+MAX_BACKOFF_S = 30.0
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, received_ns INTEGER NOT NULL, spans INTEGER NOT NULL,
+    format INTEGER NOT NULL, body BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, failed TEXT
+)"""
+
+
+class InboxError(Exception):
+    """An inbox entry that cannot be read back (a format this release does not know, or a corrupt body)."""
+
+
+class _NoGlobals(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise InboxError(f"an inbox entry names {module}.{name}: refused")
+
+
+def encode(rows: Sequence[SpanRow]) -> bytes:
+    return pickle.dumps((COLUMNS, [row_to_tuple(row) for row in rows]), protocol=5)
+
+
+def decode(body: bytes) -> list[SpanRow]:
+    try:
+        columns, values = _NoGlobals(io.BytesIO(body)).load()
+    except InboxError:
+        raise
+    except Exception as exc:
+        raise InboxError(f"an unreadable inbox entry: {exc!r}") from exc
+    if tuple(columns) == COLUMNS:
+        return [row_from_tuple(v) for v in values]
+    known = set(COLUMNS)  # written by another release: by name; a field it did not have keeps its default
+    rows = []
+    for v in values:
+        fields = {c: x for c, x in zip(columns, v, strict=True) if c in known}
+        row = SpanRow(**fields)
+        row.abandoned = bool(row.abandoned)
+        row.key_weak = bool(row.key_weak)
+        rows.append(row)
+    return rows
+
+
+def inbox_path(store: Any) -> Path:
+    """Where the inbox of this store lives; a store that is not a SQLite file has none (ValueError)."""
+    path = getattr(store, "path", None)
+    if not isinstance(path, Path) or getattr(store.dialect, "name", "") != "sqlite" or str(path) == ":memory:":
+        raise ValueError("deferred assembly needs a SQLite store file (a PostgreSQL deployment scales by "
+                         "running more receivers instead)")
+    return path.with_name(path.name + ".inbox")
+
+
+@dataclass(frozen=True)
+class Backlog:
+    entries: int
+    spans: int
+    failed_entries: int
+    failed_spans: int
+
+
+class Inbox:
+    """The inbox file. Thread-safe for the receiver's use (one writer at a time: the group commit writer)."""
+
+    def __init__(self, path: Path | str, synchronous: str = "NORMAL") -> None:
+        self.path = Path(path)
+        self._synchronous = synchronous
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._conn.execute("PRAGMA busy_timeout = 30000")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute(f"PRAGMA synchronous = {synchronous}")
+        self._conn.execute(_SCHEMA)
+
+    def put(self, rows: Sequence[SpanRow], now_ns: int | None = None) -> None:
+        """One entry, committed when this returns."""
+        body = encode(rows)
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("INSERT INTO inbox (received_ns, spans, format, body) VALUES (?, ?, ?, ?)",
+                                   (now_ns or time.time_ns(), len(rows), FORMAT, body))
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def take(self, max_spans: int = DEFAULT_BATCH_SPANS) -> list[tuple[int, bytes, int]]:
+        """The oldest entries not marked failed, as (id, body, attempts), up to ``max_spans`` spans (at least one
+        entry). They stay in the inbox until :meth:`done`."""
+        taken: list[tuple[int, bytes, int]] = []
+        spans = 0
+        with self._lock:
+            for entry_id, count, body, attempts in self._conn.execute(
+                    "SELECT id, spans, body, attempts FROM inbox WHERE failed IS NULL ORDER BY id LIMIT 4096"):
+                if taken and spans + count > max_spans:
+                    break
+                taken.append((entry_id, body, attempts))
+                spans += count
+        return taken
+
+    def done(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                self._conn.execute(f"DELETE FROM inbox WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+
+    def attempted(self, entry_id: int, error: str | None) -> None:
+        """One more failed attempt of an entry stored alone; ``error`` set: it is marked failed."""
+        with self._lock:
+            self._conn.execute("UPDATE inbox SET attempts = attempts + 1, failed = ? WHERE id = ?",
+                               (error, entry_id))
+
+    def backlog(self) -> Backlog:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT count(*) FILTER (WHERE failed IS NULL), coalesce(sum(spans) FILTER (WHERE failed IS NULL), 0),"
+                " count(*) FILTER (WHERE failed IS NOT NULL),"
+                " coalesce(sum(spans) FILTER (WHERE failed IS NOT NULL), 0) FROM inbox").fetchone()
+        return Backlog(*row)
+
+    def oldest_ns(self) -> int | None:
+        """When the oldest entry still to assemble was received (None: nothing waits)."""
+        with self._lock:
+            row = self._conn.execute("SELECT min(received_ns) FROM inbox WHERE failed IS NULL").fetchone()
+        return int(row[0]) if row[0] is not None else None
+
+    def failed_items(self, limit: int = 50) -> list[tuple[int, int, int, str]]:
+        """The entries marked failed, oldest first: (id, received_ns, spans, error)."""
+        with self._lock:
+            return [(int(a), int(b), int(c), str(d)) for a, b, c, d in self._conn.execute(
+                "SELECT id, received_ns, spans, failed FROM inbox WHERE failed IS NOT NULL ORDER BY id LIMIT ?",
+                (limit,))]
+
+    def retry_failed(self) -> int:
+        """Give the entries marked failed back to the assembler (after the cause is fixed); how many."""
+        with self._lock:
+            return int(self._conn.execute(
+                "UPDATE inbox SET failed = NULL, attempts = 0 WHERE failed IS NOT NULL").rowcount)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class StagingPipeline:
+    """The group commit writer's pipeline in deferred mode: translation is the real pipeline's, and "storing" a
+    group's rows is committing them as one inbox entry (then the assembler is woken)."""
+
+    def __init__(self, pipeline: Any, inbox: Inbox, wake: Callable[[], None]) -> None:
+        self.pipeline = pipeline
+        self.inbox = inbox
+        self.wake = wake
+
+    def translate_spans(self, spans: Iterable[SpanData], project: str = DEFAULT_PROJECT,
+                        result: IngestResult | None = None) -> list[SpanRow]:
+        rows: list[SpanRow] = self.pipeline.translate_spans(spans, project, result)
+        return rows
+
+    def ingest_rows(self, translated: Sequence[SpanRow], result: IngestResult | None = None) -> IngestResult:
+        self.inbox.put(translated)
+        self.wake()
+        return result if result is not None else IngestResult()
+
+
+# ------------------------------------------------------------------------------------------------- assembler
+
+
+class Assembler:
+    """Takes inbox entries and stores them with ``pipeline.ingest_rows``; see the module's docstring."""
+
+    def __init__(self, pipeline: Any, inbox: Inbox, *, batch_spans: int = DEFAULT_BATCH_SPANS,
+                 sleep: Callable[[float], object] = time.sleep) -> None:
+        self.pipeline = pipeline
+        self.inbox = inbox
+        self.batch_spans = batch_spans
+        self.stats: Counter[str] = Counter()
+        self._sleep = sleep
+        self._backoff = 0.0
+
+    def step(self) -> int:
+        """Assemble one batch; the number of entries taken (0: the inbox is empty)."""
+        entries = self.inbox.take(self.batch_spans)
+        if not entries:
+            return 0
+        decoded: list[tuple[int, list[SpanRow], int]] = []
+        for entry_id, body, attempts in entries:
+            try:
+                decoded.append((entry_id, decode(body), attempts))
+            except InboxError as exc:
+                self._failed(entry_id, None, str(exc))
+        rows = [row for _, entry_rows, _ in decoded for row in entry_rows]
+        if not rows:
+            return len(entries)
+        try:
+            self.pipeline.ingest_rows(rows)
+        except Exception as exc:
+            self.stats["failed_batches"] += 1
+            if _store_failing(exc):
+                self._wait(exc, len(rows))
+            elif len(decoded) == 1:
+                self._alone_failed(decoded[0], exc)
+            else:
+                log.warning("assembling %d inbox entries (%d spans) failed (%r): each is stored alone",
+                            len(decoded), len(rows), exc)
+                self._one_by_one(decoded)
+            return len(entries)
+        self._stored([entry_id for entry_id, _, _ in decoded], len(rows))
+        return len(entries)
+
+    def _stored(self, ids: list[int], spans: int) -> None:
+        self.inbox.done(ids)
+        self._backoff = 0.0
+        self.stats["batches"] += 1
+        self.stats["entries"] += len(ids)
+        self.stats["spans"] += spans
+
+    def _pause(self) -> float:
+        self._backoff = min(MAX_BACKOFF_S, max(0.5, self._backoff * 2))
+        self._sleep(self._backoff)
+        return self._backoff
+
+    def _wait(self, exc: Exception, spans: int) -> None:
+        """The store itself fails (locked, full, unreadable): nothing is marked, the batch is tried again."""
+        self.stats["store_failures"] += 1
+        log.warning("the store failed while assembling %d span(s) (%r); retrying after %.1f s", spans, exc,
+                    min(MAX_BACKOFF_S, max(0.5, self._backoff * 2)))
+        self._pause()
+
+    def _one_by_one(self, decoded: list[tuple[int, list[SpanRow], int]]) -> None:
+        for entry in decoded:
+            for row in entry[1]:  # as translated: the failed transaction gave them keys
+                row.custom_id = row.version = None
+            try:
+                self.pipeline.ingest_rows(entry[1])
+            except Exception as exc:
+                if _store_failing(exc):  # not this entry's fault: the rest wait for the next attempt
+                    self._wait(exc, len(entry[1]))
+                    return
+                self._alone_failed(entry, exc)
+            else:
+                self._stored([entry[0]], len(entry[1]))
+
+    def _alone_failed(self, entry: tuple[int, list[SpanRow], int], exc: Exception) -> None:
+        """This entry's own rows fail: after ``ATTEMPTS`` attempts it is marked failed (kept, counted)."""
+        entry_id, rows, attempts = entry
+        if attempts + 1 >= ATTEMPTS:
+            self._failed(entry_id, rows, f"{exc!r}")
+            return
+        self.inbox.attempted(entry_id, None)
+        log.warning("an inbox entry of %d span(s) failed to assemble (attempt %d of %d; retrying after %.1f s): "
+                    "%r", len(rows), attempts + 1, ATTEMPTS, min(MAX_BACKOFF_S, max(0.5, self._backoff * 2)),
+                    exc)
+        self._pause()
+
+    def _failed(self, entry_id: int, rows: list[SpanRow] | None, error: str) -> None:
+        self.inbox.attempted(entry_id, error[:2000])
+        count = len(rows) if rows is not None else 0
+        self.stats["failed_entries"] += 1
+        self.stats["failed_spans"] += count
+        try:
+            with self.pipeline.store.transaction() as tx:
+                tx.add_counter("inbox_failed_entries", 1)
+                if count:
+                    tx.add_counter("inbox_failed_spans", count)
+        except Exception:
+            log.exception("could not count a failed inbox entry")
+        log.error("an inbox entry of %d span(s) could not be assembled and is kept in %s, marked failed: %s",
+                  count, self.inbox.path, error)
+
+
+def _store_failing(exc: BaseException) -> bool:
+    """Whether an error is the store's own (SQLite's OperationalError: locked, disk full, I/O), not the rows'."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, sqlite3.OperationalError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate: bool = False,
+                  batch_spans: int = DEFAULT_BATCH_SPANS, sweep_interval: float = 30.0,
+                  control: Any = None, niceness: int = 5) -> None:
+    """The assembler process's main. ``control`` (its stdin) brings a byte for each wake-up; at its end (the
+    receiver closed it, or is gone) the assembler empties the inbox and returns."""
+    if niceness:
+        with contextlib.suppress(OSError):
+            os.nice(niceness)  # acknowledgements (the receiver process) come first
+    from galtea_otel.pipeline import Pipeline
+    from galtea_otel.store import open_store
+
+    store = open_store(store_url)
+    pipeline = Pipeline(store, settings, sync=sync)
+    pipeline.evaluate = evaluate
+    inbox = Inbox(inbox_path(store), getattr(store, "synchronous", "NORMAL"))
+    assembler = Assembler(pipeline, inbox, batch_spans=batch_spans)
+    wake, stop = threading.Event(), threading.Event()
+
+    def listen() -> None:
+        while control is not None and control.read(1):
+            wake.set()
+        stop.set()
+        wake.set()
+
+    threading.Thread(target=listen, name="galtea-otel-assembler-control", daemon=True).start()
+    last_sweep = time.monotonic()
+    try:
+        while True:
+            wake.clear()
+            if assembler.step():
+                continue
+            if time.monotonic() - last_sweep >= sweep_interval:  # the inbox was empty just now
+                last_sweep = time.monotonic()
+                try:
+                    counts = pipeline.sweep()
+                    if any(counts.values()):
+                        log.info("sweep: %s", counts)
+                except Exception:
+                    log.exception("sweep failed; retrying in %.0f s", sweep_interval)
+            if stop.is_set():
+                break
+            wake.wait(min(1.0, sweep_interval))
+    finally:
+        log.info("assembler: %d span(s) in %d batch(es); %d entr(ies) failed", assembler.stats["spans"],
+                 assembler.stats["batches"], assembler.stats["failed_entries"])
+        inbox.close()
+        store.close()
+
+
+def main() -> None:
+    """``python -m galtea_otel.serve.inbox`` with a JSON object of :func:`run_assembler`'s arguments."""
+    import dataclasses
+    import json
+    import sys
+
+    from galtea_otel.settings import PipelineSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = json.loads(sys.argv[1])
+    fields = {f.name for f in dataclasses.fields(PipelineSettings)}
+    settings = PipelineSettings(**{k: v for k, v in args.pop("settings").items() if k in fields})
+    run_assembler(args.pop("store_url"), settings, control=sys.stdin.buffer, **args)
+
+
+class AssemblerProcess:
+    """The assembler as a child process (``python -m galtea_otel.serve.inbox``), restarted when it dies;
+    :meth:`stop` lets it empty the inbox for at most ``timeout`` seconds. It is woken through its stdin, and
+    told to finish by the end of it: a receiver killed outright leaves an assembler that drains and exits."""
+
+    def __init__(self, store_url: str, settings: Any, *, sync: bool = False, evaluate: bool = False,
+                 batch_spans: int = DEFAULT_BATCH_SPANS, sweep_interval: float = 30.0) -> None:
+        import dataclasses
+        import json
+
+        self._args = json.dumps({"store_url": store_url, "settings": dataclasses.asdict(settings), "sync": sync,
+                                 "evaluate": evaluate, "batch_spans": batch_spans,
+                                 "sweep_interval": sweep_interval})
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._watch: threading.Thread | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        self._spawn()
+        self._watch = threading.Thread(target=self._watch_loop, name="galtea-otel-assembler-watch", daemon=True)
+        self._watch.start()
+
+    def _spawn(self) -> None:
+        import sys
+
+        with self._lock:
+            self._process = subprocess.Popen([sys.executable, "-m", "galtea_otel.serve.inbox", self._args],
+                                             stdin=subprocess.PIPE)
+
+    def _watch_loop(self) -> None:
+        while not self._stopping.wait(0.5):
+            process = self._process
+            if process is None or process.poll() is None:
+                continue
+            self.restarts += 1
+            log.error("the assembler process exited (code %s); restarting it", process.returncode)
+            if self._stopping.wait(min(5.0, 0.5 * self.restarts)):
+                return
+            self._spawn()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def wake(self) -> None:
+        with self._lock:
+            process = self._process
+            if process is None or process.stdin is None:
+                return
+            with contextlib.suppress(OSError, ValueError):  # it died: the watcher restarts it
+                process.stdin.write(b"w")
+                process.stdin.flush()
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """True when the assembler emptied the inbox and exited in time; else it is killed (what it had not
+        stored stays in the inbox for the next start)."""
+        self._stopping.set()
+        if self._watch is not None:
+            self._watch.join()
+        with self._lock:
+            process = self._process
+        if process is None:
+            return True
+        if process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("the assembler did not finish within %.0f s: stopped; the inbox keeps the rest", timeout)
+            process.kill()
+            process.wait()
+            return False
+        return process.returncode == 0
+
+
+if __name__ == "__main__":
+    main()
