@@ -18,7 +18,8 @@
 - *galtea in process*: gunzip + decode + ``Pipeline.ingest`` (for reference: the receiver minus HTTP);
 - rounds are interleaved (floor, 1 client, 4 clients, in process; again), figures are medians with min-max;
 - *ready*: from process start to the "ready" log line; *idle RSS*: resident memory after it idled a second;
-- *stream*: ``--stream`` spans pushed through one receiver, its resident memory sampled all along;
+- *stream*: ``--stream`` spans pushed through one receiver, its resident memory sampled all along (inline, then
+  deferred: the receiver's and the assembler's together, until the inbox is empty);
 - *--assemble deferred*, in the same rounds: this tree's receiver acknowledging once a request's rows are
   committed to the store's inbox (``galtea_otel.serve.inbox``), a second process assembling them; its
   *acknowledged* rate (first request to last acknowledgement) and its *assembled* rate (first request until the
@@ -34,6 +35,7 @@ Bars (issues 3 and 9): durable >= 0.6x the floor on the interleaved workload; 4 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import gzip
 import http.client
@@ -206,11 +208,19 @@ class ReceiverProcess:
         self.ready_seconds = time.perf_counter() - started
         threading.Thread(target=self.process.stderr.read, daemon=True).start()  # keep the pipe drained
 
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+    def rss_mb(self, children: bool = False) -> float:
+        """Resident memory of the receiver (``children``: plus its child processes', the assembler's)."""
+        pids = [self.process.pid]
+        if children:
+            for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+                pids += [int(p) for p in (task / "children").read_text().split()]
+        total = 0.0
+        for pid in pids:
+            with contextlib.suppress(FileNotFoundError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) / 1024
+        return total
 
     def stop(self) -> None:
         self.process.terminate()
@@ -285,6 +295,37 @@ def summary(values: list[float], unit: str = "spans/s") -> str:
 def ratio(values: list[float], floors: list[float]) -> str:
     ratios = [v / f for v, f in zip(values, floors, strict=True)]
     return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def stream(folder: Path, base: ExportTraceServiceRequest, count: int, synchronous: str, mode: str) -> str:
+    """``count`` spans through one receiver from 4 clients, its memory sampled every 0.5 s (deferred: with the
+    assembler's, until the inbox is empty)."""
+    receiver = ReceiverProcess(folder, "stream-" + mode, synchronous, extra=("--assemble", mode))
+    generator = batch_bodies(base, count // BATCH, offset=100_000)
+    lock = threading.Lock()
+
+    def next_body() -> bytes | None:
+        with lock:
+            return next(generator, None)
+
+    samples: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.5):
+            samples.append(receiver.rss_mb(children=True))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    spans, seconds = push(receiver.port, next_body, 4)
+    if mode == "deferred":
+        receiver.wait_assembled()
+    done.set()
+    sampler.join()
+    receiver.stop()
+    tail = samples[len(samples) // 2 :] or samples
+    return (f"min {min(samples):.0f} / max {max(samples):.0f} MB; second half {min(tail):.0f}-{max(tail):.0f} MB "
+            f"({spans:,} spans, {spans / seconds:,.0f} spans/s acknowledged)")
 
 
 def main() -> None:
@@ -396,33 +437,10 @@ def main() -> None:
                     rates[clients], rates[clients + label])
         results["ready after start"] = f"{statistics.median(ready):.2f} s, max {max(ready):.2f} s (bar 1 s)"
         results["idle RSS"] = f"{statistics.median(idle):.0f} MB, max {max(idle):.0f} MB (bar 80 MB)"
-        if args.stream:
-            receiver = ReceiverProcess(folder, "stream", args.synchronous)
-            generator = batch_bodies(base, args.stream // BATCH, offset=100_000)
-            lock = threading.Lock()
-
-            def next_body() -> bytes | None:
-                with lock:
-                    return next(generator, None)
-
-            samples: list[float] = []
-            done = threading.Event()
-
-            def sample() -> None:
-                while not done.wait(0.5):
-                    samples.append(receiver.rss_mb())
-
-            sampler = threading.Thread(target=sample)
-            sampler.start()
-            spans, seconds = push(receiver.port, next_body, 4)
-            done.set()
-            sampler.join()
-            receiver.stop()
-            tail = samples[len(samples) // 2 :] or samples
-            results[f"RSS while {spans:,} spans stream"] = (
-                f"min {min(samples):.0f} / max {max(samples):.0f} MB; second half {min(tail):.0f}-"
-                f"{max(tail):.0f} MB ({spans / seconds:,.0f} spans/s)"
-            )
+        for mode in ("inline", "deferred") if args.stream else ():
+            what = "receiver" if mode == "inline" else "receiver + assembler"
+            results[f"RSS while {args.stream:,} spans stream, --assemble {mode} ({what})"] = stream(
+                folder, base, args.stream, args.synchronous, mode)
     width = max(map(len, results))
     for name, value in results.items():
         print(f"{name:<{width}}  {value}")

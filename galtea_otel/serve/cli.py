@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import click
 
-from galtea_otel.serve.options import DEFAULT_GRPC, DEFAULT_HTTP, DEFAULT_MAX_BODY_BYTES
+from galtea_otel.serve.options import DEFAULT_ASSEMBLE_SPANS, DEFAULT_GRPC, DEFAULT_HTTP, DEFAULT_MAX_BODY_BYTES
 
 
 @click.command(
@@ -158,6 +158,14 @@ from galtea_otel.serve.options import DEFAULT_GRPC, DEFAULT_HTTP, DEFAULT_MAX_BO
     "behind (SQLite stores).",
 )
 @click.option(
+    "--assemble-batch-spans",
+    type=click.IntRange(min=1),
+    default=DEFAULT_ASSEMBLE_SPANS,
+    show_default=True,
+    help="With --assemble deferred: the most spans assembled in one transaction (larger: cheaper per span, "
+    "more memory in the assembler process).",
+)
+@click.option(
     "--evaluators",
     "evaluators_spec",
     metavar="MODULE:ATTR",
@@ -204,6 +212,7 @@ def serve(
     ui_port: int,
     evaluators_spec: tuple[str, ...] = (),
     assemble: str = "inline",
+    assemble_batch_spans: int = DEFAULT_ASSEMBLE_SPANS,
 ) -> None:
     import dataclasses
 
@@ -240,6 +249,7 @@ def serve(
             settings=dataclasses.replace(PipelineSettings(), **overrides),  # type: ignore[arg-type]
             redact_secrets=redact_secrets,
             assemble=assemble,
+            assemble_batch_spans=assemble_batch_spans,
         )
         options.check()
         if tokens_file:
