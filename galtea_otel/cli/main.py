@@ -706,7 +706,8 @@ def inbox(ctx: click.Context, retry_failed: bool, as_json: bool) -> None:
         raise CliError(str(exc)) from None
     if not path.exists():
         if as_json:
-            _echo_json({"inbox": None, "entries": 0, "spans": 0, "failed_entries": 0, "failed_spans": 0})
+            _echo_json({"inbox": None, "entries": 0, "spans": 0, "oldest_received_ns": None, "failed_entries": 0,
+                        "failed_spans": 0, "retried": 0, "failed": []})
         else:
             click.echo(f"no inbox at {path}: the receiver assembles inline (serve --assemble inline)")
         return

@@ -350,4 +350,7 @@ def test_the_inbox_command_without_an_inbox(tmp_path: Path) -> None:
     open_store(url).close()
     shown = command_exit(["--store", url, "inbox"])
     assert shown.returncode == 0 and "assembles inline" in shown.stdout
+    as_json = command_exit(["--store", url, "inbox", "--json"])
+    assert json.loads(as_json.stdout) == {"inbox": None, "entries": 0, "spans": 0, "oldest_received_ns": None,
+                                          "failed_entries": 0, "failed_spans": 0, "retried": 0, "failed": []}
     assert not (tmp_path / "s.db.inbox").exists()
