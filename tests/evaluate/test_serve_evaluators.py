@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -26,12 +28,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_the_receiver_runs_its_evaluators_when_a_session_ends(tmp_path: Path) -> None:
+@pytest.mark.parametrize("assemble", ["inline", "deferred"])
+def test_the_receiver_runs_its_evaluators_when_a_session_ends(tmp_path: Path, assemble: str) -> None:
+    """Deferred assembly too: the session ends in the assembler process, the receiver's runner evaluates it."""
     url = f"sqlite:///{tmp_path / 'served.db'}"
     port = _free_port()
     command = [sys.executable, "-c", "from galtea_otel.cli.main import main; main()", "serve", "--store", url,
                "--http", f"127.0.0.1:{port}", "--grpc", "off",
-               "--evaluators", "tests.evaluate.evals_module:EVALUATORS"]
+               "--evaluators", "tests.evaluate.evals_module:EVALUATORS", "--assemble", assemble]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
