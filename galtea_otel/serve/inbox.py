@@ -56,7 +56,8 @@ from galtea_otel.translate.row import COLUMNS, DEFAULT_PROJECT, SpanRow
 
 log = logging.getLogger("galtea_otel.serve")
 
-FORMAT = 1
+FORMAT = 1  # an entry's body: the pickle below (the ``format`` column, per entry)
+SCHEMA = 1  # the inbox file's tables (PRAGMA user_version)
 ATTEMPTS = 3  # an entry that fails alone this many times is marked failed (kept, counted)
 DEFAULT_BATCH_SPANS = DEFAULT_ASSEMBLE_SPANS
 MAX_BACKOFF_S = 30.0
@@ -81,6 +82,8 @@ def encode(rows: Sequence[SpanRow]) -> bytes:
 
 
 def decode(body: bytes) -> list[SpanRow]:
+    if not body:
+        raise InboxError(f"an inbox entry of a body format this galtea-otel does not read (it reads {FORMAT})")
     try:
         columns, values = _NoGlobals(io.BytesIO(body)).load()
     except InboxError:
@@ -128,7 +131,14 @@ class Inbox:
         self._conn.execute("PRAGMA busy_timeout = 30000")
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute(f"PRAGMA synchronous = {synchronous}")
+        found = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        if found > SCHEMA:
+            self._conn.close()
+            raise InboxError(f"{self.path} has inbox schema {found}, newer than this galtea-otel's ({SCHEMA}): "
+                             "upgrade galtea-otel")
         self._conn.execute(_SCHEMA)
+        if found < SCHEMA:
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA}")
 
     def put(self, rows: Sequence[SpanRow], now_ns: int | None = None) -> None:
         """One entry, committed when this returns."""
@@ -145,15 +155,17 @@ class Inbox:
 
     def take(self, max_spans: int = DEFAULT_BATCH_SPANS) -> list[tuple[int, bytes, int]]:
         """The oldest entries not marked failed, as (id, body, attempts), up to ``max_spans`` spans (at least one
-        entry). They stay in the inbox until :meth:`done`."""
+        entry). They stay in the inbox until :meth:`done`. An entry of a body format this release does not know
+        comes back with an empty body (it is marked failed, kept for a release that reads it)."""
         taken: list[tuple[int, bytes, int]] = []
         spans = 0
         with self._lock:
-            for entry_id, count, body, attempts in self._conn.execute(
-                    "SELECT id, spans, body, attempts FROM inbox WHERE failed IS NULL ORDER BY id LIMIT 4096"):
+            for entry_id, count, fmt, body, attempts in self._conn.execute(
+                    "SELECT id, spans, format, body, attempts FROM inbox WHERE failed IS NULL ORDER BY id"
+                    " LIMIT 4096"):
                 if taken and spans + count > max_spans:
                     break
-                taken.append((entry_id, body, attempts))
+                taken.append((entry_id, body if fmt == FORMAT else b"", attempts))
                 spans += count
         return taken
 

@@ -325,14 +325,23 @@ def test_entries_read_back_by_column_name_and_refuse_globals(tmp_path: Path) -> 
         conn.execute("INSERT INTO inbox (received_ns, spans, format, body) VALUES (1, 3, 1, ?)",
                      (pickle.dumps((COLUMNS, [os.getcwd]), protocol=5),))
         conn.commit()
+        conn.execute("INSERT INTO inbox (received_ns, spans, format, body) VALUES (1, 1, 2, x'00')")  # a later format
+        conn.commit()
     inbox.put(translated)
     assembler = Assembler(pipeline, inbox, sleep=lambda s: None)
-    assert assembler.step() == 2
+    assert assembler.step() == 3
     assert [s.custom_id for s in store.list_sessions(limit=10)] == ["named-00"]
     backlog = inbox.backlog()
-    assert (backlog.entries, backlog.failed_entries) == (0, 1)
-    assert store.counters().get("inbox_failed_entries") == 1
+    assert (backlog.entries, backlog.failed_entries) == (0, 2)
+    assert store.counters().get("inbox_failed_entries") == 2
+    with contextlib.closing(sqlite3.connect(inbox.path)) as conn:
+        errors = [r[0] for r in conn.execute("SELECT failed FROM inbox ORDER BY id")]
+    assert "refused" in errors[0] and "format" in errors[1]
     inbox.close()
+    with contextlib.closing(sqlite3.connect(inbox.path)) as conn:  # an inbox of a later release is refused
+        conn.execute("PRAGMA user_version = 2")
+    with pytest.raises(InboxError, match="newer"):
+        Inbox(inbox.path)
     store.close()
 
 
