@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -76,13 +77,15 @@ def test_in_app_sync_sends_from_a_background_thread(fake: Fake, tmp_path: Path) 
     assert not any(t.name == "galtea-otel-sync" and t.is_alive() for t in threading.enumerate())
 
 
-def test_the_receiver_runs_the_sync_worker(fake: Fake, tmp_path: Path) -> None:
+@pytest.mark.parametrize("assemble", ["inline", "deferred"])
+def test_the_receiver_runs_the_sync_worker(fake: Fake, tmp_path: Path, assemble: str) -> None:
+    """With deferred assembly, the assembler process enqueues the session, the receiver's worker sends it."""
     api, url = fake
     api.add_version(PRODUCT, "3.0")
     api.fail("POST", "sessions", "status", status=429, retry_after="0", times=2)
     store_url = f"sqlite:///{tmp_path / 'receiver.db'}"
     options = ServeOptions(store_url=store_url, http=Address("127.0.0.1", 0), grpc=None, sweep_interval=3600.0,
-                           shutdown_grace=5.0)
+                           shutdown_grace=5.0, assemble=assemble)
     with start_in_thread(options, galtea=sync_config(url, poll_interval_s=0.1)) as receiver:
         assert receiver.sync_worker is not None and receiver.sync_worker.is_alive()
         assert receiver.http_address is not None
