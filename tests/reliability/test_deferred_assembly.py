@@ -153,6 +153,9 @@ def test_acknowledged_requests_survive_the_receiver_and_assembler_killed(tmp_pat
     inbox = Path(str(db) + ".inbox")
     assert _count(inbox, "SELECT coalesce(sum(spans), 0) FROM inbox") == 400
     assert _count(db, "SELECT count(*) FROM spans") == 0
+    listed = command_exit(["--store", url, "sessions", "list"])
+    assert listed.returncode == 0 and "No sessions yet" in listed.stdout
+    assert "400 span(s) received by `serve --assemble deferred` are not assembled yet" in listed.stderr
     with ServeProcess(url, "--assemble", "deferred"):
         deadline = time.monotonic() + 60
         while _count(inbox, "SELECT count(*) FROM inbox") and time.monotonic() < deadline:
