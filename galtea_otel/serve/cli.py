@@ -8,7 +8,13 @@ from collections.abc import Iterator
 
 import click
 
-from galtea_otel.serve.options import DEFAULT_ASSEMBLE_SPANS, DEFAULT_GRPC, DEFAULT_HTTP, DEFAULT_MAX_BODY_BYTES
+from galtea_otel.serve.options import (
+    DEFAULT_ASSEMBLE_SPANS,
+    DEFAULT_GRPC,
+    DEFAULT_HTTP,
+    DEFAULT_INBOX_SPANS,
+    DEFAULT_MAX_BODY_BYTES,
+)
 
 
 @click.command(
@@ -166,6 +172,13 @@ from galtea_otel.serve.options import DEFAULT_ASSEMBLE_SPANS, DEFAULT_GRPC, DEFA
     "more memory in the assembler process).",
 )
 @click.option(
+    "--inbox-max-spans",
+    type=click.IntRange(min=1),
+    default=DEFAULT_INBOX_SPANS,
+    show_default=True,
+    help="With --assemble deferred: past this many spans waiting to be assembled, answer 503 (clients retry).",
+)
+@click.option(
     "--evaluators",
     "evaluators_spec",
     metavar="MODULE:ATTR",
@@ -213,6 +226,7 @@ def serve(
     evaluators_spec: tuple[str, ...] = (),
     assemble: str = "inline",
     assemble_batch_spans: int = DEFAULT_ASSEMBLE_SPANS,
+    inbox_max_spans: int = DEFAULT_INBOX_SPANS,
 ) -> None:
     import dataclasses
 
@@ -250,6 +264,7 @@ def serve(
             redact_secrets=redact_secrets,
             assemble=assemble,
             assemble_batch_spans=assemble_batch_spans,
+            inbox_max_spans=inbox_max_spans,
         )
         options.check()
         if tokens_file:

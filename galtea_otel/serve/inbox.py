@@ -21,6 +21,9 @@ in the inbox, marked failed with its error (``failed`` column), counted as ``inb
 itself fails (SQLite's OperationalError: locked past the busy timeout, disk full, I/O), the assembler backs off
 (0.5 s doubling to 30 s) and tries the same entries again, without counting an attempt against any of them.
 
+While the inbox holds more than ``--inbox-max-spans`` spans not assembled yet (1,000,000), requests are answered
+503 / UNAVAILABLE with Retry-After, as when the store is slow: the clients keep their spans and retry.
+
 Readers see a request once it is assembled: under a steady load that is a batch behind (well under a second on
 this machine); :meth:`Inbox.backlog` tells how far behind, and ``galtea-otel inbox`` shows it (with the entries
 marked failed, and ``--retry-failed`` to give them back once the cause is fixed). Only a SQLite store
@@ -49,7 +52,8 @@ from pathlib import Path
 from typing import Any
 
 from galtea_otel.pipeline import IngestResult
-from galtea_otel.serve.options import DEFAULT_ASSEMBLE_SPANS
+from galtea_otel.serve.options import DEFAULT_ASSEMBLE_SPANS, DEFAULT_INBOX_SPANS
+from galtea_otel.serve.writer import StoreUnavailable
 from galtea_otel.spandata import SpanData
 from galtea_otel.store.rows import row_from_tuple, row_to_tuple
 from galtea_otel.translate.row import COLUMNS, DEFAULT_PROJECT, SpanRow
@@ -216,15 +220,34 @@ class Inbox:
 
 class StagingPipeline:
     """The group commit writer's pipeline in deferred mode: translation is the real pipeline's, and "storing" a
-    group's rows is committing them as one inbox entry (then the assembler is woken)."""
+    group's rows is committing them as one inbox entry (then the assembler is woken).
 
-    def __init__(self, pipeline: Any, inbox: Inbox, wake: Callable[[], None]) -> None:
+    Backpressure: while the inbox holds more than ``max_spans`` spans not assembled yet (read at most every
+    ``check_every_s``), a request is refused before it is translated with :class:`StoreUnavailable` (503 +
+    ``Retry-After`` / UNAVAILABLE: the client keeps its spans and retries), so a receiver acknowledging faster
+    than it assembles does not fill the disk."""
+
+    def __init__(self, pipeline: Any, inbox: Inbox, wake: Callable[[], None], *,
+                 max_spans: int = DEFAULT_INBOX_SPANS, check_every_s: float = 0.5) -> None:
         self.pipeline = pipeline
         self.inbox = inbox
         self.wake = wake
+        self.max_spans = max_spans
+        self.check_every_s = check_every_s
+        self.refused = 0
+        self._checked = float("-inf")
+        self._waiting = 0
 
     def translate_spans(self, spans: Iterable[SpanData], project: str = DEFAULT_PROJECT,
                         result: IngestResult | None = None) -> list[SpanRow]:
+        now = time.monotonic()
+        if now - self._checked >= self.check_every_s:
+            self._checked = now
+            self._waiting = self.inbox.backlog().spans
+        if self._waiting > self.max_spans:
+            self.refused += 1
+            raise StoreUnavailable(f"the inbox holds {self._waiting} span(s) not assembled yet (more than "
+                                   f"{self.max_spans}): retry later")
         rows: list[SpanRow] = self.pipeline.translate_spans(spans, project, result)
         return rows
 

@@ -18,6 +18,9 @@ DEFAULT_GROUP_BYTES = 64 * 1024 * 1024
 # with 1 KB inputs and outputs: about 95 MB resident at 4,000, 160 MB at 16,000) and its cost per span falls
 # (about 0.8x a single 1,200-span request's at 4,800, 0.65x at 12,000).
 DEFAULT_ASSEMBLE_SPANS = 8_000
+# Deferred assembly: past this many spans waiting in the inbox, requests are refused with 503 (about 1 GB of
+# inbox for 1 KB inputs and outputs, a few minutes of assembly).
+DEFAULT_INBOX_SPANS = 1_000_000
 
 
 class ConfigError(ValueError):
@@ -100,7 +103,8 @@ class ServeOptions:
       one transaction (``galtea_otel.serve.writer``), up to this many spans and bytes of row text in it.
     - ``assemble``: ``inline`` (default) answers a request once its records are assembled in the store;
       ``deferred`` answers once its rows are committed to the store's inbox, and a second process assembles them,
-      ``assemble_batch_spans`` at a time (``galtea_otel.serve.inbox``; SQLite stores only).
+      ``assemble_batch_spans`` at a time (``galtea_otel.serve.inbox``; SQLite stores only); past
+      ``inbox_max_spans`` spans waiting, requests get 503.
     - ``redact_secrets``: mask common secrets (:func:`galtea_otel.redact.secrets`) in what is stored, for
       telemetry that arrives unmasked (applied when the receiver builds its own pipeline).
     """
@@ -133,6 +137,7 @@ class ServeOptions:
     # inbox, assembled by a second process (galtea_otel.serve.inbox); ``assemble_batch_spans`` per transaction.
     assemble: str = "inline"
     assemble_batch_spans: int = DEFAULT_ASSEMBLE_SPANS
+    inbox_max_spans: int = DEFAULT_INBOX_SPANS
     shutdown_grace: float = 30.0
     settings: PipelineSettings = field(default_factory=PipelineSettings)
     redact_secrets: bool = False
@@ -157,8 +162,8 @@ class ServeOptions:
         if self.assemble == "deferred" and (self.store_url or "").startswith(("postgresql:", "postgres:")):
             raise ConfigError("--assemble deferred needs a SQLite store (its inbox is a file beside it); a "
                               "PostgreSQL deployment scales by running more receivers")
-        if self.assemble_batch_spans <= 0:
-            raise ConfigError("the assembler's batch size must be positive")
+        if self.assemble_batch_spans <= 0 or self.inbox_max_spans <= 0:
+            raise ConfigError("the assembler's batch size and the inbox's limit must be positive")
         if self.group_max_spans <= 0 or self.group_max_bytes <= 0:
             raise ConfigError("the group commit limits must be positive")
         if self.max_connections <= 0 or self.max_connections_per_client <= 0:

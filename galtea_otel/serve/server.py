@@ -126,7 +126,8 @@ class Receiver:
                     raise ConfigError("deferred assembly needs the receiver to open its own store")
                 self._start_assembler(owned_store)
                 assert self.inbox is not None and self.assembler is not None
-                staging = StagingPipeline(pipeline, self.inbox, self.assembler.wake)
+                staging = StagingPipeline(pipeline, self.inbox, self.assembler.wake,
+                                          max_spans=options.inbox_max_spans)
                 self.writer = group_committer(staging, options.group_max_spans, options.group_max_bytes)
                 ingestor = self.writer if self.writer is not None else pipeline
             if options.http is not None:

@@ -223,6 +223,40 @@ def test_the_assembler_sweeps_after_the_inbox(tmp_path: Path) -> None:
         assert status == {"COMPLETED"}
 
 
+def test_a_full_inbox_answers_503_until_it_is_assembled(tmp_path: Path) -> None:
+    """Backpressure: past ``inbox_max_spans`` spans waiting (the assembler stopped), requests get 503 with
+    Retry-After and nothing of them is stored; once the assembler runs again they are accepted."""
+    import http.client
+
+    spans = sessions(3, "full")
+    bodies = [encode_spans(spans[i * 50:(i + 1) * 50]).SerializeToString() for i in range(3)]
+    with receiver(tmp_path / "d.db", "deferred", inbox_max_spans=40) as late:
+        assert late.assembler is not None and late.assembler.pid is not None and late.http_address is not None
+        os.kill(late.assembler.pid, signal.SIGSTOP)
+        try:
+            def send(body: bytes) -> tuple[int, str | None]:
+                assert late.http_address is not None
+                conn = http.client.HTTPConnection(late.http_address.host, late.http_address.port, timeout=60)
+                conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
+                response = conn.getresponse()
+                response.read()
+                conn.close()
+                return response.status, response.getheader("Retry-After")
+
+            assert send(bodies[0])[0] == 200  # 50 spans waiting now: over the limit
+            time.sleep(0.6)  # the receiver reads the inbox's backlog at most every 0.5 s
+            status, retry_after = send(bodies[1])
+            assert status == 503 and retry_after is not None
+        finally:
+            os.kill(late.assembler.pid, signal.SIGCONT)
+        assert late.wait_assembled(60)
+        time.sleep(0.6)
+        assert send(bodies[1])[0] == 200 and send(bodies[2])[0] == 200
+        assert late.wait_assembled(60)
+        assert len(rows(late)) == 150
+        assert sorted(records(late)) == ["full-00", "full-01", "full-02"]
+
+
 # ------------------------------------------------------------------------------------------ the assembler itself
 
 
