@@ -281,32 +281,12 @@ def sessions_list(
         click.echo("No sessions" + (" matching the filters." if not flt.is_empty else " yet."))
     else:
         _echo_lines(_renderer().sessions_table(found))
-    waiting = _inbox_waiting(store)
+    from galtea_otel.serve.peek import waiting_spans
+
+    waiting = waiting_spans(store)
     if waiting:
         click.echo(f"note: {waiting} span(s) received by `serve --assemble deferred` are not assembled yet "
                    "(galtea-otel inbox)", err=True)
-
-
-def _inbox_waiting(store: Store) -> int:
-    """Spans in the store's inbox not assembled yet (0 without an inbox: read without creating one)."""
-    import sqlite3
-    from pathlib import Path
-
-    path = getattr(store, "path", None)  # galtea_otel.serve.inbox.inbox_path, without importing the pipeline
-    if not isinstance(path, Path) or store.dialect.name != "sqlite":
-        return 0
-    path = path.with_name(path.name + ".inbox")
-    if not path.exists():
-        return 0
-    try:
-        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=5)
-        try:
-            row = conn.execute("SELECT coalesce(sum(spans), 0) FROM inbox WHERE failed IS NULL").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
-    return int(row[0])
 
 
 @sessions.command("show")

@@ -53,6 +53,7 @@ from typing import Any
 
 from galtea_otel.pipeline import IngestResult
 from galtea_otel.serve.options import DEFAULT_ASSEMBLE_SPANS, DEFAULT_INBOX_SPANS
+from galtea_otel.serve.peek import inbox_file
 from galtea_otel.serve.writer import StoreUnavailable
 from galtea_otel.spandata import SpanData
 from galtea_otel.store.rows import row_from_tuple, row_to_tuple
@@ -109,11 +110,11 @@ def decode(body: bytes) -> list[SpanRow]:
 
 def inbox_path(store: Any) -> Path:
     """Where the inbox of this store lives; a store that is not a SQLite file has none (ValueError)."""
-    path = getattr(store, "path", None)
-    if not isinstance(path, Path) or getattr(store.dialect, "name", "") != "sqlite" or str(path) == ":memory:":
+    path = inbox_file(store)
+    if path is None:
         raise ValueError("deferred assembly needs a SQLite store file (a PostgreSQL deployment scales by "
                          "running more receivers instead)")
-    return path.with_name(path.name + ".inbox")
+    return path
 
 
 @dataclass(frozen=True)

@@ -198,7 +198,7 @@ def _session_row(session: Session, lifecycle: str | None) -> str:
 
 
 def sessions_page(page: SessionPage, flt: SessionFilter, *, after: str | None, limit: int,
-                  store_label: str) -> str:
+                  store_label: str, waiting: int = 0) -> str:
     header = ("<tr><th scope=\"col\">Status</th><th scope=\"col\">Session</th>"
               "<th scope=\"col\" title=\"UTC\">Started</th><th scope=\"col\">Version</th>"
               "<th scope=\"col\">User</th><th scope=\"col\">Kind</th><th scope=\"col\">First message</th>"
@@ -231,6 +231,11 @@ def sessions_page(page: SessionPage, flt: SessionFilter, *, after: str | None, l
     if flt.scans:
         scanned = ("<p class=\"note\">Some of these filters are checked session by session, over at most "
                    "5,000 sessions per page.</p>")
+    if waiting:  # serve --assemble deferred: acknowledged, not in these records yet
+        scanned += (f"<p class=\"note\" id=\"inbox-note\">{waiting:,} span{'s' if waiting != 1 else ''} received by"
+                    f" the receiver (<code>serve --assemble deferred</code>) {'is' if waiting == 1 else 'are'} not"
+                    " assembled into sessions yet: the sessions appear here as they are"
+                    " (<code>galtea-otel inbox</code>).</p>")
     summary = f"{len(page)} session{'s' if len(page) != 1 else ''}" + (" (filtered)" if not flt.is_empty else "")
     body = (f"<main id=\"main\" data-view=\"sessions\"><h1>Sessions <span class=\"muted small\">{e(summary)} ·"
             f" {e(store_label)}</span></h1>{_filter_form(flt, limit)}<div class=\"table-area\">{scanned}{table}</div>"

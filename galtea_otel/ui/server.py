@@ -41,6 +41,7 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
+from galtea_otel.serve.peek import waiting_spans
 from galtea_otel.store.base import Store
 from galtea_otel.store.filters import MAX_LIMIT, Cursor, FilterError, SessionFilter, parse_query
 from galtea_otel.sync.outbox import open_outbox
@@ -223,7 +224,7 @@ class UIApp:
             return Response(303, b"", headers=(("Location", "/" + ("?" + urlencode(canonical) if canonical else "")),))
         page = self.store.list_sessions(filter=flt, after=after, limit=limit)
         body = pages.sessions_page(page, flt, after=query.get("after", [None])[0], limit=limit,
-                                   store_label=self.store_label)
+                                   store_label=self.store_label, waiting=waiting_spans(self.store))
         return _html(200, "Sessions", pages.layout("Sessions", body, live=True, page="sessions"))
 
     def _sessions_json(self, query: dict[str, list[str]]) -> Response:

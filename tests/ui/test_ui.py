@@ -376,16 +376,24 @@ assert galtea_otel.shutdown()
 """
 
 
-def test_serve_ui_shows_what_the_receiver_records(tmp_path: Path, watched: Watched) -> None:
+@pytest.mark.parametrize("assemble", ["inline", "deferred"])
+def test_serve_ui_shows_what_the_receiver_records(tmp_path: Path, watched: Watched, assemble: str) -> None:
+    """Deferred assembly too: with the assembler stopped, the live page says spans wait in the inbox; once it
+    runs again the session appears and the note goes."""
+    import os
+    import signal
+
     script = console_script()
     assert script is not None
     store_url = sqlite_url(tmp_path / "served.db")
     proc = subprocess.Popen([script, "--store", store_url, "serve", "--http", "127.0.0.1:0", "--grpc", "off",
-                             "--ui", "--ui-port", "0"], cwd=tmp_path, env=clean_env(None),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+                             "--ui", "--ui-port", "0", "--assemble", assemble], cwd=tmp_path,
+                            env=clean_env(None), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
     try:
         assert proc.stderr is not None
         ui_url = otlp = None
+        assembler = 0
         while ui_url is None or otlp is None:
             line = proc.stderr.readline()
             assert line, "galtea-otel serve --ui exited before it was ready"
@@ -393,15 +401,26 @@ def test_serve_ui_shows_what_the_receiver_records(tmp_path: Path, watched: Watch
                 ui_url = found[1]
             if (ready := re.search(r"OTLP/HTTP on (http://\S+/v1/traces)", line)) is not None:
                 otlp = ready[1]
+            if (child := re.search(r"assembler process (\d+)", line)) is not None:
+                assembler = int(child[1])
+        assert (assembler != 0) == (assemble == "deferred")
         page = watched.page
         page.goto(ui_url)
         assert "No sessions yet" in page.inner_text("main")
+        if assembler:
+            os.kill(assembler, signal.SIGSTOP)
         app = subprocess.run([sys.executable, "-c", EXPORTING_APP, otlp], cwd=tmp_path, env=clean_env(None),
                              capture_output=True, text=True, timeout=120)
         assert app.returncode == 0, app.stderr
+        if assembler:
+            note = page.wait_for_selector("#inbox-note", timeout=30_000)
+            assert note is not None and "are not assembled into sessions yet" in note.inner_text()
+            assert page.query_selector("tr[data-href]") is None
+            os.kill(assembler, signal.SIGCONT)
         row = page.wait_for_selector("tr[data-href*='via-receiver']", timeout=30_000)
         assert row is not None and "hello receiver" in row.inner_text()
         wait_until(lambda: "remote: hello receiver" in _get(ui_url + "api/sessions")[1], what="the API listing")
+        assert page.query_selector("#inbox-note") is None
         watched.assert_clean()
     finally:
         proc.terminate()
