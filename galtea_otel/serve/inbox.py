@@ -99,12 +99,15 @@ def decode(body: bytes) -> list[SpanRow]:
         return [row_from_tuple(v) for v in values]
     known = set(COLUMNS)  # written by another release: by name; a field it did not have keeps its default
     rows = []
-    for v in values:
-        fields = {c: x for c, x in zip(columns, v, strict=True) if c in known}
-        row = SpanRow(**fields)
-        row.abandoned = bool(row.abandoned)
-        row.key_weak = bool(row.key_weak)
-        rows.append(row)
+    try:
+        for v in values:
+            fields = {c: x for c, x in zip(columns, v, strict=True) if c in known}
+            row = SpanRow(**fields)
+            row.abandoned = bool(row.abandoned)
+            row.key_weak = bool(row.key_weak)
+            rows.append(row)
+    except Exception as exc:  # a required field missing, a row of another width
+        raise InboxError(f"an inbox entry whose rows do not fit this release's: {exc!r}") from exc
     return rows
 
 
@@ -282,7 +285,7 @@ class Assembler:
         for entry_id, body, attempts in entries:
             try:
                 decoded.append((entry_id, decode(body), attempts))
-            except InboxError as exc:
+            except Exception as exc:  # kept and marked, never a crash of the assembler on every restart
                 self._failed(entry_id, None, str(exc))
         rows = [row for _, entry_rows, _ in decoded for row in entry_rows]
         if not rows:

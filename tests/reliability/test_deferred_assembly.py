@@ -358,6 +358,10 @@ def test_entries_read_back_by_column_name_and_refuse_globals(tmp_path: Path) -> 
         decode(pickle.dumps((COLUMNS, [os.getcwd]), protocol=5))
     with pytest.raises(InboxError):
         decode(b"not a pickle")
+    with pytest.raises(InboxError, match="do not fit"):  # a release whose rows lack a required field
+        decode(pickle.dumps((["span_id", "name"], [("ab", "x")]), protocol=5))
+    with pytest.raises(InboxError, match="do not fit"):
+        decode(pickle.dumps((["trace_id", "span_id"], [("ab",)]), protocol=5))
     with contextlib.closing(sqlite3.connect(inbox.path)) as conn:  # one unreadable entry among good ones
         conn.execute("INSERT INTO inbox (received_ns, spans, format, body) VALUES (1, 3, 1, ?)",
                      (pickle.dumps((COLUMNS, [os.getcwd]), protocol=5),))
