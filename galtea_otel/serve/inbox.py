@@ -406,8 +406,11 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
     try:
         while True:
             wake.clear()
+            done_before = assembler.stats["entries"] + assembler.stats["failed_entries"]
             if assembler.step():
-                continue
+                if not stop.is_set() or assembler.stats["entries"] + assembler.stats["failed_entries"] > done_before:
+                    continue
+                break  # told to finish while the store refuses everything: the rest stays in the inbox
             if time.monotonic() - last_sweep >= sweep_interval:  # the inbox was empty just now
                 last_sweep = time.monotonic()
                 try:
