@@ -12,8 +12,9 @@ The assembler is a child process (:class:`AssemblerProcess`, lowered priority so
 that takes the oldest entries, up to ``batch_spans`` spans, stores them with one ``Pipeline.ingest_rows`` (one
 transaction in the store) and only then deletes them from the inbox. A crash between the two stores them again
 at the next start, which changes nothing: records are a function of the *set* of spans, and a span stored twice
-is a duplicate. The assembler also runs the receiver's sweep (idle close, held spans), after the inbox is empty
-at that moment, so a session is never closed while its next turn waits in the inbox.
+is a duplicate. The assembler also runs the receiver's sweep (idle close, held spans) at a moment the inbox is
+empty, so a session is not closed while its next turn waits in the inbox, and at the latest one interval past due
+when the inbox never empties.
 
 What the store refuses: a failed batch is retried entry by entry; an entry whose own rows fail three times is kept
 in the inbox, marked failed with its error (``failed`` column), counted as ``inbox_failed_entries`` /
@@ -407,11 +408,11 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
         while True:
             wake.clear()
             done_before = assembler.stats["entries"] + assembler.stats["failed_entries"]
-            if assembler.step():
-                if not stop.is_set() or assembler.stats["entries"] + assembler.stats["failed_entries"] > done_before:
-                    continue
-                break  # told to finish while the store refuses everything: the rest stays in the inbox
-            if time.monotonic() - last_sweep >= sweep_interval:  # the inbox was empty just now
+            taken = assembler.step()
+            # The sweep waits for a moment the inbox is empty (a session is not idle-closed while its next turn
+            # waits here), but never more than one interval past due, so that a receiver that never catches up
+            # still closes idle sessions and settles held spans.
+            if time.monotonic() - last_sweep >= sweep_interval * (2 if taken else 1):
                 last_sweep = time.monotonic()
                 try:
                     counts = pipeline.sweep()
@@ -419,6 +420,10 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
                         log.info("sweep: %s", counts)
                 except Exception:
                     log.exception("sweep failed; retrying in %.0f s", sweep_interval)
+            if taken:
+                if not stop.is_set() or assembler.stats["entries"] + assembler.stats["failed_entries"] > done_before:
+                    continue
+                break  # told to finish while the store refuses everything: the rest stays in the inbox
             if stop.is_set():
                 break
             wake.wait(min(1.0, sweep_interval))
