@@ -112,7 +112,8 @@ class Receiver:
             pipeline, owned_store = _open_pipeline(options, sync=self.galtea is not None)
             self.pipeline = pipeline
         sweeper = Sweeper(pipeline, options.sweep_interval)
-        self.writer = group_committer(pipeline, options.group_max_spans, options.group_max_bytes)
+        if options.assemble == "inline":  # deferred: the writer stores into the inbox, made below
+            self.writer = group_committer(pipeline, options.group_max_spans, options.group_max_bytes)
         ingestor: Ingests = self.writer if self.writer is not None else pipeline
         if self.galtea is not None:
             from galtea_otel.sync.worker import SyncWorker

@@ -25,10 +25,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from galtea_otel import attributes as A
-from galtea_otel.pipeline import Pipeline, read_session
+from galtea_otel.pipeline import Pipeline
 from galtea_otel.serve.options import Address, ServeOptions
 from galtea_otel.serve.server import Receiver, start_in_thread
 from galtea_otel.store import open_store
+from tests.reliability.stored import store_records
 
 
 def sessions(count: int, prefix: str) -> list[ReadableSpan]:
@@ -105,13 +106,7 @@ def rows(receiver: Receiver) -> list[tuple[Any, ...]]:
 
 def records(receiver: Receiver) -> dict[str, Any]:
     """Every session's summary and full record (turns, spans, aggregates), as JSON values."""
-    store = receiver.pipeline.store  # type: ignore[union-attr]
-    out: dict[str, Any] = {}
-    for summary in store.list_sessions(limit=1000):
-        detail = read_session(store, (summary.custom_id, summary.version))
-        assert detail is not None
-        out[summary.custom_id] = (summary.model_dump(mode="json"), detail.model_dump(mode="json"))
-    return out
+    return store_records(receiver.pipeline.store)  # type: ignore[union-attr]
 
 
 def test_the_same_500_span_request_sent_3_times_is_stored_once(receivers: list[Receiver]) -> None:

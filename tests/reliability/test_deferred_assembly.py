@@ -33,6 +33,7 @@ from galtea_otel.settings import PipelineSettings
 from galtea_otel.store import open_store
 from galtea_otel.translate.row import COLUMNS
 from tests.reliability.receiver_proc import ServeProcess, command_exit
+from tests.reliability.stored import drop_trigger, refuse_inserts
 from tests.reliability.test_crash_resend import post, records, rows, sessions
 
 LOCAL = Address("127.0.0.1", 0)
@@ -272,10 +273,7 @@ def _staged(tmp_path: Path) -> tuple[Any, Pipeline, Inbox]:
 
 def test_an_entry_the_store_refuses_is_retried_then_kept_marked_and_counted(tmp_path: Path) -> None:
     store, pipeline, inbox = _staged(tmp_path)
-    with contextlib.closing(sqlite3.connect(store.path)) as conn:
-        conn.execute("CREATE TRIGGER poison BEFORE INSERT ON sessions WHEN NEW.custom_id = 'bad-00' "
-                     "BEGIN SELECT RAISE(ABORT, 'poisoned session'); END")
-        conn.commit()
+    refuse_inserts(store.path, "poison", "sessions", "NEW.custom_id = 'bad-00'", "poisoned session")
     for prefix in ("good", "bad", "fine"):
         inbox.put(_rows(pipeline, sessions(1, prefix)))
     slept: list[float] = []
@@ -301,9 +299,7 @@ def test_an_entry_the_store_refuses_is_retried_then_kept_marked_and_counted(tmp_
     listed = json.loads(shown.stdout)
     assert (listed["entries"], listed["failed_entries"], listed["failed_spans"]) == (0, 1, 50)
     assert "poisoned session" in listed["failed"][0]["error"]
-    with contextlib.closing(sqlite3.connect(store.path)) as conn:
-        conn.execute("DROP TRIGGER poison")
-        conn.commit()
+    drop_trigger(store.path, "poison")
     retried = command_exit(["--store", f"sqlite:///{store.path}", "inbox", "--retry-failed"])
     assert retried.returncode == 0 and "1 failed entr(ies) given back" in retried.stdout
     assert assembler.step() == 1

@@ -35,11 +35,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Tracer
 
 from galtea_otel import attributes as A
-from galtea_otel.pipeline import read_session
 from galtea_otel.serve.options import Address, ServeOptions
 from galtea_otel.serve.server import Receiver, start_in_thread
 from galtea_otel.serve.writer import GroupCommitter
 from galtea_otel.store import open_store
+from tests.reliability.stored import drop_trigger, refuse_inserts, store_records
 
 from .conftest import fresh_pg_schema, sessions_of_spans
 
@@ -147,12 +147,7 @@ def records(store_url: str) -> dict[str, Any]:
     """Every session's summary and full record (turns, spans, aggregates), as JSON values."""
     store = open_store(store_url)
     try:
-        out: dict[str, Any] = {}
-        for summary in store.list_sessions(limit=100_000):
-            detail = read_session(store, (summary.custom_id, summary.version))
-            assert detail is not None
-            out[summary.custom_id] = (summary.model_dump(mode="json"), detail.model_dump(mode="json"))
-        return out
+        return store_records(store)
     finally:
         store.close()
 
@@ -305,10 +300,7 @@ def test_a_failing_merged_transaction_stores_each_request_alone_and_fails_only_t
     requests[4].append(parent)
     bodies = [encode_spans(spans).SerializeToString() for spans in requests]
     with receiver_on(url) as receiver:
-        with contextlib.closing(sqlite3.connect(sqlite_path(url))) as conn:
-            conn.execute("CREATE TRIGGER poison BEFORE INSERT ON sessions WHEN NEW.custom_id = 'x' "
-                         "BEGIN SELECT RAISE(ABORT, 'poisoned session'); END")
-            conn.commit()
+        refuse_inserts(sqlite_path(url), "poison", "sessions", "NEW.custom_id = 'x'", "poisoned session")
         answers = send_together(receiver, SqliteLock(sqlite_path(url)), bodies)
         stats = writer_of(receiver).stats.copy()
         assert answers[0][0] == 200
@@ -338,9 +330,7 @@ def test_a_failing_merged_transaction_stores_each_request_alone_and_fails_only_t
                     assert post_http(alone, body)[0] == 200
         assert grouped == stored_rows(alone_url)
         # The store works again: the client's retry is stored, and the held child joins session "x".
-        with contextlib.closing(sqlite3.connect(sqlite_path(url))) as conn:
-            conn.execute("DROP TRIGGER poison")
-            conn.commit()
+        drop_trigger(sqlite_path(url), "poison")
         assert post_http(receiver, bodies[4])[0] == 200
         with contextlib.closing(sqlite3.connect(sqlite_path(url))) as conn:
             assert conn.execute("SELECT custom_id FROM spans WHERE name = 'child of x'").fetchall() == [("x",)]
@@ -354,10 +344,7 @@ def test_a_store_that_keeps_failing_fails_the_rest_of_a_group_without_trying_eac
     requests = [named_spans([f"span {r}.{s}" for s in range(3)], f"d{r}") for r in range(6)]
     bodies = [encode_spans(spans).SerializeToString() for spans in requests]
     with receiver_on(url) as receiver:
-        with contextlib.closing(sqlite3.connect(sqlite_path(url))) as conn:
-            conn.execute("CREATE TRIGGER down BEFORE INSERT ON spans WHEN NEW.name LIKE 'span %' "
-                         "BEGIN SELECT RAISE(ABORT, 'store down'); END")
-            conn.commit()
+        refuse_inserts(sqlite_path(url), "down", "spans", "NEW.name LIKE 'span %'", "store down")
         answers = send_together(receiver, SqliteLock(sqlite_path(url)), bodies)
         stats = writer_of(receiver).stats.copy()
         assert [a[0] for a in answers] == [200, *[503] * len(bodies)]
