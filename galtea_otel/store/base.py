@@ -45,7 +45,9 @@ if TYPE_CHECKING:  # the records (pydantic) are imported where one is made, not 
 # (``store.rows.REKEYED``; SQLite rebuilds those tables in place, PostgreSQL swaps their primary key).
 # 8: 6 and 7 together (both were written beside each other; 8 makes every store of 6 or 7 migrate to both), and
 #    the pg_trgm text-search indexes of PostgreSQL.
-SCHEMA_VERSION = 8
+# 9: a turn's input and output in columns of their own (``store.turns.TEXT_COLUMNS``), out of its JSON; the turns
+#    written before keep them in it.
+SCHEMA_VERSION = 9
 
 
 class StoreError(RuntimeError):

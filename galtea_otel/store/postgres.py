@@ -370,7 +370,7 @@ class PostgresStore(shared.SharedStore):
         return dict(zip(SESSION_COLUMNS, rows[0], strict=True)) if rows else None
 
     def read_turns(self, key: AnyKey) -> list[dict[str, Any]]:
-        return [json.loads(r[0]) for r in self._all(_pg(turns_sql.READ), full_key(key))]
+        return turns_sql.records_of(self._all(_pg(turns_sql.READ), full_key(key)))
 
     def session_assembly(self, key: AnyKey) -> dict[str, Any]:
         key = full_key(key)

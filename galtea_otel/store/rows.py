@@ -56,6 +56,9 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     # (The tables keyed by session get theirs with their new key: ``REKEYED``.)
     ("spans", "project", "project"),
     ("evaluations", "project", "project"),
+    # v9: a turn's texts out of its JSON (``store.turns.TEXT_COLUMNS``).
+    ("turns", "input", "text"),
+    ("turns", "output", "text"),
 )
 # The logical type of a project column: the default project for the rows already there.
 PROJECT_COLUMN_SQL = "TEXT NOT NULL DEFAULT 'default'"

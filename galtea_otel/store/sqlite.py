@@ -221,7 +221,7 @@ class SQLiteStore(shared.SharedStore):
         return dict(zip(SESSION_COLUMNS, row, strict=True)) if row else None
 
     def read_turns(self, key: AnyKey) -> list[dict[str, Any]]:
-        return [json.loads(r[0]) for r in self._connect().execute(turns_sql.READ, full_key(key))]
+        return turns_sql.records_of(self._connect().execute(turns_sql.READ, full_key(key)).fetchall())
 
     def session_assembly(self, key: AnyKey) -> dict[str, Any]:
         key = full_key(key)

@@ -20,8 +20,13 @@ KEY_EQ = " AND ".join(f"{c} = ?" for c in KEY_COLUMNS)
 ORDER = "start_ns, end_ns, trace_id, span_id"
 # The columns a turn's aggregates come from (the session's sums are kept exact by subtracting and adding them).
 CONTRIB_COLUMNS = ("input_tokens", "output_tokens", "total_tokens", "cache_read_tokens", "cost", "latency_ns")
+# v9: a turn's input and output texts have columns of their own (``TEXT_COLUMNS``, added by
+# ``store.rows.ADDED_COLUMNS``), out of ``data``: bound as they are instead of escaped into JSON, which cost the
+# exporter about 7% of its instructions (BENCHMARKS.md, stop 18). A turn written before keeps them in ``data``
+# (its text columns are NULL); a reader takes them from wherever they are (``records_of``).
+TEXT_COLUMNS = ("input", "output")
 TURN_COLUMNS = (*KEY_COLUMNS, "trace_id", "span_id", "root_id", "start_ns", "end_ns", "model", "failed",
-                *CONTRIB_COLUMNS, "data")
+                *CONTRIB_COLUMNS, "data", *TEXT_COLUMNS)
 
 
 def ddl(ident: str, bigint: str, real: str) -> str:
@@ -74,26 +79,37 @@ SET_ROOT = "UPDATE spans SET root_id = ?, flags = ? WHERE trace_id = ? AND span_
 MERGE_ROOT = f"UPDATE spans SET root_id = ? WHERE trace_id = ? AND root_id = ? AND {KEY_EQ}"
 DELETE_ALL = f"DELETE FROM turns WHERE {KEY_EQ}"
 INSERT = f"INSERT INTO turns ({', '.join(TURN_COLUMNS)}) VALUES ({', '.join('?' * len(TURN_COLUMNS))})"
-FIRST = f"SELECT data FROM turns WHERE {KEY_EQ} ORDER BY {ORDER} LIMIT 1"
-LAST = f"SELECT data FROM turns WHERE {KEY_EQ} ORDER BY " + ", ".join(
+_DATA = "data, " + ", ".join(TEXT_COLUMNS)  # what ``records_of`` reads
+FIRST = f"SELECT {_DATA} FROM turns WHERE {KEY_EQ} ORDER BY {ORDER} LIMIT 1"
+LAST = f"SELECT {_DATA} FROM turns WHERE {KEY_EQ} ORDER BY " + ", ".join(
     f"{c} DESC" for c in ORDER.split(", ")) + " LIMIT 1"
 FIRST_MODEL = f"SELECT model, {ORDER} FROM turns WHERE {KEY_EQ} AND model IS NOT NULL ORDER BY {ORDER} LIMIT 1"
 FIRST_FAILED = f"SELECT {ORDER}, data FROM turns WHERE {KEY_EQ} AND failed = 1 ORDER BY {ORDER} LIMIT 1"
 BEFORE = f"SELECT count(*) FROM turns WHERE {KEY_EQ} AND ({ORDER}) < (?, ?, ?, ?)"
-READ = f"SELECT data FROM turns WHERE {KEY_EQ} ORDER BY {ORDER}"
+READ = f"SELECT {_DATA} FROM turns WHERE {KEY_EQ} ORDER BY {ORDER}"
 
 
 _PAIRS = 200  # (trace id, span id) pairs per statement: within SQLite's oldest limit of 999 parameters
 
 
 def turn_values(key: Sequence[Any], record: dict[str, Any]) -> tuple[Any, ...]:
+    data = dict(record)
+    texts = [data.pop(c) for c in TEXT_COLUMNS]
     return (*key, record["trace_id"], record["span_id"], record.get("root_id"), record["start_ns"],
             record["end_ns"], record["model"], 1 if record["failed"] else 0,
-            *(record[c] for c in CONTRIB_COLUMNS), json.dumps(record))
+            *(record[c] for c in CONTRIB_COLUMNS), json.dumps(data), *texts)
 
 
-def _records(rows: Sequence[Any]) -> list[dict[str, Any]]:
-    return [json.loads(r[0]) for r in rows]
+def records_of(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    """The turn records of rows of ``data`` and the ``TEXT_COLUMNS`` (a turn written before v9: its texts in
+    ``data``)."""
+    records = []
+    for data, *texts in rows:
+        record = json.loads(data)
+        if TEXT_COLUMNS[0] not in record:
+            record.update(zip(TEXT_COLUMNS, texts, strict=True))
+        records.append(record)
+    return records
 
 
 class TurnsTx:
@@ -266,8 +282,8 @@ class TurnsTx:
         """From the stored turns of a session, by index lookups: the first and the last turn, the first turn's
         model that has one (``model_at``: that turn's order), and (``first_failed``) the position and error of the
         first failed turn."""
-        first = _records(self._q(FIRST, key))
-        last = _records(self._q(LAST, key))
+        first = records_of(self._q(FIRST, key))
+        last = records_of(self._q(LAST, key))
         model = self._q(FIRST_MODEL, key)
         failed = None
         if first_failed:

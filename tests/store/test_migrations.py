@@ -36,7 +36,8 @@ def test_a_schema_v4_store_is_migrated_in_place(make_store: Callable[[], Store])
         *(f"DROP INDEX {name}" for name, _, _ in ADDED_INDEXES),  # indexes on the added columns go first
         *(f"DROP INDEX {s.split()[5]}" for s in PARTIAL_INDEXES),
         "DROP TABLE turns",
-        *(f"ALTER TABLE {t} DROP COLUMN {c}" for t, c, _ in (*ADDED_COLUMNS, *OUTBOX_ADDED_COLUMNS)),
+        *(f"ALTER TABLE {t} DROP COLUMN {c}" for t, c, _ in (*ADDED_COLUMNS, *OUTBOX_ADDED_COLUMNS)
+          if t != "turns"),  # (the turns table went whole)
         "UPDATE galtea_meta SET value = '4' WHERE key = 'schema_version'",
         "INSERT INTO sessions (custom_id, version, status, metadata, last_activity_ns, turn_count, assembly,"
         " updated_ns) VALUES ('old', '1', 'COMPLETED', '{}', 1, 0, '{}', 1)",
@@ -53,3 +54,57 @@ def test_a_schema_v4_store_is_migrated_in_place(make_store: Callable[[], Store])
         assert _columns(migrated, "turns")
     finally:
         migrated.close()
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def test_a_schema_v8_store_keeps_reading_the_texts_in_its_turns_json(make_store: Callable[[], Store]) -> None:
+    """Schema v9: a turn's input and output have columns of their own, out of its JSON. A v8 store (turns with
+    their texts in ``data``, no text columns) opens and gains the columns; its turns read as before, and the
+    turns written after keep their texts in the columns; the session's record is that of a store that had v9
+    from the start."""
+    import json
+
+    from galtea_otel.pipeline import Pipeline, read_session
+
+    from ..pipeline.spans import collect, conversation, sdk_tracer
+
+    with sdk_tracer() as (tracer, exporter):
+        conversation(tracer, "old", "1", 3)
+        old = collect(exporter)
+        exporter.clear()
+        conversation(tracer, "old", "1", 1)  # another trace of the same session, after the upgrade
+        later = collect(exporter)
+    reference = make_store()
+    Pipeline(reference).ingest(old + later)
+    store = make_store()
+    Pipeline(store).ingest(old)
+    before, turns_before = read_session(store, ("old", "1")), store.read_turns(("old", "1"))
+    assert len(turns_before) == 3 and all(t["input"] and t["output"] for t in turns_before)
+    rows = _raw(store, "SELECT trace_id, span_id, data, input, output FROM turns")
+    assert rows and all("input" not in json.loads(r[2]) and r[3] is not None for r in rows)  # v9's layout
+    v8 = []  # each turn as v8 wrote it: the texts inside its JSON
+    for trace_id, span_id, data, text_in, text_out in rows:
+        record = {**json.loads(data), "input": text_in, "output": text_out}
+        v8.append(f"UPDATE turns SET data = {_literal(json.dumps(record))} WHERE trace_id = {_literal(trace_id)}"
+                  f" AND span_id = {_literal(span_id)}")
+    _sql(store, [*v8, "ALTER TABLE turns DROP COLUMN input", "ALTER TABLE turns DROP COLUMN output",
+                 "UPDATE galtea_meta SET value = '8' WHERE key = 'schema_version'"])
+    assert "input" not in _columns(store, "turns")
+    migrated = _reopen(store)
+    try:
+        assert {"input", "output"} <= _columns(migrated, "turns")
+        assert _raw(migrated, "SELECT count(*) FROM turns WHERE input IS NULL") == [(3,)]
+        assert migrated.read_turns(("old", "1")) == turns_before
+        assert read_session(migrated, ("old", "1")) == before
+        Pipeline(migrated).ingest(later)
+        assert _raw(migrated, "SELECT count(*) FROM turns WHERE input IS NOT NULL") == [(1,)]  # the new turn
+        got, want = read_session(migrated, ("old", "1")), read_session(reference, ("old", "1"))
+        assert got is not None and want is not None and got.turn_count == 4
+        assert got.model_dump() == want.model_dump()
+        assert migrated.read_turns(("old", "1")) == reference.read_turns(("old", "1"))
+    finally:
+        migrated.close()
+        reference.close()
