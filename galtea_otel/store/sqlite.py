@@ -74,6 +74,8 @@ _SELECT_NO_CONTENT = "SELECT " + ", ".join(
     f"substr({c}, 1, {LISTING_TEXT_CHARS})" if c in ("input", "output") else "NULL" if c in MESSAGE_COLUMNS else c
     for c in COLUMNS) + " FROM spans"
 _UPSERT_SESSION = shared.UPSERT_SESSION
+PAGE_SIZE = 8192  # of a new store's file
+WAL_CHECKPOINT_BYTES = 16 << 20  # the WAL is checkpointed once it holds this much
 
 
 def path_from_url(url: str) -> Path:
@@ -126,11 +128,17 @@ class SQLiteStore(shared.SharedStore):
                 conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                        timeout=self._busy_ms / 1000)
                 conn.execute(f"PRAGMA busy_timeout = {int(self._busy_ms)}")
+                # A new store's pages are 8 KiB (SQLite's default: 4 KiB; a store that has pages keeps theirs): a
+                # turn's row (2-3 KB with 1 KB of input and output) took a 4 KiB page of its own, where 8 KiB hold
+                # three; fewer pages to write and checkpoint (BENCHMARKS.md, stop 18). Set before WAL mode, which
+                # fixes the size of an empty file's pages.
+                conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute(f"PRAGMA synchronous = {self._synchronous}")
                 # Checkpoint the WAL every 16 MiB rather than every 4 MiB: a quarter of the fsyncs on a busy
                 # writer, for a WAL file that stays small.
-                conn.execute("PRAGMA wal_autocheckpoint = 4096")
+                page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+                conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_BYTES // page}")
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"{self.path} is not a usable SQLite database: {exc}") from exc
             self._local.conn = conn

@@ -77,3 +77,46 @@ def test_a_foreign_sqlite_file_is_refused_untouched(tmp_path: Path) -> None:
 def test_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="does not exist"):
         open_store(f"sqlite:///{tmp_path / 'nope' / 's.db'}")
+
+
+def _pragma(path: Path, name: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute(f"PRAGMA {name}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_a_new_store_has_8_kib_pages_and_an_older_file_keeps_its_own(tmp_path: Path) -> None:
+    """New stores get 8 KiB pages (a turn's row no longer takes a 4 KiB page of its own); a store written with
+    SQLite's default 4 KiB pages keeps them, and both checkpoint their WAL every 16 MiB."""
+    from galtea_otel.store.sqlite import WAL_CHECKPOINT_BYTES
+
+    with sdk_tracer() as (tracer, exporter):
+        conversation(tracer, "c", "1", 2)
+        spans = collect(exporter)
+    new, old = tmp_path / "new.db", tmp_path / "old.db"
+    store = SQLiteStore(f"sqlite:///{new}")
+    Pipeline(store).ingest(spans)
+    with store.transaction() as tx:
+        checkpoint = tx._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]  # type: ignore[attr-defined]
+    store.close()
+    assert _pragma(new, "page_size") == 8192 and checkpoint * 8192 == WAL_CHECKPOINT_BYTES
+
+    conn = sqlite3.connect(old)  # a file of 4 KiB pages, as every earlier release wrote its store
+    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("DROP TABLE t")
+    conn.close()
+    assert _pragma(old, "page_size") == 4096
+    store = SQLiteStore(f"sqlite:///{old}")
+    Pipeline(store).ingest(spans)
+    with store.transaction() as tx:
+        checkpoint = tx._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]  # type: ignore[attr-defined]
+    reference = SQLiteStore(f"sqlite:///{new}")
+    try:
+        assert _pragma(old, "page_size") == 4096 and checkpoint * 4096 == WAL_CHECKPOINT_BYTES
+        assert [s.model_dump() for s in store.list_sessions()] == [s.model_dump() for s in reference.list_sessions()]
+    finally:
+        store.close()
+        reference.close()
