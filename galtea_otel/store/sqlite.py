@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import sqlite3
 import threading
@@ -125,7 +126,7 @@ class SQLiteStore(shared.SharedStore):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, cached_statements=256,
                                        timeout=self._busy_ms / 1000)
                 conn.execute(f"PRAGMA busy_timeout = {int(self._busy_ms)}")
                 # A new store's pages are 8 KiB (SQLite's default: 4 KiB; a store that has pages keeps theirs): a
@@ -327,8 +328,9 @@ _METADATA_COLUMN = SESSION_COLUMNS.index("metadata")
 _SORTED_JSON = json.JSONEncoder(sort_keys=True)  # made once, not per session written
 
 
-# Bound parameters a statement may have (SQLite 3.32 and later; 999 before).
-_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+# Bound parameters a multi-row statement has at most (SQLite allows 32,766 since 3.32, 999 before): a prepared
+# statement's program grows with its rows (about 5 KB a row of 30 columns), and the connection keeps each text's.
+_ROW_VARIABLES = 8192 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 _MULTI: dict[tuple[str, int], str] = {}
 
 
@@ -337,23 +339,22 @@ def _insert_many(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any
     many rows each. executemany steps the statement once a row and releases the interpreter lock at every step;
     while another thread runs Python flat out (an application's hot loop), each step waits for the lock again
     (the switch interval, 5 ms), so a batch of 2,000 rows took seconds of the export thread's wall time and the
-    queue behind it overflowed. One statement of up to ``_MAX_VARIABLES`` parameters releases it once."""
+    queue behind it overflowed. One statement of up to ``_ROW_VARIABLES`` parameters releases it once; its rows
+    are a power of two (``iter_chunks``), so that every text is prepared once, then taken from the cache."""
     if len(rows) < 2:
         conn.executemany(sql, rows)
         return
     width = len(rows[0])
-    per = max(1, _MAX_VARIABLES // width)
     start = sql.index("VALUES (") + len("VALUES ")
     end = sql.index(")", start) + 1
-    for first in range(0, len(rows), per):
-        chunk = rows[first:first + per]
+    for chunk in iter_chunks(rows, max(1, _ROW_VARIABLES // width)):
         text = _MULTI.get((sql, len(chunk)))
         if text is None:
             text = sql[:start] + ", ".join([sql[start:end]] * len(chunk)) + sql[end:]
             if len(_MULTI) > 256:
                 _MULTI.clear()
             _MULTI[(sql, len(chunk))] = text
-        conn.execute(text, [value for row in chunk for value in row])
+        conn.execute(text, list(itertools.chain.from_iterable(chunk)))
 
 
 class _SQLiteTx(TurnsTx, shared.SharedTx):

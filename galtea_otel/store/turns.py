@@ -13,6 +13,8 @@ import json
 from collections.abc import Container, Sequence
 from typing import Any
 
+from galtea_otel.store.base import iter_chunks
+
 # (custom_id, version, project): as ``store.base.Key``, the project last.
 KEY_COLUMNS: tuple[str, ...] = ("custom_id", "version", "project")
 KEY = ", ".join(KEY_COLUMNS)
@@ -89,7 +91,7 @@ BEFORE = f"SELECT count(*) FROM turns WHERE {KEY_EQ} AND ({ORDER}) < (?, ?, ?, ?
 READ = f"SELECT {_DATA} FROM turns WHERE {KEY_EQ} ORDER BY {ORDER}"
 
 
-_PAIRS = 200  # (trace id, span id) pairs per statement: within SQLite's oldest limit of 999 parameters
+_PAIRS = 256  # (trace id, span id) pairs per statement at most: within SQLite's oldest limit of 999 parameters
 
 
 def turn_values(key: Sequence[Any], record: dict[str, Any]) -> tuple[Any, ...]:
@@ -192,8 +194,7 @@ class TurnsTx:
                 ("span_id", sorted({(t, i) for t, ids, parents in requests for i in (*ids, *parents)
                                     if (t, i) not in known})),
                 ("parent_span_id", sorted({(t, i) for t, ids, _ in requests for i in ids}))):
-            for start in range(0, len(pairs), _PAIRS):
-                chunk = pairs[start:start + _PAIRS]
+            for chunk in iter_chunks(pairs, _PAIRS):
                 sql = (f"WITH w (t, i) AS (VALUES {', '.join(['(?, ?)'] * len(chunk))}) SELECT {select} FROM w"
                        f" JOIN spans ON spans.trace_id = w.t AND spans.{column} = w.i")
                 for r in self._q(sql, [v for pair in chunk for v in pair]):
@@ -212,8 +213,7 @@ class TurnsTx:
         ordered = sorted(pairs)
         marks = f"({', '.join(['?'] * (width + 1))})"
         match = " AND ".join(f"spans.{c} = w.{c}" for c in KEY_COLUMNS)
-        for start in range(0, len(ordered), _PAIRS):
-            chunk = ordered[start:start + _PAIRS]
+        for chunk in iter_chunks(ordered, _PAIRS):
             sql = (f"WITH w ({KEY}, t) AS (VALUES {', '.join([marks] * len(chunk))}) SELECT {KEY}, t FROM w"
                    f" WHERE EXISTS (SELECT 1 FROM spans WHERE spans.trace_id = w.t AND spans.flags = 1 AND {match})")
             for r in self._q(sql, [v for key, t in chunk for v in (*key, t)]):
