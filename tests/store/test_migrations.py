@@ -11,7 +11,7 @@ from galtea_otel.store.base import SCHEMA_VERSION
 from galtea_otel.store.rows import ADDED_COLUMNS, ADDED_INDEXES
 from galtea_otel.store.schema import OUTBOX_ADDED_COLUMNS
 from galtea_otel.store.turns import PARTIAL_INDEXES
-from tests.store.test_stores import _sql
+from tests.store.test_stores import _sql, upgrade_case
 
 
 def _reopen(store: Store) -> Store:
@@ -69,18 +69,7 @@ def test_a_schema_v8_store_keeps_reading_the_texts_in_its_turns_json(make_store:
 
     from galtea_otel.pipeline import Pipeline, read_session
 
-    from ..pipeline.spans import collect, conversation, sdk_tracer
-
-    with sdk_tracer() as (tracer, exporter):
-        conversation(tracer, "old", "1", 3)
-        old = collect(exporter)
-        exporter.clear()
-        conversation(tracer, "old", "1", 1)  # another trace of the same session, after the upgrade
-        later = collect(exporter)
-    reference = make_store()
-    Pipeline(reference).ingest(old + later)
-    store = make_store()
-    Pipeline(store).ingest(old)
+    reference, store, later = upgrade_case(make_store)
     before, turns_before = read_session(store, ("old", "1")), store.read_turns(("old", "1"))
     assert len(turns_before) == 3 and all(t["input"] and t["output"] for t in turns_before)
     rows = _raw(store, "SELECT trace_id, span_id, data, input, output FROM turns")

@@ -892,13 +892,11 @@ def _sql(store: Store, statements: Sequence[str]) -> None:
                 conn.execute(statement)
 
 
-def test_a_schema_v5_store_materializes_its_turns_on_first_touch(make_store: Callable[[], Store]) -> None:
-    """Schema v6 (incremental assembly): a v5 store, with no turns table and no ``agg``, opens and migrates in
-    place; its sessions read as before (assembled from their rows) until a batch touches them, which rebuilds
-    them whole into stored turns; the records are those of a store that had v6 from the start."""
-    from galtea_otel.pipeline import Pipeline, read_session
-    from galtea_otel.store import turns as turns_sql
-    from galtea_otel.store.rows import ADDED_COLUMNS
+def upgrade_case(make_store: Callable[[], Store]) -> tuple[Store, Store, list[SpanData]]:
+    """For a migration test: (a reference store holding a session's 3 turns and a 4th in another trace, a store
+    holding the 3 only, the 4th's spans): the second store is taken back to an older schema by the test, opened
+    again, then given the 4th turn; its records must end as the reference's."""
+    from galtea_otel.pipeline import Pipeline
 
     from ..pipeline.spans import collect, conversation, sdk_tracer
 
@@ -912,6 +910,18 @@ def test_a_schema_v5_store_materializes_its_turns_on_first_touch(make_store: Cal
     Pipeline(reference).ingest(old + later)
     store = make_store()
     Pipeline(store).ingest(old)
+    return reference, store, later
+
+
+def test_a_schema_v5_store_materializes_its_turns_on_first_touch(make_store: Callable[[], Store]) -> None:
+    """Schema v6 (incremental assembly): a v5 store, with no turns table and no ``agg``, opens and migrates in
+    place; its sessions read as before (assembled from their rows) until a batch touches them, which rebuilds
+    them whole into stored turns; the records are those of a store that had v6 from the start."""
+    from galtea_otel.pipeline import Pipeline, read_session
+    from galtea_otel.store import turns as turns_sql
+    from galtea_otel.store.rows import ADDED_COLUMNS
+
+    reference, store, later = upgrade_case(make_store)
     before = read_session(store, ("old", "1"))
     added = [c for t, c, _ in ADDED_COLUMNS]
     assert {"agg", "root_id", "flags"} <= set(added)  # v6's, taken away below
