@@ -91,7 +91,7 @@ BEFORE = f"SELECT count(*) FROM turns WHERE {KEY_EQ} AND ({ORDER}) < (?, ?, ?, ?
 READ = f"SELECT {_DATA} FROM turns WHERE {KEY_EQ} ORDER BY {ORDER}"
 
 
-_PAIRS = 256  # (trace id, span id) pairs per statement at most: within SQLite's oldest limit of 999 parameters
+_PAIRS = 128  # pairs per statement at most: 4 parameters a pair (``continuing``) stays within SQLite's oldest 999
 
 
 def turn_values(key: Sequence[Any], record: dict[str, Any]) -> tuple[Any, ...]:
