@@ -47,7 +47,9 @@ if TYPE_CHECKING:  # the records (pydantic) are imported where one is made, not 
 #    the pg_trgm text-search indexes of PostgreSQL.
 # 9: a turn's input and output in columns of their own (``store.turns.TEXT_COLUMNS``), out of its JSON; the turns
 #    written before keep them in it.
-SCHEMA_VERSION = 9
+# 10: the fields a turn's columns hold (``store.turns.COLUMN_FIELDS``) out of its JSON too; no table changes, the
+#    version tells an earlier release, which would look for them in the JSON, that it cannot read this store.
+SCHEMA_VERSION = 10
 
 
 class StoreError(RuntimeError):

@@ -27,6 +27,12 @@ CONTRIB_COLUMNS = ("input_tokens", "output_tokens", "total_tokens", "cache_read_
 # exporter about 7% of its instructions (BENCHMARKS.md, stop 18). A turn written before keeps them in ``data``
 # (its text columns are NULL); a reader takes them from wherever they are (``records_of``).
 TEXT_COLUMNS = ("input", "output")
+# v10: the fields of a turn that its columns hold already (ids, times, model, failure, contributions) are left out
+# of ``data``: a reader takes them from the columns (``records_of``). Each is in every turn record
+# (``assemble.assembler.turn_record``); ``root_id``, which the pipeline may leave out, stays in ``data``. That is
+# about 340 bytes a turn not written twice, and not JSON-encoded and decoded (BENCHMARKS.md, stop 19). A turn
+# written before v10 keeps them in ``data`` too, where a reader finds them first.
+COLUMN_FIELDS = ("trace_id", "span_id", "start_ns", "end_ns", "model", "failed", *CONTRIB_COLUMNS)
 TURN_COLUMNS = (*KEY_COLUMNS, "trace_id", "span_id", "root_id", "start_ns", "end_ns", "model", "failed",
                 *CONTRIB_COLUMNS, "data", *TEXT_COLUMNS)
 
@@ -81,7 +87,7 @@ SET_ROOT = "UPDATE spans SET root_id = ?, flags = ? WHERE trace_id = ? AND span_
 MERGE_ROOT = f"UPDATE spans SET root_id = ? WHERE trace_id = ? AND root_id = ? AND {KEY_EQ}"
 DELETE_ALL = f"DELETE FROM turns WHERE {KEY_EQ}"
 INSERT = f"INSERT INTO turns ({', '.join(TURN_COLUMNS)}) VALUES ({', '.join('?' * len(TURN_COLUMNS))})"
-_DATA = "data, " + ", ".join(TEXT_COLUMNS)  # what ``records_of`` reads
+_DATA = ", ".join(("data", *TEXT_COLUMNS, *COLUMN_FIELDS))  # what ``records_of`` reads
 FIRST = f"SELECT {_DATA} FROM turns WHERE {KEY_EQ} ORDER BY {ORDER} LIMIT 1"
 LAST = f"SELECT {_DATA} FROM turns WHERE {KEY_EQ} ORDER BY " + ", ".join(
     f"{c} DESC" for c in ORDER.split(", ")) + " LIMIT 1"
@@ -94,22 +100,29 @@ READ = f"SELECT {_DATA} FROM turns WHERE {KEY_EQ} ORDER BY {ORDER}"
 _PAIRS = 128  # pairs per statement at most: 4 parameters a pair (``continuing``) stays within SQLite's oldest 999
 
 
+_LEFT_OUT = frozenset((*TEXT_COLUMNS, *COLUMN_FIELDS))
+_TEXTS = len(TEXT_COLUMNS)
+
+
 def turn_values(key: Sequence[Any], record: dict[str, Any]) -> tuple[Any, ...]:
-    data = dict(record)
-    texts = [data.pop(c) for c in TEXT_COLUMNS]
+    """The ``TURN_COLUMNS`` of a turn record: ``data`` is the record without what the other columns hold."""
+    data = {name: value for name, value in record.items() if name not in _LEFT_OUT}
     return (*key, record["trace_id"], record["span_id"], record.get("root_id"), record["start_ns"],
             record["end_ns"], record["model"], 1 if record["failed"] else 0,
-            *(record[c] for c in CONTRIB_COLUMNS), json.dumps(data), *texts)
+            *(record[c] for c in CONTRIB_COLUMNS), json.dumps(data), *(record[c] for c in TEXT_COLUMNS))
 
 
 def records_of(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
-    """The turn records of rows of ``data`` and the ``TEXT_COLUMNS`` (a turn written before v9: its texts in
-    ``data``)."""
+    """The turn records of rows of ``data``, the ``TEXT_COLUMNS`` and the ``COLUMN_FIELDS`` (``_DATA``). A
+    turn written before v9 has its texts in ``data`` only, one written before v10 its column fields too."""
     records = []
-    for data, *texts in rows:
+    for data, *columns in rows:
         record = json.loads(data)
         if TEXT_COLUMNS[0] not in record:
-            record.update(zip(TEXT_COLUMNS, texts, strict=True))
+            record.update(zip(TEXT_COLUMNS, columns[:_TEXTS], strict=True))
+        if COLUMN_FIELDS[0] not in record:
+            record.update(zip(COLUMN_FIELDS, columns[_TEXTS:], strict=True))
+            record["failed"] = bool(record["failed"])
         records.append(record)
     return records
 

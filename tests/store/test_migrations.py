@@ -60,6 +60,48 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def test_a_schema_v9_store_keeps_reading_the_fields_in_its_turns_json(make_store: Callable[[], Store]) -> None:
+    """Schema v10: the fields of a turn that its columns hold (ids, times, model, failure, contributions) are
+    left out of its JSON. A v9 store (turns with them in ``data`` as well) opens; its turns read as before, the
+    turns written after leave them out, and the session's record is that of a store that had v10 from the
+    start."""
+    import json
+
+    from galtea_otel.pipeline import Pipeline, read_session
+    from galtea_otel.store.turns import COLUMN_FIELDS
+
+    reference, store, later = upgrade_case(make_store)
+    before, turns_before = read_session(store, ("old", "1")), store.read_turns(("old", "1"))
+    assert len(turns_before) == 3 and all(isinstance(t["failed"], bool) and t["latency_ns"] > 0 and t["model"]
+                                          for t in turns_before)
+    columns = ", ".join(COLUMN_FIELDS)
+    rows = _raw(store, f"SELECT data, {columns} FROM turns")
+    assert rows and all(set(COLUMN_FIELDS).isdisjoint(json.loads(r[0])) for r in rows)  # v10's layout
+    v9 = []  # each turn as v9 wrote it: the column fields inside its JSON too, in the record's order
+    for data, *values in rows:
+        fields = dict(zip(COLUMN_FIELDS, values, strict=True))
+        record = {**fields, "failed": bool(fields["failed"]), **json.loads(data)}
+        v9.append(f"UPDATE turns SET data = {_literal(json.dumps(record))} WHERE trace_id = "
+                  f"{_literal(fields['trace_id'])} AND span_id = {_literal(fields['span_id'])}")
+    _sql(store, [*v9, "UPDATE galtea_meta SET value = '9' WHERE key = 'schema_version'"])
+    migrated = _reopen(store)
+    try:
+        assert _raw(migrated, "SELECT value FROM galtea_meta WHERE key = 'schema_version'") == [
+            (str(SCHEMA_VERSION),)]
+        assert migrated.read_turns(("old", "1")) == turns_before
+        assert read_session(migrated, ("old", "1")) == before
+        Pipeline(migrated).ingest(later)
+        kept = [json.loads(r[0]) for r in _raw(migrated, "SELECT data FROM turns")]
+        assert sum("trace_id" in d for d in kept) == 3 and len(kept) == 4  # the new turn: v10's layout
+        got, want = read_session(migrated, ("old", "1")), read_session(reference, ("old", "1"))
+        assert got is not None and want is not None and got.turn_count == 4
+        assert got.model_dump() == want.model_dump()
+        assert migrated.read_turns(("old", "1")) == reference.read_turns(("old", "1"))
+    finally:
+        migrated.close()
+        reference.close()
+
+
 def test_a_schema_v8_store_keeps_reading_the_texts_in_its_turns_json(make_store: Callable[[], Store]) -> None:
     """Schema v9: a turn's input and output have columns of their own, out of its JSON. A v8 store (turns with
     their texts in ``data``, no text columns) opens and gains the columns; its turns read as before, and the
