@@ -1,0 +1,134 @@
+"""Does ingest slow down as the store fills? The receiver's interleaved workload, again and again, into one store
+that keeps growing, against the plain floor growing the same way, side by side.
+
+    python benchmarks/bench_store_size.py                   # 12 generations of 24,000 spans, about 2 minutes
+    python benchmarks/bench_store_size.py --generations 40  # about a million spans
+
+``bench_receiver.py`` measures a fresh store. A receiver that has run for a while writes into tables and indexes
+far larger than a request: with random trace ids and 400 sessions a request, every request touches pages all
+over them. Each *generation* here is ``bench_receiver.py``'s interleaved workload for new sessions (400 live
+sessions x 20 requests, each request one turn of every session: 1,200 spans), ingested in process:
+
+- *floor*: gunzip + protobuf decode + a walk of each span's attributes into a row + one ``executemany`` a request
+  into a SQLite table with a primary key and a session index (``bench_receiver.plain_floor``'s, into a file that
+  keeps its rows from one generation to the next);
+- *galtea*: gunzip + decode + ``Pipeline.ingest`` into a SQLite store (the receiver minus HTTP) that keeps them.
+
+Generations alternate (floor, galtea); printed for each: spans already stored, both rates, their ratio and both
+file sizes. The question is whether the ratio holds as the stores grow (synchronous=NORMAL, the default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _otlp import TurnFactory
+from bench_receiver import _value, interleaved_bodies
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from galtea_otel.decode.otlp_proto import decode_proto
+from galtea_otel.pipeline import Pipeline
+from galtea_otel.store import open_store
+
+
+class Floor:
+    """``bench_receiver.plain_floor``'s table, kept open from one generation to the next."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn.execute("CREATE TABLE spans (trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_span_id TEXT, "
+                          "name TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, session TEXT, "
+                          "attributes TEXT NOT NULL, PRIMARY KEY (trace_id, span_id))")
+        self.conn.execute("CREATE INDEX spans_by_session ON spans (session)")
+
+    def ingest(self, bodies: list[bytes]) -> tuple[int, float]:
+        spans, start = 0, time.perf_counter()
+        for body in bodies:
+            request = ExportTraceServiceRequest.FromString(gzip.decompress(body))
+            rows = []
+            for resource_spans in request.resource_spans:
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        attributes = {kv.key: _value(kv.value) for kv in span.attributes}
+                        rows.append((span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex() or None,
+                                     span.name, span.start_time_unix_nano, span.end_time_unix_nano,
+                                     attributes.get("session.id"), json.dumps(attributes)))
+            self.conn.execute("BEGIN")
+            self.conn.executemany("INSERT OR IGNORE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self.conn.execute("COMMIT")
+            spans += len(rows)
+        return spans, time.perf_counter() - start
+
+
+def galtea(pipeline: Pipeline, bodies: list[bytes]) -> tuple[int, float]:
+    spans, start = 0, time.perf_counter()
+    for body in bodies:
+        decoded = decode_proto(gzip.decompress(body)).spans
+        pipeline.ingest(decoded)
+        spans += len(decoded)
+    return spans, time.perf_counter() - start
+
+
+def megabytes(path: Path) -> float:
+    wal = path.with_name(path.name + "-wal")
+    return (path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--generations", type=int, default=12)
+    parser.add_argument("--sessions", type=int, default=400)
+    parser.add_argument("--requests", type=int, default=20)
+    args = parser.parse_args()
+    print(f"{args.generations} generations of {args.sessions} live sessions x {args.requests} requests (each "
+          f"request one turn of every session), in process; SQLite {sqlite3.sqlite_version}, synchronous=NORMAL; "
+          f"Python {platform.python_version()}, {os.cpu_count()} cores", flush=True)
+    factory = TurnFactory()
+    with tempfile.TemporaryDirectory() as tmp:
+        floor_path, store_path = Path(tmp) / "floor.db", Path(tmp) / "store.db"
+        floor = Floor(floor_path)
+        store = open_store(f"sqlite:///{store_path}")
+        pipeline = Pipeline(store)
+        stored = 0
+        ratios = []
+        print(f"{'spans stored':>13} {'floor spans/s':>14} {'galtea spans/s':>15} {'ratio':>6} "
+              f"{'floor MB':>9} {'store MB':>9}")
+        for generation in range(args.generations):
+            bodies = interleaved_bodies(factory, args.sessions, args.requests, 1000 * (generation + 1))
+            floor_spans, floor_seconds = floor.ingest(bodies)
+            spans, seconds = galtea(pipeline, bodies)
+            assert spans == floor_spans
+            ratio = (spans / seconds) / (floor_spans / floor_seconds)
+            ratios.append(ratio)
+            print(f"{stored:>13,} {floor_spans / floor_seconds:>14,.0f} {spans / seconds:>15,.0f} {ratio:>5.2f}x "
+                  f"{megabytes(floor_path):>9.0f} {megabytes(store_path):>9.0f}", flush=True)
+            stored += spans
+        got = store.read_sql("SELECT count(*) FROM spans")[0][0]
+        sessions = store.read_sql("SELECT count(*) FROM sessions")[0][0]
+        turns = store.read_sql("SELECT count(*) FROM turns")[0][0]
+        if (got, sessions, turns) != (stored, args.generations * args.sessions, stored // 3):
+            raise SystemExit(f"stored {got} spans, {sessions} sessions, {turns} turns of {stored} spans sent")
+        print(f"stored, queried at the end: {got:,} spans, {sessions:,} sessions, {turns:,} turns")
+        half = len(ratios) // 2
+        print(f"ratio galtea / floor: first {half} generations {min(ratios[:half]):.2f}-{max(ratios[:half]):.2f}x, "
+              f"last {len(ratios) - half} {min(ratios[half:]):.2f}-{max(ratios[half:]):.2f}x")
+        store.close()
+        floor.conn.close()
+
+
+if __name__ == "__main__":
+    main()
