@@ -123,29 +123,41 @@ def _value(any_value: object) -> object:
         else str(any_value)
 
 
-def plain_floor(bodies: list[bytes], path: Path, synchronous: str) -> float:
-    """The plain thing: gunzip + protobuf decode + walk into rows + one executemany per request into SQLite."""
+def floor_connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    """The floor's SQLite table: the span's ids, name, times, session id and attributes as JSON."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
-    conn.execute("CREATE TABLE spans (trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_span_id TEXT, "
-                 "name TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, session TEXT, "
-                 "attributes TEXT NOT NULL, PRIMARY KEY (trace_id, span_id))")
-    conn.execute("CREATE INDEX spans_by_session ON spans (session)")
+    conn.execute("CREATE TABLE IF NOT EXISTS spans (trace_id TEXT NOT NULL, span_id TEXT NOT NULL, "
+                 "parent_span_id TEXT, name TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, "
+                 "session TEXT, attributes TEXT NOT NULL, PRIMARY KEY (trace_id, span_id))")
+    conn.execute("CREATE INDEX IF NOT EXISTS spans_by_session ON spans (session)")
+    return conn
+
+
+def floor_request(conn: sqlite3.Connection, body: bytes) -> int:
+    """The plain thing for one request: gunzip + protobuf decode + walk into rows + one executemany; its spans."""
+    request = ExportTraceServiceRequest.FromString(gzip.decompress(body))
+    rows = []
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                attributes = {kv.key: _value(kv.value) for kv in span.attributes}
+                rows.append((span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex() or None,
+                             span.name, span.start_time_unix_nano, span.end_time_unix_nano,
+                             attributes.get("session.id"), json.dumps(attributes)))
+    conn.execute("BEGIN")
+    conn.executemany("INSERT OR IGNORE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.execute("COMMIT")
+    return len(rows)
+
+
+def plain_floor(bodies: list[bytes], path: Path, synchronous: str) -> float:
+    """The plain thing: gunzip + protobuf decode + walk into rows + one executemany per request into SQLite."""
+    conn = floor_connect(path, synchronous)
     start = time.perf_counter()
     for body in bodies:
-        request = ExportTraceServiceRequest.FromString(gzip.decompress(body))
-        rows = []
-        for resource_spans in request.resource_spans:
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    attributes = {kv.key: _value(kv.value) for kv in span.attributes}
-                    rows.append((span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex() or None,
-                                 span.name, span.start_time_unix_nano, span.end_time_unix_nano,
-                                 attributes.get("session.id"), json.dumps(attributes)))
-        conn.execute("BEGIN")
-        conn.executemany("INSERT OR IGNORE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        conn.execute("COMMIT")
+        floor_request(conn, body)
     elapsed = time.perf_counter() - start
     conn.close()
     return sum(map(spans_in, bodies)) / elapsed

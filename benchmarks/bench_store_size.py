@@ -10,8 +10,8 @@ over them. Each *generation* here is ``bench_receiver.py``'s interleaved workloa
 sessions x 20 requests, each request one turn of every session: 1,200 spans), ingested in process:
 
 - *floor*: gunzip + protobuf decode + a walk of each span's attributes into a row + one ``executemany`` a request
-  into a SQLite table with a primary key and a session index (``bench_receiver.plain_floor``'s, into a file that
-  keeps its rows from one generation to the next);
+  into a SQLite table with a primary key and a session index (``bench_receiver.floor_request``, into a file
+  that keeps its rows from one generation to the next);
 - *galtea*: gunzip + decode + ``Pipeline.ingest`` into a SQLite store (the receiver minus HTTP) that keeps them.
 
 Generations alternate (floor, galtea); printed for each: spans already stored, both rates, their ratio and both
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import os
 import platform
 import sqlite3
@@ -35,43 +34,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _otlp import TurnFactory
-from bench_receiver import _value, interleaved_bodies
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from bench_receiver import floor_connect, floor_request, interleaved_bodies
 
 from galtea_otel.decode.otlp_proto import decode_proto
 from galtea_otel.pipeline import Pipeline
 from galtea_otel.store import open_store
 
 
-class Floor:
-    """``bench_receiver.plain_floor``'s table, kept open from one generation to the next."""
-
-    def __init__(self, path: Path) -> None:
-        self.conn = sqlite3.connect(path, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.conn.execute("CREATE TABLE spans (trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_span_id TEXT, "
-                          "name TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, session TEXT, "
-                          "attributes TEXT NOT NULL, PRIMARY KEY (trace_id, span_id))")
-        self.conn.execute("CREATE INDEX spans_by_session ON spans (session)")
-
-    def ingest(self, bodies: list[bytes]) -> tuple[int, float]:
-        spans, start = 0, time.perf_counter()
-        for body in bodies:
-            request = ExportTraceServiceRequest.FromString(gzip.decompress(body))
-            rows = []
-            for resource_spans in request.resource_spans:
-                for scope_spans in resource_spans.scope_spans:
-                    for span in scope_spans.spans:
-                        attributes = {kv.key: _value(kv.value) for kv in span.attributes}
-                        rows.append((span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex() or None,
-                                     span.name, span.start_time_unix_nano, span.end_time_unix_nano,
-                                     attributes.get("session.id"), json.dumps(attributes)))
-            self.conn.execute("BEGIN")
-            self.conn.executemany("INSERT OR IGNORE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            self.conn.execute("COMMIT")
-            spans += len(rows)
-        return spans, time.perf_counter() - start
+def floor(conn: sqlite3.Connection, bodies: list[bytes]) -> tuple[int, float]:
+    spans, start = 0, time.perf_counter()
+    for body in bodies:
+        spans += floor_request(conn, body)
+    return spans, time.perf_counter() - start
 
 
 def galtea(pipeline: Pipeline, bodies: list[bytes]) -> tuple[int, float]:
@@ -100,7 +74,7 @@ def main() -> None:
     factory = TurnFactory()
     with tempfile.TemporaryDirectory() as tmp:
         floor_path, store_path = Path(tmp) / "floor.db", Path(tmp) / "store.db"
-        floor = Floor(floor_path)
+        floor_conn = floor_connect(floor_path, "NORMAL")
         store = open_store(f"sqlite:///{store_path}")
         pipeline = Pipeline(store)
         stored = 0
@@ -109,7 +83,7 @@ def main() -> None:
               f"{'floor MB':>9} {'store MB':>9}")
         for generation in range(args.generations):
             bodies = interleaved_bodies(factory, args.sessions, args.requests, 1000 * (generation + 1))
-            floor_spans, floor_seconds = floor.ingest(bodies)
+            floor_spans, floor_seconds = floor(floor_conn, bodies)
             spans, seconds = galtea(pipeline, bodies)
             assert spans == floor_spans
             ratio = (spans / seconds) / (floor_spans / floor_seconds)
@@ -127,7 +101,7 @@ def main() -> None:
         print(f"ratio galtea / floor: first {half} generations {min(ratios[:half]):.2f}-{max(ratios[:half]):.2f}x, "
               f"last {len(ratios) - half} {min(ratios[half:]):.2f}-{max(ratios[half:]):.2f}x")
         store.close()
-        floor.conn.close()
+        floor_conn.close()
 
 
 if __name__ == "__main__":

@@ -60,6 +60,16 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _ends_as(migrated: Store, reference: Store) -> None:
+    """The migrated store, given ``upgrade_case``'s 4th turn, holds the reference's session and turns."""
+    from galtea_otel.pipeline import read_session
+
+    got, want = read_session(migrated, ("old", "1")), read_session(reference, ("old", "1"))
+    assert got is not None and want is not None and got.turn_count == 4
+    assert got.model_dump() == want.model_dump()
+    assert migrated.read_turns(("old", "1")) == reference.read_turns(("old", "1"))
+
+
 def test_a_schema_v9_store_keeps_reading_the_fields_in_its_turns_json(make_store: Callable[[], Store]) -> None:
     """Schema v10: the fields of a turn that its columns hold (ids, times, model, failure, contributions) are
     left out of its JSON. A v9 store (turns with them in ``data`` as well) opens; its turns read as before, the
@@ -93,10 +103,7 @@ def test_a_schema_v9_store_keeps_reading_the_fields_in_its_turns_json(make_store
         Pipeline(migrated).ingest(later)
         kept = [json.loads(r[0]) for r in _raw(migrated, "SELECT data FROM turns")]
         assert sum("trace_id" in d for d in kept) == 3 and len(kept) == 4  # the new turn: v10's layout
-        got, want = read_session(migrated, ("old", "1")), read_session(reference, ("old", "1"))
-        assert got is not None and want is not None and got.turn_count == 4
-        assert got.model_dump() == want.model_dump()
-        assert migrated.read_turns(("old", "1")) == reference.read_turns(("old", "1"))
+        _ends_as(migrated, reference)
     finally:
         migrated.close()
         reference.close()
@@ -132,10 +139,7 @@ def test_a_schema_v8_store_keeps_reading_the_texts_in_its_turns_json(make_store:
         assert read_session(migrated, ("old", "1")) == before
         Pipeline(migrated).ingest(later)
         assert _raw(migrated, "SELECT count(*) FROM turns WHERE input IS NOT NULL") == [(1,)]  # the new turn
-        got, want = read_session(migrated, ("old", "1")), read_session(reference, ("old", "1"))
-        assert got is not None and want is not None and got.turn_count == 4
-        assert got.model_dump() == want.model_dump()
-        assert migrated.read_turns(("old", "1")) == reference.read_turns(("old", "1"))
+        _ends_as(migrated, reference)
     finally:
         migrated.close()
         reference.close()
