@@ -1,7 +1,7 @@
 """Does ingest slow down as the store fills? The receiver's interleaved workload, again and again, into one store
 that keeps growing, against the plain floor growing the same way, side by side.
 
-    python benchmarks/bench_store_size.py                   # 12 generations of 24,000 spans, about 2 minutes
+    python benchmarks/bench_store_size.py                   # 12 generations of 24,000 spans, about a minute
     python benchmarks/bench_store_size.py --generations 40  # about a million spans
 
 ``bench_receiver.py`` measures a fresh store. A receiver that has run for a while writes into tables and indexes
@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=400)
     parser.add_argument("--requests", type=int, default=20)
     args = parser.parse_args()
+    if args.generations < 2:
+        parser.error("--generations: at least 2 (the first half is compared with the second)")
     print(f"{args.generations} generations of {args.sessions} live sessions x {args.requests} requests (each "
           f"request one turn of every session), in process; SQLite {sqlite3.sqlite_version}, synchronous=NORMAL; "
           f"Python {platform.python_version()}, {os.cpu_count()} cores", flush=True)
