@@ -389,7 +389,7 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
     from galtea_otel.pipeline import Pipeline
     from galtea_otel.store import open_store
 
-    store = open_store(store_url)
+    store = open_store(store_url, checkpoint="background")
     pipeline = Pipeline(store, settings, sync=sync)
     pipeline.evaluate = evaluate
     inbox = Inbox(inbox_path(store), getattr(store, "synchronous", "NORMAL"))

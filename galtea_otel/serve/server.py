@@ -229,7 +229,7 @@ def _open_pipeline(options: ServeOptions, *, sync: bool = False) -> tuple[Ingest
     from galtea_otel.pipeline import Pipeline
     from galtea_otel.store import open_store
 
-    store = open_store(options.store_url)
+    store = open_store(options.store_url, checkpoint="background")  # the WAL copied beside the writer
     redact = None
     if options.redact_secrets:
         from galtea_otel.redact import secrets

@@ -15,18 +15,20 @@ def default_store_url() -> str:
     return os.environ.get("GALTEA_OTEL_STORE") or DEFAULT_STORE_URL
 
 
-def open_store(url: str | None = None) -> Store:
+def open_store(url: str | None = None, *, checkpoint: str = "inline") -> Store:
     """Open (and create or migrate) the store named by ``url``.
 
     ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or a bare file path: the embedded store;
-    ``postgresql://user@host:5432/db``: PostgreSQL (``pip install galtea-otel[postgres]``).
+    ``postgresql://user@host:5432/db``: PostgreSQL (``pip install galtea-otel[postgres]``). ``checkpoint``
+    (SQLite only; the URL's ``?checkpoint=`` wins): ``"background"`` copies the WAL into the database file on a
+    thread of its own instead of in a commit (:mod:`galtea_otel.store.checkpoint`), for a busy writer.
     """
     url = url or default_store_url()
     scheme, sep, _ = url.partition("://")
     if not sep or scheme == "sqlite":
         from galtea_otel.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url)
+        return SQLiteStore(url, checkpoint=checkpoint)
     if scheme in ("postgresql", "postgres"):
         try:
             from galtea_otel.store.postgres import PostgresStore
