@@ -28,7 +28,6 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("galtea_otel")
@@ -46,8 +45,7 @@ class Checkpointer:
     they take the write lock and ``poke()`` after every commit."""
 
     def __init__(self, path: Path, write_lock: threading.Lock, *, restart_bytes: int = RESTART_BYTES,
-                 busy_ms: int = 100, min_interval: float = MIN_INTERVAL,
-                 connect: Callable[[Path], sqlite3.Connection] | None = None) -> None:
+                 busy_ms: int = 100, min_interval: float = MIN_INTERVAL) -> None:
         self._path = path
         self._write_lock = write_lock
         self.restart_bytes = restart_bytes  # both may be changed while it runs
@@ -55,7 +53,6 @@ class Checkpointer:
         self.min_interval = min_interval
         self._stopped = threading.Event()
         self.wants_lock = False  # this thread waits for the write lock (wait_turn)
-        self._connect = connect or (lambda p: sqlite3.connect(p, isolation_level=None, check_same_thread=False))
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -97,7 +94,7 @@ class Checkpointer:
 
     def _run(self) -> None:
         try:
-            conn = self._connect(self._path)
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_ms)}")
         except sqlite3.Error:
             self.stats["errors"] += 1

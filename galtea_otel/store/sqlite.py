@@ -188,20 +188,8 @@ class SQLiteStore(shared.SharedStore):
 
     @contextmanager
     def transaction(self) -> Iterator[_SQLiteTx]:
-        conn = self._connect()
-        if self.checkpointer is not None and self.checkpointer.wants_lock:
-            self.checkpointer.wait_turn()
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield _SQLiteTx(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            else:
-                conn.execute("COMMIT")
-        if self.checkpointer is not None:
-            self.checkpointer.poke()
+        with self._write() as conn:
+            yield _SQLiteTx(conn)
 
     def close(self) -> None:
         if self.checkpointer is not None:
@@ -260,6 +248,8 @@ class SQLiteStore(shared.SharedStore):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception): the records'
+        (``transaction``) and the plain SQL's (``write_sql``)."""
         conn = self._connect()
         if self.checkpointer is not None and self.checkpointer.wants_lock:
             self.checkpointer.wait_turn()
