@@ -55,6 +55,7 @@ from typing import Any
 from galtea_otel.pipeline import IngestResult
 from galtea_otel.serve.options import DEFAULT_ASSEMBLE_SPANS, DEFAULT_INBOX_SPANS
 from galtea_otel.serve.peek import inbox_file
+from galtea_otel.serve.process import tune_gc
 from galtea_otel.serve.writer import StoreUnavailable
 from galtea_otel.spandata import SpanData
 from galtea_otel.store.rows import row_from_tuple, row_to_tuple
@@ -380,9 +381,10 @@ def _store_failing(exc: BaseException) -> bool:
 
 def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate: bool = False,
                   batch_spans: int = DEFAULT_BATCH_SPANS, sweep_interval: float = 30.0,
-                  control: Any = None, niceness: int = 5) -> None:
+                  control: Any = None, niceness: int = 5, own_process: bool = False) -> None:
     """The assembler process's main. ``control`` (its stdin) brings a byte for each wake-up; at its end (the
-    receiver closed it, or is gone) the assembler empties the inbox and returns."""
+    receiver closed it, or is gone) the assembler empties the inbox and returns. ``own_process``: the process is
+    the assembler's alone (``main``), so its garbage collector is tuned (galtea_otel.serve.process)."""
     if niceness:
         with contextlib.suppress(OSError):
             os.nice(niceness)  # acknowledgements (the receiver process) come first
@@ -395,6 +397,8 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
     inbox = Inbox(inbox_path(store), getattr(store, "synchronous", "NORMAL"))
     assembler = Assembler(pipeline, inbox, batch_spans=batch_spans)
     wake, stop = threading.Event(), threading.Event()
+    if own_process:
+        tune_gc()
 
     def listen() -> None:
         while control is not None and control.read(1):
@@ -446,7 +450,7 @@ def main() -> None:
     args = json.loads(sys.argv[1])
     fields = {f.name for f in dataclasses.fields(PipelineSettings)}
     settings = PipelineSettings(**{k: v for k, v in args.pop("settings").items() if k in fields})
-    run_assembler(args.pop("store_url"), settings, control=sys.stdin.buffer, **args)
+    run_assembler(args.pop("store_url"), settings, control=sys.stdin.buffer, own_process=True, **args)
 
 
 class AssemblerProcess:

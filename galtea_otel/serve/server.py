@@ -21,6 +21,7 @@ from galtea_otel.serve.http import OtlpHttpServer, trace_routes
 from galtea_otel.serve.inbox import AssemblerProcess, Inbox, StagingPipeline, inbox_path
 from galtea_otel.serve.ingest import Ingests
 from galtea_otel.serve.options import Address, ConfigError, ServeOptions, redact_url
+from galtea_otel.serve.process import tune_gc
 from galtea_otel.serve.projects import Tokens
 from galtea_otel.serve.writer import GroupCommitter, group_committer
 
@@ -79,6 +80,9 @@ class Receiver:
         # assembles them.
         self.inbox: Inbox | None = None
         self.assembler: AssemblerProcess | None = None
+        # Set by ``run_server`` (the process is galtea-otel's own): tune its garbage collector once ready
+        # (galtea_otel.serve.process); a receiver embedded in another program leaves that program's alone.
+        self.own_process = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._grpc: Any = None
@@ -151,6 +155,8 @@ class Receiver:
                 self.sync_worker.start()
             if self.app is not None and sock is not None:
                 await self.app.start(sock)
+            if self.own_process:
+                tune_gc()
             self._announce(pipeline)
             await self._stopping.wait()
             if self.app is not None:
@@ -274,6 +280,7 @@ def run_server(options: ServeOptions, pipeline: Ingests | None = None, *, galtea
     ``GalteaSyncConfig``), sessions are also enqueued and sent to the Galtea platform by a worker thread."""
     receiver = Receiver(options, pipeline, galtea=galtea)
     receiver.evaluators = evaluators  # issue 11
+    receiver.own_process = True
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
