@@ -515,6 +515,49 @@ def test_list_sessions_filters_and_order(store: Store, maker: SpanMaker) -> None
     assert s3.metadata == {} and s3.is_production
 
 
+def _turn_at(tracer: Any, custom_id: str, at_ns: int, **extra: Any) -> None:
+    span = tracer.start_span("chat", attributes=llm(0, **keyed(custom_id, "v1"), **extra), start_time=at_ns)
+    span.end(end_time=at_ns + 10**9)
+
+
+def test_the_listing_follows_a_session_whose_turns_keep_then_change_its_listing_columns(
+        store: Store, maker: SpanMaker) -> None:
+    """Every listing filter and order, and the idle sweep's look-up by status and activity, follow a session
+    through turns that keep its status, start and user (only its activity moves), then through each change."""
+    from galtea_otel.store.filters import SessionFilter
+
+    pipeline = Pipeline(store, PipelineSettings(idle_close_minutes=30))
+    tracer = maker.tracer()
+    t0 = 1_780_000_000 * 10**9
+
+    def ids(**filters: Any) -> list[str]:
+        return [s.custom_id for s in store.list_sessions(filter=SessionFilter(**filters))]
+
+    _turn_at(tracer, "a", t0)
+    _turn_at(tracer, "b", t0 - 30 * MINUTE_NS)
+    pipeline.ingest(maker.take())
+    assert ids() == ["a", "b"] and ids(status=("PENDING",)) == ["a", "b"]
+    _turn_at(tracer, "a", t0 + 40 * MINUTE_NS)  # status, start and user as stored: only the activity moves
+    pipeline.ingest(maker.take())
+    a = next(s for s in store.list_sessions() if s.custom_id == "a")
+    assert a.turn_count == 2 and a.status == "PENDING"
+    # b has been idle 80 minutes, a 9: the sweep finds b, and not a, by (status, last activity)
+    assert pipeline.sweep(now_ns=t0 + 50 * MINUTE_NS)["idle_closed"] == 1
+    assert ids(status=("COMPLETED",)) == ["b"] and ids(status=("PENDING",)) == ["a"]
+    _turn_at(tracer, "a", t0 - 60 * MINUTE_NS)  # an earlier turn: a now started before b
+    pipeline.ingest(maker.take())
+    assert ids() == ["b", "a"] and ids(since_ns=t0 - 45 * MINUTE_NS) == ["b"]
+    assert ids(user="u1") == []
+    _turn_at(tracer, "a", t0 - 90 * MINUTE_NS, **{A.USER_ID: "u1"})  # the earliest turn names the user
+    pipeline.ingest(maker.take())
+    assert ids(user="u1") == ["a"] and ids(status=("PENDING",), user="u1") == ["a"]
+    with tracer.start_as_current_span("end", attributes=keyed("a", "v1", **{A.SESSION_EVENT: "end"})):
+        pass
+    pipeline.ingest(maker.take())
+    assert ids(status=("COMPLETED",)) == ["b", "a"] and ids(status=("PENDING",)) == []
+    assert ids(status=("COMPLETED",), user="u1") == ["a"]
+
+
 def test_find_session_key(store: Store, maker: SpanMaker) -> None:
     tracer = maker.tracer()
     with tracer.start_as_current_span("chat", attributes=llm(0, **keyed("same", "old"))):
