@@ -65,7 +65,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -85,11 +84,13 @@ from _otlp import TurnFactory  # noqa: E402
 from bench_receiver import (  # noqa: E402
     ReceiverProcess,
     count_of,
+    free_port,
     from_list,
     interleaved_bodies,
     plain_floor,
     push,
     ratio,
+    rss_mb,
     spans_in,
     stored,
     summary,
@@ -114,27 +115,6 @@ def environment() -> Path:
         (folder / "ready").write_text("\n".join(PINS) + "\n")
         print(f"installed in {time.perf_counter() - started:.0f} s", flush=True)
     return folder
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def rss_mb(pid: int) -> float:
-    """VmRSS of ``pid`` and of all its descendants, in MB."""
-    total, pending = 0.0, [pid]
-    while pending:
-        current = pending.pop()
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [int(p) for p in (task / "children").read_text().split()]
-    return total
 
 
 class Subject(Protocol):
@@ -191,7 +171,7 @@ class Phoenix:
         raise RuntimeError(f"phoenix did not answer /healthz in time; see {self.log}")
 
     def rss(self) -> float:
-        return rss_mb(self.process.pid)
+        return rss_mb(self.process.pid, descendants=True)
 
     def stop(self) -> None:
         if self.process.poll() is None:

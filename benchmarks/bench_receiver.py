@@ -186,15 +186,36 @@ def stored(path: Path) -> tuple[int, int, int]:
     return spans, len(sessions), sum(s.turn_count for s in sessions)
 
 
+def free_port() -> int:
+    """A port free on 127.0.0.1 now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def rss_mb(pid: int, descendants: bool = False) -> float:
+    """VmRSS of ``pid`` in MB (``descendants``: plus that of every process under it)."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+            if descendants:
+                for task in Path(f"/proc/{current}/task").iterdir():
+                    pending += [int(p) for p in (task / "children").read_text().split()]
+    return total
+
+
 class ReceiverProcess:
     """``galtea-otel serve`` as a child process on a free port (gRPC off)."""
 
     def __init__(self, folder: Path, name: str, synchronous: str = "normal", tree: Path = ROOT,
                  extra: tuple[str, ...] = ()) -> None:
         self.path = folder / (name + ".db")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         command = [
             sys.executable,
             "-c",
@@ -222,17 +243,7 @@ class ReceiverProcess:
 
     def rss_mb(self, children: bool = False) -> float:
         """Resident memory of the receiver (``children``: plus its child processes', the assembler's)."""
-        pids = [self.process.pid]
-        if children:
-            for task in Path(f"/proc/{self.process.pid}/task").iterdir():
-                pids += [int(p) for p in (task / "children").read_text().split()]
-        total = 0.0
-        for pid in pids:
-            with contextlib.suppress(FileNotFoundError):
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) / 1024
-        return total
+        return rss_mb(self.process.pid, descendants=children)
 
     def stop(self) -> None:
         self.process.terminate()

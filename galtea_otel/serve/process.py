@@ -5,7 +5,7 @@ A batch of the receiver's interleaved workload (1,200 spans of 400 sessions) all
 short-lived containers (rows, records, aggregates), and the collector's default young threshold (700) runs a
 collection every few hundred of them, promoting the batch's live objects, which then count towards full
 collections of everything the process holds (its modules, the price table). Measured on that workload in a
-receiver-like process (``benchmarks/bench_write_amplification.py``'s spans, BENCHMARKS.md, stop 23): the
+receiver-like process (``benchmarks/bench_receiver.py``'s 40 interleaved requests, BENCHMARKS.md, stop 23): the
 collector took 0.59-0.66 s of 9-11 s of ingest, 0.37-0.44 s with the startup objects frozen, 0.14-0.17 s frozen
 and with a young threshold of 10,000; peak RSS 69 MB in all three.
 """
