@@ -222,7 +222,9 @@ def test_total_cap_refuses_only_when_every_connection_is_busy(
 
 def _raw_request(port: int, body: bytes, *, chunked: bool = False, attempts: int = 1,
                  extra_headers: bytes = b"") -> bytes:
-    """One POST over a raw socket; the whole answer (the server closes or answers with Content-Length)."""
+    """One POST over a raw socket; the whole answer (the server closes or answers with Content-Length).
+
+    With ``attempts`` > 1, a connection refused or closed unanswered is tried again."""
     for attempt in range(attempts):
         sock = _connect(port)
         try:
@@ -233,13 +235,16 @@ def _raw_request(port: int, body: bytes, *, chunked: bool = False, attempts: int
                 sock.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n" + payload)
             else:
                 sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
-            return _read_response(sock)
+            answer = _read_response(sock)
+            if answer or attempt + 1 == attempts:
+                return answer
+            # Closed unanswered: refused while the server had not yet noticed earlier connections closing.
         except OSError:
             if attempt + 1 == attempts:
                 raise
-            time.sleep(0.1)
         finally:
             sock.close()
+        time.sleep(0.1)
     raise AssertionError("unreachable")
 
 
