@@ -71,7 +71,8 @@ def test_the_writer_never_checkpoints_and_the_wal_stays_bounded(tmp_path: Path) 
         # Restarted again and again: the file is reused from its start instead of growing with what is written.
         assert checkpointer.stats["restarts"] > restarts
         assert _wal_bytes(path) - before < 12_000_000, checkpointer.stats
-        assert checkpointer.stats["checkpoints"] > checkpointer.stats["restarts"]
+        # (Not asserted: PASSIVE checkpoints between the restarts. On a loaded machine the thread may wake only
+        # when the WAL is already past the restart size, so that every checkpoint it runs is followed by one.)
         assert checkpointer.stats["errors"] == 0
         assert _stored(path) == written + 400
     finally:
