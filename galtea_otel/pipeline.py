@@ -354,14 +354,20 @@ class Pipeline:
                         if (t, i) in batch:
                             stored.setdefault(i, (batch[(t, i)], None, None))
         span = _ROW_COLUMNS.index("span_id")
-        for pair, found in zip(asked, tx.trace_contexts(requests, _ROW_COLUMNS, batch if fresh else ()),
-                               strict=True):
+        children: dict[tuple[str, str | None], list[SpanRow]] = {}
+        if fresh:  # the batch's rows are not returned (``known``): their children among them are found here
+            for mine in batch.values():
+                children.setdefault((mine.trace_id, mine.parent_span_id), []).append(mine)
+        for pair, request, found in zip(asked, requests,
+                                        tx.trace_contexts(requests, _ROW_COLUMNS, batch if fresh else ()),
+                                        strict=True):
             context = writes.context[pair]
             for values in found:
-                if values[span] in context:
-                    continue
-                mine = batch.get((pair[1], values[span])) if fresh else None
-                context[values[span]] = (mine, None, None) if mine is not None else _parse(values)
+                if values[span] not in context:
+                    context[values[span]] = _parse(values)
+            for candidate in request[1]:
+                for child in children.get((pair[1], candidate), ()):
+                    context.setdefault(child.span_id, (child, None, None))
         if self.settings.turns == "user" and pairs:
             writes.continuing = tx.continuing([(key, t) for key, t, _ in pairs])
 

@@ -123,8 +123,9 @@ class StoreTx(Protocol):
 
     def trace_contexts(self, requests: Sequence[tuple[str, Sequence[str], Sequence[str]]], columns: Sequence[str],
                        known: Container[tuple[str, str]] = ()) -> list[list[tuple[Any, ...]]]:
-        """``trace_context`` of each (trace id, span ids, parent ids), all in a few statements; the (trace id,
-        span id) pairs in ``known`` (the caller has those rows) are not looked up by span id."""
+        """``trace_context`` of each (trace id, span ids, parent ids), all in a few statements; the rows of the
+        (trace id, span id) pairs in ``known`` (the caller has those) are neither read nor returned, children
+        included."""
 
     def continuing(self, pairs: Sequence[tuple[Key, str]]) -> set[tuple[Key, str]]:
         """The (session key, trace id) pairs whose part of the trace has an LLM call that continues a turn."""

@@ -196,22 +196,26 @@ class TurnsTx:
 
     def trace_contexts(self, requests: Sequence[tuple[str, Sequence[str], Sequence[str]]], columns: Sequence[str],
                        known: Container[tuple[str, str]] = ()) -> list[list[tuple[Any, ...]]]:
-        """``trace_context`` of each (trace id, span ids, parent ids), for all of them in two statements (a
-        chunk of pairs joined to the spans' primary key, then to their (trace_id, parent_span_id) index); the
-        (trace id, span id) pairs in ``known`` are not looked up by span id (the caller has them)."""
+        """``trace_context`` of each (trace id, span ids, parent ids), for all of them in two statements: the
+        children of the span ids, ids only, from the (trace_id, parent_span_id) index, then the rows of every
+        span wanted (its own ids, their parents, those children) from the spans' primary key. The (trace id,
+        span id) pairs in ``known`` (the caller has those rows) are not read, nor returned: children included, so
+        a batch whose spans were just inserted does not read its own rows back."""
         span, parent = columns.index("span_id"), columns.index("parent_span_id")
         trace = columns.index("trace_id")
+        children: set[tuple[str, str]] = set()
+        for chunk in iter_chunks(sorted({(t, i) for t, ids, _ in requests for i in ids}), _PAIRS):
+            sql = (f"WITH w (t, i) AS (VALUES {', '.join(['(?, ?)'] * len(chunk))}) SELECT spans.trace_id,"
+                   " spans.span_id FROM w JOIN spans ON spans.trace_id = w.t AND spans.parent_span_id = w.i")
+            children.update((r[0], r[1]) for r in self._q(sql, [v for pair in chunk for v in pair]))
+        wanted_pairs = {(t, i) for t, ids, parents in requests for i in (*ids, *parents)} | children
         select = ", ".join(f"spans.{c}" for c in columns)
         by_trace: dict[str, dict[str, tuple[Any, ...]]] = {}
-        for column, pairs in (
-                ("span_id", sorted({(t, i) for t, ids, parents in requests for i in (*ids, *parents)
-                                    if (t, i) not in known})),
-                ("parent_span_id", sorted({(t, i) for t, ids, _ in requests for i in ids}))):
-            for chunk in iter_chunks(pairs, _PAIRS):
-                sql = (f"WITH w (t, i) AS (VALUES {', '.join(['(?, ?)'] * len(chunk))}) SELECT {select} FROM w"
-                       f" JOIN spans ON spans.trace_id = w.t AND spans.{column} = w.i")
-                for r in self._q(sql, [v for pair in chunk for v in pair]):
-                    by_trace.setdefault(r[trace], {})[r[span]] = r
+        for chunk in iter_chunks(sorted(p for p in wanted_pairs if p not in known), _PAIRS):
+            sql = (f"WITH w (t, i) AS (VALUES {', '.join(['(?, ?)'] * len(chunk))}) SELECT {select} FROM w"
+                   " JOIN spans ON spans.trace_id = w.t AND spans.span_id = w.i")
+            for r in self._q(sql, [v for pair in chunk for v in pair]):
+                by_trace.setdefault(r[trace], {})[r[span]] = r
         found = []
         for trace_id, span_ids, parent_ids in requests:
             ids, wanted = set(span_ids), {*span_ids, *parent_ids}

@@ -325,6 +325,33 @@ def test_any_batching_and_duplication_gives_the_same_records(
     assert row_counts(other) == row_counts(reference)
 
 
+def test_trace_contexts_reads_no_row_the_caller_has(store: Store, maker: SpanMaker) -> None:
+    """The look-up incremental assembly makes of a batch's traces: the rows of the span ids, of their parents
+    and of their children, except those the caller holds already (``known``: a batch just inserted), children
+    included; with nothing known, all of them."""
+    tracer = maker.tracer()
+    with (tracer.start_as_current_span("root", attributes=keyed("ctx", "v1")),
+          tracer.start_as_current_span("chat", attributes=llm(0))):
+        with tracer.start_as_current_span("tool-a"), tracer.start_as_current_span("grandchild"):
+            pass
+        with tracer.start_as_current_span("tool-b"):
+            pass
+    Pipeline(store).ingest(maker.take())
+    rows = {r.name: r for r in store.read_session_rows(("ctx", "v1"))}
+    assert set(rows) == {"root", "chat", "tool-a", "tool-b", "grandchild"}
+    trace = rows["chat"].trace_id
+    request = [(trace, [rows["chat"].span_id], [rows["root"].span_id])]
+    columns = ("trace_id", "span_id", "parent_span_id", "name")
+    with store.transaction() as tx:
+        everything = tx.trace_contexts(request, columns)
+        known = {(trace, rows[name].span_id) for name in ("chat", "tool-a")}
+        partial = tx.trace_contexts(request, columns, known)
+    assert len(everything) == len(partial) == 1
+    assert sorted(r[3] for r in everything[0]) == ["chat", "root", "tool-a", "tool-b"]  # no grandchild
+    assert sorted(r[3] for r in partial[0]) == ["root", "tool-b"]
+    assert {r[3]: r[2] for r in partial[0]} == {"root": None, "tool-b": rows["chat"].span_id}
+
+
 def test_unkeyed_child_before_keyed_root_gets_its_key(store: Store, maker: SpanMaker) -> None:
     tracer = maker.tracer()
     with (tracer.start_as_current_span("root", attributes=keyed("late-key", "v1")),
