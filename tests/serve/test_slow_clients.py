@@ -153,7 +153,8 @@ def test_headers_that_never_complete_are_cut_off(make_receiver: ReceiverFactory)
         sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n")
         for _ in range(3):  # a header line now and then does not extend the deadline
             time.sleep(0.1)
-            sock.sendall(b"X-Slow: 1\r\n")
+            with suppress(OSError):  # (a loaded machine may reach the deadline first: cut off already)
+                sock.sendall(b"X-Slow: 1\r\n")
         assert _closed_by_server(sock)
         sock.close()
         assert receiver.app.stats["header_timeout"] == 1
@@ -192,9 +193,13 @@ def test_per_client_cap_closes_the_oldest_idle_connections(make_receiver: Receiv
         assert receiver.http_address is not None and receiver.app is not None
         port = receiver.http_address.port
         socks = stack.enter_context(_open_sockets(15, port, b"POST /v1/traces HTTP/1.1\r\n"))
-        closed = [_closed_by_server(sock, timeout=0.5) for sock in socks]
-        assert closed == [True] * 5 + [False] * 10  # the 5 oldest made room for the 10 newest
+        for _ in range(600):  # a loaded machine accepts them a while after they connected
+            if receiver.app.stats["evicted"] >= 5:
+                break
+            time.sleep(0.05)
         assert receiver.app.stats["evicted"] == 5
+        closed = [_closed_by_server(sock, timeout=30 if n < 5 else 0.5) for n, sock in enumerate(socks)]
+        assert closed == [True] * 5 + [False] * 10  # the 5 oldest made room for the 10 newest
         # A client at its cap still gets served: its new connection evicts an idle one.
         response = _raw_request(port, proto_body(llm_spans(sessions=1, turns=1)))
         assert response.startswith(b"HTTP/1.1 200 ")
