@@ -155,13 +155,14 @@ from galtea_otel.serve.options import (
 )
 @click.option(
     "--assemble",
-    type=click.Choice(["inline", "deferred"]),
-    default="inline",
+    type=click.Choice(["auto", "inline", "deferred"]),
+    default="auto",
     show_default=True,
-    help="inline: answer a request once its records are assembled in the store. deferred: answer once its "
-    "rows are committed to the store's inbox (<store>.inbox, as durable as the store) and let a second process "
-    "assemble them in large batches: several times the acknowledged rate on a busy receiver, records a moment "
-    "behind (SQLite stores).",
+    help="deferred: answer a request once its rows are committed to the store's inbox (<store>.inbox, as "
+    "durable as the store) and let a second process assemble them in large batches: several times the "
+    "acknowledged rate on a busy receiver, records a moment behind (SQLite stores). inline: answer once its "
+    "records are assembled in the store (read-your-writes; one core). auto: deferred on a SQLite store, "
+    "inline on PostgreSQL (which scales by running more receivers).",
 )
 @click.option(
     "--assemble-batch-spans",
@@ -224,7 +225,7 @@ def serve(
     ui_host: str,
     ui_port: int,
     evaluators_spec: tuple[str, ...] = (),
-    assemble: str = "inline",
+    assemble: str = "auto",
     assemble_batch_spans: int = DEFAULT_ASSEMBLE_SPANS,
     inbox_max_spans: int = DEFAULT_INBOX_SPANS,
 ) -> None:

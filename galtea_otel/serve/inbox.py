@@ -1,15 +1,18 @@
-"""Deferred assembly (``serve --assemble deferred``): a request is acknowledged once its translated rows are
-committed to the *inbox*, and a second process assembles them into the store, many requests at a time.
+"""Deferred assembly (``serve --assemble deferred``, and ``auto``, the default of ``galtea-otel serve`` on a
+SQLite store file): a request is acknowledged once its translated rows are committed to the *inbox*, and a
+second process assembles them into the store, many requests at a time.
 
-Inline assembly (the default) acknowledges a request after its turns, sessions and aggregates are committed:
-read-your-writes, but the acknowledgement waits for the whole of ``Pipeline.ingest_rows`` and everything runs on
-one core. Here the request's thread decodes and translates (so rejected spans are still answered as a partial
-success) and the group commit writer (:mod:`galtea_otel.serve.writer`) stores each group of requests as one
-entry of the inbox: a SQLite file next to the store (``<store>.inbox``), written with the store's
-``synchronous`` setting, so an acknowledged request survives a crash exactly as it would in the store itself.
+Inline assembly (``--assemble inline``; ``auto`` on PostgreSQL and in a receiver embedded in another program's
+thread) acknowledges a request after its turns, sessions and aggregates are committed: read-your-writes, but the
+acknowledgement waits for the whole of ``Pipeline.ingest_rows`` and everything runs on one core. Here the
+request's thread decodes and translates (so rejected spans are still answered as a partial success) and the
+group commit writer (:mod:`galtea_otel.serve.writer`) stores each group of requests as one entry of the inbox:
+a SQLite file next to the store (``<store>.inbox``), written with the store's ``synchronous`` setting, so an
+acknowledged request survives a crash exactly as it would in the store itself.
 
-The assembler is a child process (:class:`AssemblerProcess`, lowered priority so acknowledgements come first)
-that takes the oldest entries, up to ``batch_spans`` spans, stores them with one ``Pipeline.ingest_rows`` (one
+The assembler is a child process (:class:`AssemblerProcess`, lowered priority so acknowledgements come first,
+started with the first request when the store has nothing to assemble or sweep, at once otherwise) that takes
+the oldest entries, up to ``batch_spans`` spans, stores them with one ``Pipeline.ingest_rows`` (one
 transaction in the store) and only then deletes them from the inbox. A crash between the two stores them again
 at the next start, which changes nothing: records are a function of the *set* of spans, and a span stored twice
 is a duplicate. The assembler also runs the receiver's sweep (idle close, held spans) at a moment the inbox is
@@ -456,7 +459,11 @@ def main() -> None:
 class AssemblerProcess:
     """The assembler as a child process (``python -m galtea_otel.serve.inbox``), restarted when it dies;
     :meth:`stop` lets it empty the inbox for at most ``timeout`` seconds. It is woken through its stdin, and
-    told to finish by the end of it: a receiver killed outright leaves an assembler that drains and exits."""
+    told to finish by the end of it: a receiver killed outright leaves an assembler that drains and exits.
+
+    ``start(spawn=False)`` leaves the process to the first :meth:`wake` (the first request committed to the
+    inbox): a receiver started on a store with nothing to assemble or sweep holds one process, not two, until
+    it is sent something (its idle memory is the receiver's alone)."""
 
     def __init__(self, store_url: str, settings: Any, *, sync: bool = False, evaluate: bool = False,
                  batch_spans: int = DEFAULT_BATCH_SPANS, sweep_interval: float = 30.0) -> None:
@@ -472,17 +479,23 @@ class AssemblerProcess:
         self._watch: threading.Thread | None = None
         self.restarts = 0
 
-    def start(self) -> None:
-        self._spawn()
+    def start(self, spawn: bool = True) -> None:
+        if spawn:
+            self._spawn()
         self._watch = threading.Thread(target=self._watch_loop, name="galtea-otel-assembler-watch", daemon=True)
         self._watch.start()
 
     def _spawn(self) -> None:
+        with self._lock:
+            self._spawn_locked()
+
+    def _spawn_locked(self) -> subprocess.Popen[bytes]:
         import sys
 
-        with self._lock:
-            self._process = subprocess.Popen([sys.executable, "-m", "galtea_otel.serve.inbox", self._args],
-                                             stdin=subprocess.PIPE)
+        self._process = subprocess.Popen([sys.executable, "-m", "galtea_otel.serve.inbox", self._args],
+                                         stdin=subprocess.PIPE)
+        log.info("deferred assembly: assembler process %d started", self._process.pid)
+        return self._process
 
     def _watch_loop(self) -> None:
         while not self._stopping.wait(0.5):
@@ -502,6 +515,8 @@ class AssemblerProcess:
     def wake(self) -> None:
         with self._lock:
             process = self._process
+            if process is None and not self._stopping.is_set():
+                process = self._spawn_locked()  # the first request: the process starts now
             if process is None or process.stdin is None:
                 return
             with contextlib.suppress(OSError, ValueError):  # it died: the watcher restarts it

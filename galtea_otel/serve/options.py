@@ -101,10 +101,12 @@ class ServeOptions:
     - ``token``: when set, every request needs ``Authorization: Bearer <token>``.
     - ``group_max_spans`` / ``group_max_bytes``: requests waiting for the store at the same moment are stored in
       one transaction (``galtea_otel.serve.writer``), up to this many spans and bytes of row text in it.
-    - ``assemble``: ``inline`` (default) answers a request once its records are assembled in the store;
+    - ``assemble``: ``inline`` answers a request once its records are assembled in the store;
       ``deferred`` answers once its rows are committed to the store's inbox, and a second process assembles them,
       ``assemble_batch_spans`` at a time (``galtea_otel.serve.inbox``; SQLite stores only); past
-      ``inbox_max_spans`` spans waiting, requests get 503.
+      ``inbox_max_spans`` spans waiting, requests get 503. ``auto`` (default): deferred when the receiver is
+      its own process (``galtea-otel serve``) on a SQLite store file, inline otherwise (a PostgreSQL store, a
+      receiver embedded in another program's thread, which would not own a second process).
     - ``redact_secrets``: mask common secrets (:func:`galtea_otel.redact.secrets`) in what is stored, for
       telemetry that arrives unmasked (applied when the receiver builds its own pipeline).
     """
@@ -135,7 +137,8 @@ class ServeOptions:
     sweep_interval: float = 30.0
     # ``inline``: a request is answered once assembled into the store; ``deferred``: once committed to the
     # inbox, assembled by a second process (galtea_otel.serve.inbox); ``assemble_batch_spans`` per transaction.
-    assemble: str = "inline"
+    # ``auto``: deferred for ``galtea-otel serve`` on a SQLite file, else inline (``Receiver.deferred``).
+    assemble: str = "auto"
     assemble_batch_spans: int = DEFAULT_ASSEMBLE_SPANS
     inbox_max_spans: int = DEFAULT_INBOX_SPANS
     shutdown_grace: float = 30.0
@@ -157,8 +160,8 @@ class ServeOptions:
             raise ConfigError("--max-body-bytes and the concurrency limits must be positive")
         if min(self.header_timeout, self.keepalive_timeout, self.body_timeout) <= 0 or self.body_min_rate < 0:
             raise ConfigError("the header, keep-alive and body timeouts must be positive")
-        if self.assemble not in ("inline", "deferred"):
-            raise ConfigError(f"--assemble must be inline or deferred, not {self.assemble!r}")
+        if self.assemble not in ("auto", "inline", "deferred"):
+            raise ConfigError(f"--assemble must be auto, inline or deferred, not {self.assemble!r}")
         if self.assemble == "deferred" and (self.store_url or "").startswith(("postgresql:", "postgres:")):
             raise ConfigError("--assemble deferred needs a SQLite store (its inbox is a file beside it); a "
                               "PostgreSQL deployment scales by running more receivers")

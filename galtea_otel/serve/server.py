@@ -116,7 +116,8 @@ class Receiver:
             pipeline, owned_store = _open_pipeline(options, sync=self.galtea is not None)
             self.pipeline = pipeline
         sweeper = Sweeper(pipeline, options.sweep_interval)
-        if options.assemble == "inline":  # deferred: the writer stores into the inbox, made below
+        deferred = self._deferred(owned_store)
+        if not deferred:  # deferred: the writer stores into the inbox, made below
             self.writer = group_committer(pipeline, options.group_max_spans, options.group_max_bytes)
         ingestor: Ingests = self.writer if self.writer is not None else pipeline
         if self.galtea is not None:
@@ -126,7 +127,7 @@ class Receiver:
         sock: socket.socket | None = None
         grpc_server: Any = None
         try:
-            if options.assemble == "deferred":  # the assembler process sweeps, after what the inbox holds
+            if deferred:  # the assembler process sweeps, after what the inbox holds
                 if owned_store is None:
                     raise ConfigError("deferred assembly needs the receiver to open its own store")
                 self._start_assembler(owned_store)
@@ -191,6 +192,20 @@ class Receiver:
                 owned_store.close()
             log.info("galtea-otel receiver: stopped")
 
+    def _deferred(self, owned_store: Any) -> bool:
+        """Whether this receiver assembles deferred: asked for, or ``auto`` in galtea-otel's own process on a
+        SQLite store file it opened (a receiver in another program's thread does not start a second process;
+        PostgreSQL has no inbox: it scales by running more receivers)."""
+        if self.options.assemble != "auto":
+            return self.options.assemble == "deferred"
+        if not self.own_process or owned_store is None:
+            return False
+        try:
+            inbox_path(owned_store)
+        except ValueError:
+            return False
+        return True
+
     def _start_assembler(self, store: Any) -> None:
         try:
             path = inbox_path(store)
@@ -201,10 +216,16 @@ class Receiver:
                                           evaluate=self.evaluators is not None,
                                           batch_spans=self.options.assemble_batch_spans,
                                           sweep_interval=self.options.sweep_interval)
-        self.assembler.start()
         backlog = self.inbox.backlog()
-        log.info("deferred assembly: inbox %s (%d span(s) waiting), assembler process %s", path, backlog.spans,
-                 self.assembler.pid)
+        # Started now when there is something to assemble or sweep (entries left by an earlier run, sessions
+        # still open, spans held for their session); else by the first request the inbox takes.
+        now = backlog.entries > 0
+        if not now:
+            with store.transaction() as tx:
+                now = bool(tx.idle_sessions(2**62)) or bool(tx.held_traces(2**62))
+        self.assembler.start(spawn=now)
+        log.info("deferred assembly: inbox %s (%d span(s) waiting), %s", path, backlog.spans,
+                 f"assembler process {self.assembler.pid}" if now else "the assembler starts with the first request")
 
     def wait_assembled(self, timeout: float = 30.0) -> bool:
         """Deferred assembly: wait until the inbox holds nothing left to assemble (True), at most ``timeout``

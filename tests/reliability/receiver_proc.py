@@ -3,9 +3,11 @@ receivers on one database, and memory measured in the receiver alone (``/proc/PI
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -46,6 +48,7 @@ class ServeProcess:
             "127.0.0.1:0" if grpc else "off",
             *args,
         ]
+        self.store_url = store_url
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         self.log_lines: list[str] = []
         self.port = 0
@@ -79,6 +82,20 @@ class ServeProcess:
             self.kill()
             raise AssertionError(f"the receiver did not start; its log:\n{self.log}")
         return self
+
+    def wait_assembled(self, timeout: float = 60.0) -> None:
+        """Until nothing acknowledged waits in the store's inbox (``galtea-otel serve`` on a SQLite file defers
+        assembly by default: a request is answered once in the inbox, its records come a moment later). A
+        receiver without an inbox (inline, PostgreSQL) has nothing to wait for."""
+        inbox = _inbox_of(self.store_url)
+        if inbox is None or not inbox.exists():
+            return
+        deadline = time.monotonic() + timeout
+        with contextlib.closing(sqlite3.connect(inbox, timeout=30)) as conn:
+            while conn.execute("SELECT count(*) FROM inbox WHERE failed IS NULL").fetchone()[0]:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the inbox was not assembled within {timeout} s; the log:\n{self.log}")
+                time.sleep(0.02)
 
     def _read(self) -> None:
         assert self.process is not None and self.process.stderr is not None
@@ -153,3 +170,11 @@ def command_exit(args: Sequence[str], timeout: float = 60.0) -> subprocess.Compl
         capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
     )
+
+
+def _inbox_of(store_url: str) -> Path | None:
+    """The inbox file beside a SQLite store (``sqlite:///path[?...]`` or a plain path); None for PostgreSQL."""
+    if store_url.startswith(("postgresql:", "postgres:")):
+        return None
+    path = store_url.removeprefix("sqlite:///").removeprefix("sqlite://").split("?", 1)[0]
+    return Path(path + ".inbox")

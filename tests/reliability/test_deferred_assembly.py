@@ -135,14 +135,26 @@ def _count(db: Path, sql: str) -> int:
         return int(conn.execute(sql).fetchone()[0])
 
 
+def _open_session_in(url: str) -> None:
+    """Store one open session (50 spans, ``open-00``): a receiver started on this store has something to sweep,
+    so it starts its assembler at once (else with the first request) and logs its process id."""
+    store = open_store(url)
+    try:
+        pipeline = Pipeline(store)
+        pipeline.ingest_rows(_rows(pipeline, sessions(1, "open")))
+    finally:
+        store.close()
+
+
 def test_acknowledged_requests_survive_the_receiver_and_assembler_killed(tmp_path: Path) -> None:
     """The assembler is stopped (SIGSTOP), 4 requests are acknowledged, then both processes are killed (SIGKILL):
-    nothing is in the store yet, all of it is in the inbox; the next receiver assembles it."""
+    nothing of them is in the store yet, all of it is in the inbox; the next receiver assembles it."""
     db = tmp_path / "s.db"
     url = f"sqlite:///{db}"
+    _open_session_in(url)
     spans = sessions(8, "killed")
     bodies = [encode_spans(spans[i * 100:(i + 1) * 100]).SerializeToString() for i in range(4)]
-    proc = ServeProcess(url, "--assemble", "deferred").start()
+    proc = ServeProcess(url).start()  # the default on a SQLite file: deferred
     try:
         pid = _assembler_pid(proc)
         os.kill(pid, signal.SIGSTOP)
@@ -153,27 +165,28 @@ def test_acknowledged_requests_survive_the_receiver_and_assembler_killed(tmp_pat
         proc.kill()
     inbox = Path(str(db) + ".inbox")
     assert _count(inbox, "SELECT coalesce(sum(spans), 0) FROM inbox") == 400
-    assert _count(db, "SELECT count(*) FROM spans") == 0
+    assert _count(db, "SELECT count(*) FROM spans") == 50
     listed = command_exit(["--store", url, "sessions", "list"])
-    assert listed.returncode == 0 and "No sessions yet" in listed.stdout
+    assert listed.returncode == 0 and "open-00" in listed.stdout and "killed" not in listed.stdout
     assert "400 span(s) received by `serve --assemble deferred` are not assembled yet" in listed.stderr
     with ServeProcess(url, "--assemble", "deferred"):
         deadline = time.monotonic() + 60
         while _count(inbox, "SELECT count(*) FROM inbox") and time.monotonic() < deadline:
             time.sleep(0.05)
     assert _count(inbox, "SELECT count(*) FROM inbox") == 0
-    assert _count(db, "SELECT count(*) FROM spans") == 400
+    assert _count(db, "SELECT count(*) FROM spans") == 450
     store = open_store(url)
     try:
         listed = store.list_sessions(limit=100)
     finally:
         store.close()
-    assert sorted(s.custom_id for s in listed) == [f"killed-{i:02d}" for i in range(8)]
+    assert sorted(s.custom_id for s in listed) == [f"killed-{i:02d}" for i in range(8)] + ["open-00"]
     assert {s.turn_count for s in listed} == {24}
 
 
 def test_the_assembler_empties_the_inbox_and_exits_when_the_receiver_dies(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
+    _open_session_in(f"sqlite:///{db}")
     spans = sessions(2, "orphaned")
     proc = ServeProcess(f"sqlite:///{db}", "--assemble", "deferred").start()
     try:
@@ -188,7 +201,7 @@ def test_the_assembler_empties_the_inbox_and_exits_when_the_receiver_dies(tmp_pa
         assert not _alive(pid), "the assembler outlived its receiver"
     finally:
         proc.kill()
-    assert _count(db, "SELECT count(*) FROM spans") == 100
+    assert _count(db, "SELECT count(*) FROM spans") == 150
     assert _count(Path(str(db) + ".inbox"), "SELECT count(*) FROM inbox") == 0
 
 
@@ -196,6 +209,7 @@ def test_the_assembler_is_restarted_when_it_dies(tmp_path: Path) -> None:
     spans = sessions(1, "restarted")
     with receiver(tmp_path / "d.db", "deferred") as late:
         assert late.assembler is not None
+        late.assembler.wake()  # a fresh store: the assembler starts with the first request, or when woken
         first = late.assembler.pid
         assert first is not None
         os.kill(first, signal.SIGKILL)
@@ -206,6 +220,37 @@ def test_the_assembler_is_restarted_when_it_dies(tmp_path: Path) -> None:
         post(late, spans)
         assert late.wait_assembled(60)
         assert len(rows(late)) == 50
+
+
+def test_the_assembler_starts_with_the_first_request_on_a_store_with_nothing_to_do(tmp_path: Path) -> None:
+    """``galtea-otel serve`` on a new SQLite file defers (the default, ``auto``) but holds one process until it
+    is sent something; then the assembler starts and the request is assembled. Started again on that store
+    (an open session to sweep), it starts its assembler at once."""
+    db = tmp_path / "s.db"
+    with ServeProcess(f"sqlite:///{db}") as proc:
+        time.sleep(1.0)
+        assert _ASSEMBLER.search(proc.log) is None and "the assembler starts with the first request" in proc.log
+        assert _children(proc.pid) == []
+        assert _post_body(proc.port, encode_spans(sessions(1, "lazy")).SerializeToString()) == 200
+        pid = _assembler_pid(proc)
+        assert _children(proc.pid) == [pid]
+        deadline = time.monotonic() + 60
+        while _count(db, "SELECT count(*) FROM spans") < 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _count(db, "SELECT count(*) FROM sessions WHERE custom_id = 'lazy-00'") == 1
+    with ServeProcess(f"sqlite:///{db}") as again:
+        assert _children(again.pid) == [_assembler_pid(again)]
+
+
+def _children(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(stat.parent.name))
+    return found
 
 
 def test_the_assembler_sweeps_after_the_inbox(tmp_path: Path) -> None:
@@ -232,7 +277,9 @@ def test_a_full_inbox_answers_503_until_it_is_assembled(tmp_path: Path) -> None:
     spans = sessions(3, "full")
     bodies = [encode_spans(spans[i * 50:(i + 1) * 50]).SerializeToString() for i in range(3)]
     with receiver(tmp_path / "d.db", "deferred", inbox_max_spans=40) as late:
-        assert late.assembler is not None and late.assembler.pid is not None and late.http_address is not None
+        assert late.assembler is not None
+        late.assembler.wake()
+        assert late.assembler.pid is not None and late.http_address is not None
         os.kill(late.assembler.pid, signal.SIGSTOP)
         try:
             def send(body: bytes) -> tuple[int, str | None]:

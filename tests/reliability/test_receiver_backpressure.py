@@ -69,7 +69,10 @@ def test_stalled_store_gets_503_bounded_memory_and_full_delivery(tmp_path: Path)
     statuses, make_session = recording_sessions()
     flood_answers: Counter[str] = Counter()
     flood_lock = threading.Lock()
-    with ServeProcess(f"sqlite:///{db}", "--max-inflight", "2", "--max-body-bytes", str(MAX_BODY)) as receiver:
+    # inline: the requests wait for the stalled store itself (deferred ones, the default on SQLite, wait for the
+    # inbox's limit instead: tests/reliability/test_deferred_assembly.py)
+    with ServeProcess(f"sqlite:///{db}", "--assemble", "inline", "--max-inflight", "2", "--max-body-bytes",
+                      str(MAX_BODY)) as receiver:
         warm = OTLPSpanExporter(endpoint=receiver.url, timeout=30)
         for _ in range(3):  # first requests allocate what any receiver keeps (imports, caches, pools)
             assert warm.export(sessions_of_spans(2, 20, prefix="warm")) is SpanExportResult.SUCCESS

@@ -439,6 +439,7 @@ def test_receiver_redaction_masks_what_arrives_unmasked(
     args = ["--token-file", str(token_file), *(["--redact-secrets"] if receiver_masks else [])]
     with ServeProcess(store_url, *args) as receiver:
         _app_to_receiver(receiver.url, TracerProvider(shutdown_on_exit=False), app_masks=app_masks)
+        receiver.wait_assembled()  # the default on a SQLite file: assembled a moment after the answer
         detail = _detail(store_url)
     text = _all_text(detail)
     stored = _sqlite_bytes(tmp_path)

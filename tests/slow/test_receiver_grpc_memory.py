@@ -39,7 +39,10 @@ def test_stalled_store_bounds_grpc_memory_too(tmp_path: Path) -> None:
     assert 6 << 20 < message.ByteSize() < MAX_BODY
     codes: Counter[str] = Counter()
     lock = threading.Lock()
-    with ServeProcess(f"sqlite:///{db}", "--max-inflight", "2", "--max-body-bytes", str(MAX_BODY), grpc=True) as rcv:
+    # inline: the requests wait for the stalled store itself (deferred ones wait for the inbox's limit instead,
+    # tests/reliability/test_deferred_assembly.py)
+    with ServeProcess(f"sqlite:///{db}", "--assemble", "inline", "--max-inflight", "2", "--max-body-bytes",
+                      str(MAX_BODY), grpc=True) as rcv:
         target = f"127.0.0.1:{rcv.grpc_port}"
         with grpc.insecure_channel(target) as channel:
             TraceServiceStub(channel).Export(message, timeout=30)  # type: ignore[no-untyped-call]
