@@ -58,7 +58,7 @@ from typing import Any
 from galtea_otel.pipeline import IngestResult
 from galtea_otel.serve.options import DEFAULT_ASSEMBLE_SPANS, DEFAULT_INBOX_SPANS
 from galtea_otel.serve.peek import inbox_file
-from galtea_otel.serve.process import tune_gc
+from galtea_otel.serve.process import release_memory, tune_gc
 from galtea_otel.serve.writer import StoreUnavailable
 from galtea_otel.spandata import SpanData
 from galtea_otel.store.rows import row_from_tuple, row_to_tuple
@@ -383,11 +383,14 @@ def _store_failing(exc: BaseException) -> bool:
 
 
 def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate: bool = False,
-                  batch_spans: int = DEFAULT_BATCH_SPANS, sweep_interval: float = 30.0,
-                  control: Any = None, niceness: int = 5, own_process: bool = False) -> None:
+                  batch_spans: int = DEFAULT_BATCH_SPANS, sweep_interval: float = 30.0, idle_exit: float = 0.0,
+                  control: Any = None, niceness: int = 5, own_process: bool = False) -> bool:
     """The assembler process's main. ``control`` (its stdin) brings a byte for each wake-up; at its end (the
-    receiver closed it, or is gone) the assembler empties the inbox and returns. ``own_process``: the process is
-    the assembler's alone (``main``), so its garbage collector is tuned (galtea_otel.serve.process)."""
+    receiver closed it, or is gone) the assembler empties the inbox and returns False. ``idle_exit`` (> 0): it
+    returns True once it has had nothing to do for that long, with the inbox empty and nothing left to sweep (no
+    session open, no span held): the receiver starts it again with the next request. ``own_process``: the
+    process is the assembler's alone (``main``), so its garbage collector is tuned (galtea_otel.serve.process).
+    """
     if niceness:
         with contextlib.suppress(OSError):
             os.nice(niceness)  # acknowledgements (the receiver process) come first
@@ -410,12 +413,24 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
         wake.set()
 
     threading.Thread(target=listen, name="galtea-otel-assembler-control", daemon=True).start()
-    last_sweep = time.monotonic()
+    last_sweep = last_work = time.monotonic()
+    worked = False
     try:
         while True:
             wake.clear()
             done_before = assembler.stats["entries"] + assembler.stats["failed_entries"]
             taken = assembler.step()
+            if worked and not taken:  # the inbox just emptied: idle from here, on the memory of no batch
+                release_memory()
+            worked = bool(taken)
+            if taken:
+                last_work = time.monotonic()
+            elif idle_exit > 0 and not stop.is_set() and time.monotonic() - last_work >= idle_exit:
+                last_work = time.monotonic()  # looked at once an interval, not on every wake-up
+                if _nothing_to_do(store, inbox):
+                    log.info("assembler: nothing to assemble or sweep for %.0f s: exiting (the next request "
+                             "starts it again)", idle_exit)
+                    return True
             # The sweep waits for a moment the inbox is empty (a session is not idle-closed while its next turn
             # waits here), but never more than one interval past due, so that a receiver that never catches up
             # still closes idle sessions and settles held spans.
@@ -425,6 +440,7 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
                     counts = pipeline.sweep()
                     if any(counts.values()):
                         log.info("sweep: %s", counts)
+                        last_work = time.monotonic()
                 except Exception:
                     log.exception("sweep failed; retrying in %.0f s", sweep_interval)
             if taken:
@@ -434,11 +450,22 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
             if stop.is_set():
                 break
             wake.wait(min(1.0, sweep_interval))
+        return False
     finally:
         log.info("assembler: %d span(s) in %d batch(es); %d entr(ies) failed", assembler.stats["spans"],
                  assembler.stats["batches"], assembler.stats["failed_entries"])
         inbox.close()
         store.close()
+
+
+def _nothing_to_do(store: Any, inbox: Inbox) -> bool:
+    if inbox.backlog().entries:
+        return False
+    with store.transaction() as tx:
+        return not tx.has_open_work()
+
+
+IDLE_EXIT = 3  # the assembler process's exit code when it went idle (not a failure: not restarted until needed)
 
 
 def main() -> None:
@@ -453,7 +480,11 @@ def main() -> None:
     args = json.loads(sys.argv[1])
     fields = {f.name for f in dataclasses.fields(PipelineSettings)}
     settings = PipelineSettings(**{k: v for k, v in args.pop("settings").items() if k in fields})
-    run_assembler(args.pop("store_url"), settings, control=sys.stdin.buffer, own_process=True, **args)
+    if run_assembler(args.pop("store_url"), settings, control=sys.stdin.buffer, own_process=True, **args):
+        # Gone idle (store and inbox closed): out at once, for the thread still blocked reading stdin would
+        # abort the interpreter's shutdown.
+        logging.shutdown()
+        os._exit(IDLE_EXIT)
 
 
 class AssemblerProcess:
@@ -466,18 +497,23 @@ class AssemblerProcess:
     it is sent something (its idle memory is the receiver's alone)."""
 
     def __init__(self, store_url: str, settings: Any, *, sync: bool = False, evaluate: bool = False,
-                 batch_spans: int = DEFAULT_BATCH_SPANS, sweep_interval: float = 30.0) -> None:
+                 batch_spans: int = DEFAULT_BATCH_SPANS, sweep_interval: float = 30.0, idle_exit: float = 0.0,
+                 pending: Callable[[], bool] | None = None) -> None:
         import dataclasses
         import json
 
         self._args = json.dumps({"store_url": store_url, "settings": dataclasses.asdict(settings), "sync": sync,
                                  "evaluate": evaluate, "batch_spans": batch_spans,
-                                 "sweep_interval": sweep_interval})
+                                 "sweep_interval": sweep_interval, "idle_exit": idle_exit})
+        # Whether the inbox holds entries: looked at when the process went idle, in case a request came in
+        # between its last look and its exit (then it is started again at once).
+        self._pending = pending
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._watch: threading.Thread | None = None
         self.restarts = 0
+        self.idle_exits = 0
 
     def start(self, spawn: bool = True) -> None:
         if spawn:
@@ -501,6 +537,15 @@ class AssemblerProcess:
         while not self._stopping.wait(0.5):
             process = self._process
             if process is None or process.poll() is None:
+                continue
+            if process.returncode == IDLE_EXIT:
+                with self._lock:  # a wake-up from here on sees no process and starts one
+                    if self._process is process and not self._stopping.is_set():
+                        if self._pending is not None and self._pending():
+                            self._spawn_locked()  # a request came in as it was leaving
+                        else:
+                            self._process = None
+                            self.idle_exits += 1
                 continue
             self.restarts += 1
             log.error("the assembler process exited (code %s); restarting it", process.returncode)
@@ -543,7 +588,7 @@ class AssemblerProcess:
             process.kill()
             process.wait()
             return False
-        return process.returncode == 0
+        return process.returncode in (0, IDLE_EXIT)
 
 
 if __name__ == "__main__":

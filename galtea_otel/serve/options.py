@@ -141,6 +141,9 @@ class ServeOptions:
     assemble: str = "auto"
     assemble_batch_spans: int = DEFAULT_ASSEMBLE_SPANS
     inbox_max_spans: int = DEFAULT_INBOX_SPANS
+    # Deferred: the assembler process exits once it has had nothing to assemble or sweep for this long (no
+    # session open, no span held), and the next request starts it again; 0: it never does.
+    assembler_idle_exit: float = 60.0
     shutdown_grace: float = 30.0
     settings: PipelineSettings = field(default_factory=PipelineSettings)
     redact_secrets: bool = False

@@ -215,17 +215,22 @@ class Receiver:
         self.assembler = AssemblerProcess(store.url, self.options.settings, sync=self.galtea is not None,
                                           evaluate=self.evaluators is not None,
                                           batch_spans=self.options.assemble_batch_spans,
-                                          sweep_interval=self.options.sweep_interval)
+                                          sweep_interval=self.options.sweep_interval,
+                                          idle_exit=self.options.assembler_idle_exit,
+                                          pending=lambda: self._inbox_pending())
         backlog = self.inbox.backlog()
         # Started now when there is something to assemble or sweep (entries left by an earlier run, sessions
         # still open, spans held for their session); else by the first request the inbox takes.
         now = backlog.entries > 0
         if not now:
             with store.transaction() as tx:
-                now = bool(tx.idle_sessions(2**62)) or bool(tx.held_traces(2**62))
+                now = tx.has_open_work()
         self.assembler.start(spawn=now)
         log.info("deferred assembly: inbox %s (%d span(s) waiting), %s", path, backlog.spans,
                  f"assembler process {self.assembler.pid}" if now else "the assembler starts with the first request")
+
+    def _inbox_pending(self) -> bool:
+        return self.inbox is not None and self.inbox.backlog().entries > 0
 
     def wait_assembled(self, timeout: float = 30.0) -> bool:
         """Deferred assembly: wait until the inbox holds nothing left to assemble (True), at most ``timeout``

@@ -148,6 +148,9 @@ class StoreTx(Protocol):
         """(project, trace id) of the traces with rows still unkeyed, the newest of which arrived before the
         given time."""
 
+    def has_open_work(self) -> bool:
+        """Whether a sweep could ever have something to do here: a PENDING session, or spans held for a key."""
+
     def unkeyed_rows(self, trace_id: str, project: str) -> list[SpanRow]: ...
 
     def delete_unkeyed(self, trace_id: str, project: str) -> int:

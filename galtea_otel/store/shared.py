@@ -92,6 +92,11 @@ class SharedTx:
             "SELECT custom_id, version, project FROM sessions WHERE status = 'PENDING' AND last_activity_ns < ?"
             " ORDER BY custom_id, version, project", (last_activity_before_ns,))]
 
+    def has_open_work(self) -> bool:
+        row = self._q("SELECT EXISTS (SELECT 1 FROM sessions WHERE status = 'PENDING')"
+                      " OR EXISTS (SELECT 1 FROM spans WHERE custom_id IS NULL)")
+        return bool(row[0][0])
+
     def held_traces(self, received_before_ns: int) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self._q(
             "SELECT project, trace_id FROM spans WHERE custom_id IS NULL GROUP BY project, trace_id"

@@ -242,6 +242,42 @@ def test_the_assembler_starts_with_the_first_request_on_a_store_with_nothing_to_
         assert _children(again.pid) == [_assembler_pid(again)]
 
 
+def test_the_assembler_exits_when_nothing_is_left_to_do_and_the_next_request_starts_it(tmp_path: Path) -> None:
+    """Its memory is given back: once its sessions are idle-closed and the inbox is empty, the assembler
+    process exits (not counted as a crash, not restarted); the next request starts it again and is assembled.
+    While a session is open it stays (it must sweep it)."""
+    settings = PipelineSettings(idle_close_minutes=0.02)  # 1.2 s
+    with receiver(tmp_path / "d.db", "deferred", sweep_interval=0.2, assembler_idle_exit=0.5,
+                  settings=settings) as late:
+        assert late.assembler is not None and late.assembler.pid is None  # a new store: nothing to do yet
+        post(late, sessions(1, "first"))
+        assert late.wait_assembled(60)
+        first = late.assembler.pid
+        assert first is not None
+        deadline = time.monotonic() + 60
+        while late.assembler.pid is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert late.assembler.pid is None and not _alive(first)
+        assert (late.assembler.idle_exits, late.assembler.restarts) == (1, 0)
+        assert {s["status"] for s, _ in records(late).values()} == {"COMPLETED"}  # swept before it left
+        post(late, sessions(1, "second"))
+        assert late.wait_assembled(60)
+        assert late.assembler.pid not in (None, first)
+        assert sorted(records(late)) == ["first-00", "second-00"]
+        assert len(rows(late)) in (101, 102)  # the 100 sent, and a marker row per idle close (1.2 s idle)
+
+
+def test_an_idle_assembler_stays_while_a_session_is_open(tmp_path: Path) -> None:
+    with receiver(tmp_path / "d.db", "deferred", sweep_interval=0.2, assembler_idle_exit=0.3) as late:
+        assert late.assembler is not None
+        post(late, sessions(1, "open"))  # idle-closed only after 30 minutes
+        assert late.wait_assembled(60)
+        pid = late.assembler.pid
+        time.sleep(2.0)  # several idle intervals
+        assert late.assembler.pid == pid and pid is not None and _alive(pid)
+        assert late.assembler.idle_exits == 0
+
+
 def _children(pid: int) -> list[int]:
     """The live processes whose parent is ``pid``."""
     found = []
