@@ -342,15 +342,18 @@ def stream(folder: Path, base: ExportTraceServiceRequest, count: int, synchronou
 
     sampler = threading.Thread(target=sample)
     sampler.start()
+    started = time.perf_counter()
     spans, seconds = push(receiver.port, next_body, 4)
+    assembled = ""
     if mode == "deferred":
         receiver.wait_assembled()
+        assembled = f", {spans / (time.perf_counter() - started):,.0f} assembled"
     done.set()
     sampler.join()
     receiver.stop()
     tail = samples[len(samples) // 2 :] or samples
     return (f"min {min(samples):.0f} / max {max(samples):.0f} MB; second half {min(tail):.0f}-{max(tail):.0f} MB "
-            f"({spans:,} spans, {spans / seconds:,.0f} spans/s acknowledged)")
+            f"({spans:,} spans, {spans / seconds:,.0f} spans/s acknowledged{assembled})")
 
 
 def main() -> None:
