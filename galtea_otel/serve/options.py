@@ -137,7 +137,7 @@ class ServeOptions:
     sweep_interval: float = 30.0
     # ``inline``: a request is answered once assembled into the store; ``deferred``: once committed to the
     # inbox, assembled by a second process (galtea_otel.serve.inbox); ``assemble_batch_spans`` per transaction.
-    # ``auto``: deferred for ``galtea-otel serve`` on a SQLite file, else inline (``Receiver.deferred``).
+    # ``auto``: deferred for ``galtea-otel serve`` on a SQLite file, else inline (``Receiver._deferred``).
     assemble: str = "auto"
     assemble_batch_spans: int = DEFAULT_ASSEMBLE_SPANS
     inbox_max_spans: int = DEFAULT_INBOX_SPANS

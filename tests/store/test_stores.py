@@ -352,6 +352,32 @@ def test_trace_contexts_reads_no_row_the_caller_has(store: Store, maker: SpanMak
     assert {r[3]: r[2] for r in partial[0]} == {"root": None, "tool-b": rows["chat"].span_id}
 
 
+def test_has_open_work_while_a_session_is_open_or_a_span_is_held(store: Store, maker: SpanMaker) -> None:
+    """What the deferred receiver asks before it starts its assembler, and the assembler before it leaves: an
+    empty store has nothing to sweep; a PENDING session or a span waiting for its key has; a store whose
+    sessions all ended, and whose held spans were settled, has not."""
+    def open_work() -> bool:
+        with store.transaction() as tx:
+            return tx.has_open_work()
+
+    assert not open_work()
+    tracer = maker.tracer()
+    with (tracer.start_as_current_span("root", attributes=keyed("open", "v1")),
+          tracer.start_as_current_span("chat", attributes=llm(0))):
+        pass
+    pipeline = Pipeline(store, PipelineSettings(idle_close_minutes=0.0, hold_seconds=0.0))
+    pipeline.ingest(maker.take())
+    assert open_work()  # PENDING: no end event yet
+    pipeline.sweep(now_ns=time.time_ns() + 10**9)
+    assert [s.status for s in store.list_sessions()] == ["COMPLETED"] and not open_work()
+    with tracer.start_as_current_span("unkeyed", attributes=llm(1)):
+        pass
+    pipeline.ingest(maker.take())
+    assert open_work()  # held for a key that may still come
+    pipeline.sweep(now_ns=time.time_ns() + 10**9)
+    assert not open_work()
+
+
 def test_unkeyed_child_before_keyed_root_gets_its_key(store: Store, maker: SpanMaker) -> None:
     tracer = maker.tracer()
     with (tracer.start_as_current_span("root", attributes=keyed("late-key", "v1")),
