@@ -71,6 +71,11 @@ SCHEMA = 1  # the inbox file's tables (PRAGMA user_version)
 ATTEMPTS = 3  # an entry that fails alone this many times is marked failed (kept, counted)
 DEFAULT_BATCH_SPANS = DEFAULT_ASSEMBLE_SPANS
 MAX_BACKOFF_S = 30.0
+IDLE_EXIT = 3  # the assembler process's exit code when it went idle (not a failure: not restarted until needed)
+RECYCLE_EXIT = 4  # idle with sessions open, grown after a burst: started again at once, fresh (not a failure)
+# Measured (the interleaved workload, 48,000 spans in 8,000-span batches): 45 MB fresh, 71 MB idle after it
+# (trimmed), 45 MB again once replaced.
+RECYCLE_GROWTH_MB = 16.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_ns INTEGER NOT NULL, spans INTEGER NOT NULL,
@@ -384,13 +389,15 @@ def _store_failing(exc: BaseException) -> bool:
 
 def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate: bool = False,
                   batch_spans: int = DEFAULT_BATCH_SPANS, sweep_interval: float = 30.0, idle_exit: float = 0.0,
-                  control: Any = None, niceness: int = 5, own_process: bool = False) -> bool:
-    """The assembler process's main. ``control`` (its stdin) brings a byte for each wake-up; at its end (the
-    receiver closed it, or is gone) the assembler empties the inbox and returns False. ``idle_exit`` (> 0): it
-    returns True once it has had nothing to do for that long, with the inbox empty and nothing left to sweep (no
-    session open, no span held): the receiver starts it again with the next request. ``own_process``: the
-    process is the assembler's alone (``main``), so its garbage collector is tuned (galtea_otel.serve.process).
-    """
+                  recycle_mb: float = RECYCLE_GROWTH_MB, control: Any = None, niceness: int = 5,
+                  own_process: bool = False) -> int:
+    """The assembler process's main; returns its exit code. ``control`` (its stdin) brings a byte for each
+    wake-up; at its end (the receiver closed it, or is gone) the assembler empties the inbox and returns 0.
+    ``idle_exit`` (> 0): once it has had nothing to assemble for that long, it returns ``IDLE_EXIT`` when
+    nothing is left to sweep either (no session open, no span held: the receiver starts it again with the next
+    request), or ``RECYCLE_EXIT`` when it has assembled something and grown by more than ``recycle_mb`` since it
+    started (the receiver starts a fresh one at once). ``own_process``: the process is the assembler's alone
+    (``main``), so its garbage collector is tuned (galtea_otel.serve.process)."""
     if niceness:
         with contextlib.suppress(OSError):
             os.nice(niceness)  # acknowledgements (the receiver process) come first
@@ -415,6 +422,7 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
     threading.Thread(target=listen, name="galtea-otel-assembler-control", daemon=True).start()
     last_sweep = last_work = time.monotonic()
     worked = False
+    started_mb = _resident_mb()
     try:
         while True:
             wake.clear()
@@ -430,7 +438,13 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
                 if _nothing_to_do(store, inbox):
                     log.info("assembler: nothing to assemble or sweep for %.0f s: exiting (the next request "
                              "starts it again)", idle_exit)
-                    return True
+                    return IDLE_EXIT
+                if assembler.stats["batches"] and _resident_mb() > started_mb + recycle_mb:
+                    # Idle with sessions still open (it must go on sweeping them): a fresh process holds less
+                    # than one that assembled a burst (the heap its batches fragmented).
+                    log.info("assembler: idle after %d batch(es), %.0f MB resident: replaced by a fresh process",
+                             assembler.stats["batches"], _resident_mb())
+                    return RECYCLE_EXIT
             # The sweep waits for a moment the inbox is empty (a session is not idle-closed while its next turn
             # waits here), but never more than one interval past due, so that a receiver that never catches up
             # still closes idle sessions and settles held spans.
@@ -450,12 +464,21 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
             if stop.is_set():
                 break
             wake.wait(min(1.0, sweep_interval))
-        return False
+        return 0
     finally:
         log.info("assembler: %d span(s) in %d batch(es); %d entr(ies) failed", assembler.stats["spans"],
                  assembler.stats["batches"], assembler.stats["failed_entries"])
         inbox.close()
         store.close()
+
+
+def _resident_mb() -> float:
+    """This process's resident memory (Linux ``/proc/self/statm``); 0 where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _nothing_to_do(store: Any, inbox: Inbox) -> bool:
@@ -465,7 +488,6 @@ def _nothing_to_do(store: Any, inbox: Inbox) -> bool:
         return not tx.has_open_work()
 
 
-IDLE_EXIT = 3  # the assembler process's exit code when it went idle (not a failure: not restarted until needed)
 
 
 def main() -> None:
@@ -480,11 +502,12 @@ def main() -> None:
     args = json.loads(sys.argv[1])
     fields = {f.name for f in dataclasses.fields(PipelineSettings)}
     settings = PipelineSettings(**{k: v for k, v in args.pop("settings").items() if k in fields})
-    if run_assembler(args.pop("store_url"), settings, control=sys.stdin.buffer, own_process=True, **args):
+    code = run_assembler(args.pop("store_url"), settings, control=sys.stdin.buffer, own_process=True, **args)
+    if code:
         # Gone idle (store and inbox closed): out at once, for the thread still blocked reading stdin would
         # abort the interpreter's shutdown.
         logging.shutdown()
-        os._exit(IDLE_EXIT)
+        os._exit(code)
 
 
 class AssemblerProcess:
@@ -498,13 +521,14 @@ class AssemblerProcess:
 
     def __init__(self, store_url: str, settings: Any, *, sync: bool = False, evaluate: bool = False,
                  batch_spans: int = DEFAULT_BATCH_SPANS, sweep_interval: float = 30.0, idle_exit: float = 0.0,
-                 pending: Callable[[], bool] | None = None) -> None:
+                 recycle_mb: float = RECYCLE_GROWTH_MB, pending: Callable[[], bool] | None = None) -> None:
         import dataclasses
         import json
 
         self._args = json.dumps({"store_url": store_url, "settings": dataclasses.asdict(settings), "sync": sync,
                                  "evaluate": evaluate, "batch_spans": batch_spans,
-                                 "sweep_interval": sweep_interval, "idle_exit": idle_exit})
+                                 "sweep_interval": sweep_interval, "idle_exit": idle_exit,
+                                 "recycle_mb": recycle_mb})
         # Whether the inbox holds entries: looked at when the process went idle, in case a request came in
         # between its last look and its exit (then it is started again at once).
         self._pending = pending
@@ -514,6 +538,7 @@ class AssemblerProcess:
         self._watch: threading.Thread | None = None
         self.restarts = 0
         self.idle_exits = 0
+        self.recycles = 0
 
     def start(self, spawn: bool = True) -> None:
         if spawn:
@@ -538,10 +563,13 @@ class AssemblerProcess:
             process = self._process
             if process is None or process.poll() is None:
                 continue
-            if process.returncode == IDLE_EXIT:
+            if process.returncode in (IDLE_EXIT, RECYCLE_EXIT):
                 with self._lock:  # a wake-up from here on sees no process and starts one
                     if self._process is process and not self._stopping.is_set():
-                        if self._pending is not None and self._pending():
+                        if process.returncode == RECYCLE_EXIT:
+                            self.recycles += 1
+                            self._spawn_locked()
+                        elif self._pending is not None and self._pending():
                             self._spawn_locked()  # a request came in as it was leaving
                         else:
                             self._process = None
@@ -588,7 +616,7 @@ class AssemblerProcess:
             process.kill()
             process.wait()
             return False
-        return process.returncode in (0, IDLE_EXIT)
+        return process.returncode in (0, IDLE_EXIT, RECYCLE_EXIT)
 
 
 if __name__ == "__main__":

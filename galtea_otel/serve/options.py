@@ -144,6 +144,9 @@ class ServeOptions:
     # Deferred: the assembler process exits once it has had nothing to assemble or sweep for this long (no
     # session open, no span held), and the next request starts it again; 0: it never does.
     assembler_idle_exit: float = 60.0
+    # Deferred: idle that long with sessions still open, an assembler that has grown by more than this since it
+    # started (a burst's fragmented heap) is replaced by a fresh process (galtea_otel.serve.inbox).
+    assembler_recycle_mb: float = 16.0
     shutdown_grace: float = 30.0
     settings: PipelineSettings = field(default_factory=PipelineSettings)
     redact_secrets: bool = False

@@ -21,7 +21,7 @@ from galtea_otel.serve.http import OtlpHttpServer, trace_routes
 from galtea_otel.serve.inbox import AssemblerProcess, Inbox, StagingPipeline, inbox_path
 from galtea_otel.serve.ingest import Ingests
 from galtea_otel.serve.options import Address, ConfigError, ServeOptions, redact_url
-from galtea_otel.serve.process import tune_gc
+from galtea_otel.serve.process import release_memory, tune_gc
 from galtea_otel.serve.projects import Tokens
 from galtea_otel.serve.writer import GroupCommitter, group_committer
 
@@ -156,10 +156,14 @@ class Receiver:
                 self.sync_worker.start()
             if self.app is not None and sock is not None:
                 await self.app.start(sock)
+            trimmer = None
             if self.own_process:
                 tune_gc()
+                trimmer = asyncio.create_task(self._release_when_quiet())
             self._announce(pipeline)
             await self._stopping.wait()
+            if trimmer is not None:
+                trimmer.cancel()
             if self.app is not None:
                 await self.app.shutdown(options.shutdown_grace)
         finally:
@@ -192,6 +196,19 @@ class Receiver:
                 owned_store.close()
             log.info("galtea-otel receiver: stopped")
 
+    async def _release_when_quiet(self, every: float = 2.0) -> None:
+        """galtea-otel's own process: once the requests stop (none stored during a whole interval after some
+        were), give the memory their bodies and rows freed back to the system (``release_memory``)."""
+        seen = busy = 0
+        while True:
+            await asyncio.sleep(every)
+            stored = self.writer.stats["requests"] if self.writer is not None else 0
+            if stored != seen:
+                seen, busy = stored, 1
+            elif busy:
+                busy = 0
+                await asyncio.get_running_loop().run_in_executor(None, release_memory)
+
     def _deferred(self, owned_store: Any) -> bool:
         """Whether this receiver assembles deferred: asked for, or ``auto`` in galtea-otel's own process on a
         SQLite store file it opened (a receiver in another program's thread does not start a second process;
@@ -217,6 +234,7 @@ class Receiver:
                                           batch_spans=self.options.assemble_batch_spans,
                                           sweep_interval=self.options.sweep_interval,
                                           idle_exit=self.options.assembler_idle_exit,
+                                          recycle_mb=self.options.assembler_recycle_mb,
                                           pending=lambda: self._inbox_pending())
         backlog = self.inbox.backlog()
         # Started now when there is something to assemble or sweep (entries left by an earlier run, sessions

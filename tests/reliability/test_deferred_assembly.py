@@ -268,14 +268,39 @@ def test_the_assembler_exits_when_nothing_is_left_to_do_and_the_next_request_sta
 
 
 def test_an_idle_assembler_stays_while_a_session_is_open(tmp_path: Path) -> None:
-    with receiver(tmp_path / "d.db", "deferred", sweep_interval=0.2, assembler_idle_exit=0.3) as late:
+    with receiver(tmp_path / "d.db", "deferred", sweep_interval=0.2, assembler_idle_exit=0.3,
+                  assembler_recycle_mb=10_000.0) as late:
         assert late.assembler is not None
         post(late, sessions(1, "open"))  # idle-closed only after 30 minutes
         assert late.wait_assembled(60)
         pid = late.assembler.pid
         time.sleep(2.0)  # several idle intervals
         assert late.assembler.pid == pid and pid is not None and _alive(pid)
-        assert late.assembler.idle_exits == 0
+        assert (late.assembler.idle_exits, late.assembler.recycles) == (0, 0)
+
+
+def test_an_idle_assembler_that_grew_is_replaced_by_a_fresh_one_while_sessions_are_open(tmp_path: Path) -> None:
+    """After a burst, with sessions open (it must go on sweeping them), the assembler hands over to a fresh
+    process once idle; a fresh one, which assembled nothing yet, is not replaced; the next request is assembled
+    by it. (A growth threshold of 0 MB here: any assembler that assembled something counts as grown.)"""
+    with receiver(tmp_path / "d.db", "deferred", sweep_interval=0.2, assembler_idle_exit=0.3,
+                  assembler_recycle_mb=0.0) as late:
+        assert late.assembler is not None
+        post(late, sessions(1, "open"))
+        assert late.wait_assembled(60)
+        first = late.assembler.pid
+        deadline = time.monotonic() + 60
+        while late.assembler.recycles == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert late.assembler.recycles == 1 and late.assembler.restarts == 0
+        fresh = late.assembler.pid
+        assert fresh is not None and fresh != first and _alive(fresh) and not _alive(first or 0)
+        time.sleep(1.5)  # idle intervals of a process that assembled nothing: it stays
+        assert late.assembler.pid == fresh and late.assembler.recycles == 1
+        post(late, sessions(1, "next"))
+        assert late.wait_assembled(60)
+        assert sorted(records(late)) == ["next-00", "open-00"] and len(rows(late)) == 100
+        assert {s["status"] for s, _ in records(late).values()} == {"PENDING"}
 
 
 def _children(pid: int) -> list[int]:
