@@ -435,7 +435,7 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
                 last_work = time.monotonic()
             elif idle_exit > 0 and not stop.is_set() and time.monotonic() - last_work >= idle_exit:
                 last_work = time.monotonic()  # looked at once an interval, not on every wake-up
-                if _nothing_to_do(store, inbox):
+                if not has_work(store, inbox):
                     log.info("assembler: nothing to assemble or sweep for %.0f s: exiting (the next request "
                              "starts it again)", idle_exit)
                     return IDLE_EXIT
@@ -481,11 +481,14 @@ def _resident_mb() -> float:
         return 0.0
 
 
-def _nothing_to_do(store: Any, inbox: Inbox) -> bool:
+def has_work(store: Any, inbox: Inbox) -> bool:
+    """Whether an assembler has anything to do: entries waiting in the inbox, or something to sweep in the
+    store (a session open, a span held). The receiver asks before it starts one, the assembler before it
+    leaves."""
     if inbox.backlog().entries:
-        return False
+        return True
     with store.transaction() as tx:
-        return not tx.has_open_work()
+        return bool(tx.has_open_work())
 
 
 

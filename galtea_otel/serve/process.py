@@ -12,6 +12,7 @@ and with a young threshold of 10,000; peak RSS 69 MB in all three.
 
 from __future__ import annotations
 
+import functools
 import gc
 from typing import Any
 
@@ -32,18 +33,17 @@ def release_memory() -> None:
     malloc's, not Python's small-object arenas) are freed after it, but glibc keeps the pages for the next
     allocation, and an idle assembler would go on holding its largest batch. Called once the work runs out
     (the inbox emptied); a no-op where there is no glibc."""
-    global _trim
-    if _trim is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _trim = libc.malloc_trim
-        except (OSError, AttributeError):
-            _trim = False
-    if _trim:
-        _trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
-_trim: Any = None
+@functools.cache
+def _malloc_trim() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from galtea_otel.serve.http import OtlpHttpServer, trace_routes
-from galtea_otel.serve.inbox import AssemblerProcess, Inbox, StagingPipeline, inbox_path
+from galtea_otel.serve.inbox import AssemblerProcess, Inbox, StagingPipeline, has_work, inbox_path
 from galtea_otel.serve.ingest import Ingests
 from galtea_otel.serve.options import Address, ConfigError, ServeOptions, redact_url
 from galtea_otel.serve.process import release_memory, tune_gc
@@ -239,10 +239,7 @@ class Receiver:
         backlog = self.inbox.backlog()
         # Started now when there is something to assemble or sweep (entries left by an earlier run, sessions
         # still open, spans held for their session); else by the first request the inbox takes.
-        now = backlog.entries > 0
-        if not now:
-            with store.transaction() as tx:
-                now = tx.has_open_work()
+        now = has_work(store, self.inbox)
         self.assembler.start(spawn=now)
         log.info("deferred assembly: inbox %s (%d span(s) waiting), %s", path, backlog.spans,
                  f"assembler process {self.assembler.pid}" if now else "the assembler starts with the first request")

@@ -7,8 +7,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from galtea_otel.pipeline import read_session
-from galtea_otel.store import Store
+from galtea_otel.pipeline import Pipeline, read_session
+from galtea_otel.store import Store, open_store
 
 
 def store_records(store: Store) -> dict[str, Any]:
@@ -34,3 +34,21 @@ def drop_trigger(db: Path, name: str) -> None:
     with contextlib.closing(sqlite3.connect(db)) as conn:
         conn.execute(f"DROP TRIGGER {name}")
         conn.commit()
+
+
+def store_open_session(url: str, prefix: str = "open") -> None:
+    """Store one session with no end yet (``<prefix>-00``, 50 spans) as the receiver would (through OTLP
+    protobuf): a deferred receiver started on this store has something to sweep, so it starts its assembler at
+    once (else with the first request) and logs its process id."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from galtea_otel.decode.otlp_proto import decode_proto
+    from tests.reliability.test_crash_resend import sessions
+
+    store = open_store(url)
+    try:
+        pipeline = Pipeline(store)
+        body = encode_spans(sessions(1, prefix)).SerializeToString()
+        pipeline.ingest_rows(pipeline.translate_spans(decode_proto(body).spans))
+    finally:
+        store.close()

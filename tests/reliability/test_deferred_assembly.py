@@ -33,7 +33,7 @@ from galtea_otel.settings import PipelineSettings
 from galtea_otel.store import open_store
 from galtea_otel.translate.row import COLUMNS
 from tests.reliability.receiver_proc import ServeProcess, command_exit
-from tests.reliability.stored import drop_trigger, refuse_inserts
+from tests.reliability.stored import drop_trigger, refuse_inserts, store_open_session
 from tests.reliability.test_crash_resend import post, records, rows, sessions
 
 LOCAL = Address("127.0.0.1", 0)
@@ -135,23 +135,12 @@ def _count(db: Path, sql: str) -> int:
         return int(conn.execute(sql).fetchone()[0])
 
 
-def _open_session_in(url: str) -> None:
-    """Store one open session (50 spans, ``open-00``): a receiver started on this store has something to sweep,
-    so it starts its assembler at once (else with the first request) and logs its process id."""
-    store = open_store(url)
-    try:
-        pipeline = Pipeline(store)
-        pipeline.ingest_rows(_rows(pipeline, sessions(1, "open")))
-    finally:
-        store.close()
-
-
 def test_acknowledged_requests_survive_the_receiver_and_assembler_killed(tmp_path: Path) -> None:
     """The assembler is stopped (SIGSTOP), 4 requests are acknowledged, then both processes are killed (SIGKILL):
     nothing of them is in the store yet, all of it is in the inbox; the next receiver assembles it."""
     db = tmp_path / "s.db"
     url = f"sqlite:///{db}"
-    _open_session_in(url)
+    store_open_session(url)
     spans = sessions(8, "killed")
     bodies = [encode_spans(spans[i * 100:(i + 1) * 100]).SerializeToString() for i in range(4)]
     proc = ServeProcess(url).start()  # the default on a SQLite file: deferred
@@ -186,7 +175,7 @@ def test_acknowledged_requests_survive_the_receiver_and_assembler_killed(tmp_pat
 
 def test_the_assembler_empties_the_inbox_and_exits_when_the_receiver_dies(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
-    _open_session_in(f"sqlite:///{db}")
+    store_open_session(f"sqlite:///{db}")
     spans = sessions(2, "orphaned")
     proc = ServeProcess(f"sqlite:///{db}", "--assemble", "deferred").start()
     try:

@@ -20,6 +20,7 @@ import pytest
 from galtea_otel.pipeline import read_session
 from galtea_otel.store import open_store
 from tests.examples.runner import clean_env, console_script, run_cli, sqlite_url
+from tests.reliability.stored import store_open_session
 from tests.ui.conftest import URL_LINE, RunningUI, Watched, screenshot, start_ui, stop_ui, wait_until
 
 
@@ -376,23 +377,6 @@ assert galtea_otel.shutdown()
 """
 
 
-def _seed_open_session(store_url: str) -> None:
-    """One session with no end yet (``seed-00``), stored as the receiver would store it."""
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-    from galtea_otel.decode.otlp_proto import decode_proto
-    from galtea_otel.pipeline import Pipeline
-    from tests.reliability.test_crash_resend import sessions
-
-    store = open_store(store_url)
-    try:
-        pipeline = Pipeline(store)
-        body = encode_spans(sessions(1, "seed")).SerializeToString()
-        pipeline.ingest_rows(pipeline.translate_spans(decode_proto(body).spans))
-    finally:
-        store.close()
-
-
 @pytest.mark.parametrize("assemble", ["inline", "deferred"])
 def test_serve_ui_shows_what_the_receiver_records(tmp_path: Path, watched: Watched, assemble: str) -> None:
     """Deferred assembly too: with the assembler stopped, the live page says spans wait in the inbox; once it
@@ -404,7 +388,7 @@ def test_serve_ui_shows_what_the_receiver_records(tmp_path: Path, watched: Watch
     assert script is not None
     store_url = sqlite_url(tmp_path / "served.db")
     if assemble == "deferred":  # an open session to sweep: the assembler starts at once, not with the request
-        _seed_open_session(store_url)
+        store_open_session(store_url, "seed")
     proc = subprocess.Popen([script, "--store", store_url, "serve", "--http", "127.0.0.1:0", "--grpc", "off",
                              "--ui", "--ui-port", "0", "--assemble", assemble], cwd=tmp_path,
                             env=clean_env(None), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
