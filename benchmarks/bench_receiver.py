@@ -229,6 +229,10 @@ class ReceiverProcess:
             f"127.0.0.1:{self.port}",
             "--grpc",
             "off",
+            # The workload's timestamps are fixed (May 2026): with the default 30 minutes its sessions would be
+            # idle-closed, and reopened by their next turn, at every sweep, which live traffic never sees.
+            "--idle-close",
+            "5256000",
             *extra,
         ]
         env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -320,6 +324,35 @@ def summary(values: list[float], unit: str = "spans/s") -> str:
 def ratio(values: list[float], floors: list[float]) -> str:
     ratios = [v / f for v, f in zip(values, floors, strict=True)]
     return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def at_rest(folder: Path, bodies: list[bytes], synchronous: str, idle_exit: float = 5.0) -> str:
+    """The default receiver (deferred) after the interleaved workload, its sessions left open (no sweep due: see
+    ``ReceiverProcess``): RSS with the assembler's 1 s after the last record is assembled, then once the
+    assembler has left (``--assembler-idle-exit``, 60 s by default, shortened here: what is left after it does
+    not depend on the wait) and the receiver has trimmed (2 s without requests)."""
+    receiver = ReceiverProcess(folder, "rest", synchronous, extra=("--assembler-idle-exit", str(idle_exit)))
+    try:
+        counts = {id(body): spans_in(body) for body in bodies}
+        push(receiver.port, from_list(bodies), 1, count_of(counts))
+        receiver.wait_assembled()
+        time.sleep(1.0)
+        burst = receiver.rss_mb(children=True)
+        started = time.perf_counter()
+        while rss_mb(receiver.process.pid, descendants=True) > rss_mb(receiver.process.pid):
+            if time.perf_counter() - started > 10 * idle_exit + 60:
+                raise RuntimeError("the assembler did not leave")
+            time.sleep(0.2)
+        left = time.perf_counter() - started
+        time.sleep(3.0)
+        rest = receiver.rss_mb(children=True)
+    finally:
+        receiver.stop()
+    conn = sqlite3.connect(receiver.path)
+    pending = conn.execute("SELECT count(*) FROM sessions WHERE status = 'PENDING'").fetchone()[0]
+    conn.close()
+    return (f"{rest:.0f} MB once the assembler left ({left:.0f} s after; {burst:.0f} MB with it 1 s after the "
+            f"burst), {pending:,} sessions still open (bar 80 MB)")
 
 
 def stream(folder: Path, base: ExportTraceServiceRequest, count: int, synchronous: str, mode: str) -> str:
@@ -471,6 +504,8 @@ def main() -> None:
         results["idle RSS"] = f"{statistics.median(idle):.0f} MB, max {max(idle):.0f} MB (bar 80 MB)"
         results[f"idle RSS after the workload{DEFERRED} (receiver + assembler)"] = (
             f"{statistics.median(after):.0f} MB, max {max(after):.0f} MB")
+        results[f"RSS at rest after the workload{DEFERRED}, sessions left open"] = at_rest(
+            folder, workload(9_000_000), args.synchronous)
         for mode in ("inline", "deferred") if args.stream else ():
             what = "receiver" if mode == "inline" else "receiver + assembler"
             results[f"RSS while {args.stream:,} spans stream, --assemble {mode} ({what})"] = stream(

@@ -558,8 +558,8 @@ class Pipeline:
         """Close idle sessions and settle held spans whose key never came. Returns counts."""
         now = now_ns if now_ns is not None else time.time_ns()
         counts = {"idle_closed": 0, "orphan_sessions": 0, "orphans_dropped": 0}
-        idle_before = now - int(self.settings.idle_close_minutes * 60e9)
-        hold_before = now - int(self.settings.hold_seconds * 1e9)
+        idle_ns, hold_ns = self._sweep_delays()
+        idle_before, hold_before = now - idle_ns, now - hold_ns
         with self.store.transaction() as tx:
             affected: set[Key] = set()
             for project, trace_id in tx.held_traces(hold_before):
@@ -585,6 +585,20 @@ class Pipeline:
                 if value:
                     tx.add_counter(name, value)
         return counts
+
+    def next_sweep_ns(self) -> int | None:
+        """The first moment (``time.time_ns()``) at which :meth:`sweep` would have something to do, given what is
+        stored now: the longest-quiet PENDING session passing ``idle_close_minutes``, or the oldest held trace
+        passing ``hold_seconds``; None when nothing waits for a sweep (only new spans bring work then). A
+        deferred receiver's assembler leaves when this is far off, and is started again at it."""
+        with self.store.transaction() as tx:
+            activity, arrival = tx.sweep_marks()
+        idle_ns, hold_ns = self._sweep_delays()
+        due = [mark + delay + 1 for mark, delay in ((activity, idle_ns), (arrival, hold_ns)) if mark is not None]
+        return min(due, default=None)
+
+    def _sweep_delays(self) -> tuple[int, int]:
+        return int(self.settings.idle_close_minutes * 60e9), int(self.settings.hold_seconds * 1e9)
 
     # --- reading --------------------------------------------------------------------------------------------------
 

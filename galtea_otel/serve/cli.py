@@ -10,6 +10,7 @@ import click
 
 from galtea_otel.serve.options import (
     DEFAULT_ASSEMBLE_SPANS,
+    DEFAULT_ASSEMBLER_IDLE_EXIT,
     DEFAULT_GRPC,
     DEFAULT_HTTP,
     DEFAULT_INBOX_SPANS,
@@ -180,6 +181,15 @@ from galtea_otel.serve.options import (
     help="With --assemble deferred: past this many spans waiting to be assembled, answer 503 (clients retry).",
 )
 @click.option(
+    "--assembler-idle-exit",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_ASSEMBLER_IDLE_EXIT,
+    show_default=True,
+    help="With deferred assembly: the assembler process exits after this long with nothing to assemble and no "
+    "sweep due as soon; the next request, or the next idle close, starts it again (0: it stays).",
+)
+@click.option(
     "--evaluators",
     "evaluators_spec",
     metavar="MODULE:ATTR",
@@ -228,6 +238,7 @@ def serve(
     assemble: str = "auto",
     assemble_batch_spans: int = DEFAULT_ASSEMBLE_SPANS,
     inbox_max_spans: int = DEFAULT_INBOX_SPANS,
+    assembler_idle_exit: float = DEFAULT_ASSEMBLER_IDLE_EXIT,
 ) -> None:
     import dataclasses
 
@@ -266,6 +277,7 @@ def serve(
             assemble=assemble,
             assemble_batch_spans=assemble_batch_spans,
             inbox_max_spans=inbox_max_spans,
+            assembler_idle_exit=assembler_idle_exit,
         )
         options.check()
         if tokens_file:

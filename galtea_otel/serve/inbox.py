@@ -11,7 +11,8 @@ a SQLite file next to the store (``<store>.inbox``), written with the store's ``
 acknowledged request survives a crash exactly as it would in the store itself.
 
 The assembler is a child process (:class:`AssemblerProcess`, lowered priority so acknowledgements come first,
-started with the first request when the store has nothing to assemble or sweep, at once otherwise) that takes
+started with the first request, or when something in the store falls due for a sweep; it leaves when idle,
+however many sessions are open, and the receiver starts it again at the next sweep due) that takes
 the oldest entries, up to ``batch_spans`` spans, stores them with one ``Pipeline.ingest_rows`` (one
 transaction in the store) and only then deletes them from the inbox. A crash between the two stores them again
 at the next start, which changes nothing: records are a function of the *set* of spans, and a span stored twice
@@ -72,10 +73,6 @@ ATTEMPTS = 3  # an entry that fails alone this many times is marked failed (kept
 DEFAULT_BATCH_SPANS = DEFAULT_ASSEMBLE_SPANS
 MAX_BACKOFF_S = 30.0
 IDLE_EXIT = 3  # the assembler process's exit code when it went idle (not a failure: not restarted until needed)
-RECYCLE_EXIT = 4  # idle with sessions open, grown after a burst: started again at once, fresh (not a failure)
-# Measured (the interleaved workload, 48,000 spans in 8,000-span batches): 45 MB fresh, 71 MB idle after it
-# (trimmed), 45 MB again once replaced.
-RECYCLE_GROWTH_MB = 16.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_ns INTEGER NOT NULL, spans INTEGER NOT NULL,
@@ -389,15 +386,15 @@ def _store_failing(exc: BaseException) -> bool:
 
 def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate: bool = False,
                   batch_spans: int = DEFAULT_BATCH_SPANS, sweep_interval: float = 30.0, idle_exit: float = 0.0,
-                  recycle_mb: float = RECYCLE_GROWTH_MB, control: Any = None, niceness: int = 5,
-                  own_process: bool = False) -> int:
+                  control: Any = None, niceness: int = 5, own_process: bool = False) -> int:
     """The assembler process's main; returns its exit code. ``control`` (its stdin) brings a byte for each
     wake-up; at its end (the receiver closed it, or is gone) the assembler empties the inbox and returns 0.
-    ``idle_exit`` (> 0): once it has had nothing to assemble for that long, it returns ``IDLE_EXIT`` when
-    nothing is left to sweep either (no session open, no span held: the receiver starts it again with the next
-    request), or ``RECYCLE_EXIT`` when it has assembled something and grown by more than ``recycle_mb`` since it
-    started (the receiver starts a fresh one at once). ``own_process``: the process is the assembler's alone
-    (``main``), so its garbage collector is tuned (galtea_otel.serve.process)."""
+    ``idle_exit`` (> 0): once it has had nothing to assemble for that long, it returns ``IDLE_EXIT`` unless a
+    sweep is due within that long again (a session about to be idle-closed, a held trace about to be settled):
+    the receiver starts it again with the next request, or when the next sweep is due
+    (:func:`next_work_ns`). It starts with a sweep, so one started for that sweep does it at once.
+    ``own_process``: the process is the assembler's alone (``main``), so its garbage collector is tuned
+    (galtea_otel.serve.process)."""
     if niceness:
         with contextlib.suppress(OSError):
             os.nice(niceness)  # acknowledgements (the receiver process) come first
@@ -420,9 +417,9 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
         wake.set()
 
     threading.Thread(target=listen, name="galtea-otel-assembler-control", daemon=True).start()
-    last_sweep = last_work = time.monotonic()
+    last_work = time.monotonic()
+    last_sweep = last_work - sweep_interval  # due at once (after what the inbox holds)
     worked = False
-    started_mb = _resident_mb()
     try:
         while True:
             wake.clear()
@@ -435,16 +432,12 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
                 last_work = time.monotonic()
             elif idle_exit > 0 and not stop.is_set() and time.monotonic() - last_work >= idle_exit:
                 last_work = time.monotonic()  # looked at once an interval, not on every wake-up
-                if not has_work(store, inbox):
-                    log.info("assembler: nothing to assemble or sweep for %.0f s: exiting (the next request "
-                             "starts it again)", idle_exit)
+                due = next_work_ns(pipeline, inbox)
+                if due is None or due > time.time_ns() + idle_exit * 1e9:
+                    log.info("assembler: nothing to assemble for %.0f s and no sweep due %s: exiting (the next "
+                             "request starts it again)", idle_exit,
+                             "before the next request" if due is None else f"for {(due - time.time_ns()) / 1e9:.0f} s")
                     return IDLE_EXIT
-                if assembler.stats["batches"] and _resident_mb() > started_mb + recycle_mb:
-                    # Idle with sessions still open (it must go on sweeping them): a fresh process holds less
-                    # than one that assembled a burst (the heap its batches fragmented).
-                    log.info("assembler: idle after %d batch(es), %.0f MB resident: replaced by a fresh process",
-                             assembler.stats["batches"], _resident_mb())
-                    return RECYCLE_EXIT
             # The sweep waits for a moment the inbox is empty (a session is not idle-closed while its next turn
             # waits here), but never more than one interval past due, so that a receiver that never catches up
             # still closes idle sessions and settles held spans.
@@ -472,23 +465,14 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
         store.close()
 
 
-def _resident_mb() -> float:
-    """This process's resident memory (Linux ``/proc/self/statm``); 0 where it cannot be read."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def has_work(store: Any, inbox: Inbox) -> bool:
-    """Whether an assembler has anything to do: entries waiting in the inbox, or something to sweep in the
-    store (a session open, a span held). The receiver asks before it starts one, the assembler before it
-    leaves."""
+def next_work_ns(pipeline: Any, inbox: Inbox) -> int | None:
+    """When an assembler next has something to do (``time.time_ns()``; None: not before the next request): 0
+    while the inbox holds entries, else when the next sweep is due (``Pipeline.next_sweep_ns``). The assembler
+    asks before it leaves, the receiver before it starts one and when one has left."""
     if inbox.backlog().entries:
-        return True
-    with store.transaction() as tx:
-        return bool(tx.has_open_work())
+        return 0
+    due: int | None = pipeline.next_sweep_ns()
+    return due
 
 
 
@@ -524,28 +508,32 @@ class AssemblerProcess:
 
     def __init__(self, store_url: str, settings: Any, *, sync: bool = False, evaluate: bool = False,
                  batch_spans: int = DEFAULT_BATCH_SPANS, sweep_interval: float = 30.0, idle_exit: float = 0.0,
-                 recycle_mb: float = RECYCLE_GROWTH_MB, pending: Callable[[], bool] | None = None) -> None:
+                 next_work: Callable[[], int | None] | None = None) -> None:
         import dataclasses
         import json
 
         self._args = json.dumps({"store_url": store_url, "settings": dataclasses.asdict(settings), "sync": sync,
                                  "evaluate": evaluate, "batch_spans": batch_spans,
-                                 "sweep_interval": sweep_interval, "idle_exit": idle_exit,
-                                 "recycle_mb": recycle_mb})
-        # Whether the inbox holds entries: looked at when the process went idle, in case a request came in
-        # between its last look and its exit (then it is started again at once).
-        self._pending = pending
+                                 "sweep_interval": sweep_interval, "idle_exit": idle_exit})
+        # When the process has something to do (next_work_ns): looked at when it left idle, in case a request
+        # came in between its last look and its exit (then it is started again at once), and for when the next
+        # sweep is due (then the watcher starts it).
+        self._next_work = next_work
+        self._start_at: int | None = None  # no process: the time.time_ns() at which the watcher starts one
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._watch: threading.Thread | None = None
         self.restarts = 0
         self.idle_exits = 0
-        self.recycles = 0
 
-    def start(self, spawn: bool = True) -> None:
+    def start(self, spawn: bool = True, at: int | None = None) -> None:
+        """``spawn``: start the process now; else with the first :meth:`wake`, or at ``at`` (``time.time_ns()``,
+        when a sweep is due) if that comes first."""
         if spawn:
             self._spawn()
+        else:
+            self._start_at = at
         self._watch = threading.Thread(target=self._watch_loop, name="galtea-otel-assembler-watch", daemon=True)
         self._watch.start()
 
@@ -556,6 +544,7 @@ class AssemblerProcess:
     def _spawn_locked(self) -> subprocess.Popen[bytes]:
         import sys
 
+        self._start_at = None
         self._process = subprocess.Popen([sys.executable, "-m", "galtea_otel.serve.inbox", self._args],
                                          stdin=subprocess.PIPE)
         log.info("deferred assembly: assembler process %d started", self._process.pid)
@@ -564,19 +553,27 @@ class AssemblerProcess:
     def _watch_loop(self) -> None:
         while not self._stopping.wait(0.5):
             process = self._process
-            if process is None or process.poll() is None:
+            if process is None:
+                if self._start_at is not None and time.time_ns() >= self._start_at:
+                    with self._lock:
+                        if self._process is None and self._start_at is not None and not self._stopping.is_set():
+                            self._spawn_locked()  # a sweep is due
                 continue
-            if process.returncode in (IDLE_EXIT, RECYCLE_EXIT):
+            if process.poll() is None:
+                continue
+            if process.returncode == IDLE_EXIT:
                 with self._lock:  # a wake-up from here on sees no process and starts one
                     if self._process is process and not self._stopping.is_set():
-                        if process.returncode == RECYCLE_EXIT:
-                            self.recycles += 1
-                            self._spawn_locked()
-                        elif self._pending is not None and self._pending():
+                        self.idle_exits += 1
+                        try:
+                            due = self._next_work() if self._next_work is not None else None
+                        except Exception:  # the store cannot say: started again, to find out for itself
+                            log.exception("deferred assembly: could not look up the next sweep")
+                            due = 0
+                        if due is not None and due <= time.time_ns():
                             self._spawn_locked()  # a request came in as it was leaving
                         else:
-                            self._process = None
-                            self.idle_exits += 1
+                            self._process, self._start_at = None, due
                 continue
             self.restarts += 1
             log.error("the assembler process exited (code %s); restarting it", process.returncode)
@@ -619,7 +616,7 @@ class AssemblerProcess:
             process.kill()
             process.wait()
             return False
-        return process.returncode in (0, IDLE_EXIT, RECYCLE_EXIT)
+        return process.returncode in (0, IDLE_EXIT)
 
 
 if __name__ == "__main__":

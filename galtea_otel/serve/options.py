@@ -21,6 +21,7 @@ DEFAULT_ASSEMBLE_SPANS = 8_000
 # Deferred assembly: past this many spans waiting in the inbox, requests are refused with 503 (about 1 GB of
 # inbox for 1 KB inputs and outputs, a few minutes of assembly).
 DEFAULT_INBOX_SPANS = 1_000_000
+DEFAULT_ASSEMBLER_IDLE_EXIT = 60.0  # seconds
 
 
 class ConfigError(ValueError):
@@ -141,12 +142,10 @@ class ServeOptions:
     assemble: str = "auto"
     assemble_batch_spans: int = DEFAULT_ASSEMBLE_SPANS
     inbox_max_spans: int = DEFAULT_INBOX_SPANS
-    # Deferred: the assembler process exits once it has had nothing to assemble or sweep for this long (no
-    # session open, no span held), and the next request starts it again; 0: it never does.
-    assembler_idle_exit: float = 60.0
-    # Deferred: idle that long with sessions still open, an assembler that has grown by more than this since it
-    # started (a burst's fragmented heap) is replaced by a fresh process (galtea_otel.serve.inbox).
-    assembler_recycle_mb: float = 16.0
+    # Deferred: the assembler process exits once it has had nothing to assemble for this long and no sweep is
+    # due within that long again; the next request starts it again, or the receiver when the next sweep is due
+    # (a session's idle close, a held trace's hold); 0: it never does.
+    assembler_idle_exit: float = DEFAULT_ASSEMBLER_IDLE_EXIT
     shutdown_grace: float = 30.0
     settings: PipelineSettings = field(default_factory=PipelineSettings)
     redact_secrets: bool = False

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from galtea_otel.serve.http import OtlpHttpServer, trace_routes
-from galtea_otel.serve.inbox import AssemblerProcess, Inbox, StagingPipeline, has_work, inbox_path
+from galtea_otel.serve.inbox import AssemblerProcess, Inbox, StagingPipeline, inbox_path, next_work_ns
 from galtea_otel.serve.ingest import Ingests
 from galtea_otel.serve.options import Address, ConfigError, ServeOptions, redact_url
 from galtea_otel.serve.process import release_memory, tune_gc
@@ -130,7 +130,7 @@ class Receiver:
             if deferred:  # the assembler process sweeps, after what the inbox holds
                 if owned_store is None:
                     raise ConfigError("deferred assembly needs the receiver to open its own store")
-                self._start_assembler(owned_store)
+                self._start_assembler(pipeline, owned_store)
                 assert self.inbox is not None and self.assembler is not None
                 staging = StagingPipeline(pipeline, self.inbox, self.assembler.wake,
                                           max_spans=options.inbox_max_spans)
@@ -223,7 +223,7 @@ class Receiver:
             return False
         return True
 
-    def _start_assembler(self, store: Any) -> None:
+    def _start_assembler(self, pipeline: Any, store: Any) -> None:
         try:
             path = inbox_path(store)
         except ValueError as exc:
@@ -234,18 +234,20 @@ class Receiver:
                                           batch_spans=self.options.assemble_batch_spans,
                                           sweep_interval=self.options.sweep_interval,
                                           idle_exit=self.options.assembler_idle_exit,
-                                          recycle_mb=self.options.assembler_recycle_mb,
-                                          pending=lambda: self._inbox_pending())
+                                          next_work=lambda: self._next_work(pipeline))
         backlog = self.inbox.backlog()
-        # Started now when there is something to assemble or sweep (entries left by an earlier run, sessions
-        # still open, spans held for their session); else by the first request the inbox takes.
-        now = has_work(store, self.inbox)
-        self.assembler.start(spawn=now)
+        # Started now when there is something to assemble or sweep (entries left by an earlier run, a session
+        # past its idle close, a held trace past its hold); else by the first request the inbox takes, or when
+        # the next sweep is due.
+        due = next_work_ns(pipeline, self.inbox)
+        now = due is not None and due <= time.time_ns()
+        self.assembler.start(spawn=now, at=due)
         log.info("deferred assembly: inbox %s (%d span(s) waiting), %s", path, backlog.spans,
-                 f"assembler process {self.assembler.pid}" if now else "the assembler starts with the first request")
+                 f"assembler process {self.assembler.pid}" if now else "the assembler starts with the first request"
+                 + ("" if due is None else f" or in {(due - time.time_ns()) / 1e9:.0f} s (a sweep is due)"))
 
-    def _inbox_pending(self) -> bool:
-        return self.inbox is not None and self.inbox.backlog().entries > 0
+    def _next_work(self, pipeline: Any) -> int | None:
+        return None if self.inbox is None else next_work_ns(pipeline, self.inbox)
 
     def wait_assembled(self, timeout: float = 30.0) -> bool:
         """Deferred assembly: wait until the inbox holds nothing left to assemble (True), at most ``timeout``

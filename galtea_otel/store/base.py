@@ -148,8 +148,10 @@ class StoreTx(Protocol):
         """(project, trace id) of the traces with rows still unkeyed, the newest of which arrived before the
         given time."""
 
-    def has_open_work(self) -> bool:
-        """Whether a sweep could ever have something to do here: a PENDING session, or spans held for a key."""
+    def sweep_marks(self) -> tuple[int | None, int | None]:
+        """What a sweep waits for (``galtea_otel.pipeline.next_sweep_ns``): the oldest last activity among the
+        PENDING sessions, and the oldest newest-arrival among the traces whose rows are held for a key (each
+        None when there is none)."""
 
     def unkeyed_rows(self, trace_id: str, project: str) -> list[SpanRow]: ...
 

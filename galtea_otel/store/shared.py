@@ -92,10 +92,11 @@ class SharedTx:
             "SELECT custom_id, version, project FROM sessions WHERE status = 'PENDING' AND last_activity_ns < ?"
             " ORDER BY custom_id, version, project", (last_activity_before_ns,))]
 
-    def has_open_work(self) -> bool:
-        row = self._q("SELECT EXISTS (SELECT 1 FROM sessions WHERE status = 'PENDING')"
-                      " OR EXISTS (SELECT 1 FROM spans WHERE custom_id IS NULL)")
-        return bool(row[0][0])
+    def sweep_marks(self) -> tuple[int | None, int | None]:
+        row = self._q("SELECT (SELECT min(last_activity_ns) FROM sessions WHERE status = 'PENDING'),"
+                      " (SELECT min(newest) FROM (SELECT max(received_ns) AS newest FROM spans"
+                      " WHERE custom_id IS NULL GROUP BY project, trace_id) AS held)")
+        return (None if row[0][0] is None else int(row[0][0]), None if row[0][1] is None else int(row[0][1]))
 
     def held_traces(self, received_before_ns: int) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self._q(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +37,38 @@ def drop_trigger(db: Path, name: str) -> None:
         conn.commit()
 
 
-def store_open_session(url: str, prefix: str = "open") -> None:
-    """Store one session with no end yet (``<prefix>-00``, 50 spans) as the receiver would (through OTLP
-    protobuf): a deferred receiver started on this store has something to sweep, so it starts its assembler at
-    once (else with the first request) and logs its process id."""
+def store_quiet_session(url: str, prefix: str = "quiet", quiet_s: float = 3600.0) -> None:
+    """Store one session (``<prefix>-00``: a keyed request span around an LLM call) whose spans ended ``quiet_s``
+    seconds ago, with no end event, as the receiver would (through OTLP protobuf): past its idle close (30
+    minutes), so that a deferred receiver started on this store has a sweep due at once and starts its assembler
+    then, not with the first request."""
+    from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+    from galtea_otel import attributes as A
     from galtea_otel.decode.otlp_proto import decode_proto
-    from tests.reliability.test_crash_resend import sessions
 
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("tests.reliability")
+    ended = time.time_ns() - int(quiet_s * 1e9)
+    root = tracer.start_span("request", start_time=ended - 3_000_000, attributes={
+        A.SESSION_CUSTOM_ID: f"{prefix}-00", A.SESSION_VERSION: "1", A.SPAN_TYPE: "SPAN"})
+    with trace.use_span(root, end_on_exit=False):
+        chat = tracer.start_span("chat", kind=trace.SpanKind.CLIENT, start_time=ended - 2_000_000, attributes={
+            A.SPAN_TYPE: A.TYPE_GENERATION, A.GEN_AI_REQUEST_MODEL: "gpt-4o", A.SPAN_INPUT: "hello",
+            A.SPAN_OUTPUT: "hi"})
+        chat.end(end_time=ended - 1_000_000)
+    root.end(end_time=ended)
+    provider.shutdown()
     store = open_store(url)
     try:
         pipeline = Pipeline(store)
-        body = encode_spans(sessions(1, prefix)).SerializeToString()
+        body = encode_spans(memory.get_finished_spans()).SerializeToString()
         pipeline.ingest_rows(pipeline.translate_spans(decode_proto(body).spans))
     finally:
         store.close()

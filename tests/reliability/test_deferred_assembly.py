@@ -33,7 +33,7 @@ from galtea_otel.settings import PipelineSettings
 from galtea_otel.store import open_store
 from galtea_otel.translate.row import COLUMNS
 from tests.reliability.receiver_proc import ServeProcess, command_exit
-from tests.reliability.stored import drop_trigger, refuse_inserts, store_open_session
+from tests.reliability.stored import drop_trigger, refuse_inserts, store_quiet_session
 from tests.reliability.test_crash_resend import post, records, rows, sessions
 
 LOCAL = Address("127.0.0.1", 0)
@@ -112,6 +112,16 @@ def _assembler_pid(proc: ServeProcess) -> int:
     raise AssertionError(f"no assembler in the log:\n{proc.log}")
 
 
+def _assembled_one(proc: ServeProcess, db: Path) -> int:
+    """Send a new receiver one open session (``open-00``, 50 spans), which starts its assembler; once that is
+    assembled (in the store, and gone from the inbox), return the assembler's process id."""
+    assert _post_body(proc.port, encode_spans(sessions(1, "open")).SerializeToString()) == 200
+    pid = _assembler_pid(proc)
+    inbox = Path(str(db) + ".inbox")
+    _wait(lambda: _count(db, "SELECT count(*) FROM spans") == 50 and _count(inbox, "SELECT count(*) FROM inbox") == 0)
+    return pid
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -140,12 +150,11 @@ def test_acknowledged_requests_survive_the_receiver_and_assembler_killed(tmp_pat
     nothing of them is in the store yet, all of it is in the inbox; the next receiver assembles it."""
     db = tmp_path / "s.db"
     url = f"sqlite:///{db}"
-    store_open_session(url)
     spans = sessions(8, "killed")
     bodies = [encode_spans(spans[i * 100:(i + 1) * 100]).SerializeToString() for i in range(4)]
     proc = ServeProcess(url).start()  # the default on a SQLite file: deferred
     try:
-        pid = _assembler_pid(proc)
+        pid = _assembled_one(proc, db)
         os.kill(pid, signal.SIGSTOP)
         assert [_post_body(proc.port, body) for body in bodies] == [200] * 4
         os.kill(proc.pid, signal.SIGKILL)
@@ -175,11 +184,10 @@ def test_acknowledged_requests_survive_the_receiver_and_assembler_killed(tmp_pat
 
 def test_the_assembler_empties_the_inbox_and_exits_when_the_receiver_dies(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
-    store_open_session(f"sqlite:///{db}")
     spans = sessions(2, "orphaned")
     proc = ServeProcess(f"sqlite:///{db}", "--assemble", "deferred").start()
     try:
-        pid = _assembler_pid(proc)
+        pid = _assembled_one(proc, db)
         os.kill(pid, signal.SIGSTOP)
         assert _post_body(proc.port, encode_spans(spans).SerializeToString()) == 200
         os.kill(proc.pid, signal.SIGKILL)  # its end of the assembler's stdin closes
@@ -190,8 +198,8 @@ def test_the_assembler_empties_the_inbox_and_exits_when_the_receiver_dies(tmp_pa
         assert not _alive(pid), "the assembler outlived its receiver"
     finally:
         proc.kill()
-    assert _count(db, "SELECT count(*) FROM spans") == 150
-    assert _count(Path(str(db) + ".inbox"), "SELECT count(*) FROM inbox") == 0
+    assert _count(db, "SELECT count(*) FROM spans") == 150, proc.log
+    assert _count(Path(str(db) + ".inbox"), "SELECT count(*) FROM inbox") == 0, proc.log
 
 
 def test_the_assembler_is_restarted_when_it_dies(tmp_path: Path) -> None:
@@ -214,7 +222,8 @@ def test_the_assembler_is_restarted_when_it_dies(tmp_path: Path) -> None:
 def test_the_assembler_starts_with_the_first_request_on_a_store_with_nothing_to_do(tmp_path: Path) -> None:
     """``galtea-otel serve`` on a new SQLite file defers (the default, ``auto``) but holds one process until it
     is sent something; then the assembler starts and the request is assembled. Started again on that store
-    (an open session to sweep), it starts its assembler at once."""
+    (its session open, but its idle close 30 minutes off), it waits for a request again; on a store holding a
+    session past its idle close, it starts the assembler at once, which closes it."""
     db = tmp_path / "s.db"
     with ServeProcess(f"sqlite:///{db}") as proc:
         time.sleep(1.0)
@@ -228,14 +237,36 @@ def test_the_assembler_starts_with_the_first_request_on_a_store_with_nothing_to_
             time.sleep(0.05)
         assert _count(db, "SELECT count(*) FROM sessions WHERE custom_id = 'lazy-00'") == 1
     with ServeProcess(f"sqlite:///{db}") as again:
-        assert _children(again.pid) == [_assembler_pid(again)]
+        time.sleep(1.0)
+        assert _children(again.pid) == [] and re.search(r"or in 1[78]\d\d s \(a sweep is due\)", again.log)
+    quiet = tmp_path / "q.db"
+    store_quiet_session(f"sqlite:///{quiet}")
+    with ServeProcess(f"sqlite:///{quiet}") as swept:
+        assert _children(swept.pid) == [_assembler_pid(swept)]
+        deadline = time.monotonic() + 60
+        while _count(quiet, "SELECT count(*) FROM sessions WHERE status = 'COMPLETED'") == 0 \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _count(quiet, "SELECT count(*) FROM sessions WHERE status = 'COMPLETED'") == 1
 
 
-def test_the_assembler_exits_when_nothing_is_left_to_do_and_the_next_request_starts_it(tmp_path: Path) -> None:
-    """Its memory is given back: once its sessions are idle-closed and the inbox is empty, the assembler
-    process exits (not counted as a crash, not restarted); the next request starts it again and is assembled.
-    While a session is open it stays (it must sweep it)."""
-    settings = PipelineSettings(idle_close_minutes=0.02)  # 1.2 s
+def test_a_serve_process_at_rest_with_its_sessions_open_is_one_process(tmp_path: Path) -> None:
+    """``galtea-otel serve --assembler-idle-exit 0.5``: after a request, its assembler assembles it and leaves
+    although the session stays open (its idle close is 30 minutes off): at rest, the receiver alone."""
+    db = tmp_path / "s.db"
+    with ServeProcess(f"sqlite:///{db}", "--assembler-idle-exit", "0.5") as proc:
+        pid = _assembled_one(proc, db)
+        _wait(lambda: _children(proc.pid) == [])
+        assert not _alive(pid) and "no sweep due for 1" in proc.log
+        assert _count(db, "SELECT count(*) FROM sessions WHERE status = 'PENDING'") == 1
+
+
+def test_the_assembler_leaves_while_sessions_wait_and_comes_back_for_their_idle_close(tmp_path: Path) -> None:
+    """Its memory is given back: once the inbox is empty and no sweep is due soon (the session's idle close is
+    2.5 s off, more than the 0.5 s it waits), the assembler process exits, not counted as a crash; the receiver
+    starts one again when the idle close is due, which closes the session and leaves in turn; the next request
+    starts another, and is assembled."""
+    settings = PipelineSettings(idle_close_minutes=0.05)  # 3 s
     with receiver(tmp_path / "d.db", "deferred", sweep_interval=0.2, assembler_idle_exit=0.5,
                   settings=settings) as late:
         assert late.assembler is not None and late.assembler.pid is None  # a new store: nothing to do yet
@@ -243,53 +274,41 @@ def test_the_assembler_exits_when_nothing_is_left_to_do_and_the_next_request_sta
         assert late.wait_assembled(60)
         first = late.assembler.pid
         assert first is not None
-        deadline = time.monotonic() + 60
-        while late.assembler.pid is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert late.assembler.pid is None and not _alive(first)
-        assert (late.assembler.idle_exits, late.assembler.restarts) == (1, 0)
-        assert {s["status"] for s, _ in records(late).values()} == {"COMPLETED"}  # swept before it left
+        _wait(lambda: late.assembler is not None and late.assembler.pid is None)
+        assert not _alive(first) and (late.assembler.idle_exits, late.assembler.restarts) == (1, 0)
+        assert {s["status"] for s, _ in records(late).values()} == {"PENDING"}  # it left before the close
+        _wait(lambda: {s["status"] for s, _ in records(late).values()} == {"COMPLETED"})
+        _wait(lambda: late.assembler is not None and late.assembler.idle_exits == 2 and late.assembler.pid is None)
+        assert late.assembler.restarts == 0
         post(late, sessions(1, "second"))
         assert late.wait_assembled(60)
         assert late.assembler.pid not in (None, first)
         assert sorted(records(late)) == ["first-00", "second-00"]
-        assert len(rows(late)) in (101, 102)  # the 100 sent, and a marker row per idle close (1.2 s idle)
+        assert len(rows(late)) in (101, 102)  # the 100 sent, and a marker row per idle close
 
 
-def test_an_idle_assembler_stays_while_a_session_is_open(tmp_path: Path) -> None:
-    with receiver(tmp_path / "d.db", "deferred", sweep_interval=0.2, assembler_idle_exit=0.3,
-                  assembler_recycle_mb=10_000.0) as late:
-        assert late.assembler is not None
-        post(late, sessions(1, "open"))  # idle-closed only after 30 minutes
-        assert late.wait_assembled(60)
-        pid = late.assembler.pid
-        time.sleep(2.0)  # several idle intervals
-        assert late.assembler.pid == pid and pid is not None and _alive(pid)
-        assert (late.assembler.idle_exits, late.assembler.recycles) == (0, 0)
-
-
-def test_an_idle_assembler_that_grew_is_replaced_by_a_fresh_one_while_sessions_are_open(tmp_path: Path) -> None:
-    """After a burst, with sessions open (it must go on sweeping them), the assembler hands over to a fresh
-    process once idle; a fresh one, which assembled nothing yet, is not replaced; the next request is assembled
-    by it. (A growth threshold of 0 MB here: any assembler that assembled something counts as grown.)"""
-    with receiver(tmp_path / "d.db", "deferred", sweep_interval=0.2, assembler_idle_exit=0.3,
-                  assembler_recycle_mb=0.0) as late:
+def test_an_idle_assembler_stays_for_a_sweep_due_soon(tmp_path: Path) -> None:
+    """The session's idle close (1.8 s off) comes before the assembler's 4 s of waiting are up: the same process
+    closes it, then leaves, nothing being left to sweep."""
+    settings = PipelineSettings(idle_close_minutes=0.03)
+    with receiver(tmp_path / "d.db", "deferred", sweep_interval=0.2, assembler_idle_exit=4.0,
+                  settings=settings) as late:
         assert late.assembler is not None
         post(late, sessions(1, "open"))
         assert late.wait_assembled(60)
-        first = late.assembler.pid
-        deadline = time.monotonic() + 60
-        while late.assembler.recycles == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert late.assembler.recycles == 1 and late.assembler.restarts == 0
-        fresh = late.assembler.pid
-        assert fresh is not None and fresh != first and _alive(fresh) and not _alive(first or 0)
-        time.sleep(1.5)  # idle intervals of a process that assembled nothing: it stays
-        assert late.assembler.pid == fresh and late.assembler.recycles == 1
-        post(late, sessions(1, "next"))
-        assert late.wait_assembled(60)
-        assert sorted(records(late)) == ["next-00", "open-00"] and len(rows(late)) == 100
-        assert {s["status"] for s, _ in records(late).values()} == {"PENDING"}
+        pid = late.assembler.pid
+        assert pid is not None
+        _wait(lambda: {s["status"] for s, _ in records(late).values()} == {"COMPLETED"})
+        assert late.assembler.pid == pid and _alive(pid) and late.assembler.idle_exits == 0
+        _wait(lambda: late.assembler is not None and late.assembler.pid is None)
+        assert late.assembler.idle_exits == 1 and late.assembler.restarts == 0 and not _alive(pid)
+
+
+def _wait(condition: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.05)
 
 
 def _children(pid: int) -> list[int]:

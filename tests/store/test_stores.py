@@ -352,30 +352,35 @@ def test_trace_contexts_reads_no_row_the_caller_has(store: Store, maker: SpanMak
     assert {r[3]: r[2] for r in partial[0]} == {"root": None, "tool-b": rows["chat"].span_id}
 
 
-def test_has_open_work_while_a_session_is_open_or_a_span_is_held(store: Store, maker: SpanMaker) -> None:
-    """What the deferred receiver asks before it starts its assembler, and the assembler before it leaves: an
-    empty store has nothing to sweep; a PENDING session or a span waiting for its key has; a store whose
-    sessions all ended, and whose held spans were settled, has not."""
-    def open_work() -> bool:
-        with store.transaction() as tx:
-            return tx.has_open_work()
-
-    assert not open_work()
+def test_the_next_sweep_falls_due_at_an_idle_close_or_at_the_end_of_a_hold(store: Store, maker: SpanMaker) -> None:
+    """What a deferred receiver asks before it starts its assembler, and the assembler before it leaves
+    (``Pipeline.next_sweep_ns``): an empty store has no sweep due; a PENDING session's falls due the nanosecond
+    its idle close passes, a held trace's the nanosecond its hold does (a sweep one nanosecond earlier does
+    nothing); once swept, what it made is due in turn (the held LLM span became a session of its own)."""
+    pipeline = Pipeline(store, PipelineSettings(idle_close_minutes=1.0, hold_seconds=5.0))
+    assert pipeline.next_sweep_ns() is None
     tracer = maker.tracer()
     with (tracer.start_as_current_span("root", attributes=keyed("open", "v1")),
           tracer.start_as_current_span("chat", attributes=llm(0))):
         pass
-    pipeline = Pipeline(store, PipelineSettings(idle_close_minutes=0.0, hold_seconds=0.0))
-    pipeline.ingest(maker.take())
-    assert open_work()  # PENDING: no end event yet
-    pipeline.sweep(now_ns=time.time_ns() + 10**9)
-    assert [s.status for s in store.list_sessions()] == ["COMPLETED"] and not open_work()
+    spans = maker.take()
+    pipeline.ingest(spans)
+    due = pipeline.next_sweep_ns()
+    assert due == max(s.end_ns for s in spans) + 60 * 10**9 + 1
+    assert pipeline.sweep(now_ns=due - 1)["idle_closed"] == 0 and pipeline.next_sweep_ns() == due
+    assert pipeline.sweep(now_ns=due)["idle_closed"] == 1
+    assert [s.status for s in store.list_sessions()] == ["COMPLETED"] and pipeline.next_sweep_ns() is None
     with tracer.start_as_current_span("unkeyed", attributes=llm(1)):
         pass
-    pipeline.ingest(maker.take())
-    assert open_work()  # held for a key that may still come
-    pipeline.sweep(now_ns=time.time_ns() + 10**9)
-    assert not open_work()
+    held = maker.take()
+    before = time.time_ns()
+    pipeline.ingest(held)
+    after = time.time_ns()
+    due = pipeline.next_sweep_ns()
+    assert due is not None and before + 5 * 10**9 + 1 <= due <= after + 5 * 10**9 + 1
+    assert pipeline.sweep(now_ns=due - 1)["orphan_sessions"] == 0
+    assert pipeline.sweep(now_ns=due)["orphan_sessions"] == 1
+    assert pipeline.next_sweep_ns() == held[0].end_ns + 60 * 10**9 + 1  # the orphan session's idle close
 
 
 def test_unkeyed_child_before_keyed_root_gets_its_key(store: Store, maker: SpanMaker) -> None:

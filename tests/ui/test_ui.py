@@ -20,7 +20,7 @@ import pytest
 from galtea_otel.pipeline import read_session
 from galtea_otel.store import open_store
 from tests.examples.runner import clean_env, console_script, run_cli, sqlite_url
-from tests.reliability.stored import store_open_session
+from tests.reliability.stored import store_quiet_session
 from tests.ui.conftest import URL_LINE, RunningUI, Watched, screenshot, start_ui, stop_ui, wait_until
 
 
@@ -387,8 +387,8 @@ def test_serve_ui_shows_what_the_receiver_records(tmp_path: Path, watched: Watch
     script = console_script()
     assert script is not None
     store_url = sqlite_url(tmp_path / "served.db")
-    if assemble == "deferred":  # an open session to sweep: the assembler starts at once, not with the request
-        store_open_session(store_url, "seed")
+    if assemble == "deferred":  # a session past its idle close: the assembler starts at once, not with the request
+        store_quiet_session(store_url, "seed")
     proc = subprocess.Popen([script, "--store", store_url, "serve", "--http", "127.0.0.1:0", "--grpc", "off",
                              "--ui", "--ui-port", "0", "--assemble", assemble], cwd=tmp_path,
                             env=clean_env(None), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
