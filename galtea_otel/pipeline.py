@@ -36,7 +36,7 @@ from galtea_otel.settings import PipelineSettings
 from galtea_otel.spandata import SpanData
 from galtea_otel.store.base import AnyKey, Store, StoreTx, full_key
 from galtea_otel.store.rows import row_from_tuple
-from galtea_otel.store.turns import CONTRIB_COLUMNS, EXTRA_COLUMNS, FLAG_CONTINUES
+from galtea_otel.store.turns import CONTRIB_COLUMNS, EXTRA_COLUMNS, FLAG_CONTINUES, turn_values
 from galtea_otel.sync.outbox import enqueue as enqueue_sync
 from galtea_otel.translate.row import (
     COLUMNS,
@@ -447,7 +447,9 @@ class Pipeline:
                 # (the spans stored with these roots already, ``_placed_at_insert``, need no update)
                 known = writes.placed
                 writes.roots.extend(p for p in placed if known.get((trace_id, p[3])) != (p[0], p[1]))
-                writes.turns.extend((key, record) for record in records)
+                # Made into the statement's values now: a tuple of strings and numbers, which the collector stops
+                # tracking, where the record (a dict with lists) would stay tracked until the batch is written.
+                writes.turns.extend(turn_values(key, record) for record in records)
             else:
                 tx.set_roots(placed)
                 tx.merge_roots(key, trace_id, merges)
@@ -749,7 +751,7 @@ class _Writes:
     roots: list[tuple[str | None, int, str, str]] = field(default_factory=list)
     # (root_id, flags) the batch's spans were inserted with (``_placed_at_insert``; only when all were new)
     placed: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
-    turns: list[tuple[Key, dict[str, Any]]] = field(default_factory=list)
+    turns: list[tuple[Any, ...]] = field(default_factory=list)  # turn_values rows
     removed: set[Key] = field(default_factory=set)
     # read for all the batch's (session, trace) pairs before any is applied (``Pipeline._prefetch``)
     context: dict[tuple[Key, str], dict[str, tuple[SpanRow, str | None, int | None]]] = field(default_factory=dict)

@@ -130,8 +130,9 @@ class StoreTx(Protocol):
     def continuing(self, pairs: Sequence[tuple[Key, str]]) -> set[tuple[Key, str]]:
         """The (session key, trace id) pairs whose part of the trace has an LLM call that continues a turn."""
 
-    def insert_turns(self, turns: Sequence[tuple[Key, dict[str, Any]]]) -> None:
-        """Store these (session key, turn record), new turns of several sessions at once."""
+    def insert_turns(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Store new turns of several sessions at once, each row the ``store.turns.turn_values`` of its session
+        key and turn record."""
 
     def turn_facts(self, key: Key, first_failed: bool) -> dict[str, Any]:
         """First and last turn, first model, first failed turn (index lookups on the stored turns)."""

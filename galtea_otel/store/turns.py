@@ -290,10 +290,10 @@ class TurnsTx:
         if records:
             self._xmany(INSERT, [turn_values(key, r) for r in records])
 
-    def insert_turns(self, turns: Sequence[tuple[Any, dict[str, Any]]]) -> None:
-        """Store these (session key, turn record) in one statement."""
-        if turns:
-            self._xmany(INSERT, [turn_values(key, r) for key, r in turns])
+    def insert_turns(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Store these turns (each the ``turn_values`` of its session key and record) in one statement."""
+        if rows:
+            self._xmany(INSERT, rows)
 
     def turn_facts(self, key: Any, first_failed: bool) -> dict[str, Any]:
         """From the stored turns of a session, by index lookups: the first and the last turn, the first turn's
