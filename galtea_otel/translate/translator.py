@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -504,20 +503,25 @@ def _finite(value: Any) -> Any:
     return value
 
 
-_TRACE_ID = re.compile("[0-9a-f]{32}").fullmatch
-_SPAN_ID = re.compile("[0-9a-f]{16}").fullmatch
+_HEX = "0123456789abcdef"
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+
+
+def _hex_id(value: str, length: int) -> bool:
+    """``value`` is ``length`` lower-case hex digits (stripping every hex digit leaves nothing: one C call, a
+    fraction of a regular expression's match, on every span)."""
+    return len(value) == length and not value.strip(_HEX)
 
 
 def check_ids(span: SpanData) -> None:
     """Raise InvalidSpan unless the ids are lower-case hex of the right length and not all zero."""
     trace_id, span_id = span.trace_id, span.span_id
-    if _TRACE_ID(trace_id) is None or trace_id == _ZERO_TRACE:
+    if not _hex_id(trace_id, 32) or trace_id == _ZERO_TRACE:
         raise InvalidSpan(f"invalid trace_id {trace_id[:40]!r}: expected 32 hex characters, not all zero")
-    if _SPAN_ID(span_id) is None or span_id == _ZERO_SPAN:
+    if not _hex_id(span_id, 16) or span_id == _ZERO_SPAN:
         raise InvalidSpan(f"invalid span_id {span_id[:40]!r}: expected 16 hex characters, not all zero")
     parent = span.parent_span_id
-    if parent is not None and _SPAN_ID(parent) is None:
+    if parent is not None and not _hex_id(parent, 16):
         raise InvalidSpan(f"invalid parent_span_id {parent[:40]!r}: expected 16 hex characters")
     if not (0 <= span.start_ns < _INT64 and 0 <= span.end_ns < _INT64):
         raise InvalidSpan(f"timestamps out of range: start {span.start_ns}, end {span.end_ns} (nanoseconds)")
