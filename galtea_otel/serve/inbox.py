@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from galtea_otel.pipeline import IngestResult
+from galtea_otel.pipeline import IngestResult, Pipeline
 from galtea_otel.serve.options import DEFAULT_ASSEMBLE_SPANS, DEFAULT_INBOX_SPANS
 from galtea_otel.serve.peek import inbox_file
 from galtea_otel.serve.process import release_memory, tune_gc
@@ -398,7 +398,6 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
     if niceness:
         with contextlib.suppress(OSError):
             os.nice(niceness)  # acknowledgements (the receiver process) come first
-    from galtea_otel.pipeline import Pipeline
     from galtea_otel.store import open_store
 
     store = open_store(store_url, checkpoint="background")
@@ -465,16 +464,13 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
         store.close()
 
 
-def next_work_ns(pipeline: Any, inbox: Inbox) -> int | None:
+def next_work_ns(pipeline: Pipeline, inbox: Inbox) -> int | None:
     """When an assembler next has something to do (``time.time_ns()``; None: not before the next request): 0
     while the inbox holds entries, else when the next sweep is due (``Pipeline.next_sweep_ns``). The assembler
     asks before it leaves, the receiver before it starts one and when one has left."""
     if inbox.backlog().entries:
         return 0
-    due: int | None = pipeline.next_sweep_ns()
-    return due
-
-
+    return pipeline.next_sweep_ns()
 
 
 def main() -> None:
@@ -503,8 +499,9 @@ class AssemblerProcess:
     told to finish by the end of it: a receiver killed outright leaves an assembler that drains and exits.
 
     ``start(spawn=False)`` leaves the process to the first :meth:`wake` (the first request committed to the
-    inbox): a receiver started on a store with nothing to assemble or sweep holds one process, not two, until
-    it is sent something (its idle memory is the receiver's alone)."""
+    inbox) or to the time a sweep falls due: a receiver with nothing to assemble or sweep now holds one
+    process, not two (its idle memory is the receiver's alone). An assembler that left idle is started again
+    the same way."""
 
     def __init__(self, store_url: str, settings: Any, *, sync: bool = False, evaluate: bool = False,
                  batch_spans: int = DEFAULT_BATCH_SPANS, sweep_interval: float = 30.0, idle_exit: float = 0.0,

@@ -228,26 +228,23 @@ class Receiver:
             path = inbox_path(store)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        self.inbox = Inbox(path, store.synchronous)
+        inbox = self.inbox = Inbox(path, store.synchronous)
         self.assembler = AssemblerProcess(store.url, self.options.settings, sync=self.galtea is not None,
                                           evaluate=self.evaluators is not None,
                                           batch_spans=self.options.assemble_batch_spans,
                                           sweep_interval=self.options.sweep_interval,
                                           idle_exit=self.options.assembler_idle_exit,
-                                          next_work=lambda: self._next_work(pipeline))
-        backlog = self.inbox.backlog()
+                                          next_work=lambda: next_work_ns(pipeline, inbox))
+        backlog = inbox.backlog()
         # Started now when there is something to assemble or sweep (entries left by an earlier run, a session
         # past its idle close, a held trace past its hold); else by the first request the inbox takes, or when
         # the next sweep is due.
-        due = next_work_ns(pipeline, self.inbox)
+        due = next_work_ns(pipeline, inbox)
         now = due is not None and due <= time.time_ns()
         self.assembler.start(spawn=now, at=due)
         log.info("deferred assembly: inbox %s (%d span(s) waiting), %s", path, backlog.spans,
                  f"assembler process {self.assembler.pid}" if now else "the assembler starts with the first request"
                  + ("" if due is None else f" or in {(due - time.time_ns()) / 1e9:.0f} s (a sweep is due)"))
-
-    def _next_work(self, pipeline: Any) -> int | None:
-        return None if self.inbox is None else next_work_ns(pipeline, self.inbox)
 
     def wait_assembled(self, timeout: float = 30.0) -> bool:
         """Deferred assembly: wait until the inbox holds nothing left to assemble (True), at most ``timeout``

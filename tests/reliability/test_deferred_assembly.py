@@ -34,6 +34,7 @@ from galtea_otel.store import open_store
 from galtea_otel.translate.row import COLUMNS
 from tests.reliability.receiver_proc import ServeProcess, command_exit
 from tests.reliability.stored import drop_trigger, refuse_inserts, store_quiet_session
+from tests.reliability.test_app_accounting import wait_for
 from tests.reliability.test_crash_resend import post, records, rows, sessions
 
 LOCAL = Address("127.0.0.1", 0)
@@ -118,7 +119,8 @@ def _assembled_one(proc: ServeProcess, db: Path) -> int:
     assert _post_body(proc.port, encode_spans(sessions(1, "open")).SerializeToString()) == 200
     pid = _assembler_pid(proc)
     inbox = Path(str(db) + ".inbox")
-    _wait(lambda: _count(db, "SELECT count(*) FROM spans") == 50 and _count(inbox, "SELECT count(*) FROM inbox") == 0)
+    wait_for(lambda: _count(db, "SELECT count(*) FROM spans") == 50
+             and _count(inbox, "SELECT count(*) FROM inbox") == 0, "the open session assembled and the inbox empty")
     return pid
 
 
@@ -256,7 +258,7 @@ def test_a_serve_process_at_rest_with_its_sessions_open_is_one_process(tmp_path:
     db = tmp_path / "s.db"
     with ServeProcess(f"sqlite:///{db}", "--assembler-idle-exit", "0.5") as proc:
         pid = _assembled_one(proc, db)
-        _wait(lambda: _children(proc.pid) == [])
+        wait_for(lambda: _children(proc.pid) == [], "the assembler to leave")
         assert not _alive(pid) and "no sweep due for 1" in proc.log
         assert _count(db, "SELECT count(*) FROM sessions WHERE status = 'PENDING'") == 1
 
@@ -274,11 +276,12 @@ def test_the_assembler_leaves_while_sessions_wait_and_comes_back_for_their_idle_
         assert late.wait_assembled(60)
         first = late.assembler.pid
         assert first is not None
-        _wait(lambda: late.assembler is not None and late.assembler.pid is None)
+        wait_for(lambda: late.assembler is not None and late.assembler.pid is None, "the assembler to leave")
         assert not _alive(first) and (late.assembler.idle_exits, late.assembler.restarts) == (1, 0)
         assert {s["status"] for s, _ in records(late).values()} == {"PENDING"}  # it left before the close
-        _wait(lambda: {s["status"] for s, _ in records(late).values()} == {"COMPLETED"})
-        _wait(lambda: late.assembler is not None and late.assembler.idle_exits == 2 and late.assembler.pid is None)
+        wait_for(lambda: {s["status"] for s, _ in records(late).values()} == {"COMPLETED"}, "the idle close")
+        wait_for(lambda: late.assembler is not None and late.assembler.idle_exits == 2
+                 and late.assembler.pid is None, "the assembler to leave again")
         assert late.assembler.restarts == 0
         post(late, sessions(1, "second"))
         assert late.wait_assembled(60)
@@ -298,17 +301,10 @@ def test_an_idle_assembler_stays_for_a_sweep_due_soon(tmp_path: Path) -> None:
         assert late.wait_assembled(60)
         pid = late.assembler.pid
         assert pid is not None
-        _wait(lambda: {s["status"] for s, _ in records(late).values()} == {"COMPLETED"})
+        wait_for(lambda: {s["status"] for s, _ in records(late).values()} == {"COMPLETED"}, "the idle close")
         assert late.assembler.pid == pid and _alive(pid) and late.assembler.idle_exits == 0
-        _wait(lambda: late.assembler is not None and late.assembler.pid is None)
+        wait_for(lambda: late.assembler is not None and late.assembler.pid is None, "the assembler to leave")
         assert late.assembler.idle_exits == 1 and late.assembler.restarts == 0 and not _alive(pid)
-
-
-def _wait(condition: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "not reached in time"
-        time.sleep(0.05)
 
 
 def _children(pid: int) -> list[int]:
