@@ -422,6 +422,9 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
     try:
         while True:
             wake.clear()
+            # Told to finish before this look at the inbox: an empty look ends the loop. Told during it (a last
+            # wake-up and the end of control can both come while it sweeps), it looks once more.
+            stopping = stop.is_set()
             done_before = assembler.stats["entries"] + assembler.stats["failed_entries"]
             taken = assembler.step()
             if worked and not taken:  # the inbox just emptied: idle from here, on the memory of no batch
@@ -453,7 +456,7 @@ def run_assembler(store_url: str, settings: Any, *, sync: bool = False, evaluate
                 if not stop.is_set() or assembler.stats["entries"] + assembler.stats["failed_entries"] > done_before:
                     continue
                 break  # told to finish while the store refuses everything: the rest stays in the inbox
-            if stop.is_set():
+            if stopping:
                 break
             wake.wait(min(1.0, sweep_interval))
         return 0
