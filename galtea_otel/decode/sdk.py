@@ -35,6 +35,15 @@ def _resource(span: ReadableSpan) -> Attributes:
     return plain
 
 
+def _events(span: ReadableSpan) -> tuple[EventData, ...]:
+    # ReadableSpan.events copies the span's BoundedList into a tuple every time it is read; most spans have no
+    # event, which the list behind it tells without the copy.
+    plain = getattr(span, "_events", None)
+    if plain is not None and not plain:
+        return ()
+    return tuple(EventData(e.name, e.timestamp, e.attributes or {}) for e in span.events)
+
+
 def from_sdk(span: ReadableSpan) -> SpanData:
     ctx = span.context
     parent = span.parent
@@ -50,7 +59,7 @@ def from_sdk(span: ReadableSpan) -> SpanData:
         status_code=status.status_code.value,
         status_message=status.description or "",
         attributes=_attributes(span),
-        events=tuple(EventData(e.name, e.timestamp, e.attributes or {}) for e in span.events),
+        events=_events(span),
         resource=_resource(span),
         scope=scope.name if scope is not None else "",
     )

@@ -14,6 +14,7 @@ from collections.abc import Container, Sequence
 from typing import Any
 
 from galtea_otel.store.base import iter_chunks
+from galtea_otel.translate.messages import json_encoder
 
 # (custom_id, version, project): as ``store.base.Key``, the project last.
 KEY_COLUMNS: tuple[str, ...] = ("custom_id", "version", "project")
@@ -102,6 +103,7 @@ _PAIRS = 128  # pairs per statement at most: 4 parameters a pair (``continuing``
 
 _LEFT_OUT = frozenset((*TEXT_COLUMNS, *COLUMN_FIELDS))
 _TEXTS = len(TEXT_COLUMNS)
+_DATA_JSON = json_encoder()  # json.dumps' text, without making its C encoder once a turn
 
 
 def turn_values(key: Sequence[Any], record: dict[str, Any]) -> tuple[Any, ...]:
@@ -109,7 +111,7 @@ def turn_values(key: Sequence[Any], record: dict[str, Any]) -> tuple[Any, ...]:
     data = {name: value for name, value in record.items() if name not in _LEFT_OUT}
     return (*key, record["trace_id"], record["span_id"], record.get("root_id"), record["start_ns"],
             record["end_ns"], record["model"], 1 if record["failed"] else 0,
-            *(record[c] for c in CONTRIB_COLUMNS), json.dumps(data), *(record[c] for c in TEXT_COLUMNS))
+            *(record[c] for c in CONTRIB_COLUMNS), _DATA_JSON(data), *(record[c] for c in TEXT_COLUMNS))
 
 
 def records_of(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
