@@ -157,7 +157,7 @@ class Pipeline:
                 # Resolving and reassembling from the whole batch (replayed rows included) gives the same
                 # records as from the new rows alone, and spares the store telling which rows were new.
                 fresh = inserted == len(batch)  # no replayed row: the batch's rows are the stored ones
-                result.sessions = self._apply(tx, self._resolve(tx, batch, fresh), batch, fresh,
+                result.sessions = self._apply(tx, self._resolve(tx, batch, fresh), rows, fresh,
                                               placed if fresh else None)
         return result
 
@@ -208,8 +208,8 @@ class Pipeline:
         """Rebuild these sessions whole from their rows."""
         return self._apply(tx, dict.fromkeys(keys))
 
-    def _apply(self, tx: StoreTx, dirty: Dirty, batch: Sequence[SpanRow] = (), fresh: bool = False,
-               placed: dict[tuple[str, str], tuple[str, int]] | None = None) -> int:
+    def _apply(self, tx: StoreTx, dirty: Dirty, batch_ids: dict[tuple[str, str], SpanRow] | None = None,
+               fresh: bool = False, placed: dict[tuple[str, str], tuple[str, int]] | None = None) -> int:
         """Incremental assembly. For each (session, trace) a batch touches, only the components of the trace
         that its spans join are recomputed (a component: the session's spans of the trace under one topmost
         span; a late parent merges its children's components into its own), then the session's exact
@@ -245,7 +245,7 @@ class Pipeline:
             aggs[key] = agg
             if whole:
                 dirty[key] = None
-        batch_ids = {(r.trace_id, r.span_id): r for r in batch}
+        batch_ids = batch_ids if batch_ids is not None else {}  # the batch's rows by id (ingest_rows' own dict)
         self._prefetch(tx, [(key, trace_id, span_ids) for key in ordered
                             for trace_id, span_ids in sorted((dirty[key] or {}).items())], batch_ids, writes,
                        fresh)
@@ -354,20 +354,15 @@ class Pipeline:
                         if (t, i) in batch:
                             stored.setdefault(i, (batch[(t, i)], None, None))
         span = _ROW_COLUMNS.index("span_id")
-        children: dict[tuple[str, str | None], list[SpanRow]] = {}
-        if fresh:  # the batch's rows are not returned (``known``): their children among them are found here
-            for mine in batch.values():
-                children.setdefault((mine.trace_id, mine.parent_span_id), []).append(mine)
-        for pair, request, found in zip(asked, requests,
-                                        tx.trace_contexts(requests, _ROW_COLUMNS, batch if fresh else ()),
-                                        strict=True):
+        # With ``fresh``, the batch's rows are not returned (``known``), its children of the candidates included:
+        # those of the session's tree are among the pair's own spans (placed above), and the others (another
+        # session's, held, events) are never part of its components, so the context has all that it reads.
+        for pair, found in zip(asked, tx.trace_contexts(requests, _ROW_COLUMNS, batch if fresh else ()),
+                               strict=True):
             context = writes.context[pair]
             for values in found:
                 if values[span] not in context:
                     context[values[span]] = _parse(values)
-            for candidate in request[1]:
-                for child in children.get((pair[1], candidate), ()):
-                    context.setdefault(child.span_id, (child, None, None))
         if self.settings.turns == "user" and pairs:
             writes.continuing = tx.continuing([(key, t) for key, t, _ in pairs])
 
@@ -694,7 +689,11 @@ def _placed_at_insert(rows: dict[tuple[str, str], SpanRow]) -> dict[tuple[str, s
     not stored is the top of its part of the session. So the common batch (new spans of new turns, under a session
     span still open) writes each row once. A guess, never trusted: ``_apply_trace`` writes every root that differs
     from it (``_Writes.placed``), in the same transaction, before any later read of those roots."""
-    keys = {ident: _row_key(r) for ident, r in rows.items() if r.kind not in _EVENT_KINDS and fully_keyed(r)}
+    # The batch's few session keys and (root, flags) pairs, one tuple each however many spans share it: tuples
+    # that outlive the batch's statements count towards the collector's next collection, one made per span did.
+    shared: dict[Any, Any] = {}
+    keys = {ident: shared.setdefault(key, key) for ident, r in rows.items()
+            if r.kind not in _EVENT_KINDS and fully_keyed(r) and (key := _row_key(r)) is not None}
     tops: dict[tuple[str, str], str] = {}
     placed: dict[tuple[str, str], tuple[str, int]] = {}
     for ident, key in keys.items():
@@ -715,7 +714,8 @@ def _placed_at_insert(rows: dict[tuple[str, str], SpanRow]) -> dict[tuple[str, s
                 current = rows[parent]
             for link in chain:
                 tops[link] = top
-        placed[ident] = (top, _flags(rows[ident]))
+        pair = (top, _flags(rows[ident]))
+        placed[ident] = shared.setdefault(pair, pair)
     return placed
 
 

@@ -225,7 +225,8 @@ def test_hostile_values_never_fail_the_good_spans_beside_them(tmp_path: Path) ->
 
 @pytest.fixture(scope="module")
 def long_corpus() -> list[SpanData]:
-    """Long sessions of both shapes, tool round trips with and without an agent, an explicit end marker."""
+    """Long sessions of both shapes, tool round trips with and without an agent, an explicit end marker, a trace
+    shared by two sessions."""
     from .test_turns import _round_trip_without_agent, _tool_round_trips
 
     with sdk_tracer({"service.version": "9.9"}) as (tracer, exporter):
@@ -256,6 +257,16 @@ def long_corpus() -> list[SpanData]:
                         attributes["gen_ai.input.messages"] = messages
                     with tracer.start_as_current_span("chat", attributes=attributes):
                         pass
+        # One trace shared by two sessions: a span of "outer" with children of "inner" (keyed) and an unkeyed
+        # one (resolved from its parent) beside them, so a batch's spans have children of another session.
+        outer, inner = key("outer", "1"), key("inner", "1")
+        with tracer.start_as_current_span("request", attributes=outer), \
+                tracer.start_as_current_span("chat", attributes={**outer, "gen_ai.operation.name": "chat"}):
+            with tracer.start_as_current_span("delegate", attributes={**inner, "gen_ai.operation.name": "chat"}), \
+                    tracer.start_as_current_span("lookup", attributes={**inner, "galtea.span.type": "TOOL"}):
+                pass
+            with tracer.start_as_current_span("unkeyed"):
+                pass
         return collect(exporter)
 
 
@@ -282,3 +293,18 @@ def test_long_sessions_and_late_parents_give_the_same_records(
         p.ingest(spans[start:cut])
         start = cut
     assert _snapshot(p) == expected
+
+
+def test_a_trace_shared_by_two_sessions_gives_each_its_own_turns(tmp_path: Path, long_corpus: list[SpanData]) -> None:
+    """The long corpus' shared trace (what the property test above reorders): "inner"'s spans under a span of
+    "outer" are inner's turn, the unkeyed child is outer's, whichever comes first."""
+    names = {s.span_id: s.name for s in long_corpus}
+    for order in (long_corpus, sorted(long_corpus, key=lambda s: -s.start_ns)):
+        p = _pipeline(tmp_path / f"{len(list(tmp_path.iterdir()))}.db")
+        for span in order:  # one span a batch: every parent comes in a batch of its own
+            p.ingest([span])
+        outer, inner = p.session("outer", "1"), p.session("inner", "1")
+        assert outer is not None and inner is not None
+        turns = {name: [(names[t.id], [s.name for s in t.spans]) for t in detail.inference_results]
+                 for name, detail in (("outer", outer), ("inner", inner))}
+        assert turns == {"outer": [("chat", ["unkeyed"])], "inner": [("delegate", ["lookup"])]}
