@@ -180,10 +180,13 @@ def order_key(row: SpanRow) -> tuple[int, int, str, str]:
     return (row.start_ns, row.end_ns, row.trace_id, row.span_id)
 
 
-def is_head_kind(row: SpanRow, mode: str) -> bool:
-    """Whether a span may head a turn in this turn mode (``user``: agents, chains and LLM spans; ``llm-call``:
-    LLM spans)."""
-    return row.kind == KIND_LLM if mode == "llm-call" else row.kind in HEAD_KINDS
+_LLM_ONLY = frozenset({KIND_LLM})
+
+
+def head_kinds(mode: str) -> frozenset[str]:
+    """The kinds of span that may head a turn in this turn mode (``user``: agents, chains and LLM spans;
+    ``llm-call``: LLM spans)."""
+    return _LLM_ONLY if mode == "llm-call" else HEAD_KINDS
 
 
 class _Tree:
@@ -461,13 +464,18 @@ def _continuations(heads: dict[Id, list[SpanRow]], tree: _Tree, work: Sequence[S
 
 def _turns_by_head(work: Sequence[SpanRow], mode: str, continuations: bool = True
                    ) -> tuple[list[Turn], list[SpanRow]]:
-    """One turn per head: the outermost span that may head a turn (``is_head_kind``) enclosing each span; in
+    """One turn per head: the outermost span that may head a turn (``head_kinds``) enclosing each span; in
     ``user`` mode a tool round trip without an agent is one turn (``_continuations``)."""
     tree = _Tree(work)
     heads: dict[Id, list[SpanRow]] = {}
     loose: list[SpanRow] = []
+    kinds = head_kinds(mode)
+
+    def accept(r: SpanRow) -> bool:
+        return r.kind in kinds
+
     for row in work:
-        head = tree.outermost(row, lambda r: is_head_kind(r, mode))
+        head = tree.outermost(row, accept)
         if head is None:
             loose.append(row)
         elif head is not row:
