@@ -832,11 +832,18 @@ def _exact(total: Any) -> Fraction:
 
 def _observe(agg: dict[str, Any], rows: Sequence[SpanRow]) -> None:
     """Fold rows into the order-independent extremes of ``agg`` (a min or a max never depends on order)."""
+    if not rows:
+        return
+    start, act = min(r.start_ns for r in rows), max(r.end_ns for r in rows)
+    agg["start"] = start if agg["start"] is None else min(agg["start"], start)
+    agg["act"] = act if agg["act"] is None else max(agg["act"], act)
+    active = [r.start_ns for r in rows if r.kind not in _EVENT_KINDS or r.session_event == EVENT_START]
+    if active:
+        astart = max(active)
+        agg["astart"] = astart if agg["astart"] is None else max(agg["astart"], astart)
     for r in rows:
-        agg["start"] = r.start_ns if agg["start"] is None else min(agg["start"], r.start_ns)
-        agg["act"] = r.end_ns if agg["act"] is None else max(agg["act"], r.end_ns)
-        if r.kind not in (KIND_SESSION, KIND_MARKER) or r.session_event == EVENT_START:
-            agg["astart"] = r.start_ns if agg["astart"] is None else max(agg["astart"], r.start_ns)
+        if not (r.test_case_id or r.context or r.user_id):  # most spans: none of the three
+            continue
         for name, value in (("tc", r.test_case_id), ("ctx", r.context), ("user", r.user_id)):
             if value:
                 order = list(order_key(r))
