@@ -299,8 +299,8 @@ def test_a_trace_shared_by_two_sessions_gives_each_its_own_turns(tmp_path: Path,
     """The long corpus' shared trace (what the property test above reorders): "inner"'s spans under a span of
     "outer" are inner's turn, the unkeyed child is outer's, whichever comes first."""
     names = {s.span_id: s.name for s in long_corpus}
-    for order in (long_corpus, sorted(long_corpus, key=lambda s: -s.start_ns)):
-        p = _pipeline(tmp_path / f"{len(list(tmp_path.iterdir()))}.db")
+    for n, order in enumerate((long_corpus, sorted(long_corpus, key=lambda s: -s.start_ns))):
+        p = _pipeline(tmp_path / f"{n}.db")
         for span in order:  # one span a batch: every parent comes in a batch of its own
             p.ingest([span])
         outer, inner = p.session("outer", "1"), p.session("inner", "1")
