@@ -249,8 +249,67 @@ def table_version() -> str | None:
     return table[1] if table is not None else None
 
 
-@functools.lru_cache(maxsize=8192)
 def _table_price(model: str, input_tokens: int, output_tokens: int, cached: int, day: int) -> Priced | None:
+    """The table's price of this usage: from the model's flat rates when it has them (``_flat_rates``), else
+    genai-prices' own calculation."""
+    table = _table()
+    rates = _flat_rates(model, day) if table is not None else None
+    if table is None or rates is None:
+        return _table_calc(model, input_tokens, output_tokens, cached, day)
+    return Priced(cost=round(float(_flat(rates, input_tokens, output_tokens, cached)), 10), source=SOURCE_TABLE,
+                  version=table[1])
+
+
+_MILLION = 10**6
+_PER_REQUEST = "requests_kusd"  # a price charged once a request, whatever the tokens
+# (input, output, cached) usages off the three rates' own, where the rates must give genai-prices' price exactly
+_PROBES = ((123_457, 45_679, 7_891), (3, 2, 1), (1_000, 10, 0))
+
+
+def _flat(rates: tuple[Any, Any, Any], input_tokens: int, output_tokens: int, cached: int) -> Any:
+    uncached_rate, cached_rate, output_rate = rates
+    return (uncached_rate * (input_tokens - cached) + cached_rate * cached + output_rate * output_tokens) / _MILLION
+
+
+@functools.lru_cache(maxsize=1024)
+def _flat_rates(model: str, day: int) -> tuple[Any, Any, Any] | None:
+    """The table's price of a million uncached input, cached input and output tokens of this model on this day
+    (Decimals, from genai-prices' own calculation), when a turn's price is flat in them: every price of the model
+    a plain number (no tiers) and none charged per request (prices of other units, web searches or audio, are
+    never charged for a turn's tokens). None otherwise, and whenever the three rates do not give genai-prices'
+    own price of the probe usages exactly: its calculation then prices every turn. genai-prices 0.2's
+    calculation takes about 0.3 ms (a turn's token counts differ from turn to turn, so a cache of its results
+    rarely hits); the rates, once a day per model, make it a few multiplications."""
+    table = _table()
+    if table is None:
+        return None
+    snapshot = table[0]
+    from decimal import Decimal
+
+    from genai_prices import Usage
+
+    when = datetime.fromtimestamp(day * 86_400, tz=UTC)
+
+    def total(input_tokens: int, output_tokens: int, cached: int) -> Any:
+        usage = Usage(input_tokens=input_tokens, cache_read_tokens=cached or None, output_tokens=output_tokens)
+        return snapshot.calc(usage, model, None, None, when, None).total_price
+
+    try:
+        _, info = snapshot.find_provider_model(model, None, None, None)
+        fields = {key: value for key, value in vars(info.get_prices(when)).items()
+                  if value is not None and not key.startswith("_")}
+        if not fields or _PER_REQUEST in fields or not all(isinstance(v, Decimal) for v in fields.values()):
+            return None
+        rates = (total(_MILLION, 0, 0), total(_MILLION, 0, _MILLION), total(0, _MILLION, 0))
+        if any(_flat(rates, *probe) != total(*probe) for probe in _PROBES):
+            return None
+    except Exception:  # an unknown model, or a table that cannot price it: the full calculation says which
+        return None
+    return rates
+
+
+@functools.lru_cache(maxsize=8192)
+def _table_calc(model: str, input_tokens: int, output_tokens: int, cached: int, day: int) -> Priced | None:
     table = _table()
     if table is None:
         return None

@@ -171,3 +171,46 @@ def test_a_bad_price_file_is_a_clear_error_and_is_never_half_used(
     open_store(store_url).close()
     result = CliRunner().invoke(main, ["--store", store_url, "reprice"])
     assert result.exit_code == 1 and message in result.output
+
+
+def _priceable_models() -> list[str]:
+    """Every model id of the bundled table that a turn's model name finds (by itself, no provider given)."""
+    snapshot = pricing._table()
+    assert snapshot is not None
+    found = []
+    for provider in snapshot[0].providers:
+        for model in provider.models:
+            try:
+                snapshot[0].find_provider_model(model.id, None, None, None)
+            except LookupError:
+                continue
+            found.append(model.id)
+    return found
+
+
+def test_flat_rates_price_every_turn_as_genai_prices_calculates_it() -> None:
+    """The fast path (a model's three per-token rates, worked out once a day) gives, for every model of the table
+    it applies to, the price genai-prices' own calculation gives, on usages of every size; the models it does not
+    apply to (tiered prices) keep that calculation."""
+    import random
+
+    rnd = random.Random(7)
+    flat, calculated = 0, 0
+    for day in (datetime(2025, 6, 1, tzinfo=UTC), datetime.now(UTC)):
+        day_number = int(day.timestamp()) // 86_400
+        for model in _priceable_models():
+            rates = pricing._flat_rates(model, day_number)
+            usages = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (1_000, 1_000, 1_000)]
+            for _ in range(4):
+                inp = rnd.randint(0, 2_000_000)
+                usages.append((inp, rnd.randint(0, 200_000), rnd.choice([0, rnd.randint(0, inp)])))
+            for inp, out, cached in usages:
+                assert pricing._table_price(model, inp, out, cached, day_number) == pricing._table_calc(
+                    model, inp, out, cached, day_number), (model, day, inp, out, cached, rates)
+            if rates is None:
+                calculated += 1
+            else:
+                flat += 1
+    assert flat > 200 and calculated > 10  # both paths ran, on many models
+    day_number = int(datetime.now(UTC).timestamp()) // 86_400
+    assert pricing._flat_rates("gpt-4o-mini", day_number) is not None  # the common case takes the fast path
