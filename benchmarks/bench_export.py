@@ -20,6 +20,9 @@ from the first session to the end of ``flush()``. The export queue is sized so t
 
 Bar (issue 9): configure(store) CPU <= 1.25x configure(OTLP encoding only).
 
+``--tokens``: every call also reports its token counts (``record_usage``), different from call to call as real
+calls' are, so the store prices every turn from genai-prices' table (the run checks that every turn got a cost).
+
 **Burst** (``--burst``): one thread starts ``@inference`` spans as fast as it can (or at ``--rate``) for
 ``--seconds``, in sessions of ``--per-session`` turns, with each of ``--queues`` (the old default 2,048 and the
 new 8,192), into the session exporter on SQLite;
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import os
 import platform
 import sqlite3
@@ -84,11 +88,18 @@ class TimedSessionExporter(SessionExporter):
             self.busy += time.perf_counter() - start
 
 
+TOKENS = False  # --tokens: every call reports token counts, different from call to call (as real calls do)
+_calls = itertools.count()
+
+
 @galtea_otel.inference(model="gpt-4o-mini")
 async def chat(prompt: str) -> str:
     with galtea_otel.span("lookup", type="TOOL") as tool:
         tool.set_input({"q": prompt[:20]})
         tool.set_output({"hits": [1, 2, 3]})
+    if TOKENS:
+        n = next(_calls)
+        galtea_otel.record_usage(input_tokens=900 + n % 7919, output_tokens=150 + n % 613)
     return "answer: " + TEXT
 
 
@@ -130,6 +141,11 @@ def run(mode: str, folder: Path, tag: str, sessions: int, turns: int) -> tuple[f
         store.close()
         if done != sessions * turns:
             raise SystemExit(f"stored {done} turns, expected {sessions * turns}")
+        if TOKENS:
+            with sqlite3.connect(path) as conn:
+                unpriced = conn.execute("SELECT count(*) FROM turns WHERE cost IS NULL").fetchone()[0]
+            if unpriced:
+                raise SystemExit(f"{unpriced} turns were not priced")
         return cpu, done
     return cpu, encoder.spans
 
@@ -145,7 +161,8 @@ def concurrent(args: argparse.Namespace) -> None:
                 cpu[mode].append(seconds)
                 spans = count if mode == "encode" else spans
     ratios = [s / e for s, e in zip(cpu["store"], cpu["encode"], strict=True)]
-    print(f"{args.sessions} concurrent asyncio sessions x {args.turns} turns ({spans:,} spans a run), "
+    print(f"{args.sessions} concurrent asyncio sessions x {args.turns} turns ({spans:,} spans a run"
+          + (", token counts on every call" if TOKENS else "") + "), "
           f"{args.rounds} interleaved rounds; whole-process CPU (time.process_time), app + export thread")
     print(f"Python {platform.python_version()}, opentelemetry-sdk {version('opentelemetry-sdk')}, "
           f"SQLite {sqlite3.sqlite_version} (synchronous=NORMAL, the default), {os.cpu_count()} cores")
@@ -292,6 +309,8 @@ def main() -> None:
     parser.add_argument("--per-session", type=int, default=10, help="burst: turns per session")
     parser.add_argument("--queues", type=lambda v: [int(x) for x in v.split(",")], default=[2048, 8192],
                         help="burst: queue sizes to try")
+    parser.add_argument("--tokens", action="store_true",
+                        help="each call reports token counts (priced from the table by the store, a cost each turn)")
     parser.add_argument("--memory-case", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_case:
@@ -299,6 +318,8 @@ def main() -> None:
         return
     if args.quick:
         args.rounds = 3
+    global TOKENS
+    TOKENS = args.tokens
     if args.burst:
         burst(args)
         queue_memory(args)
