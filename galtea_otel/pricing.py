@@ -278,7 +278,7 @@ def _flat_rates(model: str, day: int) -> tuple[Any, Any, Any] | None:
     a plain number (no tiers) and none charged per request (prices of other units, web searches or audio, are
     never charged for a turn's tokens). None otherwise, and whenever the three rates do not give genai-prices'
     own price of the probe usages exactly: its calculation then prices every turn. genai-prices 0.2's
-    calculation takes about 0.3 ms (a turn's token counts differ from turn to turn, so a cache of its results
+    calculation takes 0.1-0.3 ms (a turn's token counts differ from turn to turn, so a cache of its results
     rarely hits); the rates, once a day per model, make it a few multiplications."""
     table = _table()
     if table is None:
