@@ -16,6 +16,7 @@ import galtea_otel
 from galtea_otel import attributes as A
 from tests.fakes.openai_server import FakeOpenAI, reply_for, response_model, usage_for
 from tests.instrument.conftest import Otel, attr, loads
+from tests.needs import need_module
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def assert_clean_logs(caplog: pytest.LogCaptureFixture) -> None:
 @pytest.fixture(scope="module")
 def openai_client() -> Iterator[Any]:
     """The real ``openai`` client against the fake OpenAI-compatible server (tests/fakes/openai_server.py)."""
-    openai = pytest.importorskip("openai")
+    openai = need_module("openai")
     with FakeOpenAI() as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
         yield client

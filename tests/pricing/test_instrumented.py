@@ -14,9 +14,10 @@ from tests.conformance.apps import scenario
 from tests.conformance.conftest import DEFAULT_VERSION
 from tests.conformance.test_conformance import run_app
 from tests.fakes.openai_server import FakeOpenAI
+from tests.needs import need_module
 
-genai_prices = pytest.importorskip("genai_prices")
-pytest.importorskip("opentelemetry.instrumentation.openai_v2")
+genai_prices = need_module("genai_prices")
+need_module("opentelemetry.instrumentation.openai_v2")
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ from galtea_otel.cli.main import main
 from galtea_otel.pipeline import read_session
 from galtea_otel.records import SessionDetail
 from galtea_otel.store import open_store
+from tests.needs import need_module
 
-genai_prices = pytest.importorskip("genai_prices")
+genai_prices = need_module("genai_prices")
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from galtea_otel import attributes as A
+from tests.needs import unavailable
 
 PG_URL = os.environ.get("GALTEA_OTEL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -40,9 +41,7 @@ def require_postgres() -> None:
             conn.execute("SELECT 1")
     except Exception as exc:
         message = f"PostgreSQL at {PG_URL} is not reachable: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
 
 
 @pytest.fixture

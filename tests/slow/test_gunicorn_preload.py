@@ -24,6 +24,7 @@ from galtea_otel.pipeline import Pipeline
 from galtea_otel.serve.options import Address, ServeOptions
 from galtea_otel.serve.server import Receiver, start_in_thread
 from galtea_otel.store import open_store
+from tests.needs import need_module
 from tests.slow.conftest import APPS, ROOT, child_env, free_port
 
 WORKERS, PER_WORKER = 4, 500
@@ -65,7 +66,7 @@ def wait_listening(port: int, process: subprocess.Popen[str], timeout: float = 6
 
 
 def test_gunicorn_preload_workers_each_export_their_spans(receiver: Receiver, tmp_path: Path) -> None:
-    pytest.importorskip("gunicorn")
+    need_module("gunicorn")
     assert receiver.http_address is not None
     port = free_port()
     gunicorn = subprocess.Popen(

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.examples.runner import clean_env, console_script, sqlite_url
+from tests.needs import unavailable
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -32,9 +33,7 @@ URL_LINE = re.compile(r"galtea-otel UI on (http://\S+/)")
 
 def _need(condition: bool, why: str) -> None:
     if not condition:
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
+        unavailable(why)
 
 
 @pytest.fixture(scope="session")
